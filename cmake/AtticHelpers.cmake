@@ -1,0 +1,62 @@
+# One way to declare Attic targets, so that every component gets the same options.
+#
+#   attic_cc_library(NAME kvstore SRCS a.cc b.cc DEPS attic::common)
+#     -> target attic_kvstore, alias attic::kvstore; headers included as "kvstore/a.h".
+#   attic_cc_binary(NAME attic-worker SRCS main.cc DEPS attic::kvstore)
+#   attic_cc_test(NAME kvstore_block_pool_test SRCS block_pool_test.cc DEPS attic::kvstore
+#                 LABELS slow)  -> a GoogleTest binary registered with ctest, one ctest per TEST.
+#   attic_isa_sources(avx512 file.cc ...) marks sources compiled for one runtime-dispatched ISA.
+
+include(GoogleTest OPTIONAL)
+
+function(_attic_apply_options target)
+  target_compile_options(${target} PRIVATE ${ATTIC_WARNING_FLAGS} ${ATTIC_BASE_FLAGS})
+  target_include_directories(${target} PUBLIC
+    $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}>
+    $<BUILD_INTERFACE:${PROJECT_BINARY_DIR}>
+    $<INSTALL_INTERFACE:include>)
+endfunction()
+
+function(attic_cc_library)
+  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS;PRIVATE_DEPS" ${ARGN})
+  set(target attic_${ARG_NAME})
+  add_library(${target} STATIC ${ARG_SRCS})
+  add_library(attic::${ARG_NAME} ALIAS ${target})
+  _attic_apply_options(${target})
+  target_link_libraries(${target} PUBLIC ${ARG_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
+endfunction()
+
+function(attic_cc_binary)
+  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS" ${ARGN})
+  add_executable(${ARG_NAME} ${ARG_SRCS})
+  _attic_apply_options(${ARG_NAME})
+  target_link_libraries(${ARG_NAME} PRIVATE ${ARG_DEPS})
+  set_target_properties(${ARG_NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY "${PROJECT_BINARY_DIR}/bin")
+endfunction()
+
+function(attic_cc_test)
+  cmake_parse_arguments(ARG "" "NAME;TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
+  add_executable(${ARG_NAME} ${ARG_SRCS})
+  _attic_apply_options(${ARG_NAME})
+  target_link_libraries(${ARG_NAME} PRIVATE ${ARG_DEPS} attic::testing GTest::gtest GTest::gmock)
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 600)
+  endif()
+  set(labels unit ${ARG_LABELS})
+  gtest_discover_tests(${ARG_NAME}
+    DISCOVERY_TIMEOUT 60
+    PROPERTIES LABELS "${labels}" TIMEOUT ${ARG_TIMEOUT}
+               ENVIRONMENT "ATTIC_SHARED_DIR=${ATTIC_SHARED_DIR}")
+endfunction()
+
+# Sources compiled with one ISA's flags. Such files must only include intrinsics headers and
+# plain-struct Attic headers: an inline function from a shared header compiled with wider flags
+# could be picked by the linker for every caller and fault on an older CPU.
+function(attic_isa_sources isa)
+  string(TOUPPER "${isa}" upper)
+  set(flags ${ATTIC_ISA_FLAGS_${upper}})
+  if(NOT flags)
+    message(FATAL_ERROR "unknown ISA '${isa}'")
+  endif()
+  set_source_files_properties(${ARGN} PROPERTIES COMPILE_OPTIONS "${flags}")
+endfunction()
