@@ -1,0 +1,181 @@
+// Decode attention kernels against the fp64 reference, on every ISA level this CPU has.
+#include "attention_workers/decode_attention.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "attention_workers/reference_attention.h"
+#include "tests/attention_workers/kv_fixture.h"
+
+namespace attic {
+namespace {
+
+using testing::BlockedKv;
+using testing::RandomBlockedKv;
+using testing::RandomNormal;
+
+double Tolerance(DType dtype) { return dtype == DType::kFloat32 ? 1e-3 : 5e-3; }
+
+// Runs the kernel on every supported ISA level against one reference.
+void ExpectMatchesReference(const BlockedKv& kv, const std::vector<float>& q, int g, float scale,
+                            std::span<const KvRun> runs) {
+  const int d = kv.head_dim;
+  std::vector<double> o_ref(static_cast<size_t>(g) * d), lse_ref(static_cast<size_t>(g));
+  ReferenceAttention(q.data(), g, d, scale, kv.dtype, runs, o_ref.data(), lse_ref.data());
+  for (IsaLevel isa : SupportedIsaLevels()) {
+    SCOPED_TRACE(std::string("isa=") + std::string(IsaName(isa)));
+    std::vector<float> out(static_cast<size_t>(g) * d, -7.0f), lse(static_cast<size_t>(g));
+    ASSERT_TRUE(DecodeAttention({.q = q.data(), .group_size = g, .head_dim = d, .dtype = kv.dtype,
+                                 .scale = scale, .runs = runs, .out = out.data(),
+                                 .lse = lse.data()},
+                                isa)
+                    .ok());
+    for (int h = 0; h < g; ++h) {
+      const double err = RelativeError(out.data() + h * d, o_ref.data() + h * d, d);
+      EXPECT_LT(err, Tolerance(kv.dtype)) << "head " << h;
+      EXPECT_NEAR(lse[static_cast<size_t>(h)], lse_ref[static_cast<size_t>(h)], 1e-3)
+          << "head " << h;
+    }
+  }
+}
+
+using Shape = std::tuple<int /*context*/, int /*D*/, int /*G*/, DType>;
+
+class DenseShapes : public ::testing::TestWithParam<Shape> {};
+
+TEST_P(DenseShapes, MatchesFp64Reference) {
+  const auto [context, d, g, dtype] = GetParam();
+  const BlockedKv kv = RandomBlockedKv(context, d, 64, dtype, 1000 + context + d + g);
+  // sigma 2 makes the softmax peaky enough that the running max moves often.
+  const auto q = RandomNormal(static_cast<size_t>(g) * d, 7 + context, 2.0f);
+  ExpectMatchesReference(kv, q, g, 1.0f / std::sqrt(static_cast<float>(d)), kv.runs);
+}
+
+std::string ShapeName(const ::testing::TestParamInfo<Shape>& info) {
+  const auto [context, d, g, dtype] = info.param;
+  return "ctx" + std::to_string(context) + "_d" + std::to_string(d) + "_g" + std::to_string(g) +
+         "_" + std::string(DTypeName(dtype));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Kernels, DenseShapes,
+    ::testing::Combine(::testing::Values(1, 5, 64, 65, 127, 1000, 4097),
+                       ::testing::Values(64, 128, 256), ::testing::Values(1, 4, 8),
+                       ::testing::Values(DType::kFloat32, DType::kBFloat16, DType::kFloat16)),
+    ShapeName);
+
+// Group sizes that need several head tiles (and D values between the common ones).
+INSTANTIATE_TEST_SUITE_P(
+    OddGroups, DenseShapes,
+    ::testing::Combine(::testing::Values(300), ::testing::Values(96, 128),
+                       ::testing::Values(2, 3, 6, 12, 16, 128),
+                       ::testing::Values(DType::kBFloat16, DType::kFloat16)),
+    ShapeName);
+
+// Long contexts: 16K in the default run, 64K under the `slow` label (kernel_long_test).
+INSTANTIATE_TEST_SUITE_P(
+    Long, DenseShapes,
+    ::testing::Combine(::testing::Values(16384 + 17), ::testing::Values(128),
+                       ::testing::Values(4), ::testing::Values(DType::kBFloat16)),
+    ShapeName);
+
+TEST(DecodeAttention, RunBoundariesDoNotMatter) {
+  const int d = 128, g = 4;
+  const BlockedKv kv = RandomBlockedKv(1000, d, 64, DType::kBFloat16, 5);
+  // Split the same tokens into irregular runs (1, 2, 3, ... tokens) across block boundaries.
+  std::vector<KvRun> runs;
+  for (int t = 0, want = 1; t < kv.tokens; ++want) {
+    const int n = std::min({want, kv.tokens - t, kv.block - t % kv.block});
+    runs.push_back({kv.KRow(t), kv.VRow(t), n});
+    t += n;
+  }
+  const auto q = RandomNormal(static_cast<size_t>(g) * d, 3);
+  ExpectMatchesReference(kv, q, g, 0.088f, runs);
+}
+
+TEST(DecodeAttention, EmptyContextIsTheMergeIdentity) {
+  const int d = 64, g = 4;
+  const auto q = RandomNormal(static_cast<size_t>(g) * d, 1);
+  for (IsaLevel isa : SupportedIsaLevels()) {
+    std::vector<float> out(static_cast<size_t>(g) * d, 5.0f), lse(static_cast<size_t>(g), 5.0f);
+    ASSERT_TRUE(DecodeAttention({.q = q.data(), .group_size = g, .head_dim = d,
+                                 .dtype = DType::kBFloat16, .scale = 0.125f, .runs = {},
+                                 .out = out.data(), .lse = lse.data()},
+                                isa)
+                    .ok());
+    for (float x : out) EXPECT_EQ(x, 0.0f);
+    for (float x : lse) EXPECT_EQ(x, -INFINITY);
+  }
+}
+
+TEST(DecodeAttention, ExtremeScoresStayFinite) {
+  // Large q makes scores in the hundreds (exp would overflow fp32 without the running max).
+  const int d = 128, g = 4;
+  const BlockedKv kv = RandomBlockedKv(700, d, 64, DType::kFloat32, 9);
+  const auto q = RandomNormal(static_cast<size_t>(g) * d, 4, 30.0f);
+  ExpectMatchesReference(kv, q, g, 1.0f, kv.runs);
+}
+
+TEST(DecodeAttention, RejectsBadArguments) {
+  const int d = 128, g = 4;
+  const auto q = RandomNormal(static_cast<size_t>(g) * d, 1);
+  std::vector<float> out(static_cast<size_t>(g) * d), lse(static_cast<size_t>(g));
+  const BlockedKv kv = RandomBlockedKv(10, d, 64, DType::kBFloat16, 2);
+  DecodeAttentionParams p{.q = q.data(), .group_size = g, .head_dim = d,
+                          .dtype = DType::kBFloat16, .scale = 0.1f, .runs = kv.runs,
+                          .out = out.data(), .lse = lse.data()};
+  ASSERT_TRUE(DecodeAttention(p).ok());
+  auto expect_invalid = [](const DecodeAttentionParams& bad) {
+    EXPECT_EQ(DecodeAttention(bad).code(), StatusCode::kInvalidArgument);
+  };
+  auto bad = p;
+  bad.q = nullptr;
+  expect_invalid(bad);
+  bad = p;
+  bad.group_size = 0;
+  expect_invalid(bad);
+  bad = p;
+  bad.group_size = 129;
+  expect_invalid(bad);
+  bad = p;
+  bad.head_dim = 48;
+  expect_invalid(bad);
+  bad = p;
+  bad.scale = 0.0f;
+  expect_invalid(bad);
+  bad = p;
+  bad.scale = NAN;
+  expect_invalid(bad);
+  bad = p;
+  bad.dtype = static_cast<DType>(9);
+  expect_invalid(bad);
+  std::vector<KvRun> neg = {{kv.runs[0].k, kv.runs[0].v, -1}};
+  bad = p;
+  bad.runs = neg;
+  expect_invalid(bad);
+  std::vector<KvRun> null_run = {{nullptr, kv.runs[0].v, 3}};
+  bad = p;
+  bad.runs = null_run;
+  expect_invalid(bad);
+}
+
+TEST(DecodeAttention, RejectsIsaTheCpuLacks) {
+  if (DetectIsa() == IsaLevel::kAvx512Bf16) GTEST_SKIP() << "this CPU supports every level";
+  const int d = 64, g = 1;
+  const auto q = RandomNormal(static_cast<size_t>(g) * d, 1);
+  std::vector<float> out(static_cast<size_t>(d)), lse(1);
+  EXPECT_EQ(DecodeAttention({.q = q.data(), .group_size = g, .head_dim = d,
+                             .dtype = DType::kBFloat16, .scale = 0.1f, .runs = {},
+                             .out = out.data(), .lse = lse.data()},
+                            IsaLevel::kAvx512Bf16)
+                .code(),
+            StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace attic
