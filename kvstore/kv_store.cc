@@ -1,0 +1,279 @@
+#include "kvstore/kv_store.h"
+
+#include <string>
+#include <unordered_set>
+#include <utility>
+
+#include "common/hash.h"
+#include "kvstore/internal/append_checks.h"
+#include "kvstore/internal/block_pool.h"
+#include "kvstore/internal/prefix_cache.h"
+#include "kvstore/internal/sequence.h"
+
+namespace attic {
+
+using kv_internal::BlockId;
+using kv_internal::BlockPool;
+using kv_internal::BlockRef;
+using kv_internal::PrefixCache;
+using kv_internal::Sequence;
+using kv_internal::SequenceConfig;
+
+namespace {
+
+constexpr uint64_t kTenantSeed = 0x61747469632d746eULL;
+
+std::string Str(int64_t v) { return std::to_string(v); }
+
+PoolStats PoolFigures(const BlockPool& pool) {
+  PoolStats s;
+  s.kind = pool.kind();
+  s.capacity_blocks = pool.capacity_blocks();
+  s.used_blocks = pool.used_blocks();
+  s.free_blocks = pool.free_blocks();
+  s.block_bytes = pool.block_bytes();
+  s.capacity_bytes = static_cast<size_t>(s.capacity_blocks) * s.block_bytes;
+  s.used_bytes = static_cast<size_t>(s.used_blocks) * s.block_bytes;
+  return s;
+}
+
+std::string DescribePool(const PoolStats& p) {
+  return std::string(PoolKindName(p.kind)) + " pool " + Str(p.used_blocks) + "/" +
+         Str(p.capacity_blocks) + " blocks used (" + Str(static_cast<int64_t>(p.used_bytes)) +
+         "/" + Str(static_cast<int64_t>(p.capacity_bytes)) + " bytes)";
+}
+
+StatusOr<SequenceConfig> MakeConfig(const SequenceOptions& o, size_t slot_bytes) {
+  RETURN_IF_ERROR(o.spec.Validate());
+  const std::string who = "OpenSequence(" + Str(static_cast<int64_t>(o.id)) + "): ";
+  if (o.spec.block_bytes() > slot_bytes) {
+    return InvalidArgumentError(who + "a block of " + o.spec.ToString() + " takes " +
+                                Str(static_cast<int64_t>(o.spec.block_bytes())) +
+                                " bytes, more than the store's block_bytes = " +
+                                Str(static_cast<int64_t>(slot_bytes)));
+  }
+  const int hkv = o.spec.num_kv_heads;
+  const int end = o.kv_head_end == -1 ? hkv : o.kv_head_end;
+  if (o.kv_head_begin < 0 || o.kv_head_begin >= end || end > hkv) {
+    return InvalidArgumentError(who + "kv head range [" + Str(o.kv_head_begin) + ", " +
+                                Str(o.kv_head_end) + ") is not a non-empty range within [0, " +
+                                Str(hkv) + ")");
+  }
+  SequenceConfig c;
+  c.id = o.id;
+  c.tenant = o.tenant;
+  c.spec = o.spec;
+  c.model_fingerprint = o.model_fingerprint != 0 ? o.model_fingerprint : o.spec.Fingerprint();
+  c.scope = ScopeFingerprint(o.tenant, c.model_fingerprint, o.spec);
+  c.head_begin = o.kv_head_begin;
+  c.head_end = end;
+  return c;
+}
+
+Status CheckHashes(uint64_t seq_id, std::span<const uint64_t> hashes) {
+  const std::string who = "LookupPrefix(sequence " + Str(static_cast<int64_t>(seq_id)) + "): ";
+  if (hashes.size() > static_cast<size_t>(KvStore::kMaxPrefixBlocks)) {
+    return InvalidArgumentError(who + Str(static_cast<int64_t>(hashes.size())) +
+                                " block hashes exceed the limit of " +
+                                Str(KvStore::kMaxPrefixBlocks));
+  }
+  std::unordered_set<uint64_t> seen;
+  seen.reserve(hashes.size());
+  for (size_t i = 0; i < hashes.size(); ++i) {
+    if (!seen.insert(hashes[i]).second) {
+      return InvalidArgumentError(who + "block hash " + Str(static_cast<int64_t>(i)) +
+                                  " repeats an earlier one; chained hashes must be distinct");
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+uint64_t ScopeFingerprint(std::string_view tenant, uint64_t model_fingerprint,
+                          const ModelSpec& spec) {
+  const uint64_t spec_fp = spec.Fingerprint();
+  const uint64_t model = model_fingerprint != 0 ? model_fingerprint : spec_fp;
+  const uint64_t t = Hash64(tenant.data(), tenant.size(), kTenantSeed);
+  return HashCombine(HashCombine(t, model), spec_fp);
+}
+
+KvStore::KvStore(const KvStoreOptions& options) : options_(options) {}
+
+KvStore::~KvStore() = default;
+
+StatusOr<std::unique_ptr<KvStore>> KvStore::Open(const KvStoreOptions& options) {
+  std::unique_ptr<KvStore> store(new KvStore(options));
+  SlabAllocator* alloc = options.allocator;
+  if (alloc == nullptr) {
+    store->owned_allocator_ =
+        std::make_unique<MmapSlabAllocator>(MmapSlabAllocatorOptions{.populate = options.populate});
+    alloc = store->owned_allocator_.get();
+  }
+  // The default allocator prefaults by itself; a custom one gets its pages touched.
+  const bool touch = options.populate && options.allocator != nullptr;
+  ASSIGN_OR_RETURN(store->k_pool_, BlockPool::Create(PoolKind::kKey, options.block_bytes,
+                                                     options.k_pool_blocks, alloc, touch));
+  ASSIGN_OR_RETURN(store->v_pool_, BlockPool::Create(PoolKind::kValue, options.block_bytes,
+                                                     options.v_pool_blocks, alloc, touch));
+  store->prefix_ = std::make_unique<PrefixCache>(store->k_pool_.get(), store->v_pool_.get());
+  return store;
+}
+
+StatusOr<std::shared_ptr<Sequence>> KvStore::Find(uint64_t seq_id) const {
+  ReaderLock l(&seqs_mu_);
+  auto it = seqs_.find(seq_id);
+  if (it == seqs_.end()) {
+    return NotFoundError("sequence " + std::to_string(seq_id) + " is not open");
+  }
+  return it->second;
+}
+
+Status KvStore::OpenSequence(const SequenceOptions& options) {
+  ASSIGN_OR_RETURN(SequenceConfig config, MakeConfig(options, options_.block_bytes));
+  auto seq = std::make_shared<Sequence>(std::move(config));
+  WriterLock l(&seqs_mu_);
+  if (!seqs_.try_emplace(options.id, std::move(seq)).second) {
+    return AlreadyExistsError("sequence " + std::to_string(options.id) + " is already open");
+  }
+  return OkStatus();
+}
+
+Status KvStore::CloseSequence(uint64_t seq_id) {
+  std::shared_ptr<Sequence> seq;
+  {
+    WriterLock l(&seqs_mu_);
+    auto it = seqs_.find(seq_id);
+    if (it == seqs_.end()) {
+      return NotFoundError("sequence " + std::to_string(seq_id) + " is not open");
+    }
+    seq = std::move(it->second);
+    seqs_.erase(it);
+  }
+  MutexLock l(&seq->mu);
+  kv_internal::ReleasedBlocks released = seq->Close();
+  k_pool_->Free(released.k);
+  v_pool_->Free(released.v);
+  private_blocks_.fetch_sub(static_cast<int64_t>(released.k.size()), std::memory_order_relaxed);
+  prefix_->Unpin(released.entries);
+  return OkStatus();
+}
+
+StatusOr<PrefixMatch> KvStore::LookupPrefix(uint64_t seq_id,
+                                            std::span<const uint64_t> block_hashes) {
+  RETURN_IF_ERROR(CheckHashes(seq_id, block_hashes));
+  ASSIGN_OR_RETURN(std::shared_ptr<Sequence> seq, Find(seq_id));
+  const SequenceConfig& c = seq->config();
+  MutexLock l(&seq->mu);
+  RETURN_IF_ERROR(seq->CheckOpen());
+  RETURN_IF_ERROR(seq->CheckLookupAllowed());
+  kv_internal::PinResult pin = prefix_->PinChain({.scope = c.scope,
+                                                  .num_layers = c.spec.num_layers,
+                                                  .num_kv_heads = c.spec.num_kv_heads,
+                                                  .head_begin = c.head_begin,
+                                                  .head_end = c.head_end,
+                                                  .block_bytes = c.block_bytes(),
+                                                  .hashes = block_hashes});
+  const int matched = pin.matched_blocks;
+  seq->InstallPrefix(block_hashes, std::move(pin));
+  return PrefixMatch{matched, matched * c.block_size()};
+}
+
+StatusOr<int> KvStore::Length(uint64_t seq_id, int layer) const {
+  ASSIGN_OR_RETURN(std::shared_ptr<Sequence> seq, Find(seq_id));
+  RETURN_IF_ERROR(kv_internal::CheckLayer(seq->config(), layer, "Length"));
+  MutexLock l(&seq->mu);
+  RETURN_IF_ERROR(seq->CheckOpen());
+  return seq->length(layer);
+}
+
+StatusOr<SequenceInfo> KvStore::GetSequence(uint64_t seq_id) const {
+  ASSIGN_OR_RETURN(std::shared_ptr<Sequence> seq, Find(seq_id));
+  MutexLock l(&seq->mu);
+  RETURN_IF_ERROR(seq->CheckOpen());
+  return seq->Info();
+}
+
+Status KvStore::AllocatePairs(size_t n, std::vector<BlockRef>* out) {
+  if (n == 0) return OkStatus();
+  std::vector<BlockId> ks;
+  std::vector<BlockId> vs;
+  for (;;) {
+    ks.clear();
+    vs.clear();
+    if (k_pool_->TryAllocate(n, &ks)) {
+      if (v_pool_->TryAllocate(n, &vs)) break;
+      k_pool_->Free(ks);
+    }
+    // Hopeless requests fail before flushing the cache for nothing.
+    const int64_t cached = prefix_->Stats().cached_blocks;
+    const auto need = static_cast<int64_t>(n);
+    const bool could_fit = need <= k_pool_->free_blocks() + cached &&
+                           need <= v_pool_->free_blocks() + cached;
+    if (!could_fit || !prefix_->EvictOne()) return ExhaustedError(n);
+  }
+  out->reserve(out->size() + n);
+  for (size_t i = 0; i < n; ++i) out->push_back(BlockRef{.k = ks[i], .v = vs[i]});
+  private_blocks_.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
+  return OkStatus();
+}
+
+Status KvStore::ExhaustedError(size_t needed) const {
+  const KvStoreStats s = Stats();
+  return ResourceExhaustedError(
+      "KV store out of memory: need " + Str(static_cast<int64_t>(needed)) +
+      " block pairs; " + DescribePool(s.k) + ", " + DescribePool(s.v) + "; " +
+      Str(s.cached_blocks) + " cached (evictable) blocks, " + Str(s.private_blocks) +
+      " private and " + Str(s.prefix_blocks) + " prefix blocks in use by " + Str(s.sequences) +
+      " sequences");
+}
+
+KvStoreStats KvStore::Stats() const {
+  KvStoreStats s;
+  s.k = PoolFigures(*k_pool_);
+  s.v = PoolFigures(*v_pool_);
+  {
+    ReaderLock l(&seqs_mu_);
+    s.sequences = static_cast<int64_t>(seqs_.size());
+  }
+  s.private_blocks = private_blocks_.load(std::memory_order_relaxed);
+  const kv_internal::PrefixCacheStats p = prefix_->Stats();
+  s.prefix_entries = p.entries;
+  s.prefix_blocks = p.blocks;
+  s.cached_blocks = p.cached_blocks;
+  s.shared_blocks = p.shared_blocks;
+  s.evictions = p.evicted_entries;
+  s.evicted_blocks = p.evicted_blocks;
+  s.dedupe_hits = p.dedupe_hits;
+  s.dedupe_conflicts = p.dedupe_conflicts;
+  s.prefix_hits = p.prefix_hits;
+  return s;
+}
+
+Status KvStore::Verify() const {
+  std::vector<std::shared_ptr<Sequence>> seqs;
+  {
+    ReaderLock l(&seqs_mu_);
+    seqs.reserve(seqs_.size());
+    for (const auto& [id, seq] : seqs_) seqs.push_back(seq);
+  }
+  const kv_internal::BlockPools pools{k_pool_.get(), v_pool_.get()};
+  for (const std::shared_ptr<Sequence>& seq : seqs) {
+    MutexLock l(&seq->mu);
+    RETURN_IF_ERROR(seq->Verify(pools));
+  }
+  RETURN_IF_ERROR(prefix_->Verify());
+  for (const BlockPool* pool : {k_pool_.get(), v_pool_.get()}) {
+    if (pool->bad_frees() != 0) {
+      return InternalError(std::string(PoolKindName(pool->kind())) + " pool saw " +
+                           Str(pool->bad_frees()) + " frees of blocks that were not in use");
+    }
+  }
+  return OkStatus();
+}
+
+std::vector<MemoryRegion> KvStore::memory_regions() const {
+  return {k_pool_->region(), v_pool_->region()};
+}
+
+}  // namespace attic

@@ -1,0 +1,194 @@
+// KvStore: the DRAM tier of the KV cache — paged K/V blocks per sequence, layer and KV head,
+// with prefix-hash dedupe and an LRU prefix cache. The data layout, prefix cache, eviction,
+// locking and error codes are described in docs/kvstore.md.
+//
+//   ASSIGN_OR_RETURN(auto store, KvStore::Open(KvStoreOptions{}));
+//   RETURN_IF_ERROR(store->OpenSequence({.id = 7, .tenant = "acme", .spec = spec}));
+//   ASSIGN_OR_RETURN(PrefixMatch m, store->LookupPrefix(7, prompt_block_hashes));
+//   // send only tokens [m.matched_tokens, prompt_len) of every layer:
+//   RETURN_IF_ERROR(store->AppendPrefill(7, layer, k_chunk, v_chunk, num_tokens));
+//   RETURN_IF_ERROR(store->AppendDecodeToken(7, layer, k_new, v_new));
+//   std::vector<BlockView> blocks;
+//   RETURN_IF_ERROR(store->ReadBlocks(7, layer, kv_head, &blocks));
+//   RETURN_IF_ERROR(store->CloseSequence(7));   // prompt blocks stay cached for later requests
+//
+// Thread safety: every method may be called concurrently. Operations on different sequences
+// proceed in parallel (each sequence has its own mutex and copies happen under it only);
+// operations on one sequence are serialized. Views from ReadBlocks are read without locks, so
+// the caller must not append to a (sequence, layer) while it reads views of it.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "common/model_spec.h"
+#include "common/status.h"
+#include "common/tensor_view.h"
+#include "common/thread_annotations.h"
+#include "kvstore/kv_store_options.h"
+#include "kvstore/slab_allocator.h"
+
+namespace attic {
+
+namespace kv_internal {
+class BlockPool;
+class PrefixCache;
+class Sequence;
+struct BlockRef;
+}  // namespace kv_internal
+
+// The scope prefix blocks are shared within: a digest of tenant, model fingerprint (0 = derive
+// from spec) and spec. The store computes it itself, so equal hashes of two tenants never meet.
+uint64_t ScopeFingerprint(std::string_view tenant, uint64_t model_fingerprint,
+                          const ModelSpec& spec);
+
+struct PrefixMatch {
+  int matched_blocks = 0;  // leading prompt blocks the store already holds (all layers, heads)
+  int matched_tokens = 0;  // matched_blocks * B: the caller sends tokens from here on
+};
+
+// One block of one (layer, KV head), as the attention kernels consume it.
+struct BlockView {
+  const std::byte* k;  // [B, D], row-major (token t at t * D), storage dtype
+  const std::byte* v;  // [B, D], row-major, storage dtype
+  int num_tokens;      // valid leading rows: B for every block but possibly the last
+};
+
+struct SequenceInfo {
+  uint64_t id = 0;
+  std::string tenant;
+  ModelSpec spec;
+  uint64_t model_fingerprint = 0;  // as resolved (never 0)
+  uint64_t scope = 0;              // ScopeFingerprint of the above
+  int kv_head_begin = 0;           // held heads [kv_head_begin, kv_head_end)
+  int kv_head_end = 0;
+  std::vector<int> layer_lengths;  // [num_layers], tokens
+  int prefix_hashes = 0;           // hashes given to LookupPrefix
+  int matched_blocks = 0;          // what LookupPrefix matched
+};
+
+struct PoolStats {
+  PoolKind kind = PoolKind::kKey;
+  int64_t capacity_blocks = 0;
+  int64_t used_blocks = 0;
+  int64_t free_blocks = 0;
+  size_t block_bytes = 0;     // slot size
+  size_t capacity_bytes = 0;  // capacity_blocks * block_bytes
+  size_t used_bytes = 0;      // used_blocks * block_bytes
+};
+
+// Store-wide figures. Block counts below the pools are per pool: every K block has its V twin.
+// They are gathered one lock at a time, so under concurrent changes they need not add up; at
+// rest, k.used_blocks == private_blocks + prefix_blocks (and the same for v).
+struct KvStoreStats {
+  PoolStats k;
+  PoolStats v;
+  int64_t sequences = 0;
+  int64_t private_blocks = 0;   // held by exactly one sequence (tails, decode, unshared prompt)
+  int64_t prefix_entries = 0;   // (scope, hash) entries of the prefix index
+  int64_t prefix_blocks = 0;    // content-addressed blocks owned by the prefix index
+  int64_t cached_blocks = 0;    // prefix blocks no open sequence pins (evictable)
+  int64_t shared_blocks = 0;    // prefix blocks pinned by two or more open sequences
+  int64_t evictions = 0;        // prefix entries evicted under memory pressure
+  int64_t evicted_blocks = 0;   // blocks those entries held
+  int64_t dedupe_hits = 0;      // sealed blocks whose identical stored copy replaced them
+  int64_t dedupe_conflicts = 0; // sealed blocks whose hash matched different stored bytes
+  int64_t prefix_hits = 0;      // prompt blocks (all layers and heads) matched by LookupPrefix
+};
+
+class KvStore {
+ public:
+  // Tokens one (sequence, layer) may hold; appends past it fail with OutOfRange.
+  static constexpr int kMaxSequenceTokens = 1 << 28;
+  // Hashes one LookupPrefix call may carry.
+  static constexpr int kMaxPrefixBlocks = 1 << 20;
+
+  // Takes both slabs. InvalidArgument for options out of range; the allocator's error when it
+  // has no memory.
+  static StatusOr<std::unique_ptr<KvStore>> Open(const KvStoreOptions& options);
+  // REQUIRES: no other thread uses the store and no view is used afterwards.
+  ~KvStore();
+  KvStore(const KvStore&) = delete;
+  KvStore& operator=(const KvStore&) = delete;
+
+  // InvalidArgument if the spec is invalid, too large for a block slot, or the head range is
+  // out of [0, Hkv); AlreadyExists if the id is open.
+  Status OpenSequence(const SequenceOptions& options);
+
+  // block_hashes: one chained hash per full B-token prompt block. Pins the longest prefix held
+  // for every layer and KV head of the sequence, sets every layer's length to its token count,
+  // and makes the sequence's blocks at those indexes content-addressed. Once per sequence,
+  // before any append (else FailedPrecondition); InvalidArgument for repeated hashes.
+  StatusOr<PrefixMatch> LookupPrefix(uint64_t seq_id, std::span<const uint64_t> block_hashes);
+
+  // A block-major chunk in the storage dtype, as the wire carries it: k and v each
+  // [Hkv_shard, blocks, B, D] with rows of a block contiguous (strides [*, *, D, 1]).
+  // num_tokens in ((blocks-1)*B, blocks*B]: only the last block may be partial.
+  // REQUIRES (else FailedPrecondition): the layer's length is a multiple of B.
+  // All or nothing: on error the sequence is unchanged.
+  Status AppendPrefill(uint64_t seq_id, int layer, const TensorView& k, const TensorView& v,
+                       int num_tokens);
+
+  // Token-major k and v [n, Hkv_shard, D] (rows contiguous, strides [*, *, 1]) in any dtype,
+  // converted to the storage dtype; fills a partial tail block first. All or nothing.
+  Status AppendTokens(uint64_t seq_id, int layer, const TensorView& k, const TensorView& v);
+
+  // One token: k and v [Hkv_shard, D] (stride 1 along D) in any dtype.
+  Status AppendDecodeToken(uint64_t seq_id, int layer, const TensorView& k, const TensorView& v);
+
+  // The blocks of one (layer, absolute KV head), in token order; *out is set only on success.
+  // Views stay valid until the sequence is closed, provided the caller does not append to the
+  // same (sequence, layer) while it holds them: an append may seal the tail block and swap it
+  // for an identical shared copy, so read again after appending. With verify_reads, DataLoss
+  // naming the block when a full block's checksum does not match.
+  Status ReadBlocks(uint64_t seq_id, int layer, int kv_head, std::vector<BlockView>* out) const;
+
+  StatusOr<int> Length(uint64_t seq_id, int layer) const;
+  StatusOr<SequenceInfo> GetSequence(uint64_t seq_id) const;
+
+  // Frees the sequence's private blocks; its full prompt blocks stay in the prefix cache.
+  // Views of the sequence become invalid.
+  Status CloseSequence(uint64_t seq_id);
+
+  KvStoreStats Stats() const;
+
+  // Recomputes every sealed block's checksums (sequences one at a time, then the prefix cache)
+  // and checks the pools' bookkeeping. DataLoss naming sequence or prefix entry, layer, head,
+  // block and pool on the first mismatch; Internal if a pool saw a double free.
+  Status Verify() const;
+
+  // The two slabs, for the transport to register. Stable for the store's lifetime.
+  std::vector<MemoryRegion> memory_regions() const;
+
+ private:
+  explicit KvStore(const KvStoreOptions& options);
+
+  StatusOr<std::shared_ptr<kv_internal::Sequence>> Find(uint64_t seq_id) const;
+  Status AllocatePairs(size_t n, std::vector<kv_internal::BlockRef>* out);
+  Status ExhaustedError(size_t needed) const;
+  Status AppendRows(uint64_t seq_id, int layer, const TensorView& k, const TensorView& v,
+                    const char* op);
+
+  const KvStoreOptions options_;
+  // Declaration order is destruction order reversed: sequences go first, then the prefix
+  // cache (which returns its blocks to the pools), then the pools, then the allocator.
+  std::unique_ptr<SlabAllocator> owned_allocator_;
+  std::unique_ptr<kv_internal::BlockPool> k_pool_;
+  std::unique_ptr<kv_internal::BlockPool> v_pool_;
+  std::unique_ptr<kv_internal::PrefixCache> prefix_;
+  std::atomic<int64_t> private_blocks_{0};
+
+  // Held only to find, insert or erase a sequence, never while taking another lock.
+  mutable SharedMutex seqs_mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<kv_internal::Sequence>> seqs_
+      GUARDED_BY(seqs_mu_);
+};
+
+}  // namespace attic
