@@ -1,0 +1,228 @@
+// ./attic bench kernels [--json FILE] [--threads N] [--quick]
+//
+// Dense decode-attention throughput (KV bytes read per second) of the CPU kernels over KV
+// blocks held in the real KV store, against the machine's read bandwidth measured in the same
+// run, on 1 thread and on all threads. D = 128, G = 4, bf16, contexts 4K/16K/32K/128K.
+//
+// Every case streams from DRAM: it cycles over enough (sequence, KV head) pairs that at least
+// max(256 MiB, 8 x LLC) is read before a pair is read again.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "attention_workers/decode_attention.h"
+#include "attention_workers/thread_pool.h"
+#include "bench/bench_report.h"
+#include "bench/memory_bandwidth.h"
+#include "common/dtype.h"
+#include "kvstore/kv_store.h"
+
+namespace attic::bench {
+namespace {
+
+constexpr int kHeadDim = 128;
+constexpr int kGroup = 4;
+constexpr int kBlock = 64;
+constexpr DType kDType = DType::kBFloat16;
+
+struct Flags {
+  std::string json;
+  int threads = 0;  // 0: all cores
+  bool quick = false;
+};
+
+bool ParseFlags(int argc, char** argv, Flags* f) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--json" && i + 1 < argc) {
+      f->json = argv[++i];
+    } else if (a == "--threads" && i + 1 < argc) {
+      f->threads = std::atoi(argv[++i]);
+    } else if (a == "--quick") {
+      f->quick = true;
+    } else if (a == "--help" || a == "-h") {
+      std::printf(
+          "usage: attic-bench-kernels [--json FILE] [--threads N] [--quick]\n"
+          "  Dense decode-attention throughput vs. measured DRAM read bandwidth.\n"
+          "  --json FILE   also write the result envelope as JSON\n"
+          "  --threads N   the 'all threads' cases use N threads (default: all cores)\n"
+          "  --quick       contexts 4K and 32K only, fewer repetitions (a smoke run)\n"
+          "  ATTIC_ISA=scalar|avx2|avx512|avx512bf16 forces a kernel level.\n");
+      return false;
+    } else {
+      std::fprintf(stderr, "attic-bench-kernels: unknown argument '%s' (try --help)\n", a.c_str());
+      std::exit(2);
+    }
+  }
+  return true;
+}
+
+// One sequence with `heads` KV heads of `context` tokens, 1 layer, filled with random bf16.
+struct Case {
+  std::unique_ptr<KvStore> store;
+  std::vector<std::vector<KvRun>> runs;  // [heads] blocks of each head
+  size_t bytes_per_pass = 0;             // K and V bytes one pass over every head reads
+};
+
+StatusOr<Case> BuildCase(int context, int heads) {
+  const int64_t blocks_per_head = (context + kBlock - 1) / kBlock;
+  KvStoreOptions opt;
+  opt.k_pool_blocks = opt.v_pool_blocks = blocks_per_head * heads;
+  opt.populate = true;
+  Case c;
+  ASSIGN_OR_RETURN(c.store, KvStore::Open(opt));
+  ModelSpec spec{.name = "bench", .num_layers = 1, .num_q_heads = heads * kGroup,
+                 .num_kv_heads = heads, .head_dim = kHeadDim, .dtype = kDType,
+                 .block_size = kBlock};
+  RETURN_IF_ERROR(c.store->OpenSequence({.id = 1, .tenant = "bench", .spec = spec}));
+  // Appended in chunks of 8 blocks per head from one random chunk (contents do not change the
+  // bandwidth; they only have to be ordinary numbers).
+  constexpr int kChunkBlocks = 8;
+  const size_t chunk_elems = static_cast<size_t>(heads) * kChunkBlocks * kBlock * kHeadDim;
+  std::vector<uint16_t> k(chunk_elems), v(chunk_elems);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (size_t i = 0; i < chunk_elems; ++i) {
+    k[i] = FloatToBf16(dist(rng));
+    v[i] = FloatToBf16(dist(rng));
+  }
+  for (int t0 = 0; t0 < context; t0 += kChunkBlocks * kBlock) {
+    const int n = std::min(kChunkBlocks * kBlock, context - t0);
+    const int nb = (n + kBlock - 1) / kBlock;
+    const TensorView kv_k(k.data(), kDType, {heads, nb, kBlock, kHeadDim},
+                          {int64_t{kChunkBlocks} * kBlock * kHeadDim, kBlock * kHeadDim,
+                           kHeadDim, 1});
+    const TensorView kv_v(v.data(), kDType, {heads, nb, kBlock, kHeadDim},
+                          {int64_t{kChunkBlocks} * kBlock * kHeadDim, kBlock * kHeadDim,
+                           kHeadDim, 1});
+    RETURN_IF_ERROR(c.store->AppendPrefill(1, 0, kv_k, kv_v, n));
+  }
+  c.runs.resize(static_cast<size_t>(heads));
+  for (int h = 0; h < heads; ++h) {
+    std::vector<BlockView> views;
+    RETURN_IF_ERROR(c.store->ReadBlocks(1, 0, h, &views));
+    for (const BlockView& b : views) c.runs[static_cast<size_t>(h)].push_back({b.k, b.v, b.num_tokens});
+  }
+  c.bytes_per_pass = static_cast<size_t>(context) * kHeadDim * DTypeSize(kDType) * 2 * heads;
+  return c;
+}
+
+// Best and median seconds of one pass over every head, after one warm-up pass.
+struct PassTime {
+  double best = 0.0, median = 0.0;
+};
+
+StatusOr<PassTime> TimePasses(const Case& c, ThreadPool& pool, int min_reps, double min_seconds) {
+  const int heads = static_cast<int>(c.runs.size());
+  std::vector<float> q(static_cast<size_t>(kGroup) * kHeadDim);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (auto& x : q) x = dist(rng);
+  std::vector<float> out(static_cast<size_t>(heads) * kGroup * kHeadDim);
+  std::vector<float> lse(static_cast<size_t>(heads) * kGroup);
+  std::atomic<int> failures{0};
+  auto pass = [&] {
+    pool.ParallelFor(heads, [&](int64_t h) {
+      const Status s = DecodeAttention(
+          {.q = q.data(), .group_size = kGroup, .head_dim = kHeadDim, .dtype = kDType,
+           .scale = 0.0884f, .runs = c.runs[static_cast<size_t>(h)],
+           .out = out.data() + h * kGroup * kHeadDim, .lse = lse.data() + h * kGroup});
+      if (!s.ok()) failures.fetch_add(1);
+    });
+  };
+  pass();
+  std::vector<double> secs;
+  double total = 0.0;
+  while (static_cast<int>(secs.size()) < min_reps || total < min_seconds) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pass();
+    secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    total += secs.back();
+  }
+  if (failures.load() != 0) return InternalError("decode attention failed during the benchmark");
+  for (float x : lse) {
+    if (!std::isfinite(x)) return InternalError("decode attention produced a non-finite LSE");
+  }
+  std::sort(secs.begin(), secs.end());
+  return PassTime{secs.front(), secs[secs.size() / 2]};
+}
+
+int Run(const Flags& flags) {
+  const int all = flags.threads > 0 ? flags.threads
+                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const size_t llc = LastLevelCacheBytes();
+  const size_t min_bytes = std::max<size_t>(size_t{256} << 20, 8 * llc);
+  BenchReport report("kernels");
+  report.AddHostFact("min_bytes_between_reuse", std::to_string(min_bytes));
+  std::printf("attic-bench-kernels: isa=%s cpu=\"%s\" threads=1,%d llc=%zu MiB, >= %zu MiB per pass\n",
+              std::string(IsaName(ActiveIsa())).c_str(), CpuModel().c_str(), all, llc >> 20,
+              min_bytes >> 20);
+
+  std::vector<int> thread_counts = {1};
+  if (all > 1) thread_counts.push_back(all);
+  const std::vector<int> contexts =
+      flags.quick ? std::vector<int>{4096, 32768} : std::vector<int>{4096, 16384, 32768, 131072};
+  const int reps = flags.quick ? 2 : 5;
+  const size_t membw_bytes = std::max<size_t>(size_t{1} << 30, 32 * llc);
+
+  for (int threads : thread_counts) {
+    ThreadPool pool({.num_threads = threads});
+    const ReadBandwidth bw = MeasureReadBandwidth(pool, membw_bytes, reps + 2);
+    report.AddRow({.name = "dram_read_bandwidth",
+                   .params = {{"threads", std::to_string(threads)},
+                              {"bytes", std::to_string(membw_bytes)},
+                              {"stat", "best"}},
+                   .value = bw.best_gbps, .unit = "GB/s"});
+    for (int context : contexts) {
+      const size_t per_head = static_cast<size_t>(context) * kHeadDim * 2 * DTypeSize(kDType);
+      const int heads = static_cast<int>((min_bytes + per_head - 1) / per_head);
+      auto c = BuildCase(context, heads);
+      if (!c.ok()) {
+        std::fprintf(stderr, "attic-bench-kernels: context %d: %s\n", context,
+                     c.status().ToString().c_str());
+        return 1;
+      }
+      auto t = TimePasses(*c, pool, reps, flags.quick ? 0.2 : 1.0);
+      if (!t.ok()) {
+        std::fprintf(stderr, "attic-bench-kernels: %s\n", t.status().ToString().c_str());
+        return 1;
+      }
+      const double gbps = static_cast<double>(c->bytes_per_pass) / t->best / 1e9;
+      report.AddRow({.name = "dense_decode_attention",
+                     .params = {{"context", std::to_string(context)},
+                                {"threads", std::to_string(threads)},
+                                {"head_dim", std::to_string(kHeadDim)},
+                                {"group", std::to_string(kGroup)},
+                                {"dtype", "bf16"},
+                                {"pairs", std::to_string(heads)},
+                                {"stat", "best"},
+                                {"median_gbps", std::to_string(static_cast<double>(c->bytes_per_pass) / t->median / 1e9)}},
+                     .value = gbps, .unit = "GB/s", .limit = bw.best_gbps,
+                     .limit_source = "dram_read_bandwidth threads=" + std::to_string(threads)});
+    }
+  }
+  report.PrintTable(stdout);
+  if (!flags.json.empty()) {
+    const Status s = report.WriteJson(flags.json);
+    if (!s.ok()) {
+      std::fprintf(stderr, "attic-bench-kernels: %s\n", s.ToString().c_str());
+      return 1;
+    }
+    std::printf("wrote %s\n", flags.json.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace attic::bench
+
+int main(int argc, char** argv) {
+  attic::bench::Flags flags;
+  if (!attic::bench::ParseFlags(argc, argv, &flags)) return 0;
+  return attic::bench::Run(flags);
+}
