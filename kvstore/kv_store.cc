@@ -39,18 +39,18 @@ PoolStats PoolFigures(const BlockPool& pool) {
 
 std::string DescribePool(const PoolStats& p) {
   return std::string(PoolKindName(p.kind)) + " pool " + Str(p.used_blocks) + "/" +
-         Str(p.capacity_blocks) + " blocks used (" + Str(static_cast<int64_t>(p.used_bytes)) +
-         "/" + Str(static_cast<int64_t>(p.capacity_bytes)) + " bytes)";
+         Str(p.capacity_blocks) + " blocks used (" + Str(static_cast<int64_t>(p.used_bytes)) + "/" +
+         Str(static_cast<int64_t>(p.capacity_bytes)) + " bytes)";
 }
 
 StatusOr<SequenceConfig> MakeConfig(const SequenceOptions& o, size_t slot_bytes) {
   RETURN_IF_ERROR(o.spec.Validate());
   const std::string who = "OpenSequence(" + Str(static_cast<int64_t>(o.id)) + "): ";
   if (o.spec.block_bytes() > slot_bytes) {
-    return InvalidArgumentError(who + "a block of " + o.spec.ToString() + " takes " +
-                                Str(static_cast<int64_t>(o.spec.block_bytes())) +
-                                " bytes, more than the store's block_bytes = " +
-                                Str(static_cast<int64_t>(slot_bytes)));
+    return InvalidArgumentError(
+        who + "a block of " + o.spec.ToString() + " takes " +
+        Str(static_cast<int64_t>(o.spec.block_bytes())) +
+        " bytes, more than the store's block_bytes = " + Str(static_cast<int64_t>(slot_bytes)));
   }
   const int hkv = o.spec.num_kv_heads;
   const int end = o.kv_head_end == -1 ? hkv : o.kv_head_end;
@@ -208,8 +208,8 @@ Status KvStore::AllocatePairs(size_t n, std::vector<BlockRef>* out) {
     // Hopeless requests fail before flushing the cache for nothing.
     const int64_t cached = prefix_->Stats().cached_blocks;
     const auto need = static_cast<int64_t>(n);
-    const bool could_fit = need <= k_pool_->free_blocks() + cached &&
-                           need <= v_pool_->free_blocks() + cached;
+    const bool could_fit =
+        need <= k_pool_->free_blocks() + cached && need <= v_pool_->free_blocks() + cached;
     if (!could_fit || !prefix_->EvictOne()) return ExhaustedError(n);
   }
   out->reserve(out->size() + n);
@@ -221,11 +221,10 @@ Status KvStore::AllocatePairs(size_t n, std::vector<BlockRef>* out) {
 Status KvStore::ExhaustedError(size_t needed) const {
   const KvStoreStats s = Stats();
   return ResourceExhaustedError(
-      "KV store out of memory: need " + Str(static_cast<int64_t>(needed)) +
-      " block pairs; " + DescribePool(s.k) + ", " + DescribePool(s.v) + "; " +
-      Str(s.cached_blocks) + " cached (evictable) blocks, " + Str(s.private_blocks) +
-      " private and " + Str(s.prefix_blocks) + " prefix blocks in use by " + Str(s.sequences) +
-      " sequences");
+      "KV store out of memory: need " + Str(static_cast<int64_t>(needed)) + " block pairs; " +
+      DescribePool(s.k) + ", " + DescribePool(s.v) + "; " + Str(s.cached_blocks) +
+      " cached (evictable) blocks, " + Str(s.private_blocks) + " private and " +
+      Str(s.prefix_blocks) + " prefix blocks in use by " + Str(s.sequences) + " sequences");
 }
 
 KvStoreStats KvStore::Stats() const {

@@ -16,6 +16,9 @@
 // proceed in parallel (each sequence has its own mutex and copies happen under it only);
 // operations on one sequence are serialized. Views from ReadBlocks are read without locks, so
 // the caller must not append to a (sequence, layer) while it reads views of it.
+// Lock order: a sequence's mutex, then the prefix cache's, then a pool's free-list mutex. The
+// sequence map's shared mutex is held only to find, insert or erase, never while acquiring
+// another lock (it may be taken while a sequence's mutex is held, for error figures).
 #pragma once
 
 #include <atomic>
@@ -91,16 +94,16 @@ struct KvStoreStats {
   PoolStats k;
   PoolStats v;
   int64_t sequences = 0;
-  int64_t private_blocks = 0;   // held by exactly one sequence (tails, decode, unshared prompt)
-  int64_t prefix_entries = 0;   // (scope, hash) entries of the prefix index
-  int64_t prefix_blocks = 0;    // content-addressed blocks owned by the prefix index
-  int64_t cached_blocks = 0;    // prefix blocks no open sequence pins (evictable)
-  int64_t shared_blocks = 0;    // prefix blocks pinned by two or more open sequences
-  int64_t evictions = 0;        // prefix entries evicted under memory pressure
-  int64_t evicted_blocks = 0;   // blocks those entries held
-  int64_t dedupe_hits = 0;      // sealed blocks whose identical stored copy replaced them
-  int64_t dedupe_conflicts = 0; // sealed blocks whose hash matched different stored bytes
-  int64_t prefix_hits = 0;      // prompt blocks (all layers and heads) matched by LookupPrefix
+  int64_t private_blocks = 0;    // held by exactly one sequence (tails, decode, unshared prompt)
+  int64_t prefix_entries = 0;    // (scope, hash) entries of the prefix index
+  int64_t prefix_blocks = 0;     // content-addressed blocks owned by the prefix index
+  int64_t cached_blocks = 0;     // prefix blocks no open sequence pins (evictable)
+  int64_t shared_blocks = 0;     // prefix blocks pinned by two or more open sequences
+  int64_t evictions = 0;         // prefix entries evicted under memory pressure
+  int64_t evicted_blocks = 0;    // blocks those entries held
+  int64_t dedupe_hits = 0;       // sealed blocks whose identical stored copy replaced them
+  int64_t dedupe_conflicts = 0;  // sealed blocks whose hash matched different stored bytes
+  int64_t prefix_hits = 0;       // prompt blocks (all layers and heads) matched by LookupPrefix
 };
 
 class KvStore {
@@ -143,7 +146,8 @@ class KvStore {
   // One token: k and v [Hkv_shard, D] (stride 1 along D) in any dtype.
   Status AppendDecodeToken(uint64_t seq_id, int layer, const TensorView& k, const TensorView& v);
 
-  // The blocks of one (layer, absolute KV head), in token order; *out is set only on success.
+  // The blocks of one (layer, absolute KV head), in token order. *out is refilled (its capacity
+  // reused, so keep one vector per worker thread) only on success.
   // Views stay valid until the sequence is closed, provided the caller does not append to the
   // same (sequence, layer) while it holds them: an append may seal the tail block and swap it
   // for an identical shared copy, so read again after appending. With verify_reads, DataLoss
@@ -173,7 +177,8 @@ class KvStore {
   StatusOr<std::shared_ptr<kv_internal::Sequence>> Find(uint64_t seq_id) const;
   Status AllocatePairs(size_t n, std::vector<kv_internal::BlockRef>* out);
   Status ExhaustedError(size_t needed) const;
-  Status AppendRows(uint64_t seq_id, int layer, const TensorView& k, const TensorView& v,
+  // The token-major append behind AppendTokens and AppendDecodeToken; k, v: [n, Hkv_shard, D].
+  Status AppendRows(kv_internal::Sequence& seq, int layer, const TensorView& k, const TensorView& v,
                     const char* op);
 
   const KvStoreOptions options_;
@@ -185,10 +190,10 @@ class KvStore {
   std::unique_ptr<kv_internal::PrefixCache> prefix_;
   std::atomic<int64_t> private_blocks_{0};
 
-  // Held only to find, insert or erase a sequence, never while taking another lock.
+  // Held only to find, insert or erase a sequence (readers for lookups), never while taking
+  // another lock, so appends to different sequences only share it in read mode.
   mutable SharedMutex seqs_mu_;
-  std::unordered_map<uint64_t, std::shared_ptr<kv_internal::Sequence>> seqs_
-      GUARDED_BY(seqs_mu_);
+  std::unordered_map<uint64_t, std::shared_ptr<kv_internal::Sequence>> seqs_ GUARDED_BY(seqs_mu_);
 };
 
 }  // namespace attic

@@ -31,8 +31,8 @@ void SealAndPublish(Sequence& seq, int layer, int old_length, BlockPools pools,
 
 }  // namespace
 
-Status KvStore::AppendPrefill(uint64_t seq_id, int layer, const TensorView& k,
-                              const TensorView& v, int num_tokens) {
+Status KvStore::AppendPrefill(uint64_t seq_id, int layer, const TensorView& k, const TensorView& v,
+                              int num_tokens) {
   ASSIGN_OR_RETURN(std::shared_ptr<Sequence> seq, Find(seq_id));
   const kv_internal::SequenceConfig& c = seq->config();
   RETURN_IF_ERROR(kv_internal::CheckLayer(c, layer, "AppendPrefill"));
@@ -57,28 +57,27 @@ Status KvStore::AppendPrefill(uint64_t seq_id, int layer, const TensorView& k,
   return OkStatus();
 }
 
-Status KvStore::AppendRows(uint64_t seq_id, int layer, const TensorView& k, const TensorView& v,
+Status KvStore::AppendRows(Sequence& seq, int layer, const TensorView& k, const TensorView& v,
                            const char* op) {
-  ASSIGN_OR_RETURN(std::shared_ptr<Sequence> seq, Find(seq_id));
-  const kv_internal::SequenceConfig& c = seq->config();
-  RETURN_IF_ERROR(kv_internal::CheckLayer(c, layer, op));
+  const kv_internal::SequenceConfig& c = seq.config();
   ASSIGN_OR_RETURN(const int n, kv_internal::CheckTokenRows(c, layer, k, v, op));
-  MutexLock l(&seq->mu);
-  RETURN_IF_ERROR(seq->CheckOpen());
+  MutexLock l(&seq.mu);
+  RETURN_IF_ERROR(seq.CheckOpen());
   if (n == 0) return OkStatus();
-  const int old_length = seq->length(layer);
+  const int old_length = seq.length(layer);
   RETURN_IF_ERROR(kv_internal::CheckRoom(c, layer, old_length, n, op));
   std::vector<BlockRef> fresh;
-  RETURN_IF_ERROR(AllocatePairs(seq->NewBlocksPerHead(layer, n) * c.num_heads(), &fresh));
+  RETURN_IF_ERROR(AllocatePairs(seq.NewBlocksPerHead(layer, n) * c.num_heads(), &fresh));
   const BlockPools pools{k_pool_.get(), v_pool_.get()};
-  seq->WriteTokenMajor(layer, k, v, fresh, pools);
-  SealAndPublish(*seq, layer, old_length, pools, *prefix_, private_blocks_);
+  seq.WriteTokenMajor(layer, k, v, fresh, pools);
+  SealAndPublish(seq, layer, old_length, pools, *prefix_, private_blocks_);
   return OkStatus();
 }
 
-Status KvStore::AppendTokens(uint64_t seq_id, int layer, const TensorView& k,
-                             const TensorView& v) {
-  return AppendRows(seq_id, layer, k, v, "AppendTokens");
+Status KvStore::AppendTokens(uint64_t seq_id, int layer, const TensorView& k, const TensorView& v) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Sequence> seq, Find(seq_id));
+  RETURN_IF_ERROR(kv_internal::CheckLayer(seq->config(), layer, "AppendTokens"));
+  return AppendRows(*seq, layer, k, v, "AppendTokens");
 }
 
 Status KvStore::AppendDecodeToken(uint64_t seq_id, int layer, const TensorView& k,
@@ -86,8 +85,8 @@ Status KvStore::AppendDecodeToken(uint64_t seq_id, int layer, const TensorView& 
   ASSIGN_OR_RETURN(std::shared_ptr<Sequence> seq, Find(seq_id));
   RETURN_IF_ERROR(kv_internal::CheckLayer(seq->config(), layer, "AppendDecodeToken"));
   RETURN_IF_ERROR(kv_internal::CheckDecodeRow(seq->config(), layer, k, v));
-  return AppendRows(seq_id, layer, kv_internal::AsOneTokenRows(k),
-                    kv_internal::AsOneTokenRows(v), "AppendDecodeToken");
+  return AppendRows(*seq, layer, kv_internal::AsOneTokenRows(k), kv_internal::AsOneTokenRows(v),
+                    "AppendDecodeToken");
 }
 
 Status KvStore::ReadBlocks(uint64_t seq_id, int layer, int kv_head,
@@ -98,8 +97,8 @@ Status KvStore::ReadBlocks(uint64_t seq_id, int layer, int kv_head,
   RETURN_IF_ERROR(kv_internal::CheckKvHead(seq->config(), kv_head, "ReadBlocks"));
   MutexLock l(&seq->mu);
   RETURN_IF_ERROR(seq->CheckOpen());
-  return seq->Read(layer, kv_head, options_.verify_reads,
-                   BlockPools{k_pool_.get(), v_pool_.get()}, out);
+  return seq->Read(layer, kv_head, options_.verify_reads, BlockPools{k_pool_.get(), v_pool_.get()},
+                   out);
 }
 
 }  // namespace attic

@@ -40,8 +40,8 @@ bool SameShape(const TensorView& a, const TensorView& b) {
 
 Status ShapeError(const std::string& where, const TensorView& k, const TensorView& v,
                   const std::string& expected) {
-  return InvalidArgumentError(where + "k is " + k.ShapeString() + " and v is " +
-                              v.ShapeString() + ", expected " + expected);
+  return InvalidArgumentError(where + "k is " + k.ShapeString() + " and v is " + v.ShapeString() +
+                              ", expected " + expected);
 }
 
 // The heads and head-dim dims of a row tensor, with stride 1 along D.
@@ -61,8 +61,7 @@ std::string RowsExpected(const SequenceConfig& c, const char* lead) {
 Status CheckLayer(const SequenceConfig& c, int layer, std::string_view op) {
   if (layer >= 0 && layer < c.spec.num_layers) return OkStatus();
   return InvalidArgumentError(std::string(op) + "(sequence " + Str(c.id) + "): layer " +
-                              Str(layer) + " is out of range [0, " + Str(c.spec.num_layers) +
-                              ")");
+                              Str(layer) + " is out of range [0, " + Str(c.spec.num_layers) + ")");
 }
 
 Status CheckKvHead(const SequenceConfig& c, int kv_head, std::string_view op) {
@@ -93,8 +92,10 @@ StatusOr<int> CheckPrefillChunk(const SequenceConfig& c, int layer, const Tensor
     return OutOfRangeError(where + Str(blocks) + " blocks exceed the sequence limit of " +
                            Str(KvStore::kMaxSequenceTokens) + " tokens");
   }
-  const bool empty = blocks == 0 && num_tokens == 0;
-  if (!empty && (num_tokens <= (blocks - 1) * bsize || num_tokens > blocks * bsize)) {
+  const bool count_ok = blocks == 0
+                            ? num_tokens == 0
+                            : num_tokens > (blocks - 1) * bsize && num_tokens <= blocks * bsize;
+  if (!count_ok) {
     return InvalidArgumentError(where + "num_tokens = " + Str(num_tokens) + " does not fit " +
                                 Str(blocks) + " blocks of " + Str(bsize) +
                                 " tokens: expected it in (" + Str((blocks - 1) * bsize) + ", " +

@@ -30,8 +30,7 @@ StatusOr<int> CheckTokenRows(const SequenceConfig& c, int layer, const TensorVie
                              const TensorView& v, std::string_view op);
 
 // k, v: [num_heads, D], any dtype each, stride 1 along D.
-Status CheckDecodeRow(const SequenceConfig& c, int layer, const TensorView& k,
-                      const TensorView& v);
+Status CheckDecodeRow(const SequenceConfig& c, int layer, const TensorView& k, const TensorView& v);
 // [num_heads, D] seen as [1, num_heads, D].
 TensorView AsOneTokenRows(const TensorView& row);
 

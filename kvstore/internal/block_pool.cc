@@ -10,8 +10,7 @@
 namespace attic::kv_internal {
 
 StatusOr<std::unique_ptr<BlockPool>> BlockPool::Create(PoolKind kind, size_t block_bytes,
-                                                       int64_t num_blocks,
-                                                       SlabAllocator* allocator,
+                                                       int64_t num_blocks, SlabAllocator* allocator,
                                                        bool touch_pages) {
   const std::string name(PoolKindName(kind));
   if (allocator == nullptr) return InvalidArgumentError(name + " pool: no slab allocator");
@@ -39,9 +38,8 @@ StatusOr<std::unique_ptr<BlockPool>> BlockPool::Create(PoolKind kind, size_t blo
     auto* p = static_cast<volatile unsigned char*>(slab);
     for (size_t off = 0; off < slab_bytes; off += PageSize()) p[off] = 0;
   }
-  return std::unique_ptr<BlockPool>(new BlockPool(kind, block_bytes, num_blocks,
-                                                  static_cast<std::byte*>(slab), slab_bytes,
-                                                  allocator));
+  return std::unique_ptr<BlockPool>(new BlockPool(
+      kind, block_bytes, num_blocks, static_cast<std::byte*>(slab), slab_bytes, allocator));
 }
 
 BlockPool::BlockPool(PoolKind kind, size_t block_bytes, int64_t num_blocks, std::byte* base,

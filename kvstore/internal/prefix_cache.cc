@@ -18,7 +18,9 @@ struct PrefixEntry {
   size_t block_bytes = 0;
   int refs = 0;    // sequences pinning the entry
   int filled = 0;  // valid slots
-  std::vector<BlockRef> slots;  // [num_layers][num_kv_heads]
+  // [num_layers][num_kv_heads] once a block was published; empty before, so that entries a
+  // lookup creates for a long prompt cost no more than a map node until written.
+  std::vector<BlockRef> slots;
   bool in_lru = false;
   std::list<PrefixEntry*>::iterator lru_pos;
 
@@ -42,6 +44,7 @@ std::string EntryName(const PrefixEntry& e) {
 }
 
 bool CompleteFor(const PrefixEntry& e, int head_begin, int head_end) {
+  if (e.slots.empty()) return false;
   for (int l = 0; l < e.num_layers; ++l) {
     for (int h = head_begin; h < head_end; ++h) {
       if (!e.slots[e.slot(l, h)].valid()) return false;
@@ -56,8 +59,7 @@ size_t PrefixKeyHasher::operator()(const PrefixKey& k) const {
   return static_cast<size_t>(HashCombine(k.scope, k.hash));
 }
 
-PrefixCache::PrefixCache(BlockPool* k_pool, BlockPool* v_pool)
-    : k_pool_(k_pool), v_pool_(v_pool) {}
+PrefixCache::PrefixCache(BlockPool* k_pool, BlockPool* v_pool) : k_pool_(k_pool), v_pool_(v_pool) {}
 
 PrefixCache::~PrefixCache() {
   MutexLock l(&mu_);
@@ -88,7 +90,6 @@ PrefixEntry* PrefixCache::FindOrCreate(const ChainRequest& r, int index) {
   e->num_layers = r.num_layers;
   e->num_kv_heads = r.num_kv_heads;
   e->block_bytes = r.block_bytes;
-  e->slots.resize(static_cast<size_t>(r.num_layers) * static_cast<size_t>(r.num_kv_heads));
   it->second = std::move(e);
   ++stats_.entries;
   return it->second.get();
@@ -140,6 +141,7 @@ void PrefixCache::FreeSlot(PrefixEntry* e, size_t slot) {
 }
 
 void PrefixCache::DropIncompleteHeads(PrefixEntry* e) {
+  if (e->slots.empty()) return;
   for (int h = 0; h < e->num_kv_heads; ++h) {
     int present = 0;
     for (int layer = 0; layer < e->num_layers; ++layer) {
@@ -193,6 +195,9 @@ void PrefixCache::Publish(std::span<PublishItem> items) {
       item.outcome = PublishOutcome::kConflict;
       continue;
     }
+    if (e->slots.empty()) {
+      e->slots.resize(static_cast<size_t>(e->num_layers) * static_cast<size_t>(e->num_kv_heads));
+    }
     BlockRef& slot = e->slots[e->slot(item.layer, item.kv_head)];
     Account(*e, -1);
     if (!slot.valid()) {
@@ -236,6 +241,7 @@ PrefixCacheStats PrefixCache::Stats() const {
 Status PrefixCache::Verify() const {
   MutexLock l(&mu_);
   for (const auto& [key, e] : entries_) {
+    if (e->slots.empty()) continue;
     for (int layer = 0; layer < e->num_layers; ++layer) {
       for (int h = 0; h < e->num_kv_heads; ++h) {
         const BlockRef& ref = e->slots[e->slot(layer, h)];

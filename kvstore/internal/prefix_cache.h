@@ -83,9 +83,9 @@ struct PublishItem {
 
 struct PrefixCacheStats {
   int64_t entries = 0;
-  int64_t blocks = 0;          // blocks (per pool) owned by entries
-  int64_t cached_blocks = 0;   // ... of entries no sequence pins (evictable)
-  int64_t shared_blocks = 0;   // ... of entries pinned by two or more sequences
+  int64_t blocks = 0;         // blocks (per pool) owned by entries
+  int64_t cached_blocks = 0;  // ... of entries no sequence pins (evictable)
+  int64_t shared_blocks = 0;  // ... of entries pinned by two or more sequences
   int64_t evicted_entries = 0;
   int64_t evicted_blocks = 0;
   int64_t dedupe_hits = 0;

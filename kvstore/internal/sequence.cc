@@ -72,9 +72,8 @@ size_t Sequence::NewBlocksPerHead(int layer, int num_tokens) const {
   return CeilDiv(len + num_tokens, b) - CeilDiv(len, b);
 }
 
-void Sequence::WriteBlockMajor(int layer, const TensorView& k, const TensorView& v,
-                               int num_tokens, std::span<const BlockRef> fresh,
-                               BlockPools pools) {
+void Sequence::WriteBlockMajor(int layer, const TensorView& k, const TensorView& v, int num_tokens,
+                               std::span<const BlockRef> fresh, BlockPools pools) {
   appended_ = true;
   const size_t bytes = config_.block_bytes();
   const int64_t blocks = k.dim(1);
@@ -156,21 +155,21 @@ Status Sequence::Read(int layer, int kv_head, bool verify, BlockPools pools,
   const std::vector<BlockRef>& t = table(layer, h);
   const int len = length(layer);
   const int bsize = config_.block_size();
-  std::vector<BlockView> views;
-  views.reserve(t.size());
-  for (size_t b = 0; b < t.size(); ++b) {
-    const int start = static_cast<int>(b) * bsize;
-    const int n = std::min(bsize, len - start);
-    if (verify && n == bsize) {
+  if (verify) {
+    for (size_t b = 0; b < static_cast<size_t>(len / bsize); ++b) {
       const std::string bad = CheckBlockPair(*pools.k, *pools.v, t[b], config_.block_bytes());
-      if (!bad.empty()) {
-        return DataLossError(BlockName(layer, h, b) +
-                             (t[b].shared ? " (shared prefix block): " : ": ") + bad);
-      }
+      if (bad.empty()) continue;
+      return DataLossError(BlockName(layer, h, b) +
+                           (t[b].shared ? " (shared prefix block): " : ": ") + bad);
     }
-    views.push_back(BlockView{pools.k->block(t[b].k), pools.v->block(t[b].v), n});
   }
-  *out = std::move(views);
+  // Refilled in place so that a caller reusing its vector does not allocate per step.
+  out->clear();
+  out->reserve(t.size());
+  for (size_t b = 0; b < t.size(); ++b) {
+    const int n = std::min(bsize, len - static_cast<int>(b) * bsize);
+    out->push_back(BlockView{pools.k->block(t[b].k), pools.v->block(t[b].v), n});
+  }
   return OkStatus();
 }
 

@@ -43,9 +43,7 @@ struct SequenceConfig {
   int block_size() const { return spec.block_size; }
   size_t block_bytes() const { return spec.block_bytes(); }
   // Bytes of one token's row of one head: D * sizeof(dtype).
-  size_t row_bytes() const {
-    return static_cast<size_t>(spec.head_dim) * DTypeSize(spec.dtype);
-  }
+  size_t row_bytes() const { return static_cast<size_t>(spec.head_dim) * DTypeSize(spec.dtype); }
 };
 
 struct BlockPools {

@@ -85,10 +85,9 @@ TEST(BlockPoolTest, CreateRejectsBadSizes) {
             StatusCode::kInvalidArgument);
   EXPECT_EQ(BlockPool::Create(PoolKind::kValue, 0, 4, &alloc, false).status().code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(BlockPool::Create(PoolKind::kValue, 1024, kMaxPoolBlocks + 1, &alloc, false)
-                .status()
-                .code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      BlockPool::Create(PoolKind::kValue, 1024, kMaxPoolBlocks + 1, &alloc, false).status().code(),
+      StatusCode::kInvalidArgument);
   EXPECT_EQ(BlockPool::Create(PoolKind::kValue, 1024, 4, nullptr, false).status().code(),
             StatusCode::kInvalidArgument);
 }

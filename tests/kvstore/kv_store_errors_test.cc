@@ -106,6 +106,8 @@ TEST_F(KvStoreErrorsTest, PrefillShapeAndDtypeErrorsNameExpectation) {
   expect_bad(BlockChunk(fn, 0, 0, 32, 0, 2, 16, 32, DType::kBFloat16), 16, "2 blocks, 16 tokens");
   expect_bad(BlockChunk(fn, 0, 0, 32, 0, 2, 16, 32, DType::kBFloat16), 33, "33 tokens");
   expect_bad(BlockChunk(fn, 0, 0, 16, 0, 2, 16, 32, DType::kBFloat16), 0, "0 tokens");
+  expect_bad(BlockChunk(fn, 0, 0, 16, 0, 2, 16, 32, DType::kBFloat16), -3, "-3 tokens");
+  expect_bad(BlockChunk(fn, 0, 0, 0, 0, 2, 16, 32, DType::kBFloat16), -3, "no blocks, -3 tokens");
   KvTensors mismatched = BlockChunk(fn, 0, 0, 32, 0, 2, 16, 32, DType::kBFloat16);
   mismatched.v = BlockChunk(fn, 0, 0, 16, 0, 2, 16, 32, DType::kBFloat16).v;
   expect_bad(mismatched, 32, "k and v differ");
@@ -154,8 +156,7 @@ TEST_F(KvStoreErrorsTest, LookupRules) {
   const std::vector<uint64_t> repeated = {7, 8, 7};
   EXPECT_EQ(store_->LookupPrefix(1, repeated).status().code(), StatusCode::kInvalidArgument);
   ASSERT_TRUE(store_->LookupPrefix(1, Chain(6, 2)).ok());
-  EXPECT_EQ(store_->LookupPrefix(1, Chain(6, 2)).status().code(),
-            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->LookupPrefix(1, Chain(6, 2)).status().code(), StatusCode::kFailedPrecondition);
   ASSERT_OK(Open(2));
   ASSERT_OK(TokensAll(2, SeededContent(6), 0, 3, DType::kFloat32));
   const Status s = store_->LookupPrefix(2, Chain(6, 2)).status();
@@ -163,12 +164,12 @@ TEST_F(KvStoreErrorsTest, LookupRules) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("before appending"));
 }
 
-class CapacityTest : public StoreTest {
+class KvStoreCapacityTest : public StoreTest {
  protected:
   void SetUp() override { MakeStore(8); }
 };
 
-TEST_F(CapacityTest, FullStoreIsResourceExhaustedWithFiguresAndChangesNothing) {
+TEST_F(KvStoreCapacityTest, FullStoreIsResourceExhaustedWithFiguresAndChangesNothing) {
   ASSERT_OK(Open(1));
   ASSERT_OK(PrefillAll(1, SeededContent(7), 0, 32));  // 2 blocks x 2 layers x 2 heads = 8
   ASSERT_OK(Open(2));
@@ -186,7 +187,7 @@ TEST_F(CapacityTest, FullStoreIsResourceExhaustedWithFiguresAndChangesNothing) {
   ExpectAll(2, SeededContent(8), 1);
 }
 
-TEST_F(CapacityTest, RequestLargerThanThePoolFailsWithoutFlushingTheCache) {
+TEST_F(KvStoreCapacityTest, RequestLargerThanThePoolFailsWithoutFlushingTheCache) {
   ASSERT_OK(Open(1));
   ASSERT_TRUE(store_->LookupPrefix(1, Chain(9, 1)).ok());
   ASSERT_OK(PrefillAll(1, SeededContent(9), 0, 16));
@@ -199,7 +200,7 @@ TEST_F(CapacityTest, RequestLargerThanThePoolFailsWithoutFlushingTheCache) {
   EXPECT_EQ(store_->Stats().evictions, 0);
 }
 
-TEST(SmallValuePoolTest, ValuePoolRunsOutFirst) {
+TEST(KvStoreSmallValuePoolTest, ValuePoolRunsOutFirst) {
   KvStoreOptions o;
   o.block_bytes = 1024;
   o.k_pool_blocks = 16;
@@ -215,7 +216,7 @@ TEST(SmallValuePoolTest, ValuePoolRunsOutFirst) {
   EXPECT_EQ((*store)->Stats().k.used_blocks, 0);
 }
 
-class CorruptionTest : public StoreTest {
+class KvStoreCorruptionTest : public StoreTest {
  protected:
   void SetUp() override { MakeStore(64, /*verify_reads=*/true); }
 
@@ -225,7 +226,7 @@ class CorruptionTest : public StoreTest {
   }
 };
 
-TEST_F(CorruptionTest, FlippedByteInAPrivateBlockIsDataLoss) {
+TEST_F(KvStoreCorruptionTest, FlippedByteInAPrivateBlockIsDataLoss) {
   ASSERT_OK(Open(5));
   ASSERT_OK(PrefillAll(5, SeededContent(12), 0, 40));
   ASSERT_OK(store_->Verify());
@@ -245,7 +246,7 @@ TEST_F(CorruptionTest, FlippedByteInAPrivateBlockIsDataLoss) {
   EXPECT_OK(store_->Verify());
 }
 
-TEST_F(CorruptionTest, FlippedByteInACachedPrefixBlockIsDataLoss) {
+TEST_F(KvStoreCorruptionTest, FlippedByteInACachedPrefixBlockIsDataLoss) {
   ASSERT_OK(Open(6));
   ASSERT_TRUE(store_->LookupPrefix(6, Chain(13, 2)).ok());
   ASSERT_OK(PrefillAll(6, SeededContent(13), 0, 32));
@@ -264,7 +265,7 @@ TEST_F(CorruptionTest, FlippedByteInACachedPrefixBlockIsDataLoss) {
   EXPECT_THAT(std::string(r.message()), HasSubstr("shared prefix block"));
 }
 
-TEST_F(CorruptionTest, PartialBlocksAreCheckedOnceSealed) {
+TEST_F(KvStoreCorruptionTest, PartialBlocksAreCheckedOnceSealed) {
   ASSERT_OK(Open(8));
   const KvFn fn = SeededContent(14);
   ASSERT_OK(TokensAll(8, fn, 0, 10, DType::kFloat32));

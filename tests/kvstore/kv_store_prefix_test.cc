@@ -14,7 +14,7 @@ namespace {
 // SmallSpec: 2 layers x 2 KV heads, so one prompt block is 4 block pairs (per pool).
 constexpr int kPairsPerBlock = 4;
 
-class PrefixTest : public StoreTest {
+class KvStorePrefixTest : public StoreTest {
  protected:
   StatusOr<PrefixMatch> Lookup(uint64_t id, const std::vector<uint64_t>& hashes) {
     return store_->LookupPrefix(id, hashes);
@@ -33,7 +33,7 @@ class PrefixTest : public StoreTest {
   }
 };
 
-TEST_F(PrefixTest, EmptyCacheMatchesNothing) {
+TEST_F(KvStorePrefixTest, EmptyCacheMatchesNothing) {
   ASSERT_OK(Open(1));
   StatusOr<PrefixMatch> m = Lookup(1, Chain(1, 3));
   ASSERT_TRUE(m.ok()) << m.status();
@@ -44,7 +44,7 @@ TEST_F(PrefixTest, EmptyCacheMatchesNothing) {
   EXPECT_EQ(info->prefix_hashes, 3);
 }
 
-TEST_F(PrefixTest, ClosedPromptIsReusedFromTheCache) {
+TEST_F(KvStorePrefixTest, ClosedPromptIsReusedFromTheCache) {
   const KvFn prompt = SeededContent(100);
   const std::vector<uint64_t> hashes = Chain(100, 3);
   EXPECT_EQ(RunPrompt(1, hashes, prompt, 56).matched_blocks, 0);  // 3 full blocks + 8 tokens
@@ -71,7 +71,7 @@ TEST_F(PrefixTest, ClosedPromptIsReusedFromTheCache) {
   ExpectBalanced();
 }
 
-TEST_F(PrefixTest, LongestPrefixStopsAtTheFirstDifference) {
+TEST_F(KvStorePrefixTest, LongestPrefixStopsAtTheFirstDifference) {
   const KvFn prompt = SeededContent(101);
   RunPrompt(1, Chain(101, 4), prompt, 64);
   ASSERT_OK(store_->CloseSequence(1));
@@ -86,7 +86,7 @@ TEST_F(PrefixTest, LongestPrefixStopsAtTheFirstDifference) {
   ExpectAll(2, prompt, 32);
 }
 
-TEST_F(PrefixTest, ShorterPromptMatchesOnlyItsBlocks) {
+TEST_F(KvStorePrefixTest, ShorterPromptMatchesOnlyItsBlocks) {
   RunPrompt(1, Chain(102, 4), SeededContent(102), 64);
   ASSERT_OK(Open(2));
   StatusOr<PrefixMatch> m = Lookup(2, Chain(102, 2));
@@ -94,7 +94,7 @@ TEST_F(PrefixTest, ShorterPromptMatchesOnlyItsBlocks) {
   EXPECT_EQ(m->matched_blocks, 2);  // sequence 1 is still open: its sealed blocks are shared
 }
 
-TEST_F(PrefixTest, SameContentWrittenTwiceIsStoredOnce) {
+TEST_F(KvStorePrefixTest, SameContentWrittenTwiceIsStoredOnce) {
   const KvFn prompt = SeededContent(103);
   const std::vector<uint64_t> hashes = Chain(103, 2);
   ASSERT_OK(Open(1));
@@ -125,7 +125,7 @@ TEST_F(PrefixTest, SameContentWrittenTwiceIsStoredOnce) {
   ExpectBalanced();
 }
 
-TEST_F(PrefixTest, ClosingOneSharerKeepsTheOthersBlocks) {
+TEST_F(KvStorePrefixTest, ClosingOneSharerKeepsTheOthersBlocks) {
   const KvFn prompt = SeededContent(104);
   const std::vector<uint64_t> hashes = Chain(104, 2);
   RunPrompt(1, hashes, prompt, 32);
@@ -144,7 +144,7 @@ TEST_F(PrefixTest, ClosingOneSharerKeepsTheOthersBlocks) {
   ExpectBalanced();
 }
 
-TEST_F(PrefixTest, DecodeBlocksPastThePromptAreNeverShared) {
+TEST_F(KvStorePrefixTest, DecodeBlocksPastThePromptAreNeverShared) {
   const KvFn fn = SeededContent(105);
   const std::vector<uint64_t> hashes = Chain(105, 1);
   RunPrompt(1, hashes, fn, 16);
@@ -155,7 +155,7 @@ TEST_F(PrefixTest, DecodeBlocksPastThePromptAreNeverShared) {
   EXPECT_EQ(s.k.used_blocks, kPairsPerBlock);
 }
 
-TEST_F(PrefixTest, PromptBlocksFilledByTokenAppendsAreShared) {
+TEST_F(KvStorePrefixTest, PromptBlocksFilledByTokenAppendsAreShared) {
   const KvFn fn = SeededContent(106);
   const std::vector<uint64_t> hashes = Chain(106, 2);
   ASSERT_OK(Open(1));
@@ -170,7 +170,7 @@ TEST_F(PrefixTest, PromptBlocksFilledByTokenAppendsAreShared) {
   ExpectAll(2, fn, 32);
 }
 
-TEST_F(PrefixTest, IncompleteEntriesAreFreedOnClose) {
+TEST_F(KvStorePrefixTest, IncompleteEntriesAreFreedOnClose) {
   const KvFn fn = SeededContent(107);
   ASSERT_OK(Open(1));
   ASSERT_TRUE(Lookup(1, Chain(107, 2)).ok());
@@ -185,7 +185,7 @@ TEST_F(PrefixTest, IncompleteEntriesAreFreedOnClose) {
   ExpectBalanced();
 }
 
-TEST_F(PrefixTest, HeadShardsShareWithFullSequences) {
+TEST_F(KvStorePrefixTest, HeadShardsShareWithFullSequences) {
   const KvFn fn = SeededContent(108);
   const std::vector<uint64_t> hashes = Chain(108, 2);
   RunPrompt(1, hashes, fn, 32);
@@ -206,7 +206,7 @@ TEST_F(PrefixTest, HeadShardsShareWithFullSequences) {
   EXPECT_EQ(m->matched_blocks, 0);
 }
 
-TEST_F(PrefixTest, TenantsNeverShare) {
+TEST_F(KvStorePrefixTest, TenantsNeverShare) {
   const KvFn fn = SeededContent(109);
   const std::vector<uint64_t> hashes = Chain(109, 2);
   RunPrompt(1, hashes, fn, 32, "tenant-a");
@@ -228,7 +228,7 @@ TEST_F(PrefixTest, TenantsNeverShare) {
   ExpectAll(2, other, 32);
 }
 
-TEST_F(PrefixTest, ModelFingerprintsNeverShare) {
+TEST_F(KvStorePrefixTest, ModelFingerprintsNeverShare) {
   const std::vector<uint64_t> hashes = Chain(110, 1);
   ASSERT_OK(store_->OpenSequence({.id = 1, .tenant = "t", .spec = spec_, .model_fingerprint = 5}));
   ASSERT_TRUE(Lookup(1, hashes).ok());
@@ -239,12 +239,12 @@ TEST_F(PrefixTest, ModelFingerprintsNeverShare) {
   EXPECT_EQ(m->matched_blocks, 0);
 }
 
-class EvictionTest : public PrefixTest {
+class KvStoreEvictionTest : public KvStorePrefixTest {
  protected:
   void SetUp() override { MakeStore(4 * kPairsPerBlock); }  // room for 4 prompt blocks
 };
 
-TEST_F(EvictionTest, LaterChainBlocksAreEvictedFirst) {
+TEST_F(KvStoreEvictionTest, LaterChainBlocksAreEvictedFirst) {
   RunPrompt(1, Chain(200, 4), SeededContent(200), 64);
   ASSERT_OK(store_->CloseSequence(1));
   EXPECT_EQ(store_->Stats().cached_blocks, 4 * kPairsPerBlock);
@@ -262,7 +262,7 @@ TEST_F(EvictionTest, LaterChainBlocksAreEvictedFirst) {
   ExpectBalanced();
 }
 
-TEST_F(EvictionTest, LeastRecentlyReleasedChainGoesFirst) {
+TEST_F(KvStoreEvictionTest, LeastRecentlyReleasedChainGoesFirst) {
   RunPrompt(1, Chain(300, 2), SeededContent(300), 32);
   RunPrompt(2, Chain(301, 2), SeededContent(301), 32);
   ASSERT_OK(store_->CloseSequence(1));
@@ -277,7 +277,7 @@ TEST_F(EvictionTest, LeastRecentlyReleasedChainGoesFirst) {
   EXPECT_EQ(Lookup(5, Chain(301, 2))->matched_blocks, 2);
 }
 
-TEST_F(EvictionTest, ReuseMakesAChainRecent) {
+TEST_F(KvStoreEvictionTest, ReuseMakesAChainRecent) {
   RunPrompt(1, Chain(400, 2), SeededContent(400), 32);
   RunPrompt(2, Chain(401, 2), SeededContent(401), 32);
   ASSERT_OK(store_->CloseSequence(1));
@@ -294,7 +294,7 @@ TEST_F(EvictionTest, ReuseMakesAChainRecent) {
   EXPECT_EQ(Lookup(6, Chain(401, 2))->matched_blocks, 0);
 }
 
-TEST_F(EvictionTest, PinnedEntriesAreNeverEvicted) {
+TEST_F(KvStoreEvictionTest, PinnedEntriesAreNeverEvicted) {
   RunPrompt(1, Chain(500, 2), SeededContent(500), 32);  // open: pins 2 blocks' worth
   RunPrompt(2, Chain(501, 2), SeededContent(501), 32);
   ASSERT_OK(store_->CloseSequence(2));

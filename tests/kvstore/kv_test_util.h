@@ -156,18 +156,19 @@ inline std::string CompareViews(const std::vector<BlockView>& views, const KvFn&
         for (bool v : {false, true}) {
           std::byte want[4];
           Put(fn(layer, seen + r, head, j, v), spec.dtype, want);
-          const std::byte* got = (v ? views[b].v : views[b].k) +
-                                 (static_cast<size_t>(r) * spec.head_dim + j) * es;
+          const std::byte* got =
+              (v ? views[b].v : views[b].k) + (static_cast<size_t>(r) * spec.head_dim + j) * es;
           if (std::memcmp(want, got, es) != 0) {
-            return std::string(v ? "V" : "K") + " differs at token " +
-                   std::to_string(seen + r) + " dim " + std::to_string(j);
+            return std::string(v ? "V" : "K") + " differs at token " + std::to_string(seen + r) +
+                   " dim " + std::to_string(j);
           }
         }
       }
     }
     seen += views[b].num_tokens;
   }
-  if (seen != len) return "views hold " + std::to_string(seen) + " tokens, not " + std::to_string(len);
+  if (seen != len)
+    return "views hold " + std::to_string(seen) + " tokens, not " + std::to_string(len);
   return "";
 }
 
@@ -218,8 +219,7 @@ class StoreTest : public ::testing::Test {
   }
 
   // AppendPrefill of tokens [t0, t0 + n) of fn on every layer. REQUIRES: t0 % B == 0.
-  Status PrefillAll(uint64_t id, const KvFn& fn, int t0, int n, int head_begin = 0,
-                    int heads = 2) {
+  Status PrefillAll(uint64_t id, const KvFn& fn, int t0, int n, int head_begin = 0, int heads = 2) {
     for (int layer = 0; layer < spec_.num_layers; ++layer) {
       KvTensors c = BlockChunk(fn, layer, t0, n, head_begin, heads, spec_.block_size,
                                spec_.head_dim, spec_.dtype);
@@ -240,7 +240,8 @@ class StoreTest : public ::testing::Test {
 
   void ExpectAll(uint64_t id, const KvFn& fn, int len, int head_begin = 0, int head_end = 2) {
     for (int layer = 0; layer < spec_.num_layers; ++layer) {
-      for (int h = head_begin; h < head_end; ++h) ExpectHolds(*store_, id, layer, h, fn, len, spec_);
+      for (int h = head_begin; h < head_end; ++h)
+        ExpectHolds(*store_, id, layer, h, fn, len, spec_);
     }
   }
 

@@ -38,8 +38,8 @@ class PrefixCacheTest : public ::testing::Test {
   }
 
   // Two layers, two heads; the asking sequence holds heads [head_begin, head_end).
-  ChainRequest Request(const std::vector<uint64_t>& hashes, int head_begin = 0,
-                       int head_end = 2, uint64_t scope = 1) {
+  ChainRequest Request(const std::vector<uint64_t>& hashes, int head_begin = 0, int head_end = 2,
+                       uint64_t scope = 1) {
     return ChainRequest{.scope = scope,
                         .num_layers = 2,
                         .num_kv_heads = 2,
@@ -56,11 +56,8 @@ class PrefixCacheTest : public ::testing::Test {
     std::vector<PublishItem> items;
     for (int layer = 0; layer < layers; ++layer) {
       for (int h = head_begin; h < head_end; ++h) {
-        items.push_back(PublishItem{.entry = e,
-                                    .layer = layer,
-                                    .kv_head = h,
-                                    .block_index = index,
-                                    .ref = Sealed(fill)});
+        items.push_back(PublishItem{
+            .entry = e, .layer = layer, .kv_head = h, .block_index = index, .ref = Sealed(fill)});
       }
     }
     cache_->Publish(items);
