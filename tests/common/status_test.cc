@@ -1,5 +1,7 @@
 #include "common/status.h"
 
+#include <gtest/gtest.h>
+
 #include <any>
 #include <memory>
 #include <sstream>
@@ -7,8 +9,6 @@
 #include <typeinfo>
 #include <utility>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace attic {
 namespace {

@@ -1,10 +1,10 @@
 #include "common/tensor_view.h"
 
+#include <gtest/gtest.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace attic {
 namespace {
