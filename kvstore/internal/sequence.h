@@ -94,8 +94,9 @@ class Sequence {
   // Takes the prefix cache's answer. Returns how many blocks stopped being private.
   int64_t ApplyPublished(std::span<const PublishItem> items) REQUIRES(mu);
 
-  // kv_head is absolute and validated. Views of the layer's blocks; with `verify`, DataLoss
-  // naming the first full block whose checksum does not match.
+  // kv_head is absolute and validated. Refills *out with views of the layer's blocks; with
+  // `verify`, DataLoss naming the first full block whose checksum does not match (*out
+  // untouched).
   Status Read(int layer, int kv_head, bool verify, BlockPools pools,
               std::vector<BlockView>* out) const REQUIRES(mu);
   // Checks every sealed private block (shared ones are the prefix cache's to check).

@@ -1,12 +1,12 @@
 // BlockPool: carving, all-or-nothing allocation, frees, bad frees, and checksum checks.
 #include "kvstore/internal/block_pool.h"
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <cstring>
 #include <set>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "common/hash.h"
 
@@ -59,7 +59,7 @@ TEST(BlockPoolTest, BlocksAreDisjointSlicesOfTheRegion) {
   ASSERT_TRUE(pool->TryAllocate(8, &ids));
   for (BlockId id : ids) std::memset(pool->block(id), static_cast<int>(id), 1000);
   for (BlockId id : ids) {
-    EXPECT_EQ(pool->block(id), static_cast<std::byte*>(r.base) + id * 1000);
+    EXPECT_EQ(pool->block(id), static_cast<std::byte*>(r.base) + size_t{id} * 1000);
     EXPECT_EQ(static_cast<int>(pool->block(id)[999]), static_cast<int>(id));
   }
 }

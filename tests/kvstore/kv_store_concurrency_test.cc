@@ -1,12 +1,12 @@
 // KvStore under concurrent use: threads appending to their own sequences that share one prompt
 // (so they race on the same prefix entries), readers of other sequences, closes, and a thread
 // taking Stats and Verify all along. Meant to run under ThreadSanitizer too.
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <cstdint>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "kvstore/kv_store.h"
 #include "tests/kvstore/kv_test_util.h"
@@ -66,9 +66,11 @@ TEST_F(KvStoreConcurrencyTest, RequestsSharingAPromptRunInParallel) {
     }
   });
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int w = 0; w < kThreads; ++w) {
     threads.emplace_back([this, w] {
-      for (int i = 0; i < kRequests; ++i) Request(static_cast<uint64_t>(w * 1000 + i), true);
+      for (int i = 0; i < kRequests; ++i)
+        Request(static_cast<uint64_t>(w) * 1000 + static_cast<uint64_t>(i), true);
     });
   }
   for (std::thread& t : threads) t.join();
@@ -88,15 +90,18 @@ TEST_F(KvStoreConcurrencyTest, ReadersAndClosersOfOtherSequencesDoNotInterfere) 
   for (uint64_t id = 1; id <= 3; ++id) Request(id, false);
   std::atomic<bool> done{false};
   std::vector<std::thread> readers;
+  readers.reserve(3);
   for (uint64_t id = 1; id <= 3; ++id) {
     readers.emplace_back([&, id] {
       while (!done.load()) ExpectAll(id, SequenceContent(id), kPromptTokens + kDecodeTokens);
     });
   }
   std::vector<std::thread> writers;
+  writers.reserve(2);
   for (int w = 0; w < 2; ++w) {
     writers.emplace_back([this, w] {
-      for (int i = 0; i < 20; ++i) Request(static_cast<uint64_t>(100 + w * 100 + i), true);
+      for (int i = 0; i < 20; ++i)
+        Request(100 + static_cast<uint64_t>(w) * 100 + static_cast<uint64_t>(i), true);
     });
   }
   for (std::thread& t : writers) t.join();
@@ -111,6 +116,7 @@ TEST_F(KvStoreConcurrencyTest, RacingOpensAndClosesOfOneIdResolveCleanly) {
   std::atomic<int> opened{0};
   std::atomic<int> closed{0};
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int w = 0; w < 4; ++w) {
     threads.emplace_back([&] {
       for (int i = 0; i < 200; ++i) {

@@ -1,11 +1,11 @@
 // KvStore's error paths: unknown sequences, bad specs and head ranges, wrong shapes, dtypes,
 // layers and heads, ordering rules, a full store, and corrupted blocks.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "kvstore/kv_store.h"
 #include "tests/kvstore/kv_test_util.h"

@@ -14,6 +14,8 @@
 // prompt blocks, and that the block figures add up.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <map>
@@ -21,8 +23,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "kvstore/kv_store.h"
 #include "tests/kvstore/kv_test_util.h"

@@ -1,10 +1,10 @@
 // The randomized model test at length: more seeds, longer runs, larger and tighter pools
 // (labelled `slow`; run with `ctest -L slow`).
+#include <gtest/gtest.h>
+
 #include <ostream>
 #include <string>
 #include <tuple>
-
-#include <gtest/gtest.h>
 
 #include "tests/kvstore/kv_store_model.h"
 

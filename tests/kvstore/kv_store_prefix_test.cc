@@ -1,9 +1,9 @@
 // KvStore's prefix cache: lookup, dedupe, reference counts, reuse after close, LRU eviction
 // order and tenant isolation.
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "kvstore/kv_store.h"
 #include "tests/kvstore/kv_test_util.h"
@@ -241,7 +241,7 @@ TEST_F(KvStorePrefixTest, ModelFingerprintsNeverShare) {
 
 class KvStoreEvictionTest : public KvStorePrefixTest {
  protected:
-  void SetUp() override { MakeStore(4 * kPairsPerBlock); }  // room for 4 prompt blocks
+  void SetUp() override { MakeStore(int64_t{4} * kPairsPerBlock); }  // room for 4 prompt blocks
 };
 
 TEST_F(KvStoreEvictionTest, LaterChainBlocksAreEvictedFirst) {

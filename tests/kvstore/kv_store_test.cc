@@ -2,10 +2,10 @@
 // sequence info, memory regions and allocator hooks.
 #include "kvstore/kv_store.h"
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "kvstore/slab_allocator.h"
 #include "tests/kvstore/kv_test_util.h"
@@ -82,13 +82,16 @@ TEST_F(KvStoreTest, StridedTokenRowsAreAccepted) {
   for (int t = 0; t < n; ++t) {
     for (int h = 0; h < 2; ++h) {
       for (int j = 0; j < d; ++j) {
-        k_t[static_cast<size_t>((h * n + t) * d + j)] = k_src[(t * 2 + h) * d + j];
-        v_t[static_cast<size_t>((h * n + t) * d + j)] = v_src[(t * 2 + h) * d + j];
+        const size_t dst = static_cast<size_t>(h * n + t) * d + j;
+        const size_t src = static_cast<size_t>(t * 2 + h) * d + j;
+        k_t[dst] = k_src[src];
+        v_t[dst] = v_src[src];
       }
     }
   }
-  const TensorView k(k_t.data(), DType::kFloat32, {n, 2, d}, {d, n * d, 1});
-  const TensorView v(v_t.data(), DType::kFloat32, {n, 2, d}, {d, n * d, 1});
+  const int64_t head_stride = int64_t{n} * d;
+  const TensorView k(k_t.data(), DType::kFloat32, {n, 2, d}, {d, head_stride, 1});
+  const TensorView v(v_t.data(), DType::kFloat32, {n, 2, d}, {d, head_stride, 1});
   ASSERT_OK(store_->AppendTokens(1, 0, k, v));
   ExpectHolds(*store_, 1, 0, 0, fn, n, spec_);
   ExpectHolds(*store_, 1, 0, 1, fn, n, spec_);

@@ -9,14 +9,14 @@
 //   ExpectHolds(*store, id, layer, head, fn, spec);
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "common/dtype.h"
 #include "common/hash.h"
@@ -27,12 +27,12 @@
 
 #define ASSERT_OK(expr)                                       \
   do {                                                        \
-    const ::attic::Status assert_ok_status_ = (expr);         \
+    const ::attic::Status& assert_ok_status_ = (expr);        \
     ASSERT_TRUE(assert_ok_status_.ok()) << assert_ok_status_; \
   } while (false)
 #define EXPECT_OK(expr)                                       \
   do {                                                        \
-    const ::attic::Status expect_ok_status_ = (expr);         \
+    const ::attic::Status& expect_ok_status_ = (expr);        \
     EXPECT_TRUE(expect_ok_status_.ok()) << expect_ok_status_; \
   } while (false)
 

@@ -2,11 +2,11 @@
 // LRU, eviction order, incomplete heads, shape collisions and the block figures.
 #include "kvstore/internal/prefix_cache.h"
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <cstring>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "common/hash.h"
 

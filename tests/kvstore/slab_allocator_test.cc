@@ -1,10 +1,10 @@
 // MmapSlabAllocator: page alignment, size checks, prefaulting, and usable memory.
 #include "kvstore/slab_allocator.h"
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <cstring>
-
-#include <gtest/gtest.h>
 
 namespace attic {
 namespace {
