@@ -1,5 +1,9 @@
 #include "attention_workers/isa.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include <cstdio>
 #include <cstdlib>
 
@@ -27,12 +31,20 @@ std::optional<IsaLevel> ParseIsa(std::string_view name) {
   return std::nullopt;
 }
 
+#if defined(__x86_64__)
+// F16C from CPUID leaf 1 (ECX bit 29); not every compiler's __builtin_cpu_supports knows it.
+static bool HasF16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) == 0) return false;
+  return (ecx & (1u << 29)) != 0;
+}
+#endif
+
 IsaLevel DetectIsa() {
 #if defined(__x86_64__)
   // __builtin_cpu_supports checks both CPUID and the OS's XSAVE state for the register files.
   __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("f16c");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && HasF16c();
   if (!avx2) return IsaLevel::kScalar;
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
@@ -52,9 +64,14 @@ std::vector<IsaLevel> SupportedIsaLevels() {
 
 bool IsaSupported(IsaLevel level) { return static_cast<int>(level) <= static_cast<int>(DetectIsa()); }
 
+IsaLevel DefaultIsa() {
+  const IsaLevel best = DetectIsa();
+  return best == IsaLevel::kAvx512Bf16 ? IsaLevel::kAvx512 : best;
+}
+
 IsaLevel ActiveIsa() {
   static const IsaLevel active = [] {
-    const IsaLevel best = DetectIsa();
+    const IsaLevel best = DefaultIsa();
     const char* env = std::getenv("ATTIC_ISA");
     if (env == nullptr || *env == '\0') return best;
     const auto forced = ParseIsa(env);

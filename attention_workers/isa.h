@@ -4,8 +4,12 @@
 //   for (IsaLevel l : SupportedIsaLevels()) ...   // tests run every level the CPU has
 //
 // $ATTIC_ISA forces a level: scalar | avx2 | avx512 | avx512bf16. A level the CPU lacks is never
-// used (that would be "illegal instruction"): ActiveIsa() falls back to the best supported
-// level and logs one warning to stderr.
+// used (that would be "illegal instruction"): ActiveIsa() falls back to the default level and
+// logs one warning to stderr.
+//
+// The default is the best level except avx512bf16, which is used only when forced: its
+// VDPBF16PS score path measured 45% slower than the avx512 path on an Intel Xeon (Sapphire
+// Rapids class, 2.1 GHz) and no faster on AMD Zen 5 (docs/kernels.md).
 //
 // Thread safety: all functions may be called from any thread.
 #pragma once
@@ -32,7 +36,9 @@ IsaLevel DetectIsa();
 // Every level up to DetectIsa(), oldest first.
 std::vector<IsaLevel> SupportedIsaLevels();
 bool IsaSupported(IsaLevel level);
-// DetectIsa(), or the level $ATTIC_ISA names when the CPU supports it. Computed once.
+// DetectIsa() capped at kAvx512 (see above).
+IsaLevel DefaultIsa();
+// DefaultIsa(), or the level $ATTIC_ISA names when the CPU supports it. Computed once.
 IsaLevel ActiveIsa();
 
 }  // namespace attic

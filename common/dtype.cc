@@ -77,6 +77,7 @@ uint16_t FloatToFp16(float f) {
 }
 
 void ConvertToFloat(DType from, const void* src, float* dst, size_t n) {
+  if (n == 0) return;  // null buffers are fine for empty conversions
   const auto* s16 = static_cast<const uint16_t*>(src);
   switch (from) {
     case DType::kFloat32:
@@ -92,6 +93,7 @@ void ConvertToFloat(DType from, const void* src, float* dst, size_t n) {
 }
 
 void ConvertFromFloat(DType to, const float* src, void* dst, size_t n) {
+  if (n == 0) return;
   auto* d16 = static_cast<uint16_t*>(dst);
   switch (to) {
     case DType::kFloat32:
@@ -107,6 +109,7 @@ void ConvertFromFloat(DType to, const float* src, void* dst, size_t n) {
 }
 
 void ConvertDType(DType from, const void* src, DType to, void* dst, size_t n) {
+  if (n == 0) return;
   if (from == to) {
     std::memcpy(dst, src, n * DTypeSize(from));
     return;

@@ -79,7 +79,7 @@ uint64_t Hash64(const void* data, size_t n, uint64_t seed) {
     a ^= Load64(p + i) * kMul2;
     i += 8;
   }
-  std::memcpy(&tail, p + i, n - i);
+  if (n > i) std::memcpy(&tail, p + i, n - i);
   b ^= tail * kMul1 + rest;
   return Mix(a ^ Mix(b));
 }

@@ -22,6 +22,10 @@ std::string HeaderField(const std::string& header, const std::string& key) {
   return header.substr(i, end - i);
 }
 
+// Far beyond any real array, small enough that products of four cannot overflow int64 checks.
+constexpr int64_t kMaxDim = int64_t{1} << 40;
+constexpr int64_t kMaxBytes = int64_t{1} << 40;
+
 StatusOr<std::vector<int64_t>> ParseShape(const std::string& text) {
   if (text.size() < 2 || text.front() != '(' || text.back() != ')') {
     return InvalidArgumentError("npy: malformed shape '" + text + "'");
@@ -32,9 +36,14 @@ StatusOr<std::vector<int64_t>> ParseShape(const std::string& text) {
     while (i < text.size() - 1 && (text[i] == ' ' || text[i] == ',')) ++i;
     if (i >= text.size() - 1) break;
     size_t end = i;
-    while (end < text.size() - 1 && text[end] >= '0' && text[end] <= '9') ++end;
+    int64_t dim = 0;
+    while (end < text.size() - 1 && text[end] >= '0' && text[end] <= '9') {
+      dim = dim * 10 + (text[end] - '0');
+      if (dim > kMaxDim) return InvalidArgumentError("npy: dimension too large in '" + text + "'");
+      ++end;
+    }
     if (end == i) return InvalidArgumentError("npy: malformed shape '" + text + "'");
-    shape.push_back(std::stoll(text.substr(i, end - i)));
+    shape.push_back(dim);
     i = end;
   }
   return shape;
@@ -106,7 +115,22 @@ StatusOr<NpyArray> ReadNpy(const std::string& path) {
   if (arr.shape.size() > static_cast<size_t>(TensorView::kMaxRank)) {
     return InvalidArgumentError("npy: rank above 4 in " + path);
   }
-  const size_t bytes = static_cast<size_t>(arr.num_elements()) * DTypeSize(arr.dtype);
+  int64_t elements = 1;
+  for (int64_t d : arr.shape) {
+    if (d != 0 && elements > kMaxBytes / d) {
+      return InvalidArgumentError("npy: shape of '" + path + "' is too large");
+    }
+    elements *= d;
+  }
+  const size_t bytes = static_cast<size_t>(elements) * DTypeSize(arr.dtype);
+  // Check the file really holds that much before allocating for it.
+  const std::streampos data_start = in.tellg();
+  in.seekg(0, std::ios::end);
+  const std::streamoff available = in.tellg() - data_start;
+  in.seekg(data_start);
+  if (available < static_cast<std::streamoff>(bytes)) {
+    return DataLossError("npy: '" + path + "' is shorter than its shape says");
+  }
   arr.data.resize(bytes);
   if (!in.read(reinterpret_cast<char*>(arr.data.data()), static_cast<std::streamsize>(bytes))) {
     return DataLossError("npy: '" + path + "' is shorter than its shape says");

@@ -124,7 +124,8 @@ class [[nodiscard]] StatusOr {
   StatusOr(T&& value) : value_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
   template <typename U>
     requires(std::is_convertible_v<U &&, T> && !std::is_same_v<std::decay_t<U>, Status> &&
-             !std::is_same_v<std::decay_t<U>, T>)
+             !std::is_same_v<std::decay_t<U>, T> &&
+             !std::is_same_v<std::decay_t<U>, StatusOr<T>>)
   StatusOr(U&& value) : value_(std::forward<U>(value)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return value_.has_value(); }
@@ -159,8 +160,10 @@ class [[nodiscard]] StatusOr {
   } while (false)
 
 // `ASSIGN_OR_RETURN(auto x, Foo());` declares x from Foo()'s value or returns its status.
+// NOLINTNEXTLINE(bugprone-macro-parentheses): lhs is a declaration, it cannot be parenthesized
 #define ASSIGN_OR_RETURN(lhs, expr) \
   ATTIC_ASSIGN_OR_RETURN_IMPL(ATTIC_STATUS_CONCAT(attic_statusor_, __LINE__), lhs, expr)
+// NOLINTNEXTLINE(bugprone-macro-parentheses)
 #define ATTIC_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                                \
   if (!tmp.ok()) return std::move(tmp).status();    \

@@ -436,7 +436,7 @@ TEST(ConvertTest, ZeroElementsTouchNothing) {
 // ConvertDType (same dtype) and ConvertToFloat / ConvertFromFloat (fp32) hand the null pointers
 // to memcpy (UBSan: "null pointer passed as argument 1, which is declared to never be null").
 // Disabled until common/dtype.cc skips empty copies.
-TEST(ConvertTest, DISABLED_EmptyVectorsWithNullData) {
+TEST(ConvertTest, EmptyVectorsWithNullData) {
   std::vector<std::byte> src;
   std::vector<std::byte> dst;
   std::vector<float> f;

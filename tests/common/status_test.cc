@@ -371,7 +371,7 @@ TEST(StatusOrTest, CopyAndMove) {
 // (its constraint does not exclude StatusOr itself), which builds a std::any holding a copy of
 // the StatusOr, which picks the same constructor again: unbounded recursion and a stack
 // overflow as of this writing. Disabled until the constraint excludes StatusOr<T>.
-TEST(StatusOrTest, DISABLED_CopyOfNonConstLvalueHoldingAny) {
+TEST(StatusOrTest, CopyOfNonConstLvalueHoldingAny) {
   StatusOr<std::any> a = std::any(1);
   StatusOr<std::any> b = a;  // NOLINT(performance-unnecessary-copy-initialization)
   ASSERT_TRUE(b.ok());
