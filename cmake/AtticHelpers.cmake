@@ -4,7 +4,8 @@
 #     -> target attic_kvstore, alias attic::kvstore; headers included as "kvstore/a.h".
 #   attic_cc_binary(NAME attic-worker SRCS main.cc DEPS attic::kvstore)
 #   attic_cc_test(NAME kvstore_block_pool_test SRCS block_pool_test.cc DEPS attic::kvstore
-#                 LABELS slow)  -> a GoogleTest binary registered with ctest, one ctest per TEST.
+#                 LABELS slow)  -> a GoogleTest binary registered with ctest, one ctest per
+#                 TEST, named "<binary>.<Suite>.<Test>" and labelled `slow` or `unit`.
 #   attic_isa_sources(avx512 file.cc ...) marks sources compiled for one runtime-dispatched ISA.
 
 include(GoogleTest OPTIONAL)
@@ -42,8 +43,15 @@ function(attic_cc_test)
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 600)
   endif()
-  set(labels unit ${ARG_LABELS})
+  # One label per test: gtest_discover_tests writes PROPERTIES unquoted, so a list of labels
+  # would lose all but its first. Components are selected by name instead (-R kvstore_test).
+  if("slow" IN_LIST ARG_LABELS)
+    set(labels slow)
+  else()
+    set(labels unit)
+  endif()
   gtest_discover_tests(${ARG_NAME}
+    TEST_PREFIX "${ARG_NAME}."
     DISCOVERY_TIMEOUT 60
     PROPERTIES LABELS "${labels}" TIMEOUT ${ARG_TIMEOUT}
                ENVIRONMENT "ATTIC_SHARED_DIR=${ATTIC_SHARED_DIR}")
