@@ -25,7 +25,12 @@ INSTANTIATE_TEST_SUITE_P(Kernels, LongContext,
                          ::testing::Combine(::testing::Values(64, 128, 256),
                                             ::testing::Values(1, 4, 8),
                                             ::testing::Values(DType::kFloat32, DType::kBFloat16,
-                                                              DType::kFloat16)));
+                                                              DType::kFloat16)),
+                         [](const auto& info) {
+                           const auto [d, g, dtype] = info.param;
+                           return "d" + std::to_string(d) + "_g" + std::to_string(g) + "_" +
+                                  std::string(DTypeName(dtype));
+                         });
 
 }  // namespace
 }  // namespace attic

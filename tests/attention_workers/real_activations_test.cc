@@ -84,7 +84,11 @@ TEST_P(RealActivations, DecodeStepsMatchFp64Attention) {
 INSTANTIATE_TEST_SUITE_P(Layers, RealActivations,
                          ::testing::Combine(::testing::Values(1, 4),
                                             ::testing::Values(DType::kFloat32, DType::kBFloat16,
-                                                              DType::kFloat16)));
+                                                              DType::kFloat16)),
+                         [](const auto& info) {
+                           return "L" + std::to_string(std::get<0>(info.param)) + "_" +
+                                  std::string(DTypeName(std::get<1>(info.param)));
+                         });
 
 }  // namespace
 }  // namespace attic
