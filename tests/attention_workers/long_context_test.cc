@@ -26,8 +26,8 @@ INSTANTIATE_TEST_SUITE_P(Kernels, LongContext,
                                             ::testing::Values(1, 4, 8),
                                             ::testing::Values(DType::kFloat32, DType::kBFloat16,
                                                               DType::kFloat16)),
-                         [](const auto& info) {
-                           const auto [d, g, dtype] = info.param;
+                         [](const auto& p) {
+                           const auto [d, g, dtype] = p.param;
                            return "d" + std::to_string(d) + "_g" + std::to_string(g) + "_" +
                                   std::string(DTypeName(dtype));
                          });

@@ -85,9 +85,9 @@ INSTANTIATE_TEST_SUITE_P(Layers, RealActivations,
                          ::testing::Combine(::testing::Values(1, 4),
                                             ::testing::Values(DType::kFloat32, DType::kBFloat16,
                                                               DType::kFloat16)),
-                         [](const auto& info) {
-                           return "L" + std::to_string(std::get<0>(info.param)) + "_" +
-                                  std::string(DTypeName(std::get<1>(info.param)));
+                         [](const auto& p) {
+                           return "L" + std::to_string(std::get<0>(p.param)) + "_" +
+                                  std::string(DTypeName(std::get<1>(p.param)));
                          });
 
 }  // namespace
