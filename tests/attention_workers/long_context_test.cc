@@ -21,16 +21,18 @@ TEST_P(LongContext, MatchesFp64Reference) {
   testing::ExpectMatchesReference(kv, q, g, 1.0f / std::sqrt(static_cast<float>(d)), kv.runs);
 }
 
+std::string LongName(const ::testing::TestParamInfo<Shape>& info) {
+  return "d" + std::to_string(std::get<0>(info.param)) + "_g" +
+         std::to_string(std::get<1>(info.param)) + "_" +
+         std::string(DTypeName(std::get<2>(info.param)));
+}
+
 INSTANTIATE_TEST_SUITE_P(Kernels, LongContext,
                          ::testing::Combine(::testing::Values(64, 128, 256),
                                             ::testing::Values(1, 4, 8),
                                             ::testing::Values(DType::kFloat32, DType::kBFloat16,
                                                               DType::kFloat16)),
-                         [](const auto& p) {
-                           const auto [d, g, dtype] = p.param;
-                           return "d" + std::to_string(d) + "_g" + std::to_string(g) + "_" +
-                                  std::string(DTypeName(dtype));
-                         });
+                         LongName);
 
 }  // namespace
 }  // namespace attic

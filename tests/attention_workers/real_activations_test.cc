@@ -81,14 +81,16 @@ TEST_P(RealActivations, DecodeStepsMatchFp64Attention) {
   RecordProperty("worst_relative_error", std::to_string(worst));
 }
 
+std::string LayerName(const ::testing::TestParamInfo<std::tuple<int, DType>>& info) {
+  return "L" + std::to_string(std::get<0>(info.param)) + "_" +
+         std::string(DTypeName(std::get<1>(info.param)));
+}
+
 INSTANTIATE_TEST_SUITE_P(Layers, RealActivations,
                          ::testing::Combine(::testing::Values(1, 4),
                                             ::testing::Values(DType::kFloat32, DType::kBFloat16,
                                                               DType::kFloat16)),
-                         [](const auto& p) {
-                           return "L" + std::to_string(std::get<0>(p.param)) + "_" +
-                                  std::string(DTypeName(std::get<1>(p.param)));
-                         });
+                         LayerName);
 
 }  // namespace
 }  // namespace attic

@@ -64,14 +64,16 @@ TEST_P(SparseSelections, MatchesReferenceOverSelectedTokens) {
   }
 }
 
+std::string SelectionName(const ::testing::TestParamInfo<std::tuple<int, DType>>& info) {
+  return "k" + std::to_string(std::get<0>(info.param)) + "_" +
+         std::string(DTypeName(std::get<1>(info.param)));
+}
+
 INSTANTIATE_TEST_SUITE_P(Kernels, SparseSelections,
                          ::testing::Combine(::testing::Values(0, 1, 37, 100, 2000),
                                             ::testing::Values(DType::kFloat32, DType::kBFloat16,
                                                               DType::kFloat16)),
-                         [](const auto& p) {
-                           return "k" + std::to_string(std::get<0>(p.param)) + "_" +
-                                  std::string(DTypeName(std::get<1>(p.param)));
-                         });
+                         SelectionName);
 
 TEST(SparseDecodeAttention, RejectsBadPositions) {
   const int d = 64, g = 2;
