@@ -3,8 +3,13 @@
 #include <string>
 #include <vector>
 
+#include "common/model_spec.h"
+
 namespace attic {
 namespace {
+
+static_assert(ModelSpec::kMaxGroupSize == kernels::kMaxGroupSize,
+              "a valid model spec must fit the kernels");
 
 Status CheckCommon(const float* q, int g, int d, DType dtype, float scale, const float* out,
                    const float* lse, IsaLevel isa) {

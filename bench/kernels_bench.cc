@@ -119,26 +119,26 @@ StatusOr<Case> BuildCase(int context, int pairs) {
   return c;
 }
 
-// Best and median seconds of one pass over every head, after one warm-up pass.
+// Best and median seconds of one pass over every pair, after one warm-up pass.
 struct PassTime {
   double best = 0.0, median = 0.0;
 };
 
 StatusOr<PassTime> TimePasses(const Case& c, ThreadPool& pool, int min_reps, double min_seconds) {
-  const int heads = static_cast<int>(c.runs.size());
+  const int pairs = static_cast<int>(c.runs.size());
   std::vector<float> q(static_cast<size_t>(kGroup) * kHeadDim);
   std::mt19937 rng(2);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   for (auto& x : q) x = dist(rng);
-  std::vector<float> out(static_cast<size_t>(heads) * kGroup * kHeadDim);
-  std::vector<float> lse(static_cast<size_t>(heads) * kGroup);
+  std::vector<float> out(static_cast<size_t>(pairs) * kGroup * kHeadDim);
+  std::vector<float> lse(static_cast<size_t>(pairs) * kGroup);
   std::atomic<int> failures{0};
   auto pass = [&] {
-    pool.ParallelFor(heads, [&](int64_t h) {
+    pool.ParallelFor(pairs, [&](int64_t i) {
       const Status s = DecodeAttention(
           {.q = q.data(), .group_size = kGroup, .head_dim = kHeadDim, .dtype = kDType,
-           .scale = 0.0884f, .runs = c.runs[static_cast<size_t>(h)],
-           .out = out.data() + h * kGroup * kHeadDim, .lse = lse.data() + h * kGroup});
+           .scale = 0.0884f, .runs = c.runs[static_cast<size_t>(i)],
+           .out = out.data() + i * kGroup * kHeadDim, .lse = lse.data() + i * kGroup});
       if (!s.ok()) failures.fetch_add(1);
     });
   };

@@ -1,19 +1,16 @@
 #include "bench/memory_bandwidth.h"
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
 #include "attention_workers/isa.h"
+#include "common/x86_intrinsics.h"
 
 namespace attic::bench {
 namespace {

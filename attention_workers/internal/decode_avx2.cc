@@ -95,10 +95,6 @@ struct V {
                                                          _mm256_set1_epi32(127)), 23);
     return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), tiny);
   }
-
-  static void PrepQBf16Dot(const float*, int, int, float, float*) {}
-  template <int GT>
-  static void DotBf16(const unsigned char*, const float*, int, int, T*) {}
 };
 
 #include "attention_workers/internal/decode_kernel.inc"

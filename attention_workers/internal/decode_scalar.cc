@@ -54,10 +54,6 @@ struct V {
   template <int GT>
   static T GroupSum(T v) { return v; }
   static T Exp2(T x) { return __builtin_exp2f(x); }
-
-  static void PrepQBf16Dot(const float*, int, int, float, float*) {}
-  template <int GT>
-  static void DotBf16(const unsigned char*, const float*, int, int, T*) {}
 };
 
 #include "attention_workers/internal/decode_kernel.inc"

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "attention_workers/reference_attention.h"
@@ -107,38 +108,28 @@ TEST(DecodeAttention, RejectsBadArguments) {
                           .dtype = DType::kBFloat16, .scale = 0.1f, .runs = kv.runs,
                           .out = out.data(), .lse = lse.data()};
   ASSERT_TRUE(DecodeAttention(p).ok());
-  auto expect_invalid = [](const DecodeAttentionParams& bad) {
-    EXPECT_EQ(DecodeAttention(bad).code(), StatusCode::kInvalidArgument);
+  const std::vector<KvRun> neg = {{kv.runs[0].k, kv.runs[0].v, -1}};
+  const std::vector<KvRun> null_run = {{nullptr, kv.runs[0].v, 3}};
+  // Each case breaks one field of the valid parameters.
+  const std::vector<std::pair<const char*, void (*)(DecodeAttentionParams&)>> cases = {
+      {"null q", [](DecodeAttentionParams& b) { b.q = nullptr; }},
+      {"group 0", [](DecodeAttentionParams& b) { b.group_size = 0; }},
+      {"group 129", [](DecodeAttentionParams& b) { b.group_size = 129; }},
+      {"head_dim 48", [](DecodeAttentionParams& b) { b.head_dim = 48; }},
+      {"scale 0", [](DecodeAttentionParams& b) { b.scale = 0.0f; }},
+      {"scale NaN", [](DecodeAttentionParams& b) { b.scale = NAN; }},
+      {"dtype 9", [](DecodeAttentionParams& b) { b.dtype = static_cast<DType>(9); }},
   };
-  auto bad = p;
-  bad.q = nullptr;
-  expect_invalid(bad);
-  bad = p;
-  bad.group_size = 0;
-  expect_invalid(bad);
-  bad = p;
-  bad.group_size = 129;
-  expect_invalid(bad);
-  bad = p;
-  bad.head_dim = 48;
-  expect_invalid(bad);
-  bad = p;
-  bad.scale = 0.0f;
-  expect_invalid(bad);
-  bad = p;
-  bad.scale = NAN;
-  expect_invalid(bad);
-  bad = p;
-  bad.dtype = static_cast<DType>(9);
-  expect_invalid(bad);
-  std::vector<KvRun> neg = {{kv.runs[0].k, kv.runs[0].v, -1}};
-  bad = p;
-  bad.runs = neg;
-  expect_invalid(bad);
-  std::vector<KvRun> null_run = {{nullptr, kv.runs[0].v, 3}};
-  bad = p;
-  bad.runs = null_run;
-  expect_invalid(bad);
+  for (const auto& [what, breaker] : cases) {
+    DecodeAttentionParams bad = p;
+    breaker(bad);
+    EXPECT_EQ(DecodeAttention(bad).code(), StatusCode::kInvalidArgument) << what;
+  }
+  for (const auto* runs : {&neg, &null_run}) {
+    DecodeAttentionParams bad = p;
+    bad.runs = *runs;
+    EXPECT_EQ(DecodeAttention(bad).code(), StatusCode::kInvalidArgument);
+  }
 }
 
 TEST(DecodeAttention, RejectsIsaTheCpuLacks) {
