@@ -1,0 +1,181 @@
+// attic::Client: the library an inference engine links to keep its KV cache on Attic
+// attention workers and have them compute decode attention.
+//
+//   ClientOptions opts;
+//   opts.workers = {"10.0.0.5:7001", "10.0.0.6:7001"};
+//   opts.spec = spec;                                  // the model's ModelSpec
+//   ASSIGN_OR_RETURN(std::unique_ptr<Client> client, Client::Connect(opts));
+//
+//   // KV heads [0,4) on worker 0 and [4,8) on worker 1 (head sharding):
+//   ShardPlan plan = ShardPlan::SplitHeads(spec, {0, 1});
+//   RETURN_IF_ERROR(client->Open({.id = request_id, .tenant = "acme", .plan = plan}).get());
+//   ASSIGN_OR_RETURN(PrefixMatch m, client->LookupPrefix(request_id, prompt_hashes).get());
+//   for (int layer = 0; layer < L; ++layer)            // k, v: [n, Hkv, D] token-major
+//     futures.push_back(client->Prefill(request_id, layer, 0, k[layer], v[layer]));
+//   ...
+//   AttendBatch batch{.layer = l};                     // one decode step of one layer
+//   batch.items.push_back({.id = request_id, .q = q, .k_new = k, .v_new = v,
+//                          .out = o_ptr, .lse = lse_ptr});
+//   RETURN_IF_ERROR(client->Attend(std::move(batch)).get());
+//   RETURN_IF_ERROR(client->Close(request_id).get());
+//
+// Sharding: a sequence's ShardPlan lists shards {worker, KV-head range, token range}. Head
+// shards split the query heads (outputs are concatenated); token shards split the context
+// (partial outputs are merged by log-sum-exp, exactly). Prefill tokens go to the shard whose
+// range holds them; decode tokens go to the shard whose range is open-ended.
+//
+// Every call returns a future and never blocks the caller on the network. Every error names
+// the sequence, the worker ("worker-1 (10.0.0.6:7001)") and the code. A call whose worker is
+// gone fails with UNAVAILABLE within its deadline; the caller may Close() the sequence and
+// Open() it again on another plan.
+//
+// Thread safety: every method may be called from any thread concurrently. Calls on one
+// sequence are applied in the order they were made only if each waits for the previous one's
+// future; Prefill calls of different layers may run concurrently.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/model_spec.h"
+#include "common/status.h"
+#include "common/tensor_view.h"
+
+namespace attic {
+
+struct ClientOptions {
+  // Data-plane addresses "host:port" of the workers; shard plans refer to them by index.
+  std::vector<std::string> workers;
+  // The model every sequence of this client uses. Its fingerprint (or model_fingerprint when
+  // nonzero) is checked by every worker at connection time.
+  ModelSpec spec;
+  uint64_t model_fingerprint = 0;
+  // Shared secret the workers require, if any.
+  std::string token;
+  // Names this client in the workers' logs.
+  std::string name = "attic-client";
+  // Deadline of each operation, from the call until its future is ready.
+  std::chrono::milliseconds timeout{10000};
+  // Deadline for connecting to and handshaking with every worker.
+  std::chrono::milliseconds connect_timeout{5000};
+};
+
+struct Shard {
+  int worker = 0;            // index into ClientOptions::workers
+  int kv_head_begin = 0;     // KV heads [kv_head_begin, kv_head_end)
+  int kv_head_end = 0;
+  int64_t token_begin = 0;   // global token positions [token_begin, token_end); a multiple of B
+  int64_t token_end = -1;    // -1: open-ended (the shard receiving decode tokens)
+};
+
+struct ShardPlan {
+  std::vector<Shard> shards;
+
+  // Every KV head on one worker.
+  static ShardPlan Single(const ModelSpec& spec, int worker);
+  // KV heads split as evenly as possible over the workers (all tokens on each).
+  static ShardPlan SplitHeads(const ModelSpec& spec, const std::vector<int>& workers);
+  // All heads on every worker; worker i holds tokens [bounds[i], bounds[i+1]) with the last
+  // one open-ended. bounds has workers.size() entries, starts at 0, is increasing and a
+  // multiple of B.
+  static ShardPlan SplitTokens(const ModelSpec& spec, const std::vector<int>& workers,
+                               const std::vector<int64_t>& bounds);
+  // INVALID_ARGUMENT unless, for every KV head, the shards covering it tile [0, inf) with
+  // B-aligned token ranges exactly once, and workers are in [0, num_workers).
+  Status Validate(const ModelSpec& spec, int num_workers) const;
+};
+
+struct OpenOptions {
+  uint64_t id = 0;           // chosen by the engine (its request id); unique per client
+  std::string tenant;        // prefix-cache scope: tenants never share blocks
+  ShardPlan plan;
+};
+
+struct PrefixMatch {
+  // Leading prompt tokens the workers already hold for every layer and head (contiguous from
+  // token 0 over all shards): the engine may skip sending them. Prefill calls still accept
+  // them and the client drops what each shard already holds.
+  int64_t matched_tokens = 0;
+};
+
+struct AttendItem {
+  uint64_t id = 0;
+  // [Hq, D] query of this step, row-major; fp32, bf16 or fp16.
+  TensorView q;
+  // [Hkv, D] k and v of this step, appended before attending. Empty views: no append.
+  TensorView k_new;
+  TensorView v_new;
+  // [Hq, D] fp32 output and [Hq] fp32 natural-log LSE, written when the future is ready.
+  // Must stay valid until then.
+  float* out = nullptr;
+  float* lse = nullptr;
+};
+
+struct AttendBatch {
+  int layer = 0;
+  std::vector<AttendItem> items;
+};
+
+struct AttendStats {
+  uint64_t keys_scanned = 0;  // over all items, heads and shards
+};
+
+struct ClientStats {
+  uint64_t requests = 0;
+  uint64_t errors = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+};
+
+class Client {
+ public:
+  // Connects to every worker and checks the handshake. The first failure is returned
+  // (UNAVAILABLE for an unreachable worker, FAILED_PRECONDITION / PERMISSION_DENIED for a
+  // refused handshake), naming the worker.
+  static StatusOr<std::unique_ptr<Client>> Connect(const ClientOptions& options);
+  virtual ~Client() = default;
+
+  // Opens the sequence on every worker of its plan. INVALID_ARGUMENT for a bad plan;
+  // ALREADY_EXISTS if the id is open on this client or a worker.
+  virtual std::future<Status> Open(const OpenOptions& options) = 0;
+
+  // hashes: one chained hash per full B-token prompt block (prefix-cache keys). Each shard
+  // gets the hashes of its own token range. Once per sequence, before any Prefill.
+  virtual std::future<StatusOr<PrefixMatch>> LookupPrefix(uint64_t id,
+                                                          std::span<const uint64_t> hashes) = 0;
+
+  // Tokens [first_token, first_token + n) of one layer: k and v [n, Hkv, D] token-major, in
+  // any dtype (converted to the storage dtype). first_token must equal the layer's current
+  // length (tokens a shard already holds through the prefix cache are skipped), and chunks
+  // other than the last must be multiples of B. The client transposes each shard's part to
+  // block-major and ships it. The views may be released when the call returns.
+  virtual std::future<Status> Prefill(uint64_t id, int layer, int64_t first_token,
+                                      const TensorView& k, const TensorView& v) = 0;
+
+  // One decode token of one layer: k and v [Hkv, D] in any dtype.
+  virtual std::future<Status> Append(uint64_t id, int layer, const TensorView& k,
+                                     const TensorView& v) = 0;
+
+  // One layer of one decode step for a batch: one request per worker, outputs merged and
+  // written to each item's out / lse. The views are copied before the call returns. The
+  // future fails with the first item's error (naming sequence and worker); items on healthy
+  // workers are still written.
+  virtual std::future<StatusOr<AttendStats>> Attend(AttendBatch batch) = 0;
+
+  // Closes the sequence on every worker of its plan (best effort: every worker is asked, the
+  // first error is returned) and forgets it.
+  virtual std::future<Status> Close(uint64_t id) = 0;
+
+  // Tokens the client has sent for (sequence, layer), prefix-cache hits included.
+  virtual StatusOr<int64_t> Length(uint64_t id, int layer) const = 0;
+
+  virtual ClientStats Stats() const = 0;
+  virtual const ClientOptions& options() const = 0;
+};
+
+}  // namespace attic

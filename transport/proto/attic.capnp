@@ -1,0 +1,157 @@
+# Attic wire protocol, version 1: the Cap'n Proto headers of the worker's data-plane messages.
+#
+# Every message is one UCX Active Message. Its UCX AM header is the fixed FrameHeader of
+# transport/frame.h (magic, version, method, request id, sizes, deadline, status). Its data is
+# this file's header message (a flat, unpacked Cap'n Proto message) followed by the raw tensor
+# payload. Tensor fields below are byte offsets into that payload; every tensor is contiguous,
+# row-major, little-endian, with the shape and dtype given beside it. A receiver checks every
+# offset and size against the payload length before touching it.
+#
+# Shapes use: B tokens per block, D head dim, h = KV heads held by the shard (kvHeadEnd -
+# kvHeadBegin), G = Hq / Hkv, and n tokens.
+
+@0xd1f3e5cbc58bb9d4;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("attic::wire");
+
+# Numbers equal common/dtype.h's DType.
+enum DType {
+  float32 @0;
+  bfloat16 @1;
+  float16 @2;
+}
+
+struct ModelSpec {
+  name @0 :Text;
+  numLayers @1 :UInt32;
+  numQHeads @2 :UInt32;
+  numKvHeads @3 :UInt32;
+  headDim @4 :UInt32;
+  dtype @5 :DType;
+  blockSize @6 :UInt32;
+  softmaxScale @7 :Float32;   # 0 = 1/sqrt(headDim)
+}
+
+# Method kHello: the first message on every connection. Refused with FAILED_PRECONDITION on a
+# protocol or model mismatch and PERMISSION_DENIED on a wrong token; the worker then closes
+# the connection.
+struct Hello {
+  protocolVersion @0 :UInt32;
+  modelFingerprint @1 :UInt64;   # the client's ModelSpec::Fingerprint(); 0 = do not check
+  token @2 :Text;                # shared secret; empty when the worker requires none
+  clientName @3 :Text;           # for the worker's logs
+}
+
+struct HelloReply {
+  protocolVersion @0 :UInt32;
+  workerName @1 :Text;
+  modelFingerprint @2 :UInt64;
+  spec @3 :ModelSpec;            # the model the worker serves
+}
+
+# Method kOpenSequence. No payload.
+struct OpenSequenceRequest {
+  sequenceId @0 :UInt64;
+  tenant @1 :Text;
+  spec @2 :ModelSpec;            # must equal the worker's
+  modelFingerprint @3 :UInt64;   # 0 = derive from spec
+  kvHeadBegin @4 :UInt32;        # held KV heads [kvHeadBegin, kvHeadEnd)
+  kvHeadEnd @5 :UInt32;
+  tokenBegin @6 :UInt64;         # first global token position this shard holds (token sharding)
+}
+
+struct OpenSequenceReply {}
+
+# Method kLookupPrefix. No payload.
+struct LookupPrefixRequest {
+  sequenceId @0 :UInt64;
+  blockHashes @1 :List(UInt64);  # one chained hash per full B-token prompt block of this shard
+}
+
+struct LookupPrefixReply {
+  matchedBlocks @0 :UInt32;
+  matchedTokens @1 :UInt32;      # the client sends this shard's tokens from here on
+}
+
+# Method kAppendKv: a prefill chunk or decode tokens for one layer.
+struct AppendKvRequest {
+  sequenceId @0 :UInt64;
+  layer @1 :UInt32;
+  layout @2 :Layout;
+  numTokens @3 :UInt32;
+  dtype @4 :DType;               # blockMajor: must be the storage dtype; tokenMajor: any
+  kOffset @5 :UInt64;
+  vOffset @6 :UInt64;
+
+  enum Layout {
+    # k, v: [h, blocks, B, D] in the storage dtype, blocks = ceil(numTokens / B); only the last
+    # block may be partial (its tail rows are ignored). Lands in the KV pools as is.
+    blockMajor @0;
+    # k, v: [numTokens, h, D] in `dtype`; converted to the storage dtype on arrival.
+    tokenMajor @1;
+  }
+}
+
+struct AppendKvReply {
+  length @0 :UInt32;             # tokens the layer holds after the append
+}
+
+# Method kAttend: one layer of one decode step for every sequence of the batch this worker
+# holds.
+struct AttendRequest {
+  layer @0 :UInt32;
+  mode @1 :Mode;
+  items @2 :List(Item);
+
+  enum Mode {
+    dense @0;                    # attention over every held token
+  }
+
+  struct Item {
+    sequenceId @0 :UInt64;
+    qDtype @1 :DType;
+    qOffset @2 :UInt64;          # q: [G * h, D] in qDtype, query heads of the held KV heads
+    appendKv @3 :Bool;           # append the step's k/v before attending
+    kvDtype @4 :DType;
+    kOffset @5 :UInt64;          # k_new: [h, D] in kvDtype (only with appendKv)
+    vOffset @6 :UInt64;          # v_new: [h, D] in kvDtype (only with appendKv)
+  }
+}
+
+struct AttendReply {
+  items @0 :List(Result);        # one per request item, same order
+
+  struct Result {
+    sequenceId @0 :UInt64;
+    code @1 :Int32;              # common/status.h StatusCode; 0 = OK
+    message @2 :Text;
+    outOffset @3 :UInt64;        # o: [G * h, D] fp32, then lse: [G * h] fp32 (natural log)
+    numQHeads @4 :UInt32;        # G * h
+    keysScanned @5 :UInt64;      # keys whose q.k this worker computed, over all heads
+    length @6 :UInt32;           # tokens of the layer after the optional append
+  }
+}
+
+# Method kCloseSequence. No payload.
+struct CloseSequenceRequest {
+  sequenceId @0 :UInt64;
+}
+
+struct CloseSequenceReply {}
+
+# Method kStats. No payload.
+struct StatsRequest {}
+
+struct StatsReply {
+  sequences @0 :UInt64;
+  kBlocksUsed @1 :UInt64;
+  kBlocksCapacity @2 :UInt64;
+  vBlocksUsed @3 :UInt64;
+  vBlocksCapacity @4 :UInt64;
+  blockBytes @5 :UInt64;
+  prefixBlocks @6 :UInt64;
+  cachedBlocks @7 :UInt64;
+  prefixHits @8 :UInt64;
+  workerName @9 :Text;
+}
