@@ -18,6 +18,7 @@
 // Callbacks run on the progress thread and must not block (no waiting on futures there).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -43,6 +44,17 @@ struct RpcClientOptions {
   size_t max_reply_payload_bytes = size_t{1} << 30;
 };
 
+// Counters since creation; read with relaxed loads.
+struct RpcClientStats {
+  std::atomic<uint64_t> calls_started{0};
+  std::atomic<uint64_t> calls_failed{0};       // ended with any error, deadlines included
+  std::atomic<uint64_t> deadlines_exceeded{0};
+  std::atomic<uint64_t> late_replies{0};       // replies for calls already ended, dropped
+  std::atomic<uint64_t> malformed_replies{0};  // replies without a valid frame, dropped
+  std::atomic<uint64_t> bytes_sent{0};         // header + payload of requests
+  std::atomic<uint64_t> bytes_received{0};     // header + payload of replies
+};
+
 class Connection;
 
 class RpcClient {
@@ -63,6 +75,8 @@ class RpcClient {
   // Registers caller memory with UCX (pinned for RDMA) until the returned handle is dropped,
   // so rendezvous transfers from or into it need no registration on the hot path.
   StatusOr<std::shared_ptr<void>> RegisterMemory(std::span<std::byte> region);
+
+  const RpcClientStats& stats() const;
 
   class Impl;
 

@@ -1,0 +1,202 @@
+#include "transport/internal/reactor.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <utility>
+
+#include "transport/internal/ucx_status.h"
+
+namespace attic::transport::internal {
+
+// ---- Mailbox ----
+
+Mailbox::Mailbox() : wake_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+  if (wake_fd_ < 0) LogLine(std::string("eventfd failed: ") + std::strerror(errno));
+}
+
+Mailbox::~Mailbox() {
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+bool Mailbox::Post(Task task) {
+  bool was_empty;
+  {
+    MutexLock lock(&mu_);
+    if (closed_) return false;
+    was_empty = tasks_.empty();
+    tasks_.push_back(std::move(task));
+  }
+  // The reactor takes the whole queue at once, so only the first task after a take needs
+  // to wake it; the others find the eventfd still readable.
+  if (was_empty) Wake();
+  return true;
+}
+
+void Mailbox::Wake() {
+  const uint64_t one = 1;
+  ssize_t n = write(wake_fd_, &one, sizeof(one));
+  (void)n;  // EAGAIN only when the counter is saturated: a wakeup is pending anyway
+}
+
+std::vector<Mailbox::Task> Mailbox::TakeAll() {
+  std::vector<Task> out;
+  MutexLock lock(&mu_);
+  out.swap(tasks_);
+  return out;
+}
+
+std::vector<Mailbox::Task> Mailbox::Close() {
+  std::vector<Task> out;
+  MutexLock lock(&mu_);
+  closed_ = true;
+  out.swap(tasks_);
+  return out;
+}
+
+void Mailbox::DrainWakeups() {
+  uint64_t value;
+  while (read(wake_fd_, &value, sizeof(value)) == sizeof(value)) {
+  }
+}
+
+// ---- Reactor ----
+
+StatusOr<std::unique_ptr<Reactor>> Reactor::Start(const std::string& thread_name,
+                                                  Owner* owner) {
+  std::unique_ptr<Reactor> reactor(new Reactor(owner));
+  std::promise<Status> started;
+  std::future<Status> result = started.get_future();
+  reactor->thread_ = std::thread(&Reactor::Main, reactor.get(), thread_name, &started);
+  Status status = result.get();
+  if (!status.ok()) {
+    reactor->thread_.join();  // Main has already torn down what it created
+    return status;
+  }
+  return reactor;
+}
+
+Reactor::~Reactor() { Stop(); }
+
+void Reactor::Stop() {
+  if (!thread_.joinable()) return;
+  stopping_.store(true, std::memory_order_release);
+  mailbox_->Wake();
+  thread_.join();
+}
+
+void Reactor::Main(const std::string& name, std::promise<Status>* started) {
+  pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+  Status status = Setup();
+  const bool ok = status.ok();
+  started->set_value(std::move(status));  // `started` is gone after this line
+  if (ok) Loop();
+  Shutdown();
+}
+
+Status Reactor::Setup() {
+  if (mailbox_->wake_fd() < 0) return InternalError("eventfd for the reactor failed");
+  ASSIGN_OR_RETURN(UcpContext context, UcpContext::Create());
+  context_.emplace(std::move(context));
+  ASSIGN_OR_RETURN(UcpWorker worker, UcpWorker::Create(*context_));
+  worker_.emplace(std::move(worker));
+  return owner_->OnStart(*this);
+}
+
+bool Reactor::RunReadyTasks() {
+  bool ran = false;
+  while (!deferred_.empty()) {
+    std::vector<Mailbox::Task> tasks;
+    tasks.swap(deferred_);
+    for (auto& t : tasks) t();
+    ran = true;
+  }
+  for (auto& t : mailbox_->TakeAll()) {
+    t();
+    ran = true;
+  }
+  return ran;
+}
+
+void Reactor::Loop() {
+  ucp_worker_h w = worker();
+  while (true) {
+    while (ucp_worker_progress(w) != 0) {
+    }
+    bool ran = RunReadyTasks();
+    ReapClosed(/*wait=*/false);
+    const Deadline next = owner_->OnTick();
+    if (stopping_.load(std::memory_order_acquire)) return;
+    // Tasks may have started sends or closes: progress them before sleeping.
+    if (ran || !deferred_.empty()) continue;
+    Sleep(next);
+  }
+}
+
+void Reactor::Sleep(Deadline next) {
+  int timeout_ms = -1;
+  if (next != Deadline::max()) {
+    const auto left = next - Clock::now();
+    // Round up so that the deadline has passed when poll returns.
+    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
+    timeout_ms = static_cast<int>(std::clamp<int64_t>(ms, 0, 3600 * 1000));
+  }
+  ucs_status_t s = ucp_worker_arm(worker());
+  if (s == UCS_ERR_BUSY) return;  // events are waiting: progress again
+  if (s != UCS_OK) {
+    // Cannot sleep on the fd: degrade to a 1 ms poll rather than spin or hang.
+    if (!arm_failed_logged_) LogLine(UcsToStatus(s, "ucp_worker_arm").ToString());
+    arm_failed_logged_ = true;
+    timeout_ms = timeout_ms < 0 ? 1 : std::min(timeout_ms, 1);
+  }
+  pollfd fds[2] = {{worker_->event_fd(), POLLIN, 0}, {mailbox_->wake_fd(), POLLIN, 0}};
+  int n = poll(fds, 2, timeout_ms);
+  if (n < 0 && errno != EINTR) LogLine(std::string("poll failed: ") + std::strerror(errno));
+  mailbox_->DrainWakeups();
+}
+
+void Reactor::CloseInBackground(ucp_ep_h ep, bool force) {
+  ucp_request_param_t param{};
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+  param.flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0;
+  ucs_status_ptr_t r = ucp_ep_close_nbx(ep, &param);
+  if (UCS_PTR_IS_PTR(r)) closing_.push_back(r);
+}
+
+void Reactor::ReapClosed(bool wait) {
+  const auto until = Clock::now() + UcpEndpoint::kCloseTimeout;
+  while (true) {
+    std::erase_if(closing_, [](void* r) {
+      if (ucp_request_check_status(r) == UCS_INPROGRESS) return false;
+      ucp_request_free(r);
+      return true;
+    });
+    if (!wait || closing_.empty() || Clock::now() >= until) break;
+    ucp_worker_progress(worker());
+  }
+}
+
+void Reactor::Shutdown() {
+  if (worker_) {
+    // Tasks posted before the close still run (replies are sent, calls fail cleanly).
+    for (auto& t : mailbox_->Close()) t();
+    while (!deferred_.empty()) RunReadyTasks();
+    owner_->OnStop();
+    while (!deferred_.empty()) RunReadyTasks();
+    ReapClosed(/*wait=*/true);
+    for (void* r : closing_) ucp_request_free(r);  // left to UCX; it frees them on completion
+    closing_.clear();
+  } else {
+    mailbox_->Close();
+  }
+  worker_.reset();
+  context_.reset();
+}
+
+}  // namespace attic::transport::internal
