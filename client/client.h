@@ -82,11 +82,14 @@ struct ShardPlan {
   static ShardPlan SplitHeads(const ModelSpec& spec, const std::vector<int>& workers);
   // All heads on every worker; worker i holds tokens [bounds[i], bounds[i+1]) with the last
   // one open-ended. bounds has workers.size() entries, starts at 0, is increasing and a
-  // multiple of B.
+  // multiple of B. A bounds list of another size gives an empty plan (Validate refuses it).
   static ShardPlan SplitTokens(const ModelSpec& spec, const std::vector<int>& workers,
                                const std::vector<int64_t>& bounds);
   // INVALID_ARGUMENT unless, for every KV head, the shards covering it tile [0, inf) with
-  // B-aligned token ranges exactly once, and workers are in [0, num_workers).
+  // B-aligned token ranges exactly once, and workers are in [0, num_workers). Also refused:
+  // two shards on one worker (a worker keys a sequence by its id, so it can hold only one
+  // shard of it) and head ranges that overlap without being equal (token shards are merged
+  // per head range, so the head ranges must partition [0, Hkv)).
   Status Validate(const ModelSpec& spec, int num_workers) const;
 };
 

@@ -1,0 +1,211 @@
+// ClientImpl: shipping K/V to the workers (Prefill chunks block-major, decode tokens
+// token-major).
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "client/internal/client_impl.h"
+#include "client/internal/fan_in.h"
+#include "client/internal/kv_pack.h"
+#include "client/internal/wire_codec.h"
+
+namespace attic::client_internal {
+namespace {
+
+using transport::IncomingMessage;
+using transport::Method;
+
+// AppendKv requests of one shard, sent one after the other: each must start at the length the
+// previous one left, and a worker may run requests of one connection concurrently.
+struct AppendChain {
+  WorkerLink link;
+  std::shared_ptr<Counters> counters;
+  std::vector<Request> requests;
+  std::vector<int64_t> expected;  // shard-local length after each request
+  size_t next = 0;
+  transport::Deadline deadline;
+  uint64_t id = 0;
+  int layer = 0;
+  std::function<void(Status)> done;
+};
+
+void SendNext(const std::shared_ptr<AppendChain>& c) {
+  const size_t i = c->next++;
+  SendRequest(c->link, c->counters, std::move(c->requests[i]), c->deadline,
+              [c, i](StatusOr<IncomingMessage> r) {
+                StatusOr<int64_t> length = r.ok() ? ParseAppendKvReply(r->header()) : r.status();
+                Status s = length.status();
+                if (length.ok() && *length != c->expected[i]) {
+                  s = InternalError("bad AppendKvReply: the worker holds " +
+                                    std::to_string(*length) + " tokens of layer " +
+                                    std::to_string(c->layer) + " after the append, the client " +
+                                    "expected " + std::to_string(c->expected[i]));
+                }
+                if (!s.ok() || c->next == c->requests.size()) {
+                  c->done(NameError(s, c->id, c->link.label));
+                  return;
+                }
+                SendNext(c);
+              });
+}
+
+// The AppendKv requests carrying one shard's slice of a prefill chunk, at most
+// kMaxAppendPayloadBytes each. k, v: [n, Hkv, D] holding tokens [first, first + n).
+std::vector<Request> PrefillRequests(const ModelSpec& spec, uint64_t id, int layer,
+                                     const Shard& shard, const ShardSlice& slice, int64_t first,
+                                     const TensorView& k, const TensorView& v,
+                                     std::vector<int64_t>* expected) {
+  const int heads = shard.kv_head_end - shard.kv_head_begin;
+  const int64_t step =
+      TokensPerMessage(heads, spec.block_size, spec.head_dim, spec.dtype, kMaxAppendPayloadBytes);
+  std::vector<Request> requests;
+  for (int64_t a = slice.begin; a < slice.end; a += step) {
+    const int64_t b = std::min(slice.end, a + step);
+    const size_t bytes = BlockMajorBytes(b - a, heads, spec.block_size, spec.head_dim, spec.dtype);
+    auto payload = std::make_shared<std::vector<std::byte>>(2 * bytes);
+    PackBlockMajor(k, a - first, b - first, shard.kv_head_begin, shard.kv_head_end, spec.block_size,
+                   spec.dtype, payload->data());
+    PackBlockMajor(v, a - first, b - first, shard.kv_head_begin, shard.kv_head_end, spec.block_size,
+                   spec.dtype, payload->data() + bytes);
+    requests.push_back(Request{.method = Method::kAppendKv,
+                               .header = EncodeAppendKv({.id = id,
+                                                         .layer = layer,
+                                                         .block_major = true,
+                                                         .num_tokens = b - a,
+                                                         .dtype = spec.dtype,
+                                                         .k_offset = 0,
+                                                         .v_offset = bytes}),
+                               .payload = std::move(payload)});
+    expected->push_back(b - shard.token_begin);
+  }
+  return requests;
+}
+
+// One decode token for heads [h0, h1): k and v [h1 - h0, D], both in k's dtype.
+Request DecodeRequest(uint64_t id, int layer, int h0, int h1, const TensorView& k,
+                      const TensorView& v) {
+  const size_t bytes =
+      static_cast<size_t>(h1 - h0) * static_cast<size_t>(k.dim(1)) * DTypeSize(k.dtype());
+  auto payload = std::make_shared<std::vector<std::byte>>(2 * bytes);
+  PackRows(k, h0, h1, k.dtype(), payload->data());
+  PackRows(v, h0, h1, k.dtype(), payload->data() + bytes);
+  return Request{.method = Method::kAppendKv,
+                 .header = EncodeAppendKv({.id = id,
+                                           .layer = layer,
+                                           .block_major = false,
+                                           .num_tokens = 1,
+                                           .dtype = k.dtype(),
+                                           .k_offset = 0,
+                                           .v_offset = bytes}),
+                 .payload = std::move(payload)};
+}
+
+}  // namespace
+
+std::future<Status> ClientImpl::SendAppends(
+    std::shared_ptr<SequenceState> seq, int layer,
+    std::vector<std::pair<size_t, std::vector<Request>>> requests,
+    std::vector<std::vector<int64_t>> expected_lengths) {
+  auto promise = std::make_shared<std::promise<Status>>();
+  std::future<Status> future = promise->get_future();
+  auto fan = FanIn::Create(requests.size(), [seq, layer, promise](std::vector<Status> results) {
+    Status first = FirstError(results);
+    if (!first.ok()) {
+      MutexLock lock(&seq->mu);
+      Status& failed = seq->layer_error[static_cast<size_t>(layer)];
+      if (failed.ok()) failed = first;
+    }
+    promise->set_value(std::move(first));
+  });
+  const transport::Deadline deadline = CallDeadline();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    auto chain = std::make_shared<AppendChain>(
+        AppendChain{.link = LinkOf(*seq, requests[i].first),
+                    .counters = counters_,
+                    .requests = std::move(requests[i].second),
+                    .expected = std::move(expected_lengths[i]),
+                    .deadline = deadline,
+                    .id = seq->id,
+                    .layer = layer,
+                    .done = [fan, i](Status s) { fan->Done(i, std::move(s)); }});
+    SendNext(chain);
+  }
+  return future;
+}
+
+std::future<Status> ClientImpl::Prefill(uint64_t id, int layer, int64_t first_token,
+                                        const TensorView& k, const TensorView& v) {
+  const ModelSpec& spec = options_.spec;
+  const std::string context = "sequence " + std::to_string(id);
+  if (Status s = CheckLayer(context, layer); !s.ok()) return ReadyFuture(std::move(s));
+  StatusOr<std::shared_ptr<SequenceState>> found = table_->FindOpen(id);
+  if (!found.ok()) return ReadyFuture(found.status());
+  std::shared_ptr<SequenceState> seq = *std::move(found);
+  Status shape = CheckView("k", k, {-1, spec.num_kv_heads, spec.head_dim});
+  if (shape.ok()) shape = CheckView("v", v, {k.dim(0), spec.num_kv_heads, spec.head_dim});
+  if (shape.ok() && first_token < 0) shape = InvalidArgumentError("first_token is negative");
+  if (!shape.ok()) return ReadyFuture(shape.WithContext(context));
+  const int64_t n = k.dim(0);
+
+  StatusOr<std::vector<ShardSlice>> slices = Status();
+  {
+    MutexLock lock(&seq->mu);
+    const auto l = static_cast<size_t>(layer);
+    Status s = CheckAppendable(*seq, layer);
+    if (s.ok()) s = CheckPrefillStart(first_token, seq->length[l], seq->prefix_tokens);
+    if (s.ok()) {
+      slices = RoutePrefill(seq->plan, seq->local_len[l], first_token, n, spec.block_size);
+      s = slices.status();
+    }
+    if (!s.ok()) return ReadyFuture(s.WithContext(context + " layer " + std::to_string(layer)));
+    for (const ShardSlice& slice : *slices)
+      seq->local_len[l][slice.shard] += slice.end - slice.begin;
+    seq->length[l] = std::max(seq->length[l], first_token + n);
+  }
+  // Packing happens here, on the caller's thread, so the views may go when the call returns.
+  std::vector<std::pair<size_t, std::vector<Request>>> requests;
+  std::vector<std::vector<int64_t>> expected(slices->size());
+  for (size_t i = 0; i < slices->size(); ++i) {
+    const ShardSlice& slice = (*slices)[i];
+    requests.emplace_back(slice.shard,
+                          PrefillRequests(spec, id, layer, seq->plan.shards[slice.shard], slice,
+                                          first_token, k, v, &expected[i]));
+  }
+  return SendAppends(std::move(seq), layer, std::move(requests), std::move(expected));
+}
+
+std::future<Status> ClientImpl::Append(uint64_t id, int layer, const TensorView& k,
+                                       const TensorView& v) {
+  const ModelSpec& spec = options_.spec;
+  const std::string context = "sequence " + std::to_string(id);
+  if (Status s = CheckLayer(context, layer); !s.ok()) return ReadyFuture(std::move(s));
+  StatusOr<std::shared_ptr<SequenceState>> found = table_->FindOpen(id);
+  if (!found.ok()) return ReadyFuture(found.status());
+  std::shared_ptr<SequenceState> seq = *std::move(found);
+  Status shape = CheckView("k", k, {spec.num_kv_heads, spec.head_dim});
+  if (shape.ok()) shape = CheckView("v", v, {spec.num_kv_heads, spec.head_dim});
+  if (!shape.ok()) return ReadyFuture(shape.WithContext(context));
+
+  std::vector<std::pair<size_t, std::vector<Request>>> requests;
+  std::vector<std::vector<int64_t>> expected;
+  {
+    MutexLock lock(&seq->mu);
+    const auto l = static_cast<size_t>(layer);
+    if (Status s = CheckAppendable(*seq, layer); !s.ok()) return ReadyFuture(std::move(s));
+    // Decode tokens go to each head range's open-ended shard.
+    for (const HeadRange& range : seq->ranges) {
+      const size_t shard = OpenEndedShard(seq->plan, range);
+      expected.push_back({++seq->local_len[l][shard]});
+      requests.emplace_back(shard, std::vector<Request>{});
+    }
+    seq->length[l] += 1;
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const HeadRange& range = seq->ranges[i];
+    requests[i].second.push_back(
+        DecodeRequest(id, layer, range.kv_head_begin, range.kv_head_end, k, v));
+  }
+  return SendAppends(std::move(seq), layer, std::move(requests), std::move(expected));
+}
+
+}  // namespace attic::client_internal
