@@ -1,0 +1,280 @@
+#include "services/worker/attend_executor.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <unordered_set>
+
+#include "attention_workers/merge.h"
+#include "services/worker/payload.h"
+#include "transport/capnp_codec.h"
+#include "transport/proto/attic.capnp.h"
+#include "transport/wire_types.h"
+
+namespace attic::worker_internal {
+
+using transport::IncomingMessage;
+using transport::OutgoingMessage;
+
+struct AttendExecutor::Item {
+  // From the request.
+  uint64_t id = 0;
+  DType q_dtype = DType::kFloat32;
+  uint64_t q_offset = 0;
+  bool append = false;
+  DType kv_dtype = DType::kFloat32;
+  uint64_t k_offset = 0;
+  uint64_t v_offset = 0;
+  // Filled by Prepare.
+  Status status;
+  int kv_head_begin = 0;
+  int heads = 0;           // h
+  int length = 0;          // tokens after the append
+  size_t q_index = 0;      // first float of this item's queries in q_
+  size_t slot_begin = 0;   // first of its h slots
+  size_t out_index = 0;    // first float of its o in the reply payload (lse follows o)
+};
+
+struct AttendExecutor::Slot {
+  size_t run_begin = 0;
+  size_t run_end = 0;
+  int64_t tokens = 0;
+  size_t first_task = 0;
+  size_t num_tasks = 0;
+};
+
+struct AttendExecutor::Task {
+  size_t item = 0;
+  int head = 0;  // within the item's heads
+  size_t run_begin = 0;
+  size_t run_end = 0;
+};
+
+AttendExecutor::AttendExecutor(KvStore* store, ThreadPool* pool, const ModelSpec& spec)
+    : store_(store), pool_(pool), spec_(spec), group_(spec.group_size()) {}
+
+AttendExecutor::~AttendExecutor() = default;
+
+namespace {
+
+Status CheckAligned(uint64_t offset, DType dtype, const char* what) {
+  if (offset % DTypeSize(dtype) == 0) return OkStatus();
+  return InvalidArgumentError(std::string(what) + " offset " + std::to_string(offset) +
+                              " is not a multiple of its element size " +
+                              std::to_string(DTypeSize(dtype)));
+}
+
+}  // namespace
+
+StatusOr<OutgoingMessage> AttendExecutor::Run(const IncomingMessage& request,
+                                              uint64_t* keys_scanned) {
+  ASSIGN_OR_RETURN(transport::CapnpMessage msg, transport::CapnpMessage::Parse(request.header()));
+  int layer = 0;
+  items_.clear();
+  RETURN_IF_ERROR(transport::CatchKj("AttendRequest", [&]() -> Status {
+    auto r = msg.Root<wire::AttendRequest>();
+    if (r.getLayer() >= static_cast<uint32_t>(spec_.num_layers)) {
+      return OutOfRangeError("layer " + std::to_string(r.getLayer()) + " of a " +
+                             std::to_string(spec_.num_layers) + "-layer model");
+    }
+    if (r.getMode() != wire::AttendRequest::Mode::DENSE) {
+      return UnimplementedError("attention mode " +
+                                std::to_string(static_cast<int>(r.getMode())));
+    }
+    layer = static_cast<int>(r.getLayer());
+    for (auto it : r.getItems()) {
+      Item item;
+      item.id = it.getSequenceId();
+      item.q_offset = it.getQOffset();
+      item.append = it.getAppendKv();
+      item.k_offset = it.getKOffset();
+      item.v_offset = it.getVOffset();
+      StatusOr<DType> q = transport::DTypeFromWire(it.getQDtype());
+      StatusOr<DType> kv = transport::DTypeFromWire(it.getKvDtype());
+      if (!q.ok()) item.status = q.status();
+      if (!kv.ok() && item.append) item.status = kv.status();
+      if (q.ok()) item.q_dtype = *q;
+      if (kv.ok()) item.kv_dtype = *kv;
+      items_.push_back(std::move(item));
+    }
+    return OkStatus();
+  }));
+
+  q_.clear();
+  runs_.clear();
+  slots_.clear();
+  std::unordered_set<uint64_t> seen;
+  for (Item& item : items_) {
+    if (item.status.ok() && !seen.insert(item.id).second) {
+      item.status = InvalidArgumentError("sequence appears twice in one Attend request");
+    }
+    if (item.status.ok()) item.status = Prepare(request, layer, item);
+    if (!item.status.ok()) {
+      item.status = item.status.WithContext("sequence " + std::to_string(item.id));
+    }
+  }
+  PlanTasks();
+  Compute(layer);
+  return BuildReply(keys_scanned);
+}
+
+Status AttendExecutor::Prepare(const IncomingMessage& request, int layer, Item& item) {
+  ASSIGN_OR_RETURN(SequenceInfo info, store_->GetSequence(item.id));
+  item.kv_head_begin = info.kv_head_begin;
+  item.heads = info.kv_head_end - info.kv_head_begin;
+  const int64_t d = spec_.head_dim;
+  const size_t q_count = static_cast<size_t>(group_) * static_cast<size_t>(item.heads * d);
+  RETURN_IF_ERROR(CheckAligned(item.q_offset, item.q_dtype, "q"));
+  ASSIGN_OR_RETURN(const std::byte* q,
+                   PayloadSlice(request.payload(), item.q_offset,
+                                q_count * DTypeSize(item.q_dtype), "q"));
+  if (item.append) {
+    RETURN_IF_ERROR(CheckAligned(item.k_offset, item.kv_dtype, "k_new"));
+    RETURN_IF_ERROR(CheckAligned(item.v_offset, item.kv_dtype, "v_new"));
+    const uint64_t kv_bytes = static_cast<uint64_t>(item.heads * d) * DTypeSize(item.kv_dtype);
+    ASSIGN_OR_RETURN(const std::byte* k,
+                     PayloadSlice(request.payload(), item.k_offset, kv_bytes, "k_new"));
+    ASSIGN_OR_RETURN(const std::byte* v,
+                     PayloadSlice(request.payload(), item.v_offset, kv_bytes, "v_new"));
+    RETURN_IF_ERROR(store_->AppendDecodeToken(item.id, layer,
+                                              TensorView(k, item.kv_dtype, {item.heads, d}),
+                                              TensorView(v, item.kv_dtype, {item.heads, d})));
+  }
+  ASSIGN_OR_RETURN(item.length, store_->Length(item.id, layer));
+  // Read every head's blocks before committing anything to the shared scratch, so a failing
+  // item leaves no half-filled slots behind.
+  const size_t runs_before = runs_.size();
+  const size_t slots_before = slots_.size();
+  for (int h = 0; h < item.heads; ++h) {
+    Status read = store_->ReadBlocks(item.id, layer, item.kv_head_begin + h, &block_scratch_);
+    if (!read.ok()) {
+      runs_.resize(runs_before);
+      slots_.resize(slots_before);
+      return read;
+    }
+    Slot slot;
+    slot.run_begin = runs_.size();
+    for (const BlockView& b : block_scratch_) {
+      runs_.push_back(KvRun{b.k, b.v, b.num_tokens});
+      slot.tokens += b.num_tokens;
+    }
+    slot.run_end = runs_.size();
+    slots_.push_back(slot);
+  }
+  item.slot_begin = slots_before;
+  item.q_index = q_.size();
+  q_.resize(q_.size() + q_count);
+  ConvertToFloat(item.q_dtype, q, q_.data() + item.q_index, q_count);
+  return OkStatus();
+}
+
+void AttendExecutor::PlanTasks() {
+  tasks_.clear();
+  int64_t total = 0;
+  for (const Slot& s : slots_) total += s.tokens;
+  const int64_t threads = pool_->num_threads();
+  // About four tasks per thread balances uneven lengths; never below kMinChunkTokens.
+  const int64_t chunk = std::max<int64_t>(kMinChunkTokens, (total + threads * 4 - 1) / (threads * 4));
+  for (size_t i = 0; i < items_.size(); ++i) {
+    const Item& item = items_[i];
+    if (!item.status.ok()) continue;
+    for (int h = 0; h < item.heads; ++h) {
+      Slot& slot = slots_[item.slot_begin + static_cast<size_t>(h)];
+      slot.first_task = tasks_.size();
+      size_t begin = slot.run_begin;
+      int64_t acc = 0;
+      for (size_t r = slot.run_begin; r < slot.run_end; ++r) {
+        acc += runs_[r].num_tokens;
+        if (acc >= chunk && r + 1 < slot.run_end) {
+          tasks_.push_back(Task{i, h, begin, r + 1});
+          begin = r + 1;
+          acc = 0;
+        }
+      }
+      tasks_.push_back(Task{i, h, begin, slot.run_end});  // possibly empty: lse = -inf
+      slot.num_tasks = tasks_.size() - slot.first_task;
+    }
+  }
+}
+
+void AttendExecutor::Compute(int /*layer*/) {
+  const size_t gd = static_cast<size_t>(group_) * static_cast<size_t>(spec_.head_dim);
+  partial_o_.resize(tasks_.size() * gd);
+  partial_lse_.resize(tasks_.size() * static_cast<size_t>(group_));
+  task_status_.assign(tasks_.size(), OkStatus());
+  const float scale = spec_.EffectiveScale();
+  pool_->ParallelFor(static_cast<int64_t>(tasks_.size()), [&](int64_t t) {
+    const Task& task = tasks_[static_cast<size_t>(t)];
+    const Item& item = items_[task.item];
+    DecodeAttentionParams p;
+    p.q = q_.data() + item.q_index + static_cast<size_t>(task.head) * gd;
+    p.group_size = group_;
+    p.head_dim = spec_.head_dim;
+    p.dtype = spec_.dtype;
+    p.scale = scale;
+    p.runs = std::span<const KvRun>(runs_.data() + task.run_begin, task.run_end - task.run_begin);
+    p.out = partial_o_.data() + static_cast<size_t>(t) * gd;
+    p.lse = partial_lse_.data() + static_cast<size_t>(t) * static_cast<size_t>(group_);
+    task_status_[static_cast<size_t>(t)] = DecodeAttention(p);
+  });
+  for (size_t t = 0; t < tasks_.size(); ++t) {
+    Item& item = items_[tasks_[t].item];
+    if (!task_status_[t].ok() && item.status.ok()) item.status = task_status_[t];
+  }
+}
+
+OutgoingMessage AttendExecutor::BuildReply(uint64_t* keys_scanned) {
+  const size_t d = static_cast<size_t>(spec_.head_dim);
+  const size_t g = static_cast<size_t>(group_);
+  size_t floats = 0;
+  for (Item& item : items_) {
+    if (!item.status.ok()) continue;
+    item.out_index = floats;
+    floats += static_cast<size_t>(item.heads) * g * (d + 1);
+  }
+  auto payload = std::make_shared<std::vector<float>>(floats);
+  capnp::MallocMessageBuilder builder;
+  auto results = builder.initRoot<wire::AttendReply>().initItems(
+      static_cast<unsigned>(items_.size()));
+  uint64_t keys_total = 0;
+  for (size_t i = 0; i < items_.size(); ++i) {
+    const Item& item = items_[i];
+    auto r = results[static_cast<unsigned>(i)];
+    r.setSequenceId(item.id);
+    r.setCode(item.status.code_number());
+    if (!item.status.ok()) {
+      r.setMessage(std::string(item.status.message()));
+      continue;
+    }
+    const size_t q_heads = static_cast<size_t>(item.heads) * g;
+    float* o = payload->data() + item.out_index;
+    float* lse = o + q_heads * d;
+    uint64_t keys = 0;
+    for (int h = 0; h < item.heads; ++h) {
+      const Slot& slot = slots_[item.slot_begin + static_cast<size_t>(h)];
+      float* o_h = o + static_cast<size_t>(h) * g * d;
+      float* lse_h = lse + static_cast<size_t>(h) * g;
+      std::memcpy(o_h, partial_o_.data() + slot.first_task * g * d, g * d * sizeof(float));
+      std::memcpy(lse_h, partial_lse_.data() + slot.first_task * g, g * sizeof(float));
+      for (size_t t = slot.first_task + 1; t < slot.first_task + slot.num_tasks; ++t) {
+        MergeStatesInto(o_h, lse_h, partial_o_.data() + t * g * d, partial_lse_.data() + t * g,
+                        group_, spec_.head_dim);
+      }
+      keys += static_cast<uint64_t>(slot.tokens);
+    }
+    keys_total += keys;
+    r.setOutOffset(item.out_index * sizeof(float));
+    r.setNumQHeads(static_cast<uint32_t>(q_heads));
+    r.setKeysScanned(keys);
+    r.setLength(static_cast<uint32_t>(item.length));
+  }
+  *keys_scanned = keys_total;
+  OutgoingMessage reply;
+  reply.method = transport::Method::kAttend;
+  reply.header = transport::EncodeCapnp(builder);
+  reply.payload.push_back(std::as_bytes(std::span<const float>(*payload)));
+  reply.keepalive = std::move(payload);
+  return reply;
+}
+
+}  // namespace attic::worker_internal

@@ -1,0 +1,68 @@
+// AttendExecutor: runs one Attend request (one layer of one decode step for a batch of
+// sequences) on the compute pool and builds its reply.
+//
+// A request's work is split into tasks of (item, KV head, token chunk): chunks keep every
+// thread busy even when a batch has fewer (sequence, head) pairs than threads (split-K, as
+// flash-decoding does), and their partial states are merged by LSE afterwards. Each item
+// succeeds or fails on its own; a failed item carries its code in the reply and does not
+// fail the batch.
+//
+// Thread safety: not thread-safe; the worker's dispatcher owns it. Scratch buffers are reused
+// across requests so the steady state allocates only the reply.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "attention_workers/decode_attention.h"
+#include "attention_workers/thread_pool.h"
+#include "common/model_spec.h"
+#include "common/status.h"
+#include "kvstore/kv_store.h"
+#include "transport/message.h"
+
+namespace attic::worker_internal {
+
+class AttendExecutor {
+ public:
+  AttendExecutor(KvStore* store, ThreadPool* pool, const ModelSpec& spec);
+  ~AttendExecutor();
+  AttendExecutor(const AttendExecutor&) = delete;
+  AttendExecutor& operator=(const AttendExecutor&) = delete;
+
+  // The reply to an Attend request; *keys_scanned gets the keys (token x KV head) whose dot
+  // products were computed. Request-level errors (an unreadable header) are returned; item
+  // errors travel inside the reply.
+  StatusOr<transport::OutgoingMessage> Run(const transport::IncomingMessage& request,
+                                           uint64_t* keys_scanned);
+
+  // Minimum tokens per task: smaller chunks cost more in merging than they win in balance.
+  static constexpr int kMinChunkTokens = 1024;
+
+ private:
+  struct Item;   // one sequence of the request
+  struct Slot;   // one (item, KV head): its runs and token count
+  struct Task;   // one (item, head, token chunk)
+
+  Status Prepare(const transport::IncomingMessage& request, int layer, Item& item);
+  void PlanTasks();
+  void Compute(int layer);
+  transport::OutgoingMessage BuildReply(uint64_t* keys_scanned);
+
+  KvStore* const store_;
+  ThreadPool* const pool_;
+  const ModelSpec spec_;
+  const int group_;
+
+  std::vector<Item> items_;
+  std::vector<Slot> slots_;
+  std::vector<Task> tasks_;
+  std::vector<Status> task_status_;
+  std::vector<KvRun> runs_;            // every (item, head)'s blocks, concatenated
+  std::vector<BlockView> block_scratch_;
+  std::vector<float> q_;               // fp32 queries, [items][G * h][D]
+  std::vector<float> partial_o_;       // per task [G, D]
+  std::vector<float> partial_lse_;     // per task [G]
+};
+
+}  // namespace attic::worker_internal

@@ -1,0 +1,123 @@
+// WorkerService: what an attention worker does with a request — the KV store, the compute
+// pool and one handler per method of proto/attic.capnp. attic-worker (worker_main.cc) puts
+// it behind a transport::RpcServer; tests may call Handle() directly.
+//
+//   ASSIGN_OR_RETURN(auto service, WorkerService::Create(options, &metrics));
+//   RpcServer::Start(server_options, [&](IncomingMessage req, Responder resp) {
+//     service->Submit(std::move(req), std::move(resp));   // queued, never blocks
+//   });
+//
+// Execution: one dispatcher thread takes requests in arrival order and runs each to
+// completion; Attend spreads its (sequence, KV head, token chunk) tasks over the compute pool,
+// the dispatcher included. Running one request at a time keeps every core on one batch (the
+// step's latency is what the engine waits for) and means no append ever races a read of the
+// same sequence. A request whose deadline passed while it was queued is answered
+// DEADLINE_EXCEEDED without running.
+//
+// Thread safety: Submit may be called from any thread; Handle only from one thread at a time
+// (the dispatcher's, or a test's while no dispatcher runs requests).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "attention_workers/thread_pool.h"
+#include "common/model_spec.h"
+#include "common/status.h"
+#include "kvstore/kv_store.h"
+#include "transport/message.h"
+#include "transport/rpc_server.h"
+
+namespace attic {
+
+class WorkerMetrics;
+
+namespace worker_internal {
+class AttendExecutor;
+}
+
+struct WorkerServiceOptions {
+  // Names the worker in the Hello reply, logs and error messages.
+  std::string name = "attic-worker";
+  // The one model this worker serves; OpenSequence must carry the same spec.
+  ModelSpec spec;
+  // Fingerprint announced in the Hello reply; 0 = spec.Fingerprint().
+  uint64_t model_fingerprint = 0;
+  // DRAM for the K and V pools together, split evenly.
+  uint64_t kv_memory_bytes = uint64_t{1} << 30;
+  // Prefault the pools at start.
+  bool populate = false;
+  // Threads that compute attention (the dispatcher included); 0 = one per core.
+  int compute_threads = 0;
+};
+
+class WorkerService {
+ public:
+  // INVALID_ARGUMENT for a bad spec or a pool too small to hold one block per KV head;
+  // RESOURCE_EXHAUSTED if the pools cannot be allocated. metrics may be null; not owned.
+  static StatusOr<std::unique_ptr<WorkerService>> Create(const WorkerServiceOptions& options,
+                                                         WorkerMetrics* metrics);
+  // Stops the dispatcher; queued requests are answered UNAVAILABLE.
+  ~WorkerService();
+  WorkerService(const WorkerService&) = delete;
+  WorkerService& operator=(const WorkerService&) = delete;
+
+  // Queues a request for the dispatcher. Called on the transport's progress thread.
+  void Submit(transport::IncomingMessage request, transport::Responder responder);
+
+  // Runs one request: the reply on success, or the error to send back.
+  StatusOr<transport::OutgoingMessage> Handle(const transport::IncomingMessage& request);
+
+  // Blocks until nothing is queued or running, or the deadline passes (false then).
+  bool WaitIdle(transport::Deadline deadline);
+  int64_t queue_depth() const;
+
+  // The Hello reply header (wire::HelloReply) the RpcServer sends on accepted handshakes.
+  std::string HelloReplyHeader() const;
+  uint64_t model_fingerprint() const { return fingerprint_; }
+  // The KV pools, for the transport to register.
+  std::vector<std::span<std::byte>> memory_regions() const;
+  const KvStore& store() const { return *store_; }
+  // Copies the store's figures into the metrics (called before each scrape).
+  void RefreshMetrics() const;
+
+ private:
+  struct Pending {
+    transport::IncomingMessage request;
+    transport::Responder responder;
+  };
+
+  explicit WorkerService(const WorkerServiceOptions& options, WorkerMetrics* metrics);
+  void DispatchLoop();
+  void Run(Pending pending);
+
+  StatusOr<transport::OutgoingMessage> OpenSequence(const transport::IncomingMessage& req);
+  StatusOr<transport::OutgoingMessage> LookupPrefix(const transport::IncomingMessage& req);
+  StatusOr<transport::OutgoingMessage> AppendKv(const transport::IncomingMessage& req);
+  StatusOr<transport::OutgoingMessage> CloseSequence(const transport::IncomingMessage& req);
+  StatusOr<transport::OutgoingMessage> Stats(const transport::IncomingMessage& req);
+
+  const WorkerServiceOptions options_;
+  uint64_t fingerprint_ = 0;
+  WorkerMetrics* const metrics_;
+  std::unique_ptr<KvStore> store_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<worker_internal::AttendExecutor> attend_;
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::condition_variable idle_;
+  std::deque<Pending> queue_;  // guarded by mu_
+  bool running_ = false;       // guarded by mu_: the dispatcher is inside Run
+  bool stop_ = false;          // guarded by mu_
+  std::thread dispatcher_;
+};
+
+}  // namespace attic
