@@ -34,7 +34,7 @@ struct ConnShared {
   std::shared_ptr<Mailbox> mailbox;
   RpcClient::Impl* client = nullptr;  // reactor: valid while the mailbox accepts tasks
   uint64_t id = 0;
-  std::string peer;                   // "host:port" as given to Connect
+  std::string peer;  // "host:port" as given to Connect
   std::atomic<bool> connected{false};
   // Written on the reactor before Connect returns the connection; read-only afterwards.
   IncomingMessage hello_reply;
@@ -86,8 +86,7 @@ class RpcClient::Impl : public Reactor::Owner {
     Clock::time_point started;
     std::string error_prefix;  // empty: "<label>: "
   };
-  void StartCall(const std::shared_ptr<ConnShared>& conn, CallSpec spec,
-                 Connection::Callback done);
+  void StartCall(const std::shared_ptr<ConnShared>& conn, CallSpec spec, Connection::Callback done);
   void CloseConnection(uint64_t conn_id, bool force, const std::string& why);
 
   // Reactor::Owner
@@ -111,12 +110,12 @@ class RpcClient::Impl : public Reactor::Owner {
   };
 
   static void OnEndpointError(void* arg, ucp_ep_h ep, ucs_status_t status);
-  static ucs_status_t OnReplyAm(void* arg, const void* header, size_t header_length,
-                                void* data, size_t length, const ucp_am_recv_param_t* param);
+  static ucs_status_t OnReplyAm(void* arg, const void* header, size_t header_length, void* data,
+                                size_t length, const ucp_am_recv_param_t* param);
   ucs_status_t OnReply(const FrameHeader& frame, void* data, size_t length,
                        const ucp_am_recv_param_t* param);
-  void StartConnect(std::shared_ptr<ConnShared> conn, internal::SockAddr addr,
-                    Deadline deadline, std::shared_ptr<std::promise<Status>> result);
+  void StartConnect(std::shared_ptr<ConnShared> conn, internal::SockAddr addr, Deadline deadline,
+                    std::shared_ptr<std::promise<Status>> result);
   void FinishConnect(const std::shared_ptr<ConnShared>& conn, StatusOr<IncomingMessage> reply,
                      std::promise<Status>& result);
   void FailConnection(uint64_t conn_id, ucs_status_t reason);
@@ -161,10 +160,9 @@ Deadline RpcClient::Impl::OnTick() {
                                   ? conns_.at(call.conn_id).shared->label
                                   : std::string("a closed connection");
     stats_.deadlines_exceeded.fetch_add(1, kRelaxed);
-    EndCall(id, DeadlineExceededError("deadline exceeded after " +
-                                      std::to_string(MillisSince(call.started)) +
-                                      " ms waiting for " + std::string(MethodName(call.method)) +
-                                      " from " + label));
+    EndCall(id, DeadlineExceededError(
+                    "deadline exceeded after " + std::to_string(MillisSince(call.started)) +
+                    " ms waiting for " + std::string(MethodName(call.method)) + " from " + label));
   }
   return timers_.empty() ? Deadline::max() : timers_.begin()->first;
 }
@@ -216,8 +214,7 @@ void RpcClient::Impl::StartConnect(std::shared_ptr<ConnShared> conn, internal::S
 }
 
 void RpcClient::Impl::FinishConnect(const std::shared_ptr<ConnShared>& conn,
-                                    StatusOr<IncomingMessage> reply,
-                                    std::promise<Status>& result) {
+                                    StatusOr<IncomingMessage> reply, std::promise<Status>& result) {
   if (reply.ok()) {
     conn->hello_reply = std::move(reply).value();
     const std::string name = internal::WorkerNameOfHelloReply(conn->hello_reply.header());
@@ -247,9 +244,9 @@ void RpcClient::Impl::OnEndpointError(void* arg, ucp_ep_h ep, ucs_status_t statu
 void RpcClient::Impl::FailConnection(uint64_t conn_id, ucs_status_t reason) {
   auto it = conns_.find(conn_id);
   if (it == conns_.end()) return;
-  const std::string why = it->second.shared->label + " is unreachable: " +
-                          ucs_status_string(reason);
-  internal::LogLine(why);
+  const std::string why =
+      it->second.shared->label + " is unreachable: " + ucs_status_string(reason);
+  internal::LogWarning(why);
   CloseConnection(conn_id, /*force=*/true, why);
 }
 
@@ -272,8 +269,8 @@ void RpcClient::Impl::CloseConnection(uint64_t conn_id, bool force, const std::s
 void RpcClient::Impl::StartCall(const std::shared_ptr<ConnShared>& conn, CallSpec spec,
                                 Connection::Callback done) {
   stats_.calls_started.fetch_add(1, kRelaxed);
-  const Method method = spec.raw_frame ? static_cast<Method>(spec.raw_frame->method)
-                                       : spec.request.method;
+  const Method method =
+      spec.raw_frame ? static_cast<Method>(spec.raw_frame->method) : spec.request.method;
   auto it = conns_.find(conn->id);
   if (it == conns_.end()) {
     stats_.calls_failed.fetch_add(1, kRelaxed);
@@ -290,9 +287,10 @@ void RpcClient::Impl::StartCall(const std::shared_ptr<ConnShared>& conn, CallSpe
     return;
   }
   const uint64_t id = next_request_id_++;
-  PendingCall call{conn->id, method, spec.started,
-                   spec.error_prefix.empty() ? conn->label + ": " : spec.error_prefix,
-                   std::move(done), timers_.emplace(spec.deadline, id)};
+  PendingCall call{
+      conn->id,        method,
+      spec.started,    spec.error_prefix.empty() ? conn->label + ": " : spec.error_prefix,
+      std::move(done), timers_.emplace(spec.deadline, id)};
   calls_.emplace(id, std::move(call));
   it->second.calls.insert(id);
 
@@ -306,8 +304,7 @@ void RpcClient::Impl::StartCall(const std::shared_ptr<ConnShared>& conn, CallSpe
     frame.timeout_ms = static_cast<uint32_t>(std::min<int64_t>(left.count(), UINT32_MAX));
   }
   frame.request_id = id;
-  stats_.bytes_sent.fetch_add(spec.request.header.size() + spec.request.payload_bytes(),
-                              kRelaxed);
+  stats_.bytes_sent.fetch_add(spec.request.header.size() + spec.request.payload_bytes(), kRelaxed);
   internal::SendAm(it->second.ep.get(), kRequestAmId, frame, std::move(spec.request.header),
                    std::move(spec.request.payload), std::move(spec.request.keepalive),
                    /*reply_flag=*/true, [this, id](ucs_status_t s) {
@@ -364,7 +361,7 @@ ucs_status_t RpcClient::Impl::OnReply(const FrameHeader& frame, void* data, size
     bad = ResourceExhaustedError("reply payload of " + std::to_string(frame.payload_bytes) +
                                  " bytes exceeds the client's limit of " +
                                  std::to_string(options_.max_reply_payload_bytes));
-  } else if (uint64_t{frame.header_bytes} + frame.payload_bytes != length) {
+  } else if (frame.payload_bytes > length || length - frame.payload_bytes != frame.header_bytes) {
     bad = InvalidArgumentError("reply frame announces " +
                                std::to_string(frame.header_bytes + frame.payload_bytes) +
                                " bytes but " + std::to_string(length) + " arrived");
@@ -375,12 +372,10 @@ ucs_status_t RpcClient::Impl::OnReply(const FrameHeader& frame, void* data, size
     return UCS_OK;
   }
   stats_.bytes_received.fetch_add(length, kRelaxed);
-  return internal::ReceiveAm(r_->worker(), frame, data, length, param,
-                             [this, id](StatusOr<IncomingMessage> m) {
-                               r_->Defer([this, id, m = std::move(m)]() mutable {
-                                 CompleteCall(id, std::move(m));
-                               });
-                             });
+  return internal::ReceiveAm(
+      r_->worker(), frame, data, length, param, [this, id](StatusOr<IncomingMessage> m) {
+        r_->Defer([this, id, m = std::move(m)]() mutable { CompleteCall(id, std::move(m)); });
+      });
 }
 
 void RpcClient::Impl::CompleteCall(uint64_t id, StatusOr<IncomingMessage> reply) {
@@ -440,9 +435,8 @@ void ConnectionImpl::Post(std::function<void()> start, const std::shared_ptr<Cal
 void ConnectionImpl::Call(OutgoingMessage request, Deadline deadline, Callback done) {
   auto cb = std::make_shared<Callback>(std::move(done));
   RpcClient::Impl::CallSpec spec{std::move(request), std::nullopt, deadline, Clock::now(), ""};
-  Post([s = s_, spec = std::move(spec), cb]() mutable {
-         s->client->StartCall(s, std::move(spec), std::move(*cb));
-       },
+  Post([s = s_, spec = std::move(spec),
+        cb]() mutable { s->client->StartCall(s, std::move(spec), std::move(*cb)); },
        cb);
 }
 
@@ -454,17 +448,15 @@ void ConnectionImpl::CallRawForTesting(const FrameHeader& frame, std::string dat
   spec.raw_frame = frame;
   spec.deadline = deadline;
   spec.started = Clock::now();
-  Post([s = s_, spec = std::move(spec), cb]() mutable {
-         s->client->StartCall(s, std::move(spec), std::move(*cb));
-       },
+  Post([s = s_, spec = std::move(spec),
+        cb]() mutable { s->client->StartCall(s, std::move(spec), std::move(*cb)); },
        cb);
 }
 
 void ConnectionImpl::Close() {
   s_->connected.store(false);
   s_->mailbox->Post([s = s_] {
-    s->client->CloseConnection(s->id, /*force=*/false,
-                               "connection to " + s->label + " was closed");
+    s->client->CloseConnection(s->id, /*force=*/false, "connection to " + s->label + " was closed");
   });
 }
 

@@ -47,7 +47,7 @@ struct RpcClientOptions {
 // Counters since creation; read with relaxed loads.
 struct RpcClientStats {
   std::atomic<uint64_t> calls_started{0};
-  std::atomic<uint64_t> calls_failed{0};       // ended with any error, deadlines included
+  std::atomic<uint64_t> calls_failed{0};  // ended with any error, deadlines included
   std::atomic<uint64_t> deadlines_exceeded{0};
   std::atomic<uint64_t> late_replies{0};       // replies for calls already ended, dropped
   std::atomic<uint64_t> malformed_replies{0};  // replies without a valid frame, dropped

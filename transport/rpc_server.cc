@@ -14,7 +14,6 @@
 
 namespace attic::transport {
 
-using internal::LogLine;
 using internal::Mailbox;
 using internal::Reactor;
 
@@ -24,7 +23,7 @@ constexpr auto kRelaxed = std::memory_order_relaxed;
 
 // Shared by a Responder and the task its answer posts.
 struct Responder::State {
-  std::shared_ptr<Mailbox> mailbox;  // reaches the reactor thread while the server lives
+  std::shared_ptr<Mailbox> mailbox;   // reaches the reactor thread while the server lives
   RpcServer::Impl* server = nullptr;  // dereferenced only by posted tasks, on that thread
   uint64_t conn_id = 0;
   FrameHeader request;  // the request's frame (method, id)
@@ -69,8 +68,8 @@ class RpcServer::Impl : public Reactor::Owner {
 
   static void OnConnRequest(ucp_conn_request_h request, void* arg);
   static void OnEndpointError(void* arg, ucp_ep_h ep, ucs_status_t status);
-  static ucs_status_t OnRequestAm(void* arg, const void* header, size_t header_length,
-                                  void* data, size_t length, const ucp_am_recv_param_t* param);
+  static ucs_status_t OnRequestAm(void* arg, const void* header, size_t header_length, void* data,
+                                  size_t length, const ucp_am_recv_param_t* param);
   void Accept(ucp_conn_request_h request);
   ucs_status_t OnRequest(const FrameHeader& frame, void* data, size_t length,
                          const ucp_am_recv_param_t* param);
@@ -93,7 +92,7 @@ class RpcServer::Impl : public Reactor::Owner {
   Reactor* r_ = nullptr;
   std::vector<internal::MemoryRegistration> regions_;
   std::optional<internal::UcpListener> listener_;
-  std::unordered_map<uint64_t, Peer> peers_;         // by connection id
+  std::unordered_map<uint64_t, Peer> peers_;  // by connection id
   std::unordered_map<ucp_ep_h, uint64_t> conn_of_ep_;
   uint64_t next_conn_id_ = 1;
 };
@@ -106,8 +105,7 @@ Status RpcServer::Impl::OnStart(Reactor& reactor) {
     ASSIGN_OR_RETURN(auto reg, internal::MemoryRegistration::Map(reactor.context(), region));
     regions_.push_back(std::move(reg));
   }
-  RETURN_IF_ERROR(internal::SetAmHandler(reactor.worker(), kRequestAmId, &Impl::OnRequestAm,
-                                         this));
+  RETURN_IF_ERROR(internal::SetAmHandler(reactor.worker(), kRequestAmId, &Impl::OnRequestAm, this));
   ASSIGN_OR_RETURN(auto listener,
                    internal::UcpListener::Create(reactor.worker(), options_.listen_address,
                                                  options_.port, &Impl::OnConnRequest, this));
@@ -144,7 +142,8 @@ void RpcServer::Impl::Accept(ucp_conn_request_h request) {
   StatusOr<internal::UcpEndpoint> ep =
       internal::UcpEndpoint::Accept(r_->worker(), request, &Impl::OnEndpointError, this);
   if (!ep.ok()) {
-    LogLine(options_.name + ": cannot accept " + address + ": " + ep.status().ToString());
+    internal::LogWarning(options_.name + ": cannot accept " + address + ": " +
+                         ep.status().ToString());
     return;
   }
   const uint64_t id = next_conn_id_++;
@@ -187,8 +186,8 @@ ucs_status_t RpcServer::Impl::OnRequestAm(void* arg, const void* header, size_t 
   if (header_length != sizeof(FrameHeader)) {
     // Without a frame there is no request id to answer: count it and drop it.
     self->stats_.requests_rejected.fetch_add(1, kRelaxed);
-    LogLine(self->options_.name + ": dropped a message with a " +
-            std::to_string(header_length) + "-byte frame");
+    internal::LogWarning(self->options_.name + ": dropped a message with a " +
+                         std::to_string(header_length) + "-byte frame");
     return UCS_OK;
   }
   FrameHeader frame;
@@ -203,7 +202,7 @@ ucs_status_t RpcServer::Impl::OnRequest(const FrameHeader& frame, void* data, si
   auto conn = has_ep ? conn_of_ep_.find(param->reply_ep) : conn_of_ep_.end();
   if (conn == conn_of_ep_.end()) {
     stats_.requests_rejected.fetch_add(1, kRelaxed);
-    LogLine(options_.name + ": dropped a request from an unknown endpoint");
+    internal::LogWarning(options_.name + ": dropped a request from an unknown endpoint");
     return UCS_OK;
   }
   const uint64_t conn_id = conn->second;
@@ -219,13 +218,12 @@ ucs_status_t RpcServer::Impl::OnRequest(const FrameHeader& frame, void* data, si
   }
   stats_.bytes_received.fetch_add(length, kRelaxed);
   const Deadline deadline = Clock::now() + std::chrono::milliseconds(frame.timeout_ms);
-  return internal::ReceiveAm(
-      r_->worker(), frame, data, length, param,
-      [this, conn_id, deadline](StatusOr<IncomingMessage> m) {
-        r_->Defer([this, conn_id, deadline, m = std::move(m)]() mutable {
-          Dispatch(conn_id, deadline, std::move(m));
-        });
-      });
+  return internal::ReceiveAm(r_->worker(), frame, data, length, param,
+                             [this, conn_id, deadline](StatusOr<IncomingMessage> m) {
+                               r_->Defer([this, conn_id, deadline, m = std::move(m)]() mutable {
+                                 Dispatch(conn_id, deadline, std::move(m));
+                               });
+                             });
 }
 
 void RpcServer::Impl::Dispatch(uint64_t conn_id, Deadline deadline,
@@ -233,8 +231,8 @@ void RpcServer::Impl::Dispatch(uint64_t conn_id, Deadline deadline,
   Peer* peer = FindPeer(conn_id);
   if (peer == nullptr) return;  // the client went away while its data arrived
   if (!message.ok()) {
-    LogLine(options_.name + ": request from " + peer->address + " lost: " +
-            message.status().ToString());
+    internal::LogWarning(options_.name + ": request from " + peer->address +
+                         " lost: " + message.status().ToString());
     return;
   }
   switch (message->method()) {
@@ -266,10 +264,10 @@ void RpcServer::Impl::Dispatch(uint64_t conn_id, Deadline deadline,
 
 void RpcServer::Impl::HandleHello(uint64_t conn_id, Peer& peer, const IncomingMessage& hello) {
   StatusOr<internal::HelloFields> fields = internal::ParseHello(hello.header());
-  Status verdict = fields.ok() ? internal::CheckHello(*fields, {options_.name,
-                                                               options_.model_fingerprint,
-                                                               options_.token})
-                               : fields.status().WithContext(options_.name);
+  Status verdict = fields.ok()
+                       ? internal::CheckHello(
+                             *fields, {options_.name, options_.model_fingerprint, options_.token})
+                       : fields.status().WithContext(options_.name);
   if (verdict.ok()) {
     peer.hello_done = true;
     peer.client_name = fields->client_name;
@@ -280,9 +278,9 @@ void RpcServer::Impl::HandleHello(uint64_t conn_id, Peer& peer, const IncomingMe
     return;
   }
   stats_.handshakes_refused.fetch_add(1, kRelaxed);
-  LogLine(options_.name + ": refused Hello from " + peer.address +
-          (fields.ok() ? " ('" + fields->client_name + "')" : std::string()) + ": " +
-          verdict.ToString());
+  internal::LogWarning(options_.name + ": refused Hello from " + peer.address +
+                       (fields.ok() ? " ('" + fields->client_name + "')" : std::string()) + ": " +
+                       verdict.ToString());
   SendError(conn_id, hello.frame(), verdict);
   // A flush close: the error reply goes out before the endpoint is torn down.
   DropPeer(conn_id, /*force=*/false);
@@ -366,9 +364,8 @@ void Responder::Fail(const Status& status) {
   if (!state_ || state_->answered.exchange(true)) return;
   Status error = status.ok() ? InternalError("handler failed with an OK status") : status;
   std::shared_ptr<State> s = state_;
-  s->mailbox->Post([s, error = std::move(error)] {
-    s->server->SendError(s->conn_id, s->request, error);
-  });
+  s->mailbox->Post(
+      [s, error = std::move(error)] { s->server->SendError(s->conn_id, s->request, error); });
 }
 
 Deadline Responder::deadline() const { return state_ ? state_->deadline : Deadline::min(); }

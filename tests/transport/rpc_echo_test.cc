@@ -95,9 +95,9 @@ TEST_F(RpcTest, ManyConcurrentCallsFromFourThreads) {
       }
       for (int i = 0; i < kCallsPerThread; ++i) {
         auto r = futures[i].get();
-        const bool good = r.ok() && ToString(r->payload()) == payloads[i] &&
-                          ToString(r->header()) ==
-                              Header("t" + std::to_string(t) + "i" + std::to_string(i));
+        const bool good =
+            r.ok() && ToString(r->payload()) == payloads[i] &&
+            ToString(r->header()) == Header("t" + std::to_string(t) + "i" + std::to_string(i));
         (good ? ok : wrong).fetch_add(1);
       }
     });

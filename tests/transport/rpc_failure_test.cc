@@ -93,8 +93,7 @@ TEST_F(RpcTest, StopAcceptingAnswersUnavailableButFinishesHandedRequests) {
   EXPECT_NE(r.status().message().find("worker-0 is shutting down"), std::string::npos);
   // A new connection's Hello is refused the same way.
   auto other = NewClient();
-  EXPECT_EQ(other->Connect(address_, DeadlineAfter(5s)).status().code(),
-            StatusCode::kUnavailable);
+  EXPECT_EQ(other->Connect(address_, DeadlineAfter(5s)).status().code(), StatusCode::kUnavailable);
   {
     std::lock_guard<std::mutex> l(held_mu);
     held[0].Reply(Request(Method::kAttend, "finished"));
@@ -151,8 +150,8 @@ INSTANTIATE_TEST_SUITE_P(
                  StatusCode::kFailedPrecondition, "client speaks 2, worker speaks 1"},
         BadFrame{"UnknownMethod", [](FrameHeader& f) { f.method = 99; }, 16,
                  StatusCode::kUnimplemented, "worker-0: unknown method 99"},
-        BadFrame{"ZeroMethod", [](FrameHeader& f) { f.method = 0; }, 16,
-                 StatusCode::kUnimplemented, "unknown method 0"},
+        BadFrame{"ZeroMethod", [](FrameHeader& f) { f.method = 0; }, 16, StatusCode::kUnimplemented,
+                 "unknown method 0"},
         BadFrame{"SizesDisagreeWithData", [](FrameHeader& f) { f.payload_bytes = 8; }, 16,
                  StatusCode::kInvalidArgument, "but 16 arrived"},
         BadFrame{"HeaderLongerThanData", [](FrameHeader& f) { f.header_bytes = 4096; }, 16,
@@ -160,8 +159,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadFrame{"OversizedPayloadClaim",
                  [](FrameHeader& f) { f.payload_bytes = (uint64_t{1} << 30) + 1; }, 16,
                  StatusCode::kResourceExhausted, "exceeds the 1073741824-byte limit"},
-        BadFrame{"OversizedHeaderClaim", [](FrameHeader& f) { f.header_bytes = 1u << 21; },
-                 16, StatusCode::kResourceExhausted, "header of 2097152 bytes"},
+        BadFrame{"OversizedHeaderClaim", [](FrameHeader& f) { f.header_bytes = 1u << 21; }, 16,
+                 StatusCode::kResourceExhausted, "header of 2097152 bytes"},
         // Large enough for rendezvous: rejected from the frame, the data never received.
         BadFrame{"OversizedRendezvousPayload",
                  [](FrameHeader& f) {

@@ -1,11 +1,10 @@
 // The handshake over real UCX: accepted Hellos, refusals seen from both sides, and Connect
 // bounded by its deadline when nothing (or nothing useful) listens.
 #include <arpa/inet.h>
+#include <capnp/message.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <capnp/message.h>
 
 #include "tests/transport/rpc_fixture.h"
 #include "transport/capnp_codec.h"
@@ -37,8 +36,7 @@ class HandshakeTest : public RpcTest {
 };
 
 TEST_F(HandshakeTest, AcceptedHelloReturnsTheWorkersReply) {
-  auto client = NewClient({.name = "engine-0", .model_fingerprint = kWorkerFp,
-                           .token = "sesame"});
+  auto client = NewClient({.name = "engine-0", .model_fingerprint = kWorkerFp, .token = "sesame"});
   auto conn = ConnectOrDie(*client);
   ASSERT_NE(conn, nullptr);
   EXPECT_EQ(conn->peer(), address_);
@@ -157,8 +155,8 @@ TEST(ConnectTest, BadAddressIsInvalidArgument) {
 TEST(ServerStartTest, TakenPortIsUnavailable) {
   auto first = RpcServer::Start({.listen_address = "127.0.0.1"}, nullptr);
   ASSERT_TRUE(first.ok()) << first.status();
-  auto second = RpcServer::Start({.listen_address = "127.0.0.1", .port = (*first)->port()},
-                                 nullptr);
+  auto second =
+      RpcServer::Start({.listen_address = "127.0.0.1", .port = (*first)->port()}, nullptr);
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), StatusCode::kUnavailable) << second.status();
 }

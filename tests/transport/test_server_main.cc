@@ -1,23 +1,31 @@
 // A worker-like RpcServer for the peer-failure tests: listens on an ephemeral loopback port,
 // prints "PORT <n>" on stdout, echoes kEcho and holds every other request unanswered (so the
 // client has calls pending), until it is killed.
+#include <capnp/message.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <mutex>
 #include <vector>
 
+#include "transport/capnp_codec.h"
+#include "transport/proto/attic.capnp.h"
 #include "transport/rpc_server.h"
 
 int main() {
   using namespace attic::transport;
+  capnp::MallocMessageBuilder b;
+  auto reply = b.initRoot<attic::wire::HelloReply>();
+  reply.setProtocolVersion(kProtocolVersion);
+  reply.setWorkerName("doomed-worker");
   std::mutex mu;
   std::vector<Responder> held;
-  auto server = RpcServer::Start({.name = "doomed-worker", .listen_address = "127.0.0.1"},
-                                 [&](IncomingMessage, Responder r) {
-                                   std::lock_guard<std::mutex> l(mu);
-                                   held.push_back(std::move(r));
-                                 });
+  RpcServerOptions options{
+      .name = "doomed-worker", .listen_address = "127.0.0.1", .hello_reply_header = EncodeCapnp(b)};
+  auto server = RpcServer::Start(options, [&](IncomingMessage, Responder r) {
+    std::lock_guard<std::mutex> l(mu);
+    held.push_back(std::move(r));
+  });
   if (!server.ok()) {
     std::fprintf(stderr, "test server: %s\n", server.status().ToString().c_str());
     return 1;

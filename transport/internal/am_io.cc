@@ -57,10 +57,10 @@ void OnRecvComplete(void* request, ucs_status_t status, size_t /*length*/, void*
 }  // namespace
 
 void SendAm(ucp_ep_h ep, unsigned am_id, const FrameHeader& frame, std::string header,
-            std::vector<std::span<const std::byte>> payload,
-            std::shared_ptr<const void> keepalive, bool reply_flag, SendDone done) {
-  auto* op = new SendOp{frame, std::move(header), std::move(payload), {}, std::move(keepalive),
-                        std::move(done)};
+            std::vector<std::span<const std::byte>> payload, std::shared_ptr<const void> keepalive,
+            bool reply_flag, SendDone done) {
+  auto* op = new SendOp{frame, std::move(header),    std::move(payload),
+                        {},    std::move(keepalive), std::move(done)};
   if (!op->header.empty()) op->iov.push_back({op->header.data(), op->header.size()});
   for (const auto& p : op->payload) {
     // UCX reads the iov through `const` only; the cast is for its C signature.
@@ -75,8 +75,8 @@ void SendAm(ucp_ep_h ep, unsigned am_id, const FrameHeader& frame, std::string h
   param.datatype = ucp_dt_make_iov();
   const void* buffer = op->iov.empty() ? nullptr : op->iov.data();
   if (op->iov.empty()) param.datatype = ucp_dt_make_contig(1);
-  ucs_status_ptr_t r = ucp_am_send_nbx(ep, am_id, &op->frame, sizeof(FrameHeader), buffer,
-                                       op->iov.size(), &param);
+  ucs_status_ptr_t r =
+      ucp_am_send_nbx(ep, am_id, &op->frame, sizeof(FrameHeader), buffer, op->iov.size(), &param);
   if (r == nullptr) {
     FinishSend(op, UCS_OK);
   } else if (UCS_PTR_IS_ERR(r)) {
@@ -95,17 +95,16 @@ MessageBuffer AllocateMessage(size_t header_bytes, size_t payload_bytes) {
   void* raw = std::aligned_alloc(kAlign, total);
   MessageBuffer b;
   if (raw == nullptr) return b;
-  b.storage = std::shared_ptr<std::byte>(static_cast<std::byte*>(raw), [](std::byte* p) {
-    std::free(p);
-  });
+  b.storage =
+      std::shared_ptr<std::byte>(static_cast<std::byte*>(raw), [](std::byte* p) { std::free(p); });
   b.data = b.storage.get() + pad;
   b.header = {b.data, header_bytes};
   b.payload = {b.data + header_bytes, payload_bytes};
   return b;
 }
 
-ucs_status_t ReceiveAm(ucp_worker_h worker, const FrameHeader& frame, void* data,
-                       size_t length, const ucp_am_recv_param_t* param, ReceiveDone done) {
+ucs_status_t ReceiveAm(ucp_worker_h worker, const FrameHeader& frame, void* data, size_t length,
+                       const ucp_am_recv_param_t* param, ReceiveDone done) {
   MessageBuffer buffer = AllocateMessage(frame.header_bytes, frame.payload_bytes);
   if (buffer.storage == nullptr) {
     done(ResourceExhaustedError("cannot allocate " + std::to_string(length) +
@@ -119,8 +118,8 @@ ucs_status_t ReceiveAm(ucp_worker_h worker, const FrameHeader& frame, void* data
   }
   auto op = std::make_unique<RecvOp>(RecvOp{frame, buffer, std::move(done)});
   ucp_request_param_t rp{};
-  rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                    UCP_OP_ATTR_FIELD_DATATYPE;
+  rp.op_attr_mask =
+      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
   rp.cb.recv_am = OnRecvComplete;
   rp.user_data = op.get();
   rp.datatype = ucp_dt_make_contig(1);
@@ -138,8 +137,7 @@ ucs_status_t ReceiveAm(ucp_worker_h worker, const FrameHeader& frame, void* data
   return UCS_INPROGRESS;
 }
 
-Status SetAmHandler(ucp_worker_h worker, unsigned am_id, ucp_am_recv_callback_t cb,
-                    void* arg) {
+Status SetAmHandler(ucp_worker_h worker, unsigned am_id, ucp_am_recv_callback_t cb, void* arg) {
   ucp_am_handler_param_t param{};
   param.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
                      UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;

@@ -33,8 +33,8 @@ using SendDone = std::function<void(ucs_status_t)>;
 // UCP_AM_SEND_FLAG_REPLY so the receiver learns the reply endpoint. `keepalive`, the header
 // and the payload spans stay alive until the send completes; `done` (may be empty) then runs.
 void SendAm(ucp_ep_h ep, unsigned am_id, const FrameHeader& frame, std::string header,
-            std::vector<std::span<const std::byte>> payload,
-            std::shared_ptr<const void> keepalive, bool reply_flag, SendDone done);
+            std::vector<std::span<const std::byte>> payload, std::shared_ptr<const void> keepalive,
+            bool reply_flag, SendDone done);
 
 // Memory for one received message.
 struct MessageBuffer {
@@ -53,8 +53,8 @@ using ReceiveDone = std::function<void(StatusOr<IncomingMessage>)>;
 // Takes the data of an AM whose frame was already checked (data length == header_bytes +
 // payload_bytes, both within limits). `done` runs once: at once for eager data, on
 // completion of the rendezvous receive otherwise. Returns what the AM handler must return.
-ucs_status_t ReceiveAm(ucp_worker_h worker, const FrameHeader& frame, void* data,
-                       size_t length, const ucp_am_recv_param_t* param, ReceiveDone done);
+ucs_status_t ReceiveAm(ucp_worker_h worker, const FrameHeader& frame, void* data, size_t length,
+                       const ucp_am_recv_param_t* param, ReceiveDone done);
 
 // Registers `cb(arg, ...)` as the handler of AM id `am_id` on the worker.
 Status SetAmHandler(ucp_worker_h worker, unsigned am_id, ucp_am_recv_callback_t cb, void* arg);

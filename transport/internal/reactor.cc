@@ -18,7 +18,7 @@ namespace attic::transport::internal {
 // ---- Mailbox ----
 
 Mailbox::Mailbox() : wake_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
-  if (wake_fd_ < 0) LogLine(std::string("eventfd failed: ") + std::strerror(errno));
+  if (wake_fd_ < 0) LogWarning(std::string("eventfd failed: ") + std::strerror(errno));
 }
 
 Mailbox::~Mailbox() {
@@ -68,8 +68,7 @@ void Mailbox::DrainWakeups() {
 
 // ---- Reactor ----
 
-StatusOr<std::unique_ptr<Reactor>> Reactor::Start(const std::string& thread_name,
-                                                  Owner* owner) {
+StatusOr<std::unique_ptr<Reactor>> Reactor::Start(const std::string& thread_name, Owner* owner) {
   std::unique_ptr<Reactor> reactor(new Reactor(owner));
   std::promise<Status> started;
   std::future<Status> result = started.get_future();
@@ -151,13 +150,13 @@ void Reactor::Sleep(Deadline next) {
   if (s == UCS_ERR_BUSY) return;  // events are waiting: progress again
   if (s != UCS_OK) {
     // Cannot sleep on the fd: degrade to a 1 ms poll rather than spin or hang.
-    if (!arm_failed_logged_) LogLine(UcsToStatus(s, "ucp_worker_arm").ToString());
+    if (!arm_failed_logged_) LogWarning(UcsToStatus(s, "ucp_worker_arm").ToString());
     arm_failed_logged_ = true;
     timeout_ms = timeout_ms < 0 ? 1 : std::min(timeout_ms, 1);
   }
   pollfd fds[2] = {{worker_->event_fd(), POLLIN, 0}, {mailbox_->wake_fd(), POLLIN, 0}};
   int n = poll(fds, 2, timeout_ms);
-  if (n < 0 && errno != EINTR) LogLine(std::string("poll failed: ") + std::strerror(errno));
+  if (n < 0 && errno != EINTR) LogWarning(std::string("poll failed: ") + std::strerror(errno));
   mailbox_->DrainWakeups();
 }
 

@@ -42,8 +42,9 @@ Status CheckRequestFrame(const FrameHeader& frame, size_t data_length,
                                   std::to_string(frame.payload_bytes) + " bytes exceeds the " +
                                   std::to_string(limits.max_payload_bytes) + "-byte limit");
   }
-  // Both are bounded by the limits above, so the sum cannot overflow.
-  if (uint64_t{frame.header_bytes} + frame.payload_bytes != data_length) {
+  // Written so that no sum can wrap around, whatever the limits are.
+  if (frame.payload_bytes > data_length ||
+      data_length - frame.payload_bytes != frame.header_bytes) {
     return InvalidArgumentError(name + ": " + method + " frame announces " +
                                 std::to_string(frame.header_bytes) + " header + " +
                                 std::to_string(frame.payload_bytes) + " payload bytes but " +
@@ -83,9 +84,8 @@ std::string WorkerNameOfHelloReply(std::span<const std::byte> header) {
   StatusOr<CapnpMessage> msg = CapnpMessage::Parse(header);
   if (!msg.ok()) return "";
   std::string name;
-  Status s = CatchKj("HelloReply", [&] {
-    name = msg->Root<wire::HelloReply>().getWorkerName().cStr();
-  });
+  Status s =
+      CatchKj("HelloReply", [&] { name = msg->Root<wire::HelloReply>().getWorkerName().cStr(); });
   return s.ok() ? name : "";
 }
 

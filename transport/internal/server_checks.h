@@ -22,7 +22,7 @@ struct RequestLimits {
   std::string_view server_name;  // starts every error text ("worker-0: ...")
   size_t max_header_bytes = 0;
   size_t max_payload_bytes = 0;
-  bool accepting = true;   // false after StopAccepting
+  bool accepting = true;    // false after StopAccepting
   bool hello_done = false;  // the connection completed its handshake
 };
 
@@ -30,8 +30,7 @@ struct RequestLimits {
 // unknown method -> UNIMPLEMENTED; header or payload over the limits -> RESOURCE_EXHAUSTED;
 // header_bytes + payload_bytes != data_length -> INVALID_ARGUMENT; a method other than Hello
 // before the handshake -> FAILED_PRECONDITION.
-Status CheckRequestFrame(const FrameHeader& frame, size_t data_length,
-                         const RequestLimits& limits);
+Status CheckRequestFrame(const FrameHeader& frame, size_t data_length, const RequestLimits& limits);
 
 struct HelloPolicy {
   std::string_view server_name;

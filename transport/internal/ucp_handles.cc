@@ -216,8 +216,7 @@ UcpEndpoint& UcpEndpoint::operator=(UcpEndpoint&& other) noexcept {
 UcpEndpoint::~UcpEndpoint() {
   if (handle_ == nullptr) return;
   const ucp_ep_h ep = handle_;
-  CloseEndpointsBlocking(worker_, std::span<const ucp_ep_h>(&ep, 1), /*force=*/true,
-                         kCloseTimeout);
+  CloseEndpointsBlocking(worker_, std::span<const ucp_ep_h>(&ep, 1), /*force=*/true, kCloseTimeout);
 }
 
 ucp_ep_h UcpEndpoint::Release() { return std::exchange(handle_, nullptr); }
@@ -235,7 +234,7 @@ void CloseEndpointsBlocking(ucp_worker_h worker, std::span<const ucp_ep_h> eps, 
     if (UCS_PTR_IS_PTR(r)) {
       open.push_back(r);
     } else if (UCS_PTR_IS_ERR(r) && !IsPeerFailure(UCS_PTR_STATUS(r))) {
-      LogLine(std::string("endpoint close failed: ") + ucs_status_string(UCS_PTR_STATUS(r)));
+      LogWarning(std::string("endpoint close failed: ") + ucs_status_string(UCS_PTR_STATUS(r)));
     }
   }
   const auto until = std::chrono::steady_clock::now() + timeout;
@@ -249,8 +248,8 @@ void CloseEndpointsBlocking(ucp_worker_h worker, std::span<const ucp_ep_h> eps, 
     if (std::chrono::steady_clock::now() >= until) break;
   }
   if (!open.empty()) {
-    LogLine(std::to_string(open.size()) + " endpoint close(s) did not finish within " +
-            std::to_string(timeout.count()) + " ms; left to UCX");
+    LogWarning(std::to_string(open.size()) + " endpoint close(s) did not finish within " +
+               std::to_string(timeout.count()) + " ms; left to UCX");
     for (void* r : open) ucp_request_free(r);  // UCX frees each when it completes
   }
 }
@@ -258,7 +257,7 @@ void CloseEndpointsBlocking(ucp_worker_h worker, std::span<const ucp_ep_h> eps, 
 // ---- MemoryRegistration ----
 
 StatusOr<MemoryRegistration> MemoryRegistration::Map(ucp_context_h context,
-                                                      std::span<std::byte> region) {
+                                                     std::span<std::byte> region) {
   ucp_mem_map_params_t params{};
   params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
   params.address = region.data();
@@ -281,7 +280,7 @@ MemoryRegistration& MemoryRegistration::operator=(MemoryRegistration&& other) no
 MemoryRegistration::~MemoryRegistration() {
   if (handle_ == nullptr) return;
   ucs_status_t s = ucp_mem_unmap(context_, handle_);
-  if (s != UCS_OK) LogLine(std::string("ucp_mem_unmap failed: ") + ucs_status_string(s));
+  if (s != UCS_OK) LogWarning(std::string("ucp_mem_unmap failed: ") + ucs_status_string(s));
 }
 
 }  // namespace attic::transport::internal

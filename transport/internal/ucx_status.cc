@@ -1,8 +1,8 @@
 #include "transport/internal/ucx_status.h"
 
-#include <unistd.h>
-
 #include <string>
+
+#include "common/log.h"
 
 namespace attic::transport::internal {
 
@@ -40,13 +40,7 @@ Status UcsToStatus(ucs_status_t status, std::string_view context) {
   }
 }
 
-void LogLine(std::string_view text) {
-  std::string line = "attic-transport: ";
-  line.append(text);
-  line.push_back('\n');
-  // One write(2) so that lines from several threads or processes do not interleave.
-  ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
-  (void)ignored;
-}
+void LogWarning(std::string_view text) { ATTIC_LOG(kWarn, "transport") << text; }
+void LogInfo(std::string_view text) { ATTIC_LOG(kInfo, "transport") << text; }
 
 }  // namespace attic::transport::internal

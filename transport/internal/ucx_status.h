@@ -1,11 +1,11 @@
-// The one adapter from UCX's ucs_status_t to attic::Status, and the transport's one-line
-// stderr logger.
+// The one adapter from UCX's ucs_status_t to attic::Status, and the transport's log lines
+// (common/log.h, component "transport").
 //
 //   ucs_status_t s = ucp_worker_create(context, &params, &worker);
 //   if (s != UCS_OK) return UcsToStatus(s, "ucp_worker_create");
 //   // -> INTERNAL "ucp_worker_create: <UCX's message>"
 //
-// Thread safety: pure functions; LogLine writes one whole line per call.
+// Thread safety: pure functions; each log call writes one whole line.
 #pragma once
 
 #include <ucs/type/status.h>
@@ -27,7 +27,9 @@ Status UcsToStatus(ucs_status_t status, std::string_view context);
 // True for the statuses that mean "the peer is gone or cannot be reached".
 bool IsPeerFailure(ucs_status_t status);
 
-// Writes "attic-transport: <text>\n" to stderr in one write.
-void LogLine(std::string_view text);
+// One log line at warning level (a peer or resource problem the operator may want to see) or
+// info level (an expected event worth a trace, such as a refused handshake).
+void LogWarning(std::string_view text);
+void LogInfo(std::string_view text);
 
 }  // namespace attic::transport::internal
