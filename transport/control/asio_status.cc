@@ -1,10 +1,9 @@
 #include "transport/control/asio_status.h"
 
-#include <string>
-
 #include <boost/asio/error.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/error.hpp>
+#include <string>
 
 namespace attic::control {
 namespace {

@@ -10,9 +10,8 @@
 // Thread safety: a stateless function.
 #pragma once
 
-#include <string_view>
-
 #include <boost/system/error_code.hpp>
+#include <string_view>
 
 #include "common/status.h"
 

@@ -1,11 +1,10 @@
 // The blocking HTTP/1.1 client of http_server.h: one request per connection, one deadline.
-#include <chrono>
-#include <cstdint>
-#include <string>
-
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <chrono>
+#include <cstdint>
+#include <string>
 
 #include "transport/control/asio_status.h"
 #include "transport/control/http_server.h"
@@ -47,8 +46,8 @@ StatusOr<HostPort> SplitHostPort(const std::string& host_port) {
   out.port = host_port.substr(colon + 1);
   if (out.host.empty()) return bad("no host");
   if (out.port.empty() || out.port.size() > 5 ||
-      out.port.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoul(out.port) < 1 || std::stoul(out.port) > 65535) {
+      out.port.find_first_not_of("0123456789") != std::string::npos || std::stoul(out.port) < 1 ||
+      std::stoul(out.port) > 65535) {
     return bad("port is not a number in [1, 65535]");
   }
   return out;
@@ -66,9 +65,9 @@ Status ValidatePath(const std::string& path) {
   return OkStatus();
 }
 
-StatusOr<HttpResponse> Call(http::verb verb, const std::string& host_port,
-                            const std::string& path, const std::string* body,
-                            const std::string& content_type, std::chrono::milliseconds timeout) {
+StatusOr<HttpResponse> Call(http::verb verb, const std::string& host_port, const std::string& path,
+                            const std::string* body, const std::string& content_type,
+                            std::chrono::milliseconds timeout) {
   ASSIGN_OR_RETURN(const HostPort target, SplitHostPort(host_port));
   RETURN_IF_ERROR(ValidatePath(path));
   const std::string what = std::string(http::to_string(verb)) + " " + host_port + path;
@@ -98,8 +97,8 @@ StatusOr<HttpResponse> Call(http::verb verb, const std::string& host_port,
   parser.body_limit(kMaxResponseBodyBytes);
   Status result = InternalError(what + ": did not complete");
   auto finish = [&](beast::error_code op_ec, const char* step) {
-    result = AsioStatus(op_ec, what + ": " + step + " (deadline " +
-                                   std::to_string(timeout.count()) + " ms)");
+    result = AsioStatus(
+        op_ec, what + ": " + step + " (deadline " + std::to_string(timeout.count()) + " ms)");
   };
   // One absolute deadline covers connect, write and read.
   stream.expires_at(deadline);

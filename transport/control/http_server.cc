@@ -2,18 +2,17 @@
 
 #include <pthread.h>
 
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <exception>
 #include <optional>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
-
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 
 #include "transport/control/asio_status.h"
 
@@ -113,10 +112,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnRead(beast::error_code ec, size_t /*bytes*/) {
     if (ec == http::error::body_limit || ec == http::error::header_limit ||
         ec == http::error::buffer_overflow) {
-      return SendError(http::status::payload_too_large, "request exceeds " +
-                                                            std::to_string(
-                                                                server_.options.max_request_bytes) +
-                                                            " bytes\n");
+      return SendError(
+          http::status::payload_too_large,
+          "request exceeds " + std::to_string(server_.options.max_request_bytes) + " bytes\n");
     }
     if (ec && ec.category() == http::make_error_code(http::error::bad_method).category() &&
         ec != http::error::end_of_stream && ec != http::error::partial_message) {
@@ -145,7 +143,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (q != std::string_view::npos) request.query = std::string(target.substr(q + 1));
     const auto route = server_.routes.find(request.path);
     if (route == server_.routes.end()) {
-      return MakeResponse(HttpResponse{.status = 404, .body = "no route for " + request.path + "\n"});
+      return MakeResponse(
+          HttpResponse{.status = 404, .body = "no route for " + request.path + "\n"});
     }
     request.body = req.body();
     request.peer = peer_;
@@ -156,8 +155,9 @@ class Session : public std::enable_shared_from_this<Session> {
     try {
       HttpResponse response = handler(request);
       if (response.status < 100 || response.status > 599) {
-        return HttpResponse{.status = 500, .body = "handler returned status " +
-                                                   std::to_string(response.status) + "\n"};
+        return HttpResponse{
+            .status = 500,
+            .body = "handler returned status " + std::to_string(response.status) + "\n"};
       }
       return response;
     } catch (const std::exception& e) {
@@ -188,7 +188,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // An answer after which the connection cannot be read on: the request's end is unknown.
   void SendError(http::status status, std::string body) {
-    auto res = MakeResponse(HttpResponse{.status = static_cast<int>(status), .body = std::move(body)});
+    auto res =
+        MakeResponse(HttpResponse{.status = static_cast<int>(status), .body = std::move(body)});
     res.keep_alive(false);
     res.prepare_payload();
     response_ = std::move(res);
@@ -215,11 +216,11 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
     buffer_.clear();
     stream_.expires_after(server_.options.io_timeout);
-    stream_.async_read_some(buffer_.prepare(4096), [self = shared_from_this()](
-                                                       beast::error_code ec, size_t /*bytes*/) {
-      if (ec) return self->Close();
-      self->Drain();
-    });
+    stream_.async_read_some(buffer_.prepare(4096),
+                            [self = shared_from_this()](beast::error_code ec, size_t /*bytes*/) {
+                              if (ec) return self->Close();
+                              self->Drain();
+                            });
   }
 
   void Close() {
@@ -276,7 +277,6 @@ void HttpServer::Impl::Accept() {
 }
 
 void HttpServer::Impl::RunThread() {
-  pthread_setname_np(pthread_self(), kThreadName);
   for (;;) {
     try {
       ioc.run();
@@ -295,7 +295,9 @@ StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions&
   impl->Accept();
   Impl* raw = impl.get();
   for (int i = 0; i < options.threads; ++i) {
-    raw->threads.emplace_back([raw] { raw->RunThread(); });
+    std::thread& t = raw->threads.emplace_back([raw] { raw->RunThread(); });
+    // Named here rather than by the thread itself, so the name is in place when Start returns.
+    pthread_setname_np(t.native_handle(), kThreadName);
   }
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }

@@ -32,7 +32,7 @@ struct HttpRequest {
   std::string path;    // "/metrics": the target up to '?', not percent-decoded
   std::string query;   // what follows '?', without it; empty if none
   std::string body;
-  std::string peer;    // "127.0.0.1:53122"
+  std::string peer;  // "127.0.0.1:53122"
 };
 
 struct HttpResponse {

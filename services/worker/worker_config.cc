@@ -1,0 +1,247 @@
+#include "services/worker/worker_config.h"
+
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <charconv>
+#include <cstdio>
+#include <string_view>
+#include <vector>
+
+#include "common/dtype.h"
+#include "services/config/settings.h"
+#include "transport/frame.h"
+
+namespace attic {
+namespace {
+
+constexpr char kProgram[] = "attic-worker";
+constexpr char kVersion[] = ATTIC_VERSION;  // the CMake project version
+constexpr char kDefaultPreset[] = "attic-ref-54m";
+constexpr int64_t kMaxTimeoutMs = 3600 * 1000;
+constexpr uint64_t kKiB = uint64_t{1} << 10;
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+constexpr uint64_t kGiB = uint64_t{1} << 30;
+constexpr uint64_t kTiB = uint64_t{1} << 40;
+
+std::string Hostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "unknown";
+  return buf;
+}
+
+Status CheckName(const std::string& name) {
+  if (name.empty() || name.size() > 128) return InvalidArgumentError("must be 1 to 128 characters");
+  for (const char c : name) {
+    if (std::isspace(static_cast<unsigned char>(c)) ||
+        std::iscntrl(static_cast<unsigned char>(c))) {
+      return InvalidArgumentError("must not contain blanks or control characters");
+    }
+  }
+  return OkStatus();
+}
+
+Status CheckIpAddress(const std::string& address) {
+  unsigned char buf[sizeof(struct in6_addr)];
+  if (inet_pton(AF_INET, address.c_str(), buf) == 1 ||
+      inet_pton(AF_INET6, address.c_str(), buf) == 1) {
+    return OkStatus();
+  }
+  return InvalidArgumentError("must be an IPv4 or IPv6 address (like 0.0.0.0 or ::1)");
+}
+
+Status CheckNonEmpty(const std::string& value) {
+  return value.empty() ? InvalidArgumentError("must not be empty") : OkStatus();
+}
+
+config::Setting PresetSetting(WorkerConfig* c) {
+  config::Setting s{.key = "model.preset",
+                    .value_name = "attic-ref-54m|llama3-8b",
+                    .help =
+                        "Model the model.* settings start from; each of them overrides one "
+                        "field of the preset, whatever the sources' precedence."};
+  s.set = [c](std::string_view text) -> Status {
+    ASSIGN_OR_RETURN(c->model, ModelPreset(std::string(text)));
+    c->model_preset = std::string(text);
+    return OkStatus();
+  };
+  s.show = [c] { return c->model_preset; };
+  return s;
+}
+
+config::Setting DTypeSetting(DType* field) {
+  config::Setting s{.key = "model.dtype",
+                    .value_name = "bf16|fp16|fp32",
+                    .help = "Storage dtype of K and V in the pools and on the wire."};
+  s.set = [field](std::string_view text) -> Status {
+    const std::optional<DType> t = ParseDType(text);
+    if (!t) return InvalidArgumentError("must be one of bf16, fp16, fp32");
+    *field = *t;
+    return OkStatus();
+  };
+  s.show = [field] { return std::string(DTypeName(*field)); };
+  return s;
+}
+
+config::Setting FingerprintSetting(uint64_t* field) {
+  config::Setting s{.key = "model_fingerprint",
+                    .value_name = "N",
+                    .help =
+                        "Scope of the prefix cache (decimal or 0x-hex, 64 bits); 0 = the "
+                        "model spec's fingerprint."};
+  s.set = [field](std::string_view text) -> Status {
+    const bool hex = text.size() > 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X');
+    if (hex) text.remove_prefix(2);
+    uint64_t v = 0;
+    const auto [end, ec] =
+        std::from_chars(text.data(), text.data() + text.size(), v, hex ? 16 : 10);
+    if (text.empty() || ec != std::errc() || end != text.data() + text.size()) {
+      return InvalidArgumentError("must be a 64-bit unsigned integer (decimal or 0x-hex)");
+    }
+    *field = v;
+    return OkStatus();
+  };
+  s.show = [field] {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "0x%016llx", static_cast<unsigned long long>(*field));
+    return *field == 0 ? std::string("0") : std::string(buf);
+  };
+  return s;
+}
+
+// The table. Order matters: model.preset precedes the model.* fields it provides defaults for.
+std::vector<config::Setting> WorkerSettings(WorkerConfig* c) {
+  using config::IntSetting;
+  using config::SizeSetting;
+  using config::StringSetting;
+  ModelSpec* m = &c->model;
+  return {
+      StringSetting("name", &c->name, "Worker name in logs, metrics and the scheduler.", CheckName),
+      StringSetting("listen_address", &c->listen_address, "Data-plane (UCX) listen address.",
+                    CheckIpAddress),
+      IntSetting("data_port", &c->data_port, 0, 65535, "Data-plane port; 0 = ephemeral."),
+      StringSetting("control_address", &c->control_address,
+                    "Control-plane HTTP address (/metrics, /healthz, /readyz).", CheckIpAddress),
+      IntSetting("control_port", &c->control_port, 0, 65535, "Control-plane port; 0 = ephemeral."),
+      PresetSetting(c),
+      StringSetting("model.name", &m->name, "Model name (scopes the prefix cache).", CheckNonEmpty),
+      IntSetting("model.num_layers", &m->num_layers, 1, 4096, "Transformer layers L."),
+      IntSetting("model.num_q_heads", &m->num_q_heads, 1, 131072,
+                 "Query heads Hq, a multiple of num_kv_heads (group size at most 128)."),
+      IntSetting("model.num_kv_heads", &m->num_kv_heads, 1, 1024, "KV heads Hkv."),
+      IntSetting("model.head_dim", &m->head_dim, 32, 512, "Head dimension D.", 32),
+      DTypeSetting(&m->dtype),
+      IntSetting("model.block_size", &m->block_size, 16, 1024, "Tokens per KV block B.", 16),
+      config::FloatSetting("model.softmax_scale", &m->softmax_scale, 0.0, 1e6,
+                           "Softmax scale; 0 = 1/sqrt(head_dim)."),
+      FingerprintSetting(&c->model_fingerprint),
+      config::SecretSetting("token", &c->token,
+                            "Shared secret clients present in Hello; empty = none. Never printed."),
+      SizeSetting("kv_memory_bytes", &c->kv_memory_bytes, kMiB, 64 * kTiB,
+                  "DRAM for the K and V pools together (512MiB, 4GiB, 1g, ...)."),
+      config::BoolSetting("populate", &c->populate, "Pre-fault the pools at start."),
+      IntSetting("compute_threads", &c->compute_threads, 0, 1024,
+                 "Attention compute threads; 0 = one per core."),
+      SizeSetting("max_message_bytes", &c->max_message_bytes, 4 * kKiB, 16 * kGiB,
+                  "Largest request or reply payload."),
+      IntSetting("drain_timeout_ms", &c->drain_timeout_ms, 0, kMaxTimeoutMs,
+                 "Time a draining worker lets in-flight requests finish, ms."),
+      IntSetting("default_timeout_ms", &c->default_timeout_ms, 1, kMaxTimeoutMs,
+                 "Deadline of a request that carries none, ms."),
+      config::ChoiceSetting("log_level", &c->log_level, {"error", "warn", "info", "debug"},
+                            "Least severe level logged."),
+      StringSetting("ready_file", &c->ready_file,
+                    "When set, the worker writes its name and bound ports as JSON here once "
+                    "ready."),
+  };
+}
+
+WorkerConfig Defaults() {
+  WorkerConfig c;
+  c.name = std::string(kProgram) + "-" + Hostname();
+  c.model = *ModelPreset(kDefaultPreset);
+  c.model_preset = kDefaultPreset;
+  return c;
+}
+
+// Checks that span several settings, naming each one's source.
+Status CheckCrossFields(const WorkerConfig& c, const config::LoadResult& loaded) {
+  const Status model = c.model.Validate();
+  if (!model.ok()) {
+    std::string sources;
+    for (const char* key : {"model.preset", "model.num_q_heads", "model.num_kv_heads"}) {
+      sources +=
+          std::string(sources.empty() ? "" : ", ") + key + " " + loaded.OriginOf(key).Describe();
+    }
+    return InvalidArgumentError(std::string(model.message()) + " (" + sources + ")");
+  }
+  if (c.data_port != 0 && c.data_port == c.control_port) {
+    return InvalidArgumentError("control_port = " + std::to_string(c.control_port) + " (" +
+                                loaded.OriginOf("control_port").Describe() +
+                                "): equals data_port (" + loaded.OriginOf("data_port").Describe() +
+                                ")");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+std::string WorkerVersionLine() {
+  return std::string(kProgram) + " " + kVersion + " (protocol " +
+         std::to_string(transport::kProtocolVersion) + ")";
+}
+
+StatusOr<ModelSpec> ModelPreset(const std::string& name) {
+  if (name == "attic-ref-54m") {
+    return ModelSpec{.name = name,
+                     .num_layers = 6,
+                     .num_q_heads = 8,
+                     .num_kv_heads = 2,
+                     .head_dim = 128,
+                     .dtype = DType::kBFloat16,
+                     .block_size = 64};
+  }
+  if (name == "llama3-8b") {
+    return ModelSpec{.name = name,
+                     .num_layers = 32,
+                     .num_q_heads = 32,
+                     .num_kv_heads = 8,
+                     .head_dim = 128,
+                     .dtype = DType::kBFloat16,
+                     .block_size = 64};
+  }
+  return InvalidArgumentError("must be one of attic-ref-54m, llama3-8b");
+}
+
+StatusOr<ConfigResult> LoadWorkerConfig(int argc, const char* const* argv,
+                                        const std::map<std::string, std::string>& env) {
+  ConfigResult result;
+  result.config = Defaults();
+  const std::vector<config::Setting> table = WorkerSettings(&result.config);
+  const config::ProgramInfo program{
+      .name = kProgram,
+      .version_line = WorkerVersionLine(),
+      .summary = "Attention worker: holds KV caches in DRAM and answers attention requests."};
+  ASSIGN_OR_RETURN(config::LoadResult loaded,
+                   config::LoadSettings(table, program, argc, argv, env));
+  result.exit_now = loaded.exit_now;
+  result.exit_code = loaded.exit_code;
+  result.output = std::move(loaded.output);
+  result.config_file = loaded.config_file;
+  if (result.exit_now) return result;
+  RETURN_IF_ERROR(CheckCrossFields(result.config, loaded));
+  if (result.config.model_fingerprint == 0) {
+    result.config.model_fingerprint = result.config.model.Fingerprint();
+  }
+  return result;
+}
+
+std::string DescribeConfig(const WorkerConfig& config) {
+  WorkerConfig copy = config;
+  return config::DescribeSettings(WorkerSettings(&copy));
+}
+
+std::map<std::string, std::string> Environment() { return config::EnvironmentMap(); }
+
+}  // namespace attic

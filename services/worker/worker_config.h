@@ -1,0 +1,102 @@
+// WorkerConfig: every setting of attic-worker, loaded from a YAML file, ATTIC_* environment
+// variables and command-line flags with the precedence flag > environment > file > default.
+//
+//   StatusOr<ConfigResult> loaded = LoadWorkerConfig(argc, argv, Environment());
+//   if (!loaded.ok()) { fprintf(stderr, "%s\n", loaded.status().ToString().c_str()); return 2; }
+//   if (loaded->exit_now) { fputs(loaded->output.c_str(), stdout); return loaded->exit_code; }
+//   ATTIC_LOG(kInfo, "worker") << "configuration:\n" << DescribeConfig(loaded->config);
+//
+// The table (one dotted key per setting, its flag and variable derived from it) lives in
+// worker_config.cc; `attic-worker --help` prints it. Example file:
+//
+//   name: worker-3
+//   control_port: 0
+//   model: {preset: llama3-8b, block_size: 32}
+//   kv_memory_bytes: 64GiB
+//
+// Thread safety: LoadWorkerConfig and DescribeConfig are reentrant; WorkerConfig is a value.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "common/model_spec.h"
+#include "common/status.h"
+
+namespace attic {
+
+// "attic-worker 0.1.0 (protocol 1)".
+std::string WorkerVersionLine();
+
+// The model a preset names (model.preset); InvalidArgument listing the presets for another name.
+// "attic-ref-54m": L=6, Hq=8, Hkv=2, D=128, bf16, B=64 (the default);
+// "llama3-8b": L=32, Hq=32, Hkv=8, D=128, bf16, B=64.
+StatusOr<ModelSpec> ModelPreset(const std::string& name);
+
+struct WorkerConfig {
+  // Worker name in logs, metrics and the scheduler. Default "attic-worker-" + hostname.
+  // 1..128 characters, none of them blank or control.
+  std::string name;
+  // Data-plane (UCX) listen address, an IP literal.
+  std::string listen_address = "0.0.0.0";
+  // Data-plane port; 0 = ephemeral.
+  uint16_t data_port = 7100;
+  // Control-plane (HTTP: /metrics /healthz /readyz) address, an IP literal.
+  std::string control_address = "0.0.0.0";
+  // Control-plane port; 0 = ephemeral. Must differ from data_port when both are fixed.
+  uint16_t control_port = 7180;
+  // The preset model.* fields start from (model.preset); each model.* setting overrides one field.
+  std::string model_preset = "attic-ref-54m";
+  // Validated with ModelSpec::Validate().
+  ModelSpec model;
+  // Scope of the prefix cache. A loaded config never holds 0: 0 (the default) is replaced by
+  // model.Fingerprint().
+  uint64_t model_fingerprint = 0;
+  // Shared secret clients present in Hello; empty = no authentication. Never printed.
+  std::string token;
+  // DRAM for the K and V pools together, bytes. [1 MiB, 64 TiB].
+  uint64_t kv_memory_bytes = uint64_t{1} << 30;
+  // Pre-fault the pools at start (slower start, no page faults on the first requests).
+  bool populate = false;
+  // Attention compute threads; 0 = one per core. [0, 1024].
+  int compute_threads = 0;
+  // Largest request or reply payload, bytes. [4 KiB, 16 GiB].
+  uint64_t max_message_bytes = uint64_t{1} << 30;
+  // Time a draining worker lets in-flight requests finish before it stops, ms. [0, 1 h].
+  uint32_t drain_timeout_ms = 10000;
+  // Deadline applied to a request that carries none, ms. [1, 1 h].
+  uint32_t default_timeout_ms = 10000;
+  // error, warn, info or debug.
+  std::string log_level = "info";
+  // When set, the worker writes its name and bound ports as JSON to this path once ready.
+  std::string ready_file;
+};
+
+struct ConfigResult {
+  WorkerConfig config;
+  // --help or --version was given: print `output` and exit with `exit_code` instead of serving.
+  bool exit_now = false;
+  int exit_code = 0;
+  std::string output;
+  // The YAML file that was read, empty if none.
+  std::string config_file;
+};
+
+// Loads the configuration. `env` is the environment (see Environment()); argv[0] is the program.
+// InvalidArgument naming the setting, its value and its source for anything refused
+// ("model.head_dim = 100 (from --model-head-dim): must be a multiple of 32 in [32, 512]"):
+// unknown flag or YAML key, value of the wrong type or out of range, a model that fails
+// ModelSpec::Validate(), equal fixed data and control ports. NotFound when the YAML file named by
+// --config or ATTIC_CONFIG cannot be opened.
+StatusOr<ConfigResult> LoadWorkerConfig(int argc, const char* const* argv,
+                                        const std::map<std::string, std::string>& env);
+
+// "key = value" lines, one per setting, for the startup log. The token is shown as "***"
+// (or empty when unset), never in clear.
+std::string DescribeConfig(const WorkerConfig& config);
+
+// The process environment as a map, for LoadWorkerConfig.
+std::map<std::string, std::string> Environment();
+
+}  // namespace attic

@@ -1,0 +1,246 @@
+#include "services/worker/worker_metrics.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <algorithm>
+#include <cmath>
+#include <exception>
+#include <limits>
+#include <string_view>
+#include <vector>
+
+#include "transport/frame.h"
+
+namespace attic {
+namespace {
+
+// transport::Method numbers -> names (transport::MethodName spells the same; a test checks).
+constexpr std::string_view kOpNames[WorkerMetrics::kMaxOp + 1] = {
+    "Unknown", "Hello",         "OpenSequence", "LookupPrefix", "AppendKv",
+    "Attend",  "CloseSequence", "Stats",        "Echo"};
+
+// 50 us doubling 17 times (6.5536 s), then 10 s.
+constexpr int kNumBuckets = 19;
+constexpr std::array<double, kNumBuckets> MakeBuckets() {
+  std::array<double, kNumBuckets> b{};
+  double v = 50e-6;
+  for (int i = 0; i + 1 < kNumBuckets; ++i, v *= 2) b[static_cast<size_t>(i)] = v;
+  b[kNumBuckets - 1] = 10.0;
+  return b;
+}
+constexpr std::array<double, kNumBuckets> kBuckets = MakeBuckets();
+
+int OpIndex(int op) { return op >= 1 && op <= WorkerMetrics::kMaxOp ? op : 0; }
+
+int CodeIndex(StatusCode code) {
+  const int n = static_cast<int>(code);
+  return n >= 0 && n < kNumStatusCodes ? n : static_cast<int>(StatusCode::kUnknown);
+}
+
+double NonNegative(int64_t v) { return v > 0 ? static_cast<double>(v) : 0.0; }
+
+prometheus::Counter* AddCounter(prometheus::Registry& registry, const std::string& name,
+                                const std::string& help) {
+  return &prometheus::BuildCounter().Name(name).Help(help).Register(registry).Add({});
+}
+
+prometheus::Gauge* AddGauge(prometheus::Registry& registry, const std::string& name,
+                            const std::string& help) {
+  return &prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add({});
+}
+
+}  // namespace
+
+// Per op, non-cumulative bucket counts (the last one is +Inf) and the sum of observations.
+struct WorkerMetrics::Durations {
+  struct PerOp {
+    std::array<std::atomic<uint64_t>, kNumBuckets + 1> buckets{};
+    std::atomic<double> sum{0.0};
+  };
+  std::array<PerOp, kMaxOp + 1> ops;
+
+  void Observe(int op, double seconds) {
+    const auto it = std::lower_bound(kBuckets.begin(), kBuckets.end(), seconds);
+    const size_t bucket = static_cast<size_t>(it - kBuckets.begin());  // le is inclusive
+    PerOp& p = ops[static_cast<size_t>(op)];
+    p.buckets[bucket].fetch_add(1, std::memory_order_relaxed);
+    p.sum.fetch_add(seconds, std::memory_order_relaxed);
+  }
+
+  prometheus::MetricFamily Collect() const {
+    prometheus::MetricFamily family{
+        .name = "attic_worker_request_duration_seconds",
+        .help = "Time from a request's arrival to its reply, by method.",
+        .type = prometheus::MetricType::Histogram};
+    for (int op = 1; op <= kMaxOp; ++op) {
+      const PerOp& p = ops[static_cast<size_t>(op)];
+      prometheus::ClientMetric m;
+      m.label = {{"op", std::string(kOpNames[op])}};
+      uint64_t cumulative = 0;
+      for (size_t b = 0; b <= kBuckets.size(); ++b) {
+        cumulative += p.buckets[b].load(std::memory_order_relaxed);
+        const double le =
+            b < kBuckets.size() ? kBuckets[b] : std::numeric_limits<double>::infinity();
+        m.histogram.bucket.push_back({.cumulative_count = cumulative, .upper_bound = le});
+      }
+      m.histogram.sample_count = cumulative;
+      m.histogram.sample_sum = p.sum.load(std::memory_order_relaxed);
+      family.metric.push_back(std::move(m));
+    }
+    return family;
+  }
+};
+
+WorkerMetrics::WorkerMetrics(const std::string& worker_name)
+    : registry_(std::make_shared<prometheus::Registry>()),
+      requests_family_(&prometheus::BuildCounter()
+                            .Name("attic_worker_requests_total")
+                            .Help("Requests answered, by method and status code.")
+                            .Register(*registry_)),
+      errors_family_(&prometheus::BuildCounter()
+                          .Name("attic_worker_request_errors_total")
+                          .Help("Requests answered with a non-OK status, by method and code.")
+                          .Register(*registry_)),
+      durations_(std::make_unique<Durations>()),
+      bytes_received_(AddCounter(*registry_, "attic_worker_bytes_received_total",
+                                 "Request bytes received (headers and payloads).")),
+      bytes_sent_(AddCounter(*registry_, "attic_worker_bytes_sent_total",
+                             "Reply bytes sent (headers and payloads).")),
+      keys_scanned_(AddCounter(*registry_, "attic_worker_attend_keys_scanned_total",
+                               "Keys that attention read, over all heads.")),
+      prefix_hits_(AddCounter(*registry_, "attic_worker_prefix_hits_total",
+                              "Prompt blocks (all layers and heads) found in the prefix cache.")),
+      handshakes_refused_(AddCounter(*registry_, "attic_worker_handshakes_refused_total",
+                                     "Hello handshakes refused (token, protocol or model).")),
+      queue_depth_(AddGauge(*registry_, "attic_worker_compute_queue_depth",
+                            "Attention tasks waiting for a compute thread.")),
+      connections_(AddGauge(*registry_, "attic_worker_connections", "Open client connections.")),
+      sequences_(AddGauge(*registry_, "attic_worker_sequences", "Open sequences.")) {
+  // The OK series of every op exist from the start, so rates begin at zero.
+  for (int op = 1; op <= kMaxOp; ++op) RequestCounter(op, static_cast<int>(StatusCode::kOk));
+
+  auto& blocks = prometheus::BuildGauge()
+                     .Name("attic_worker_kv_blocks")
+                     .Help("KV pool blocks (one block holds B tokens of one layer and KV head).")
+                     .Register(*registry_);
+  auto& bytes = prometheus::BuildGauge()
+                    .Name("attic_worker_kv_bytes")
+                    .Help("KV pool bytes.")
+                    .Register(*registry_);
+  size_t i = 0;
+  for (const char* pool : {"k", "v"}) {
+    for (const char* state : {"used", "capacity"}) {
+      kv_blocks_[i] = &blocks.Add({{"pool", pool}, {"state", state}});
+      kv_bytes_[i] = &bytes.Add({{"pool", pool}, {"state", state}});
+      ++i;
+    }
+  }
+  auto& prefix = prometheus::BuildGauge()
+                     .Name("attic_worker_prefix_cache_blocks")
+                     .Help(
+                         "Prefix-cache blocks: cached (unpinned), shared (pinned by two or "
+                         "more sequences), total.")
+                     .Register(*registry_);
+  prefix_cache_blocks_ = {&prefix.Add({{"state", "cached"}}), &prefix.Add({{"state", "shared"}}),
+                          &prefix.Add({{"state", "total"}})};
+  AddGauge(*registry_, "attic_worker_up", "1 while the worker runs.")->Set(1);
+  prometheus::BuildGauge()
+      .Name("attic_worker_build_info")
+      .Help("Build and protocol of the running worker; the value is 1.")
+      .Register(*registry_)
+      .Add({{"version", ATTIC_VERSION},
+            {"protocol", std::to_string(transport::kProtocolVersion)},
+            {"worker", worker_name}})
+      .Set(1);
+}
+
+WorkerMetrics::~WorkerMetrics() = default;
+
+prometheus::Counter* WorkerMetrics::RequestCounter(int op, int code) {
+  std::atomic<prometheus::Counter*>& slot =
+      requests_[static_cast<size_t>(op)][static_cast<size_t>(code)];
+  prometheus::Counter* c = slot.load(std::memory_order_acquire);
+  if (c != nullptr) return c;
+  // Family::Add returns the existing series for equal labels, so racing creators agree.
+  c = &requests_family_->Add(
+      {{"op", std::string(kOpNames[op])},
+       {"code", std::string(StatusCodeName(static_cast<StatusCode>(code)))}});
+  slot.store(c, std::memory_order_release);
+  return c;
+}
+
+prometheus::Counter* WorkerMetrics::ErrorCounter(int op, int code) {
+  std::atomic<prometheus::Counter*>& slot =
+      errors_[static_cast<size_t>(op)][static_cast<size_t>(code)];
+  prometheus::Counter* c = slot.load(std::memory_order_acquire);
+  if (c != nullptr) return c;
+  c = &errors_family_->Add({{"op", std::string(kOpNames[op])},
+                            {"code", std::string(StatusCodeName(static_cast<StatusCode>(code)))}});
+  slot.store(c, std::memory_order_release);
+  return c;
+}
+
+void WorkerMetrics::ObserveRequest(int op, StatusCode code, double seconds) {
+  const int o = OpIndex(op);
+  const int c = CodeIndex(code);
+  RequestCounter(o, c)->Increment();
+  if (c != static_cast<int>(StatusCode::kOk)) ErrorCounter(o, c)->Increment();
+  if (o != 0) durations_->Observe(o, std::isfinite(seconds) && seconds > 0 ? seconds : 0.0);
+}
+
+void WorkerMetrics::AddBytes(uint64_t received, uint64_t sent) {
+  bytes_received_->Increment(static_cast<double>(received));
+  bytes_sent_->Increment(static_cast<double>(sent));
+}
+
+void WorkerMetrics::AddKeysScanned(uint64_t n) { keys_scanned_->Increment(static_cast<double>(n)); }
+
+void WorkerMetrics::SetQueueDepth(int64_t depth) { queue_depth_->Set(NonNegative(depth)); }
+
+void WorkerMetrics::SetTotal(prometheus::Counter* counter, std::atomic<uint64_t>* last,
+                             uint64_t total) {
+  const uint64_t previous = last->exchange(total, std::memory_order_relaxed);
+  if (total > previous) counter->Increment(static_cast<double>(total - previous));
+}
+
+void WorkerMetrics::SetKv(const KvFigures& kv) {
+  const double block_bytes = static_cast<double>(kv.block_bytes);
+  const int64_t blocks[4] = {kv.k_used_blocks, kv.k_capacity_blocks, kv.v_used_blocks,
+                             kv.v_capacity_blocks};
+  for (size_t i = 0; i < 4; ++i) {
+    kv_blocks_[i]->Set(NonNegative(blocks[i]));
+    kv_bytes_[i]->Set(NonNegative(blocks[i]) * block_bytes);
+  }
+  sequences_->Set(NonNegative(kv.sequences));
+  prefix_cache_blocks_[0]->Set(NonNegative(kv.cached_blocks));
+  prefix_cache_blocks_[1]->Set(NonNegative(kv.shared_blocks));
+  prefix_cache_blocks_[2]->Set(NonNegative(kv.prefix_blocks));
+  SetTotal(prefix_hits_, &last_prefix_hits_,
+           kv.prefix_hits > 0 ? static_cast<uint64_t>(kv.prefix_hits) : 0);
+}
+
+void WorkerMetrics::SetConnections(int64_t open, uint64_t handshakes_refused_total) {
+  connections_->Set(NonNegative(open));
+  SetTotal(handshakes_refused_, &last_handshakes_refused_, handshakes_refused_total);
+}
+
+std::string WorkerMetrics::Serialize() const {
+  try {
+    std::vector<prometheus::MetricFamily> families = registry_->Collect();
+    families.push_back(durations_->Collect());
+    return prometheus::TextSerializer().Serialize(families);
+  } catch (const std::exception& e) {
+    return std::string("# attic_worker metrics unavailable: ") + e.what() + "\n";
+  }
+}
+
+std::span<const double> WorkerMetrics::DurationBuckets() { return kBuckets; }
+
+std::string_view WorkerMetrics::OpName(int op) { return kOpNames[OpIndex(op)]; }
+
+}  // namespace attic

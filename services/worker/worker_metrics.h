@@ -1,0 +1,123 @@
+// WorkerMetrics: the Prometheus metrics of attic-worker, kept with prometheus-cpp's core
+// registry and rendered in the text exposition format (0.0.4) for the control plane's /metrics.
+//
+//   WorkerMetrics metrics(config.name);
+//   metrics.ObserveRequest(static_cast<int>(transport::Method::kAttend), StatusCode::kOk, 0.0012);
+//   metrics.AddBytes(request_bytes, reply_bytes);
+//   routes["/metrics"] = [&](const control::HttpRequest&) {
+//     return control::HttpResponse{.content_type = WorkerMetrics::kContentType,
+//                                  .body = metrics.Serialize()};
+//   };
+//
+// Series (units in the names; `op` is the method name "Attend", "AppendKv", ..., `code` the
+// UPPER_SNAKE status name "OK", "NOT_FOUND", ...):
+//   attic_worker_requests_total{op,code}              counter
+//   attic_worker_request_errors_total{op,code}        counter, non-OK codes only
+//   attic_worker_request_duration_seconds{op}         histogram, 50 us doubling to 6.5536 s, 10 s
+//   attic_worker_bytes_received_total, attic_worker_bytes_sent_total          counters
+//   attic_worker_kv_blocks{pool="k|v",state="used|capacity"}, attic_worker_kv_bytes{pool,state}
+//   attic_worker_sequences, attic_worker_compute_queue_depth, attic_worker_connections  gauges
+//   attic_worker_prefix_cache_blocks{state="cached|shared|total"}                   gauge
+//   attic_worker_prefix_hits_total, attic_worker_attend_keys_scanned_total,
+//   attic_worker_handshakes_refused_total                                           counters
+//   attic_worker_up, attic_worker_build_info{version,protocol,worker}               gauges (1)
+//
+// Thread safety: every method may be called from any thread. The hot path (ObserveRequest,
+// AddBytes, AddKeysScanned, SetQueueDepth) takes no lock and does not allocate: counters are
+// atomics reached through fixed arrays. The one exception is the first observation of an
+// (op, code) pair other than OK, which creates its series under the family's lock, once.
+// Serialize takes the registry's locks.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "common/status.h"
+
+namespace prometheus {
+class Counter;
+class Gauge;
+class Registry;
+template <typename T>
+class Family;
+}  // namespace prometheus
+
+namespace attic {
+
+class WorkerMetrics {
+ public:
+  // transport::Method numbers are 1..kMaxOp; other numbers are counted under op="Unknown".
+  static constexpr int kMaxOp = 8;
+  static constexpr char kContentType[] = "text/plain; version=0.0.4; charset=utf-8";
+
+  // `worker_name` becomes the `worker` label of attic_worker_build_info. Creates every series
+  // except the non-OK (op, code) pairs. Cannot fail: the names are constants.
+  explicit WorkerMetrics(const std::string& worker_name);
+  ~WorkerMetrics();
+  WorkerMetrics(const WorkerMetrics&) = delete;
+  WorkerMetrics& operator=(const WorkerMetrics&) = delete;
+
+  // One finished request: `op` is the transport::Method number, `seconds` its service time.
+  void ObserveRequest(int op, StatusCode code, double seconds);
+  void AddBytes(uint64_t received, uint64_t sent);
+  void AddKeysScanned(uint64_t n);
+  void SetQueueDepth(int64_t depth);
+
+  // The KV store's figures (KvStoreStats), copied before each scrape. prefix_hits is the store's
+  // running total; the counter advances by its growth since the previous call.
+  struct KvFigures {
+    int64_t k_used_blocks = 0, k_capacity_blocks = 0, v_used_blocks = 0, v_capacity_blocks = 0;
+    size_t block_bytes = 0;  // bytes of one K (or V) block
+    int64_t sequences = 0, cached_blocks = 0, shared_blocks = 0, prefix_blocks = 0, prefix_hits = 0;
+  };
+  void SetKv(const KvFigures& kv);
+  // Open connections, and the transport's running total of refused handshakes (the counter
+  // advances by its growth since the previous call).
+  void SetConnections(int64_t open, uint64_t handshakes_refused_total);
+
+  // Every series in the Prometheus text exposition format 0.0.4. On an unexpected failure of
+  // the library, a comment line saying so (a scrape then sees no samples rather than a crash).
+  std::string Serialize() const;
+
+  // Upper bounds of attic_worker_request_duration_seconds, seconds, ascending (+Inf implied).
+  static std::span<const double> DurationBuckets();
+  // "Attend" for 5; "Unknown" outside 1..kMaxOp.
+  static std::string_view OpName(int op);
+
+ private:
+  struct Durations;  // lock-free histogram per op, defined in worker_metrics.cc
+
+  prometheus::Counter* RequestCounter(int op, int code);
+  prometheus::Counter* ErrorCounter(int op, int code);
+  void SetTotal(prometheus::Counter* counter, std::atomic<uint64_t>* last, uint64_t total);
+
+  using CounterSlots =
+      std::array<std::array<std::atomic<prometheus::Counter*>, kNumStatusCodes>, kMaxOp + 1>;
+
+  const std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>* requests_family_;
+  prometheus::Family<prometheus::Counter>* errors_family_;
+  CounterSlots requests_{};  // [op][code]; null until the series exists
+  CounterSlots errors_{};
+  std::unique_ptr<Durations> durations_;
+  prometheus::Counter* bytes_received_;
+  prometheus::Counter* bytes_sent_;
+  prometheus::Counter* keys_scanned_;
+  prometheus::Counter* prefix_hits_;
+  prometheus::Counter* handshakes_refused_;
+  prometheus::Gauge* queue_depth_;
+  prometheus::Gauge* connections_;
+  prometheus::Gauge* sequences_;
+  std::array<prometheus::Gauge*, 4> kv_blocks_;  // k used, k capacity, v used, v capacity
+  std::array<prometheus::Gauge*, 4> kv_bytes_;
+  std::array<prometheus::Gauge*, 3> prefix_cache_blocks_;  // cached, shared, total
+  std::atomic<uint64_t> last_prefix_hits_{0};
+  std::atomic<uint64_t> last_handshakes_refused_{0};
+};
+
+}  // namespace attic
