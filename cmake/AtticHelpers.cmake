@@ -52,9 +52,25 @@ function(attic_cc_test)
   endif()
   gtest_discover_tests(${ARG_NAME}
     TEST_PREFIX "${ARG_NAME}."
+    TEST_LIST ${ARG_NAME}_TESTS
     DISCOVERY_TIMEOUT 60
-    PROPERTIES LABELS "${labels}" TIMEOUT ${ARG_TIMEOUT}
-               ENVIRONMENT "ATTIC_SHARED_DIR=${ATTIC_SHARED_DIR}")
+    PROPERTIES LABELS "${labels}" TIMEOUT ${ARG_TIMEOUT})
+  # The tests' environment, a list. It is not passed through PROPERTIES above: that flattens
+  # every value into one argument list (over several layers of re-splitting, whose escaping
+  # depends on the discovery mode), so "A=1;B=2" would become a property named "B=2". A ctest
+  # include file of our own runs after the discovered tests exist and sets it, quoted.
+  set(env "ATTIC_SHARED_DIR=${ATTIC_SHARED_DIR}")
+  if(NOT ATTIC_SANITIZE STREQUAL "")
+    # UCX intercepts malloc/mmap to track registered memory; that clashes with the
+    # sanitizers' own interception, so sanitized test runs switch it off.
+    list(APPEND env "UCX_MEM_MALLOC_HOOKS=no" "UCX_MEM_EVENTS=no")
+  endif()
+  set(env_file "${CMAKE_CURRENT_BINARY_DIR}/${ARG_NAME}_environment.cmake")
+  file(WRITE "${env_file}"
+    "if(${ARG_NAME}_TESTS)\n"
+    "  set_tests_properties(\${${ARG_NAME}_TESTS} PROPERTIES ENVIRONMENT [==[${env}]==])\n"
+    "endif()\n")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES "${env_file}")
 endfunction()
 
 # Sources compiled with one ISA's flags. Such files must only include intrinsics headers and

@@ -171,6 +171,10 @@ Deadline RpcClient::Impl::OnTick() {
 
 StatusOr<std::shared_ptr<Connection>> RpcClient::Impl::Connect(const std::string& address,
                                                                Deadline deadline) {
+  if (reactor_->OnReactorThread()) {
+    // Connect waits for the Hello reply, which only this thread could deliver.
+    return FailedPreconditionError("Connect called from an RPC callback would deadlock");
+  }
   ASSIGN_OR_RETURN(internal::SockAddr addr, internal::ParseHostPort(address));
   auto shared = std::make_shared<ConnShared>();
   shared->mailbox = reactor_->mailbox();
@@ -398,6 +402,9 @@ void RpcClient::Impl::CompleteCall(uint64_t id, StatusOr<IncomingMessage> reply)
 // ---- memory ----
 
 StatusOr<std::shared_ptr<void>> RpcClient::Impl::RegisterMemory(std::span<std::byte> region) {
+  if (reactor_->OnReactorThread()) {
+    return FailedPreconditionError("RegisterMemory called from an RPC callback would deadlock");
+  }
   const uint64_t id = next_id_.fetch_add(1);
   auto result = std::make_shared<std::promise<Status>>();
   std::future<Status> done = result->get_future();

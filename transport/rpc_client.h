@@ -70,6 +70,7 @@ class RpcClient {
   // "host:port" of a worker's data plane. Connects, sends Hello and waits for its reply:
   // UNAVAILABLE if nothing answers by the deadline or the connection is refused;
   // FAILED_PRECONDITION / PERMISSION_DENIED as the worker refused the handshake.
+  // REQUIRES: not called from a call's callback (it blocks until the Hello reply).
   StatusOr<std::shared_ptr<Connection>> Connect(const std::string& address, Deadline deadline);
 
   // Registers caller memory with UCX (pinned for RDMA) until the returned handle is dropped,

@@ -16,7 +16,7 @@
 // Threading: one named progress thread ("attic-rpc-srv") owns the UCX context, worker,
 // listener and endpoints, and is the only thread that calls into UCX. It sleeps on the
 // worker's event fd (ucp_worker_arm) when idle. Replies may be sent from any thread: they are
-// queued and the progress thread is woken (ucp_worker_signal).
+// queued and the progress thread is woken (through an eventfd it polls beside the worker's).
 //
 // Frame checks (each ends in an error reply to the sender, and the server keeps serving):
 // bad magic or version -> FAILED_PRECONDITION; unknown method -> UNIMPLEMENTED; header or

@@ -41,10 +41,15 @@ class RawPeer {
     reply_.reset();
     internal::SendAm(ep_->get(), kRequestAmId, frame, std::move(header), {}, nullptr,
                      /*reply_flag=*/true, {});
-    const auto until = Clock::now() + 5s;
-    while (!reply_ && !failed_ && Clock::now() < until) ucp_worker_progress(worker_->get());
-    if (failed_) return UnavailableError("endpoint failed");
-    if (!reply_) return DeadlineExceededError("no reply");
+    // A refusing server closes the endpoint right after its reply, so an endpoint error
+    // may be seen in the same progress call as the reply: the reply wins.
+    auto until = Clock::now() + 5s;
+    while (!reply_ && Clock::now() < until) {
+      ucp_worker_progress(worker_->get());
+      if (failed_) until = std::min(until, Clock::now() + 100ms);
+    }
+    if (!reply_)
+      return failed_ ? UnavailableError("endpoint failed") : DeadlineExceededError("no reply");
     return std::move(*reply_);
   }
 

@@ -111,6 +111,9 @@ struct BadFrame {
   std::string text;
 };
 
+// gtest prints the parameter by name, not as bytes.
+void PrintTo(const BadFrame& f, std::ostream* os) { *os << f.name; }
+
 class MalformedFrameTest : public RpcTest, public ::testing::WithParamInterface<BadFrame> {};
 
 TEST_P(MalformedFrameTest, GetsAnErrorReplyAndServerKeepsServing) {
