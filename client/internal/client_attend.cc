@@ -52,6 +52,7 @@ class AttendCall {
       : layer_(layer),
         head_dim_(head_dim),
         counters_(std::move(counters)),
+        ids_(Ids(items)),
         items_(std::move(items)),
         remaining_(workers) {}
 
@@ -60,14 +61,13 @@ class AttendCall {
   // One worker's reply (or its transport error) for the entries of its request.
   void OnReply(const std::vector<Entry>& entries, const std::string& label,
                StatusOr<IncomingMessage> reply) EXCLUDES(mu_) {
-    StatusOr<std::vector<AttendPart>> parts = reply.status();
-    if (reply.ok()) {
-      std::vector<AttendExpect> expected;
-      for (const Entry& e : entries) {
-        expected.push_back({.id = items_[e.item].id, .num_q_heads = e.num_q_heads});
-      }
-      parts = ParseAttendReply(reply->header(), reply->payload(), expected, head_dim_);
+    std::vector<AttendExpect> expected;
+    for (const Entry& e : entries) {
+      expected.push_back({.id = ids_[e.item], .num_q_heads = e.num_q_heads});
     }
+    StatusOr<std::vector<AttendPart>> parts =
+        reply.ok() ? ParseAttendReply(reply->header(), reply->payload(), expected, head_dim_)
+                   : StatusOr<std::vector<AttendPart>>(reply.status());
     {
       MutexLock lock(&mu_);
       for (size_t i = 0; i < entries.size(); ++i) {
@@ -115,9 +115,16 @@ class AttendCall {
                                   : Result(first));
   }
 
+  static std::vector<uint64_t> Ids(const std::vector<ItemState>& items) {
+    std::vector<uint64_t> ids;
+    for (const ItemState& item : items) ids.push_back(item.id);
+    return ids;
+  }
+
   const int layer_;
   const int head_dim_;
   const std::shared_ptr<Counters> counters_;
+  const std::vector<uint64_t> ids_;  // the items' sequence ids, read without the lock
   std::promise<Result> promise_;
   Mutex mu_;
   std::vector<ItemState> items_ GUARDED_BY(mu_);

@@ -5,6 +5,8 @@
 namespace attic::client_internal {
 
 std::string WorkerLabel(std::string_view name, std::string_view address) {
+  // The transport's label for a worker that gave no name, so its prefixes match ours.
+  if (name.empty()) return "worker " + std::string(address);
   return "worker " + std::string(name) + " (" + std::string(address) + ")";
 }
 

@@ -26,7 +26,7 @@ namespace attic::client_internal {
 struct WorkerLink {
   std::shared_ptr<transport::Connection> conn;
   std::string name;   // HelloReply.workerName
-  std::string label;  // "worker <name> (<host:port>)"
+  std::string label;  // WorkerLabel(name, host:port)
 };
 
 struct Counters {
@@ -36,7 +36,7 @@ struct Counters {
   std::atomic<uint64_t> bytes_received{0};
 };
 
-// "worker <name> (<address>)".
+// "worker <name> (<address>)", or "worker <address>" when the worker gave no name.
 std::string WorkerLabel(std::string_view name, std::string_view address);
 
 // The same code with the message "sequence <id> on <label>: <CODE>: <message>". A leading
