@@ -138,7 +138,7 @@ int Run(const Flags& f) {
         .args = {"--model-name", spec.name, "--model-num-layers", std::to_string(f.layers),
                  "--model-num-q-heads", "32", "--model-num-kv-heads", "8", "--model-head-dim",
                  "128", "--model-dtype", "bf16", "--kv-memory-bytes", std::to_string(per_worker),
-                 "--compute-threads", std::to_string(threads), "--populate", "true",
+                 "--compute-threads", std::to_string(threads), "--populate",
                  "--log-level", "warn"},
         .name = "bench-w" + std::to_string(i)}));
     Status s = workers.back()->Start(std::chrono::seconds(120));

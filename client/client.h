@@ -144,7 +144,9 @@ class Client {
   virtual ~Client() = default;
 
   // Opens the sequence on every worker of its plan. INVALID_ARGUMENT for a bad plan;
-  // ALREADY_EXISTS if the id is open on this client or a worker.
+  // ALREADY_EXISTS if the id is open on this client or a worker. A worker of the plan whose
+  // connection has failed (one that was restarted) is connected to again first, within
+  // connect_timeout: the one case where a call waits on the network before returning.
   virtual std::future<Status> Open(const OpenOptions& options) = 0;
 
   // hashes: one chained hash per full B-token prompt block (prefix-cache keys). Each shard

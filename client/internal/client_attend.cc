@@ -224,7 +224,7 @@ std::future<Result> ClientImpl::Attend(AttendBatch batch) {
 
   // Group by worker (one shard per worker and sequence) and count the appended tokens.
   const int g = spec.group_size();
-  std::vector<std::vector<Entry>> by_worker(workers_.size());
+  std::vector<std::vector<Entry>> by_worker(num_workers_);
   for (size_t i = 0; i < items.size(); ++i) {
     SequenceState& seq = *items[i].seq;
     for (const Shard& shard : seq.plan.shards) {
@@ -255,7 +255,7 @@ std::future<Result> ClientImpl::Attend(AttendBatch batch) {
   std::future<Result> future = call->future();
   const transport::Deadline deadline = CallDeadline();
   for (auto& [w, request] : requests) {
-    const WorkerLink& link = workers_[w];
+    const WorkerLink link = Link(w);
     SendRequest(link, counters_, std::move(request), deadline,
                 [call, entries = std::move(by_worker[w]), label = link.label](
                     StatusOr<IncomingMessage> r) { call->OnReply(entries, label, std::move(r)); });

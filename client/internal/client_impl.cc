@@ -70,7 +70,22 @@ ClientImpl::ClientImpl(const ClientOptions& options, std::unique_ptr<transport::
       fingerprint_(options.model_fingerprint != 0 ? options.model_fingerprint
                                                   : options.spec.Fingerprint()),
       rpc_(std::move(rpc)),
+      num_workers_(workers.size()),
       workers_(std::move(workers)) {}
+
+Status ClientImpl::ReconnectFailed(const ShardPlan& plan) {
+  const transport::Deadline deadline = transport::DeadlineAfter(options_.connect_timeout);
+  for (const Shard& shard : plan.shards) {
+    const size_t w = static_cast<size_t>(shard.worker);
+    if (Link(w).conn->connected()) continue;
+    ASSIGN_OR_RETURN(WorkerLink link,
+                     ConnectWorker(*rpc_, options_.workers[w], options_.spec, deadline));
+    MutexLock lock(&links_mu_);
+    // Another thread may have reconnected it meanwhile; either link works.
+    if (!workers_[w].conn->connected()) workers_[w] = std::move(link);
+  }
+  return OkStatus();
+}
 
 Status ClientImpl::CheckLayer(std::string_view context, int layer) const {
   if (layer >= 0 && layer < options_.spec.num_layers) return OkStatus();
@@ -79,8 +94,11 @@ Status ClientImpl::CheckLayer(std::string_view context, int layer) const {
 }
 
 std::future<Status> ClientImpl::Open(const OpenOptions& options) {
-  const int num_workers = static_cast<int>(workers_.size());
+  const int num_workers = static_cast<int>(num_workers_);
   if (Status s = options.plan.Validate(options_.spec, num_workers); !s.ok()) {
+    return ReadyFuture(s.WithContext("sequence " + std::to_string(options.id)));
+  }
+  if (Status s = ReconnectFailed(options.plan); !s.ok()) {
     return ReadyFuture(s.WithContext("sequence " + std::to_string(options.id)));
   }
   auto seq = std::make_shared<SequenceState>(options.id, options.plan, options_.spec.num_layers);
@@ -166,7 +184,7 @@ std::future<StatusOr<PrefixMatch>> ClientImpl::LookupPrefix(uint64_t id,
       fan->Done(i, OkStatus());
       continue;
     }
-    const WorkerLink& link = LinkOf(*seq, i);
+    const WorkerLink link = LinkOf(*seq, i);
     Request request{.method = Method::kLookupPrefix, .header = EncodeLookupPrefix(id, mine)};
     SendRequest(link, counters_, std::move(request), deadline,
                 [fan, matched, i, id, n = mine.size(), block,
@@ -190,7 +208,7 @@ std::future<Status> ClientImpl::Close(uint64_t id) {
   });
   const transport::Deadline deadline = CallDeadline();
   for (size_t i = 0; i < seq->plan.shards.size(); ++i) {
-    const WorkerLink& link = LinkOf(*seq, i);
+    const WorkerLink link = LinkOf(*seq, i);
     SendRequest(link, counters_,
                 {.method = Method::kCloseSequence, .header = EncodeCloseSequence(id)}, deadline,
                 [fan, i, id, label = link.label](StatusOr<IncomingMessage> r) {

@@ -23,6 +23,7 @@
 #include "client/client.h"
 #include "client/internal/sequence.h"
 #include "client/internal/worker_link.h"
+#include "common/thread_annotations.h"
 #include "transport/rpc_client.h"
 
 namespace attic::client_internal {
@@ -56,9 +57,17 @@ class ClientImpl final : public Client {
              std::vector<WorkerLink> workers);
 
   transport::Deadline CallDeadline() const { return transport::DeadlineAfter(options_.timeout); }
-  const WorkerLink& LinkOf(const SequenceState& seq, size_t shard) const {
-    return workers_[static_cast<size_t>(seq.plan.shards[shard].worker)];
+  // The current link to a worker (a copy: links are replaced when a worker is reconnected).
+  WorkerLink Link(size_t worker) const {
+    MutexLock lock(&links_mu_);
+    return workers_[worker];
   }
+  WorkerLink LinkOf(const SequenceState& seq, size_t shard) const {
+    return Link(static_cast<size_t>(seq.plan.shards[shard].worker));
+  }
+  // Connects again to every worker of `plan` whose connection has failed (a restarted
+  // worker), within connect_timeout. The first failure, naming the worker.
+  Status ReconnectFailed(const ShardPlan& plan);
   // INVALID_ARGUMENT "<context>: layer ... is not in [0, L)" unless 0 <= layer < L.
   Status CheckLayer(std::string_view context, int layer) const;
   // Sends each shard's AppendKv requests (shard -> requests and the shard-local length the
@@ -74,7 +83,9 @@ class ClientImpl final : public Client {
   const uint64_t fingerprint_;
   // Destroyed after the connections: it fails whatever is still pending.
   const std::unique_ptr<transport::RpcClient> rpc_;
-  const std::vector<WorkerLink> workers_;
+  const size_t num_workers_;
+  mutable Mutex links_mu_;
+  std::vector<WorkerLink> workers_ GUARDED_BY(links_mu_);
 };
 
 }  // namespace attic::client_internal

@@ -92,6 +92,13 @@ void Die(const Status& s) {
   std::exit(1);
 }
 
+// Round-trips exactly: the worker must derive the same model fingerprint.
+std::string FloatText(float x) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.9g", static_cast<double>(x));
+  return buf;
+}
+
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0.0;
   std::sort(v.begin(), v.end());
@@ -124,7 +131,7 @@ int Run(const Flags& flags) {
                  "--model-num-kv-heads", std::to_string(spec.num_kv_heads),
                  "--model-head-dim", std::to_string(spec.head_dim),
                  "--model-dtype", std::string(DTypeName(spec.dtype)),
-                 "--model-softmax-scale", std::to_string(spec.softmax_scale),
+                 "--model-softmax-scale", FloatText(spec.softmax_scale),
                  "--kv-memory-bytes", "256MiB", "--compute-threads",
                  std::to_string(flags.threads), "--log-level", "warn"},
         .name = "demo-w" + std::to_string(i)}));
