@@ -63,6 +63,7 @@ class RpcClient {
   static StatusOr<std::unique_ptr<RpcClient>> Create(const RpcClientOptions& options);
   // Fails every pending call with UNAVAILABLE, closes endpoints, stops the progress thread.
   // Connections outliving the client fail every later call with UNAVAILABLE.
+  // REQUIRES: not called from a call's callback (it joins the thread running it).
   ~RpcClient();
   RpcClient(const RpcClient&) = delete;
   RpcClient& operator=(const RpcClient&) = delete;
@@ -75,6 +76,7 @@ class RpcClient {
 
   // Registers caller memory with UCX (pinned for RDMA) until the returned handle is dropped,
   // so rendezvous transfers from or into it need no registration on the hot path.
+  // REQUIRES: not called from a call's callback (it waits for the progress thread).
   StatusOr<std::shared_ptr<void>> RegisterMemory(std::span<std::byte> region);
 
   const RpcClientStats& stats() const;

@@ -112,6 +112,7 @@ class RpcServer {
                                                     RequestHandler handler);
   // Closes every endpoint, stops the progress thread and releases UCX resources in reverse
   // order of creation. Unanswered responders become no-ops.
+  // REQUIRES: not called from the request handler (it joins the thread running it).
   ~RpcServer();
   RpcServer(const RpcServer&) = delete;
   RpcServer& operator=(const RpcServer&) = delete;

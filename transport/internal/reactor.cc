@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -85,6 +86,11 @@ Reactor::~Reactor() { Stop(); }
 
 void Reactor::Stop() {
   if (!thread_.joinable()) return;
+  if (OnReactorThread()) {
+    // A thread cannot join itself; carrying on would free state the loop still uses.
+    LogWarning("RPC server or client destroyed from its own progress thread (a callback)");
+    std::abort();
+  }
   stopping_.store(true, std::memory_order_release);
   mailbox_->Wake();
   thread_.join();
