@@ -168,7 +168,11 @@ Setting BoolSetting(std::string key, bool* field, std::string help) {
 Setting Int64Setting(std::string key, std::function<void(int64_t)> store,
                      std::function<int64_t()> load, int64_t min, int64_t max, std::string help,
                      int64_t multiple) {
-  Setting s{.key = std::move(key), .value_name = "N", .help = std::move(help)};
+  // The rule, without its "must be", completes the help: "Head dimension D (a multiple of 32 in
+  // [32, 512])".
+  Setting s{.key = std::move(key),
+            .value_name = "N",
+            .help = help + " (" + RangeText(min, max, multiple).substr(8) + ")"};
   s.set = [store = std::move(store), min, max, multiple](std::string_view text) -> Status {
     const StatusOr<int64_t> v = ParseInt(text);
     if (!v.ok() || *v < min || *v > max || (multiple > 1 && *v % multiple != 0)) {
@@ -183,7 +187,9 @@ Setting Int64Setting(std::string key, std::function<void(int64_t)> store,
 
 Setting SizeSetting(std::string key, uint64_t* field, uint64_t min, uint64_t max,
                     std::string help) {
-  Setting s{.key = std::move(key), .value_name = "BYTES", .help = std::move(help)};
+  Setting s{.key = std::move(key),
+            .value_name = "BYTES",
+            .help = help + " (a size in [" + FormatSize(min) + ", " + FormatSize(max) + "])"};
   s.set = [field, min, max](std::string_view text) -> Status {
     const StatusOr<uint64_t> v = ParseSize(text);
     if (!v.ok()) return v.status();
