@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <string>
@@ -145,6 +146,10 @@ int Serve(const WorkerConfig& config) {
 }  // namespace attic
 
 int main(int argc, char** argv) {
+  // A restarted worker must listen on its port again while connections of its previous life
+  // linger in TIME_WAIT, and UCX leaves SO_REUSEADDR off unless told. Set before any thread
+  // exists (UCX reads it when the listener opens); an explicit setting still wins.
+  setenv("UCX_TCP_CM_REUSEADDR", "y", /*overwrite=*/0);
   attic::StatusOr<attic::ConfigResult> loaded =
       attic::LoadWorkerConfig(argc, argv, attic::Environment());
   if (!loaded.ok()) {

@@ -3,12 +3,9 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 
-#include <cstdlib>
 #include <cstring>
-#include <string>
 #include <utility>
 
-#include "common/log.h"
 #include "transport/internal/ucx_status.h"
 
 namespace attic::transport::internal {
@@ -20,18 +17,6 @@ StatusOr<UcpContext> UcpContext::Create() {
   // Reads UCX_* from the environment: UCX_TLS, UCX_NET_DEVICES, ... apply with no code change.
   ucs_status_t s = ucp_config_read(nullptr, nullptr, &config);
   if (s != UCS_OK) return UcsToStatus(s, "ucp_config_read");
-  // A restarted worker must be able to listen on its port again while connections of its
-  // previous life linger in TIME_WAIT; UCX leaves SO_REUSEADDR off unless told. An explicit
-  // UCX_*_CM_REUSEADDR in the environment still wins.
-  for (const char* key : {"TCP_CM_REUSEADDR", "RDMA_CM_REUSEADDR"}) {
-    if (std::getenv((std::string("UCX_") + key).c_str()) == nullptr) {
-      const ucs_status_t m = ucp_config_modify(config, key, "y");
-      if (m != UCS_OK) {
-        ATTIC_LOG(kDebug, "transport") << "cannot set UCX " << key << ": "
-                                       << ucs_status_string(m);
-      }
-    }
-  }
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
   params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
