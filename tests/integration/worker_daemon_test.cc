@@ -191,3 +191,66 @@ TEST(WorkerConfigProcess, InvalidConfigurationIsRefusedNamingTheField) {
 
 }  // namespace
 }  // namespace attic::testing
+
+namespace attic::testing {
+namespace {
+
+// A worker with little memory: a prefill that does not fit fails RESOURCE_EXHAUSTED with the
+// figures, nothing of it stays behind, and the worker keeps serving what fits.
+class SmallWorker : public OffloadFleet {
+ protected:
+  void SetUp() override {
+    std::vector<std::string> args = WorkerArgs(spec_);
+    for (size_t i = 0; i + 1 < args.size(); ++i) {
+      if (args[i] == "--kv-memory-bytes") args[i + 1] = "32MiB";  // 1024 K + 1024 V blocks
+    }
+    workers_.push_back(std::make_unique<loadgen::WorkerProcess>(
+        loadgen::WorkerProcessOptions{.binary = ATTIC_WORKER_BINARY, .args = args, .name = "small"}));
+    Status s = workers_.back()->Start(std::chrono::seconds(30));
+    ASSERT_TRUE(s.ok()) << s;
+  }
+};
+
+TEST_F(SmallWorker, FullMemoryIsResourceExhaustedAndTheWorkerCarriesOn) {
+  std::unique_ptr<Client> client = Connect(std::chrono::seconds(10));
+  ASSERT_NE(client, nullptr);
+  loadgen::EngineModel model(spec_, 9);
+  // 4 layers x 8 heads x 64 blocks = 2048 blocks of each pool: twice what the worker has.
+  model.AddSequence({.id = 1, .prompt_tokens = 4096});
+  StatusOr<PrefixMatch> big = OpenAndPrefill(*client, model, 1, ShardPlan::Single(spec_, 0));
+  ASSERT_FALSE(big.ok());
+  EXPECT_EQ(big.status().code(), StatusCode::kResourceExhausted) << big.status();
+  EXPECT_NE(big.status().message().find("sequence 1"), std::string_view::npos) << big.status();
+  EXPECT_TRUE(client->Close(1).get().ok());
+  // Everything it took was given back: a sequence using most of the pools fits now.
+  model.AddSequence({.id = 2, .prompt_tokens = 1900});
+  StatusOr<PrefixMatch> fits = OpenAndPrefill(*client, model, 2, ShardPlan::Single(spec_, 0));
+  ASSERT_TRUE(fits.ok()) << fits.status();
+  for (int layer = 0; layer < spec_.num_layers; ++layer) {
+    ASSERT_TRUE(Step(*client, model, layer, {2}, true).ok());
+  }
+}
+
+TEST_F(SmallWorker, UnknownSequenceIsRefusedNamingItAndOthersAreServed) {
+  std::unique_ptr<Client> client = Connect(std::chrono::seconds(10));
+  ASSERT_NE(client, nullptr);
+  loadgen::EngineModel model(spec_, 4);
+  model.AddSequence({.id = 5, .prompt_tokens = 200});
+  ASSERT_TRUE(OpenAndPrefill(*client, model, 5, ShardPlan::Single(spec_, 0)).ok());
+  // Unknown to this client: refused before anything is sent, naming the sequence.
+  const int hq = spec_.num_q_heads, d = spec_.head_dim;
+  std::vector<float> q(static_cast<size_t>(hq * d), 0.5f), out(q.size()), lse(hq);
+  AttendBatch batch{.layer = 0};
+  batch.items.push_back({.id = 404, .q = TensorView(q.data(), DType::kFloat32, {hq, d}),
+                         .out = out.data(), .lse = lse.data()});
+  StatusOr<AttendStats> r = client->Attend(std::move(batch)).get();
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound) << r.status();
+  EXPECT_NE(r.status().message().find("404"), std::string_view::npos) << r.status();
+  // The known sequence is still served exactly.
+  for (int layer = 0; layer < spec_.num_layers; ++layer) {
+    ASSERT_TRUE(Step(*client, model, layer, {5}, true).ok());
+  }
+}
+
+}  // namespace
+}  // namespace attic::testing
