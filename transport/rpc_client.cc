@@ -68,7 +68,8 @@ class RpcClient::Impl : public Reactor::Owner {
   ~Impl() override { Shutdown(); }
 
   Status Start() {
-    ASSIGN_OR_RETURN(reactor_, Reactor::Start("attic-rpc-cli", this));
+    ASSIGN_OR_RETURN(reactor_, Reactor::Start("attic-rpc-cli", this,
+                                              std::chrono::microseconds(options_.busy_poll_us)));
     return OkStatus();
   }
   void Shutdown() {
@@ -99,6 +100,7 @@ class RpcClient::Impl : public Reactor::Owner {
     internal::UcpEndpoint ep;
     std::shared_ptr<ConnShared> shared;
     std::unordered_set<uint64_t> calls;
+    bool inline_ok = false;  // the worker's Hello reply announced kCapInlineHeader
   };
   struct PendingCall {
     uint64_t conn_id = 0;
@@ -112,8 +114,8 @@ class RpcClient::Impl : public Reactor::Owner {
   static void OnEndpointError(void* arg, ucp_ep_h ep, ucs_status_t status);
   static ucs_status_t OnReplyAm(void* arg, const void* header, size_t header_length, void* data,
                                 size_t length, const ucp_am_recv_param_t* param);
-  ucs_status_t OnReply(const FrameHeader& frame, void* data, size_t length,
-                       const ucp_am_recv_param_t* param);
+  ucs_status_t OnReply(const FrameHeader& frame, std::span<const std::byte> inline_header,
+                       void* data, size_t length, const ucp_am_recv_param_t* param);
   void StartConnect(std::shared_ptr<ConnShared> conn, internal::SockAddr addr, Deadline deadline,
                     std::shared_ptr<std::promise<Status>> result);
   void FinishConnect(const std::shared_ptr<ConnShared>& conn, StatusOr<IncomingMessage> reply,
@@ -124,6 +126,8 @@ class RpcClient::Impl : public Reactor::Owner {
   bool EndCall(uint64_t id, StatusOr<IncomingMessage> result);
 
   const RpcClientOptions options_;
+  const std::shared_ptr<internal::BufferPool> pool_ =
+      internal::BufferPool::Create(options_.receive_cache_bytes);
   RpcClientStats stats_;
   std::unique_ptr<Reactor> reactor_;
   // Reactor thread only (r_ is set first in OnStart, before any callback can run).
@@ -220,6 +224,10 @@ void RpcClient::Impl::StartConnect(std::shared_ptr<ConnShared> conn, internal::S
 void RpcClient::Impl::FinishConnect(const std::shared_ptr<ConnShared>& conn,
                                     StatusOr<IncomingMessage> reply, std::promise<Status>& result) {
   if (reply.ok()) {
+    auto loop_conn = conns_.find(conn->id);
+    if (loop_conn != conns_.end()) {
+      loop_conn->second.inline_ok = (reply->frame().capabilities & kCapInlineHeader) != 0;
+    }
     conn->hello_reply = std::move(reply).value();
     const std::string name = internal::WorkerNameOfHelloReply(conn->hello_reply.header());
     if (!name.empty()) conn->label = "worker " + name + " (" + conn->peer + ")";
@@ -306,12 +314,17 @@ void RpcClient::Impl::StartCall(const std::shared_ptr<ConnShared>& conn, CallSpe
     frame.header_bytes = static_cast<uint32_t>(spec.request.header.size());
     frame.payload_bytes = spec.request.payload_bytes();
     frame.timeout_ms = static_cast<uint32_t>(std::min<int64_t>(left.count(), UINT32_MAX));
+    if (method == Method::kHello) frame.capabilities = kCapInlineHeader;
   }
+  // Inline headers only to a worker that announced them, and never in a Hello.
+  const size_t max_inline = it->second.inline_ok && !spec.raw_frame && method != Method::kHello
+                                ? r_->max_inline_am_header()
+                                : 0;
   frame.request_id = id;
   stats_.bytes_sent.fetch_add(spec.request.header.size() + spec.request.payload_bytes(), kRelaxed);
   internal::SendAm(it->second.ep.get(), kRequestAmId, frame, std::move(spec.request.header),
                    std::move(spec.request.payload), std::move(spec.request.keepalive),
-                   /*reply_flag=*/true, [this, id](ucs_status_t s) {
+                   /*reply_flag=*/true, max_inline, [this, id](ucs_status_t s) {
                      if (s == UCS_OK) return;
                      r_->Defer([this, id, s] {
                        auto c = calls_.find(id);
@@ -342,42 +355,46 @@ ucs_status_t RpcClient::Impl::OnReplyAm(void* arg, const void* header, size_t he
                                         void* data, size_t length,
                                         const ucp_am_recv_param_t* param) {
   auto* self = static_cast<Impl*>(arg);
-  if (header_length != sizeof(FrameHeader)) {
+  FrameHeader frame;
+  std::span<const std::byte> inline_header;
+  if (!internal::ParseAmHeader(header, header_length, &frame, &inline_header)) {
     self->stats_.malformed_replies.fetch_add(1, kRelaxed);
     return UCS_OK;
   }
-  FrameHeader frame;
-  std::memcpy(&frame, header, sizeof(frame));
-  return self->OnReply(frame, data, length, param);
+  return self->OnReply(frame, inline_header, data, length, param);
 }
 
-ucs_status_t RpcClient::Impl::OnReply(const FrameHeader& frame, void* data, size_t length,
-                                      const ucp_am_recv_param_t* param) {
+ucs_status_t RpcClient::Impl::OnReply(const FrameHeader& frame,
+                                      std::span<const std::byte> inline_header, void* data,
+                                      size_t length, const ucp_am_recv_param_t* param) {
   const uint64_t id = frame.request_id;
   if (calls_.count(id) == 0) {
     stats_.late_replies.fetch_add(1, kRelaxed);  // its call already ended; data dropped
     return UCS_OK;
   }
   Status bad;
-  if (frame.magic != kFrameMagic || (frame.flags & kFrameReply) == 0) {
+  const size_t total = inline_header.size() + length;
+  if (frame.magic != kFrameMagic || (frame.flags & kFrameReply) == 0 ||
+      (!inline_header.empty() && inline_header.size() != frame.header_bytes)) {
     bad = InternalError("malformed reply frame");
   } else if (frame.payload_bytes > options_.max_reply_payload_bytes) {
     bad = ResourceExhaustedError("reply payload of " + std::to_string(frame.payload_bytes) +
                                  " bytes exceeds the client's limit of " +
                                  std::to_string(options_.max_reply_payload_bytes));
-  } else if (frame.payload_bytes > length || length - frame.payload_bytes != frame.header_bytes) {
+  } else if (frame.payload_bytes > total || total - frame.payload_bytes != frame.header_bytes) {
     bad = InvalidArgumentError("reply frame announces " +
                                std::to_string(frame.header_bytes + frame.payload_bytes) +
-                               " bytes but " + std::to_string(length) + " arrived");
+                               " bytes but " + std::to_string(total) + " arrived");
   }
   if (!bad.ok()) {
     stats_.malformed_replies.fetch_add(1, kRelaxed);
     r_->Defer([this, id, bad] { EndCall(id, bad); });
     return UCS_OK;
   }
-  stats_.bytes_received.fetch_add(length, kRelaxed);
+  stats_.bytes_received.fetch_add(total, kRelaxed);
   return internal::ReceiveAm(
-      r_->worker(), frame, data, length, param, [this, id](StatusOr<IncomingMessage> m) {
+      r_->worker(), pool_.get(), frame, inline_header, data, length, param,
+      [this, id](StatusOr<IncomingMessage> m) {
         r_->Defer([this, id, m = std::move(m)]() mutable { CompleteCall(id, std::move(m)); });
       });
 }

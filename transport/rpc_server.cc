@@ -42,7 +42,8 @@ class RpcServer::Impl : public Reactor::Owner {
   }
 
   Status Start() {
-    ASSIGN_OR_RETURN(reactor_, Reactor::Start("attic-rpc-srv", this));
+    ASSIGN_OR_RETURN(reactor_, Reactor::Start("attic-rpc-srv", this,
+                                              std::chrono::microseconds(options_.busy_poll_us)));
     return OkStatus();
   }
   uint16_t port() const { return port_.load(kRelaxed); }
@@ -64,6 +65,7 @@ class RpcServer::Impl : public Reactor::Owner {
     std::string address;
     std::string client_name;
     bool hello_done = false;
+    bool inline_ok = false;  // its Hello announced kCapInlineHeader
   };
 
   static void OnConnRequest(ucp_conn_request_h request, void* arg);
@@ -71,17 +73,25 @@ class RpcServer::Impl : public Reactor::Owner {
   static ucs_status_t OnRequestAm(void* arg, const void* header, size_t header_length, void* data,
                                   size_t length, const ucp_am_recv_param_t* param);
   void Accept(ucp_conn_request_h request);
-  ucs_status_t OnRequest(const FrameHeader& frame, void* data, size_t length,
-                         const ucp_am_recv_param_t* param);
+  ucs_status_t OnRequest(const FrameHeader& frame, std::span<const std::byte> inline_header,
+                         void* data, size_t length, const ucp_am_recv_param_t* param);
   void Dispatch(uint64_t conn_id, Deadline deadline, StatusOr<IncomingMessage> message);
   void HandleHello(uint64_t conn_id, Peer& peer, const IncomingMessage& hello);
   void HandleEcho(uint64_t conn_id, IncomingMessage request);
   // Forgets a connection and closes its endpoint (force for a failed peer, else flush).
   void DropPeer(uint64_t conn_id, bool force);
   Peer* FindPeer(uint64_t conn_id);
+  // How much of a reply may travel as the AM header: nothing for a Hello (whatever the
+  // peer's version, it must be able to read the verdict) or a peer without the capability.
+  size_t MaxInline(const Peer& peer, const FrameHeader& request) const {
+    const bool ok = peer.inline_ok && request.method != static_cast<uint16_t>(Method::kHello);
+    return ok ? r_->max_inline_am_header() : 0;
+  }
 
   const RpcServerOptions options_;
   const RequestHandler handler_;
+  const std::shared_ptr<internal::BufferPool> pool_ =
+      internal::BufferPool::Create(options_.receive_cache_bytes);
   RpcServerStats stats_;
   std::atomic<bool> accepting_{true};
   std::atomic<uint16_t> port_{0};
@@ -148,7 +158,7 @@ void RpcServer::Impl::Accept(ucp_conn_request_h request) {
   }
   const uint64_t id = next_conn_id_++;
   conn_of_ep_[ep->get()] = id;
-  peers_.emplace(id, Peer{std::move(ep).value(), std::move(address), "", false});
+  peers_.emplace(id, Peer{std::move(ep).value(), std::move(address), "", false, false});
   stats_.connections_accepted.fetch_add(1, kRelaxed);
   stats_.connections_open.fetch_add(1, kRelaxed);
 }
@@ -183,20 +193,21 @@ ucs_status_t RpcServer::Impl::OnRequestAm(void* arg, const void* header, size_t 
                                           void* data, size_t length,
                                           const ucp_am_recv_param_t* param) {
   auto* self = static_cast<Impl*>(arg);
-  if (header_length != sizeof(FrameHeader)) {
+  FrameHeader frame;
+  std::span<const std::byte> inline_header;
+  if (!internal::ParseAmHeader(header, header_length, &frame, &inline_header)) {
     // Without a frame there is no request id to answer: count it and drop it.
     self->stats_.requests_rejected.fetch_add(1, kRelaxed);
     internal::LogWarning(self->options_.name + ": dropped a message with a " +
                          std::to_string(header_length) + "-byte frame");
     return UCS_OK;
   }
-  FrameHeader frame;
-  std::memcpy(&frame, header, sizeof(frame));
-  return self->OnRequest(frame, data, length, param);
+  return self->OnRequest(frame, inline_header, data, length, param);
 }
 
-ucs_status_t RpcServer::Impl::OnRequest(const FrameHeader& frame, void* data, size_t length,
-                                        const ucp_am_recv_param_t* param) {
+ucs_status_t RpcServer::Impl::OnRequest(const FrameHeader& frame,
+                                        std::span<const std::byte> inline_header, void* data,
+                                        size_t length, const ucp_am_recv_param_t* param) {
   stats_.requests_received.fetch_add(1, kRelaxed);
   const bool has_ep = (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) != 0;
   auto conn = has_ep ? conn_of_ep_.find(param->reply_ep) : conn_of_ep_.end();
@@ -209,16 +220,21 @@ ucs_status_t RpcServer::Impl::OnRequest(const FrameHeader& frame, void* data, si
   internal::RequestLimits limits{options_.name, options_.max_header_bytes,
                                  options_.max_payload_bytes, accepting_.load(kRelaxed),
                                  peers_.at(conn_id).hello_done};
-  Status check = internal::CheckRequestFrame(frame, length, limits);
+  Status check = internal::CheckRequestFrame(frame, inline_header.size() + length, limits);
+  if (check.ok() && !inline_header.empty() && inline_header.size() != frame.header_bytes) {
+    check = InvalidArgumentError(options_.name + ": inline header of " +
+                                 std::to_string(inline_header.size()) + " bytes, frame says " +
+                                 std::to_string(frame.header_bytes));
+  }
   if (!check.ok()) {
     // Rejected before receiving: a rendezvous payload is never transferred.
     stats_.requests_rejected.fetch_add(1, kRelaxed);
     r_->Defer([this, conn_id, frame, check] { SendError(conn_id, frame, check); });
     return UCS_OK;
   }
-  stats_.bytes_received.fetch_add(length, kRelaxed);
+  stats_.bytes_received.fetch_add(inline_header.size() + length, kRelaxed);
   const Deadline deadline = Clock::now() + std::chrono::milliseconds(frame.timeout_ms);
-  return internal::ReceiveAm(r_->worker(), frame, data, length, param,
+  return internal::ReceiveAm(r_->worker(), pool_.get(), frame, inline_header, data, length, param,
                              [this, conn_id, deadline](StatusOr<IncomingMessage> m) {
                                r_->Defer([this, conn_id, deadline, m = std::move(m)]() mutable {
                                  Dispatch(conn_id, deadline, std::move(m));
@@ -241,6 +257,10 @@ void RpcServer::Impl::Dispatch(uint64_t conn_id, Deadline deadline,
       return;
     case Method::kEcho:
       HandleEcho(conn_id, std::move(message).value());
+      return;
+    case Method::kDiscard:
+      // The request's buffer goes when `message` does; the reply carries nothing.
+      SendReply(conn_id, message->frame(), OutgoingMessage{.method = Method::kDiscard});
       return;
     default:
       break;
@@ -271,6 +291,7 @@ void RpcServer::Impl::HandleHello(uint64_t conn_id, Peer& peer, const IncomingMe
   if (verdict.ok()) {
     peer.hello_done = true;
     peer.client_name = fields->client_name;
+    peer.inline_ok = (hello.frame().capabilities & kCapInlineHeader) != 0;
     OutgoingMessage reply;
     reply.method = Method::kHello;
     reply.header = options_.hello_reply_header;
@@ -310,10 +331,12 @@ void RpcServer::Impl::SendReply(uint64_t conn_id, const FrameHeader& request,
   frame.flags = kFrameReply;
   frame.header_bytes = static_cast<uint32_t>(reply.header.size());
   frame.payload_bytes = reply.payload_bytes();
+  if (request.method == static_cast<uint16_t>(Method::kHello))
+    frame.capabilities = kCapInlineHeader;
   stats_.bytes_sent.fetch_add(reply.header.size() + frame.payload_bytes, kRelaxed);
   internal::SendAm(peer->ep.get(), kReplyAmId, frame, std::move(reply.header),
                    std::move(reply.payload), std::move(reply.keepalive),
-                   /*reply_flag=*/false, {});
+                   /*reply_flag=*/false, MaxInline(*peer, request), {});
 }
 
 void RpcServer::Impl::SendError(uint64_t conn_id, const FrameHeader& request,
@@ -329,7 +352,7 @@ void RpcServer::Impl::SendError(uint64_t conn_id, const FrameHeader& request,
   frame.header_bytes = static_cast<uint32_t>(text.size());
   stats_.bytes_sent.fetch_add(text.size(), kRelaxed);
   internal::SendAm(peer->ep.get(), kReplyAmId, frame, std::move(text), {}, nullptr,
-                   /*reply_flag=*/false, {});
+                   /*reply_flag=*/false, MaxInline(*peer, request), {});
 }
 
 // ---- Responder ----

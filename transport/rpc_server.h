@@ -59,6 +59,16 @@ struct RpcServerOptions {
   // Memory registered with UCX for the server's lifetime (the KV pools), so rendezvous
   // transfers touching it need no registration on the hot path.
   std::vector<std::span<std::byte>> register_regions;
+  // After any activity (a message, a completion, a posted task) the progress thread keeps
+  // polling UCX for this many microseconds before it arms the worker and sleeps in poll(2).
+  // A reply or the next request that comes within the window is seen without a wakeup
+  // (~10-30 us of syscalls and scheduling each way); the price is up to this much CPU after
+  // each burst. An idle thread still sleeps. 0 = sleep as soon as there is nothing to do.
+  uint32_t busy_poll_us = 50;
+  // Received messages of 64 KiB and more land in reused, pre-faulted buffers; up to this
+  // many bytes of released buffers are kept for reuse (beyond it they are unmapped). Worth
+  // about two of the largest messages in flight. 0 = no reuse.
+  size_t receive_cache_bytes = size_t{256} << 20;
 };
 
 // Counters since start; read with relaxed loads.

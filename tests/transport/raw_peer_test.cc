@@ -40,7 +40,7 @@ class RawPeer {
     frame.timeout_ms = 5000;
     reply_.reset();
     internal::SendAm(ep_->get(), kRequestAmId, frame, std::move(header), {}, nullptr,
-                     /*reply_flag=*/true, {});
+                     /*reply_flag=*/true, /*max_inline=*/0, {});
     // A refusing server closes the endpoint right after its reply, so an endpoint error
     // may be seen in the same progress call as the reply: the reply wins.
     auto until = Clock::now() + 5s;
@@ -66,7 +66,7 @@ class RawPeer {
     FrameHeader frame;
     if (header_length != sizeof(frame)) return UCS_OK;
     std::memcpy(&frame, header, sizeof(frame));
-    return internal::ReceiveAm(self->worker_->get(), frame, data, length, param,
+    return internal::ReceiveAm(self->worker_->get(), nullptr, frame, {}, data, length, param,
                                [self](StatusOr<IncomingMessage> m) {
                                  if (m.ok()) self->reply_ = std::move(m).value();
                                });

@@ -14,6 +14,7 @@ constexpr size_t kAlign = 64;
 // Everything a send in flight needs; freed when the send completes.
 struct SendOp {
   FrameHeader frame;
+  std::string am_header;  // frame + header, when the header travels inline
   std::string header;
   std::vector<std::span<const std::byte>> payload;
   std::vector<ucp_dt_iov_t> iov;
@@ -58,10 +59,19 @@ void OnRecvComplete(void* request, ucs_status_t status, size_t /*length*/, void*
 
 void SendAm(ucp_ep_h ep, unsigned am_id, const FrameHeader& frame, std::string header,
             std::vector<std::span<const std::byte>> payload, std::shared_ptr<const void> keepalive,
-            bool reply_flag, SendDone done) {
-  auto* op = new SendOp{frame, std::move(header),    std::move(payload),
-                        {},    std::move(keepalive), std::move(done)};
-  if (!op->header.empty()) op->iov.push_back({op->header.data(), op->header.size()});
+            bool reply_flag, size_t max_inline, SendDone done) {
+  auto* op = new SendOp{
+      frame, {}, std::move(header), std::move(payload), {}, std::move(keepalive), std::move(done)};
+  const bool inline_header =
+      !op->header.empty() && sizeof(FrameHeader) + op->header.size() <= max_inline;
+  if (inline_header) {
+    op->frame.flags |= kFrameInlineHeader;
+    op->am_header.resize(sizeof(FrameHeader) + op->header.size());
+    std::memcpy(op->am_header.data(), &op->frame, sizeof(FrameHeader));
+    std::memcpy(op->am_header.data() + sizeof(FrameHeader), op->header.data(), op->header.size());
+  } else if (!op->header.empty()) {
+    op->iov.push_back({op->header.data(), op->header.size()});
+  }
   for (const auto& p : op->payload) {
     // UCX reads the iov through `const` only; the cast is for its C signature.
     if (!p.empty()) op->iov.push_back({const_cast<std::byte*>(p.data()), p.size()});
@@ -72,11 +82,26 @@ void SendAm(ucp_ep_h ep, unsigned am_id, const FrameHeader& frame, std::string h
   param.cb.send = OnSendComplete;
   param.user_data = op;
   param.flags = reply_flag ? UCP_AM_SEND_FLAG_REPLY : 0;
-  param.datatype = ucp_dt_make_iov();
-  const void* buffer = op->iov.empty() ? nullptr : op->iov.data();
-  if (op->iov.empty()) param.datatype = ucp_dt_make_contig(1);
+  // One piece goes as contiguous data: UCX 1.13 sends a gather list by rendezvous only
+  // through copies (~1.3 GB/s over TCP here, against ~4 GB/s contiguous).
+  const void* buffer = nullptr;
+  size_t count = 0;
+  if (op->iov.size() == 1) {
+    param.datatype = ucp_dt_make_contig(1);
+    buffer = op->iov[0].buffer;
+    count = op->iov[0].length;
+  } else if (op->iov.empty()) {
+    param.datatype = ucp_dt_make_contig(1);
+  } else {
+    param.datatype = ucp_dt_make_iov();
+    buffer = op->iov.data();
+    count = op->iov.size();
+  }
+  const void* am_header = inline_header ? static_cast<const void*>(op->am_header.data())
+                                        : static_cast<const void*>(&op->frame);
+  const size_t am_header_length = inline_header ? op->am_header.size() : sizeof(FrameHeader);
   ucs_status_ptr_t r =
-      ucp_am_send_nbx(ep, am_id, &op->frame, sizeof(FrameHeader), buffer, op->iov.size(), &param);
+      ucp_am_send_nbx(ep, am_id, am_header, am_header_length, buffer, count, &param);
   if (r == nullptr) {
     FinishSend(op, UCS_OK);
   } else if (UCS_PTR_IS_ERR(r)) {
@@ -85,34 +110,43 @@ void SendAm(ucp_ep_h ep, unsigned am_id, const FrameHeader& frame, std::string h
   // Otherwise in flight: OnSendComplete finishes it.
 }
 
-MessageBuffer AllocateMessage(size_t header_bytes, size_t payload_bytes) {
+MessageBuffer AllocateMessage(size_t header_bytes, size_t payload_bytes, BufferPool* pool) {
   // Shift the start so that the payload lands on a 64-byte boundary; a header of whole
   // 8-byte words then starts 8-byte aligned, as Cap'n Proto wants.
   const size_t pad = header_bytes % 8 == 0 ? (kAlign - header_bytes % kAlign) % kAlign : 0;
   size_t total = pad + header_bytes + payload_bytes;
   total = (total + kAlign - 1) / kAlign * kAlign;
   if (total == 0) total = kAlign;
-  void* raw = std::aligned_alloc(kAlign, total);
-  MessageBuffer b;
-  if (raw == nullptr) return b;
-  b.storage =
-      std::shared_ptr<std::byte>(static_cast<std::byte*>(raw), [](std::byte* p) { std::free(p); });
+  MessageBuffer b;  // (the frame check bounded both sizes, so `total` cannot overflow)
+  if (pool != nullptr) b.storage = pool->Get(total);  // null below its minimum size
+  if (b.storage == nullptr) {
+    void* raw = std::aligned_alloc(kAlign, total);
+    if (raw == nullptr) return b;
+    b.storage = std::shared_ptr<std::byte>(static_cast<std::byte*>(raw),
+                                           [](std::byte* p) { std::free(p); });
+  }
   b.data = b.storage.get() + pad;
   b.header = {b.data, header_bytes};
   b.payload = {b.data + header_bytes, payload_bytes};
   return b;
 }
 
-ucs_status_t ReceiveAm(ucp_worker_h worker, const FrameHeader& frame, void* data, size_t length,
+ucs_status_t ReceiveAm(ucp_worker_h worker, BufferPool* pool, const FrameHeader& frame,
+                       std::span<const std::byte> inline_header, void* data, size_t length,
                        const ucp_am_recv_param_t* param, ReceiveDone done) {
-  MessageBuffer buffer = AllocateMessage(frame.header_bytes, frame.payload_bytes);
+  MessageBuffer buffer = AllocateMessage(frame.header_bytes, frame.payload_bytes, pool);
   if (buffer.storage == nullptr) {
     done(ResourceExhaustedError("cannot allocate " + std::to_string(length) +
                                 " bytes for a message"));
     return UCS_OK;  // a rendezvous descriptor is dropped, eager data released
   }
+  // The AM header is only valid during this call: copy the inline header now.
+  if (!inline_header.empty()) {
+    std::memcpy(buffer.data, inline_header.data(), inline_header.size());
+  }
+  std::byte* dest = buffer.data + inline_header.size();
   if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) == 0) {
-    if (length > 0) std::memcpy(buffer.data, data, length);
+    if (length > 0) std::memcpy(dest, data, length);
     done(MakeMessage(frame, buffer));
     return UCS_OK;
   }
@@ -123,7 +157,7 @@ ucs_status_t ReceiveAm(ucp_worker_h worker, const FrameHeader& frame, void* data
   rp.cb.recv_am = OnRecvComplete;
   rp.user_data = op.get();
   rp.datatype = ucp_dt_make_contig(1);
-  ucs_status_ptr_t r = ucp_am_recv_data_nbx(worker, data, buffer.data, length, &rp);
+  ucs_status_ptr_t r = ucp_am_recv_data_nbx(worker, data, dest, length, &rp);
   if (UCS_PTR_IS_PTR(r)) {
     op.release();  // OnRecvComplete owns it now
     return UCS_INPROGRESS;
@@ -135,6 +169,19 @@ ucs_status_t ReceiveAm(ucp_worker_h worker, const FrameHeader& frame, void* data
   }
   // UCX owns the descriptor once ucp_am_recv_data_nbx was called, whatever it returned.
   return UCS_INPROGRESS;
+}
+
+bool ParseAmHeader(const void* header, size_t header_length, FrameHeader* frame,
+                   std::span<const std::byte>* inline_header) {
+  if (header_length < sizeof(FrameHeader)) return false;
+  FrameHeader f;
+  std::memcpy(&f, header, sizeof(f));
+  const bool has_inline = (f.flags & kFrameInlineHeader) != 0;
+  if (!has_inline && header_length != sizeof(FrameHeader)) return false;
+  *frame = f;
+  *inline_header = {static_cast<const std::byte*>(header) + sizeof(FrameHeader),
+                    header_length - sizeof(FrameHeader)};
+  return true;
 }
 
 Status SetAmHandler(ucp_worker_h worker, unsigned am_id, ucp_am_recv_callback_t cb, void* arg) {

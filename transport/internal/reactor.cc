@@ -27,17 +27,22 @@ Mailbox::~Mailbox() {
 }
 
 bool Mailbox::Post(Task task) {
-  bool was_empty;
   {
     MutexLock lock(&mu_);
     if (closed_) return false;
-    was_empty = tasks_.empty();
     tasks_.push_back(std::move(task));
+    pending_.store(true);
   }
-  // The reactor takes the whole queue at once, so only the first task after a take needs
-  // to wake it; the others find the eventfd still readable.
-  if (was_empty) Wake();
+  // A reactor that is not asleep takes the task on its next round without a syscall.
+  if (sleeping_.load()) Wake();
   return true;
+}
+
+bool Mailbox::BeginSleep() {
+  sleeping_.store(true);
+  if (!pending_.load()) return true;
+  sleeping_.store(false, std::memory_order_relaxed);
+  return false;
 }
 
 void Mailbox::Wake() {
@@ -48,7 +53,9 @@ void Mailbox::Wake() {
 
 std::vector<Mailbox::Task> Mailbox::TakeAll() {
   std::vector<Task> out;
+  if (!pending_.load(std::memory_order_acquire)) return out;
   MutexLock lock(&mu_);
+  pending_.store(false, std::memory_order_relaxed);
   out.swap(tasks_);
   return out;
 }
@@ -69,8 +76,9 @@ void Mailbox::DrainWakeups() {
 
 // ---- Reactor ----
 
-StatusOr<std::unique_ptr<Reactor>> Reactor::Start(const std::string& thread_name, Owner* owner) {
-  std::unique_ptr<Reactor> reactor(new Reactor(owner));
+StatusOr<std::unique_ptr<Reactor>> Reactor::Start(const std::string& thread_name, Owner* owner,
+                                                  std::chrono::microseconds busy_poll) {
+  std::unique_ptr<Reactor> reactor(new Reactor(owner, busy_poll));
   std::promise<Status> started;
   std::future<Status> result = started.get_future();
   reactor->thread_ = std::thread(&Reactor::Main, reactor.get(), thread_name, &started);
@@ -131,15 +139,21 @@ bool Reactor::RunReadyTasks() {
 
 void Reactor::Loop() {
   ucp_worker_h w = worker();
+  Clock::time_point last_activity = Clock::now();
   while (true) {
-    while (ucp_worker_progress(w) != 0) {
-    }
-    bool ran = RunReadyTasks();
+    bool active = false;
+    while (ucp_worker_progress(w) != 0) active = true;
+    active |= RunReadyTasks();
     ReapClosed(/*wait=*/false);
     const Deadline next = owner_->OnTick();
     if (stopping_.load(std::memory_order_acquire)) return;
     // Tasks may have started sends or closes: progress them before sleeping.
-    if (ran || !deferred_.empty()) continue;
+    if (active || !deferred_.empty()) {
+      if (busy_poll_.count() > 0) last_activity = Clock::now();
+      continue;
+    }
+    // Busy-poll window: the answer to what was just sent usually comes within it.
+    if (busy_poll_.count() > 0 && Clock::now() - last_activity < busy_poll_) continue;
     Sleep(next);
   }
 }
@@ -152,8 +166,12 @@ void Reactor::Sleep(Deadline next) {
     const auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
     timeout_ms = static_cast<int>(std::clamp<int64_t>(ms, 0, 3600 * 1000));
   }
+  if (!mailbox_->BeginSleep()) return;  // tasks were posted: run them
   ucs_status_t s = ucp_worker_arm(worker());
-  if (s == UCS_ERR_BUSY) return;  // events are waiting: progress again
+  if (s == UCS_ERR_BUSY) {
+    mailbox_->EndSleep();
+    return;  // events are waiting: progress again
+  }
   if (s != UCS_OK) {
     // Cannot sleep on the fd: degrade to a 1 ms poll rather than spin or hang.
     if (!arm_failed_logged_) LogWarning(UcsToStatus(s, "ucp_worker_arm").ToString());
@@ -162,8 +180,9 @@ void Reactor::Sleep(Deadline next) {
   }
   pollfd fds[2] = {{worker_->event_fd(), POLLIN, 0}, {mailbox_->wake_fd(), POLLIN, 0}};
   int n = poll(fds, 2, timeout_ms);
+  mailbox_->EndSleep();
   if (n < 0 && errno != EINTR) LogWarning(std::string("poll failed: ") + std::strerror(errno));
-  mailbox_->DrainWakeups();
+  if (n > 0 && (fds[1].revents & POLLIN) != 0) mailbox_->DrainWakeups();
 }
 
 void Reactor::CloseInBackground(ucp_ep_h ep, bool force) {

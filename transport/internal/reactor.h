@@ -3,14 +3,16 @@
 // Mailbox, and calls its Owner (the RPC server or client) for everything else.
 //
 //   class Server : public Reactor::Owner { ... };
-//   ASSIGN_OR_RETURN(auto reactor, Reactor::Start("attic-rpc-srv", &server));
+//   ASSIGN_OR_RETURN(auto reactor, Reactor::Start("attic-rpc-srv", &server, 50us));
 //   reactor->mailbox()->Post([&] { ... runs on the reactor thread ... });
 //   reactor->Stop();   // leftover tasks run, then Owner::OnStop, then worker and context go
 //
 // One round of the loop: drain ucp_worker_progress; run the tasks deferred by UCX callbacks;
-// run posted tasks; Owner::OnTick fires expired deadlines and names the next; then
-// ucp_worker_arm and, if it returns OK, poll the worker's fd and the mailbox's eventfd with
-// the time to that deadline as timeout. Nothing spins: an idle reactor blocks in poll(2).
+// run posted tasks; Owner::OnTick fires expired deadlines and names the next. If the round
+// did anything, or did something less than `busy_poll` ago, go round again (adaptive busy
+// polling: a reply or the next request arriving within the window costs no wakeup).
+// Otherwise ucp_worker_arm and, if it returns OK, poll the worker's fd and the mailbox's
+// eventfd with the time to that deadline as timeout. An idle reactor blocks in poll(2).
 //
 // Thread safety: Mailbox::Post and Stop may be called from any thread; everything else only
 // on the reactor thread (UCX callbacks, Owner hooks, posted tasks).
@@ -18,7 +20,9 @@
 
 #include <ucp/api/ucp.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <future>
 #include <memory>
@@ -45,15 +49,21 @@ class Mailbox {
   Mailbox(const Mailbox&) = delete;
   Mailbox& operator=(const Mailbox&) = delete;
 
-  // Queues `task` for the reactor thread and wakes it. False (task dropped, not run) once
+  // Queues `task` for the reactor thread and wakes it if it sleeps (a busy-polling or
+  // running reactor finds the task without a syscall). False (task dropped, not run) once
   // the reactor has stopped.
   bool Post(Task task) EXCLUDES(mu_);
   // Wakes the reactor without a task.
   void Wake();
 
   // Reactor thread only.
+  // What was posted; cheap (no lock) when nothing was.
   std::vector<Task> TakeAll() EXCLUDES(mu_);
   std::vector<Task> Close() EXCLUDES(mu_);  // refuses later posts, returns what was queued
+  // Around the reactor's sleep: BeginSleep returns false (do not sleep) if tasks are
+  // waiting; from then until EndSleep every Post writes the eventfd.
+  bool BeginSleep();
+  void EndSleep() { sleeping_.store(false, std::memory_order_relaxed); }
   void DrainWakeups();
   int wake_fd() const { return wake_fd_; }
 
@@ -61,6 +71,11 @@ class Mailbox {
   Mutex mu_;
   std::vector<Task> tasks_ GUARDED_BY(mu_);
   bool closed_ GUARDED_BY(mu_) = false;
+  // Set (seq_cst) by Post before it reads sleeping_, and sleeping_ is set (seq_cst) before
+  // BeginSleep reads pending_: either the reactor sees the task or the poster sees the
+  // sleeper, so no task waits for a wakeup that never comes.
+  std::atomic<bool> pending_{false};
+  std::atomic<bool> sleeping_{false};
   int wake_fd_ = -1;  // eventfd; readable while a wakeup is pending
 };
 
@@ -82,7 +97,10 @@ class Reactor {
   };
 
   // Starts the thread named `thread_name` (at most 15 characters) and waits for OnStart.
-  static StatusOr<std::unique_ptr<Reactor>> Start(const std::string& thread_name, Owner* owner);
+  // `busy_poll`: how long the loop keeps polling after its last activity before it sleeps
+  // (0: sleep at once).
+  static StatusOr<std::unique_ptr<Reactor>> Start(const std::string& thread_name, Owner* owner,
+                                                  std::chrono::microseconds busy_poll);
   ~Reactor();  // Stop()
   Reactor(const Reactor&) = delete;
   Reactor& operator=(const Reactor&) = delete;
@@ -96,6 +114,13 @@ class Reactor {
   // Reactor thread only.
   ucp_context_h context() const { return context_->get(); }
   ucp_worker_h worker() const { return worker_->get(); }
+  // Largest FrameHeader + inline header to send in one UCX AM header (see kFrameInlineHeader).
+  size_t max_inline_am_header() const {
+    return std::min(worker_->max_am_header(), kMaxInlineAmHeader);
+  }
+  // Bigger Cap'n Proto headers travel in the AM data instead, which keeps the packet UCX
+  // sends first (eager fragment or rendezvous request) small.
+  static constexpr size_t kMaxInlineAmHeader = 2048;
   // Runs `task` after the current ucp_worker_progress returns: UCX callbacks use it for
   // anything that sends or closes, which UCX does not allow from inside progress.
   void Defer(Mailbox::Task task) { deferred_.push_back(std::move(task)); }
@@ -104,7 +129,8 @@ class Reactor {
   void CloseInBackground(ucp_ep_h ep, bool force);
 
  private:
-  explicit Reactor(Owner* owner) : owner_(owner), mailbox_(std::make_shared<Mailbox>()) {}
+  Reactor(Owner* owner, std::chrono::microseconds busy_poll)
+      : owner_(owner), busy_poll_(busy_poll), mailbox_(std::make_shared<Mailbox>()) {}
   void Main(const std::string& name, std::promise<Status>* started);
   Status Setup();
   void Loop();
@@ -114,6 +140,7 @@ class Reactor {
   void Sleep(Deadline next);
 
   Owner* const owner_;
+  const std::chrono::microseconds busy_poll_;
   const std::shared_ptr<Mailbox> mailbox_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;

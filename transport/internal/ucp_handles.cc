@@ -53,14 +53,20 @@ StatusOr<UcpWorker> UcpWorker::Create(const UcpContext& context) {
     ucp_worker_destroy(handle);
     return UcsToStatus(s, "ucp_worker_get_efd");
   }
-  return UcpWorker(handle, efd);
+  ucp_worker_attr_t attr{};
+  attr.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
+  const size_t max_am_header = ucp_worker_query(handle, &attr) == UCS_OK ? attr.max_am_header : 0;
+  return UcpWorker(handle, efd, max_am_header);
 }
 
 UcpWorker::UcpWorker(UcpWorker&& other) noexcept
-    : handle_(std::exchange(other.handle_, nullptr)), efd_(std::exchange(other.efd_, -1)) {}
+    : handle_(std::exchange(other.handle_, nullptr)),
+      efd_(std::exchange(other.efd_, -1)),
+      max_am_header_(other.max_am_header_) {}
 UcpWorker& UcpWorker::operator=(UcpWorker&& other) noexcept {
   std::swap(handle_, other.handle_);
   std::swap(efd_, other.efd_);
+  std::swap(max_am_header_, other.max_am_header_);
   return *this;
 }
 UcpWorker::~UcpWorker() {

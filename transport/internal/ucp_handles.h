@@ -55,11 +55,15 @@ class UcpWorker {
   // The worker's event fd (ucp_worker_get_efd): readable after ucp_worker_arm returned OK
   // and an event arrived. Owned by the worker.
   int event_fd() const { return efd_; }
+  // Largest user header ucp_am_send_nbx accepts on this worker (0 if UCX did not say).
+  size_t max_am_header() const { return max_am_header_; }
 
  private:
-  UcpWorker(ucp_worker_h h, int efd) : handle_(h), efd_(efd) {}
+  UcpWorker(ucp_worker_h h, int efd, size_t max_am_header)
+      : handle_(h), efd_(efd), max_am_header_(max_am_header) {}
   ucp_worker_h handle_ = nullptr;
   int efd_ = -1;
+  size_t max_am_header_ = 0;
 };
 
 // A parsed "host:port" or (host, port) socket address.
