@@ -8,13 +8,17 @@
 //                       through the callback API (the next call is issued from the previous
 //                       call's callback, so no caller wakeup is timed) and, as a separate row,
 //                       through Call(...).get() (what a blocking Attic caller sees).
-//                       Limit: 2 x ucx_perftest ucp_am_lat one-way p50 at the same size.
+//                       Limit: 2 x ucx_perftest ucp_am_lat -e one-way p50 at the same size.
 //   rpc_discard_bw      one-way bandwidth, 1 .. 64 MiB requests answered by an empty reply,
-//                       W requests in flight. Limit: ucx_perftest ucp_am_bw at the same size.
+//                       W requests in flight (--window, at most 128 MiB outstanding).
+//                       Limit: ucx_perftest ucp_am_bw -e at the same size.
 //   rpc_echo_bw         the same size echoed back: bytes per second in each direction
 //                       (no limit: ucx_perftest has no two-way AM test).
 //   ucx_perftest_*      ucp_am_lat, tag_lat (one-way µs, as ucx_perftest prints it),
-//                       ucp_am_bw, tag_bw (GB/s).
+//                       ucp_am_bw, tag_bw (GB/s); err_handling=peer rows ran with -e, the
+//                       endpoint error mode Attic uses (with UCX 1.13 it rules out shared
+//                       memory, so both sides talk TCP even on one host) and give the limits;
+//                       err_handling=none rows are the machine's best, for reference.
 //
 // Units: GB/s = 1e9 bytes/s everywhere. ucx_perftest prints "MB/s" meaning 2^20 bytes/s; its
 // figures are converted (x 1048576 / 1e9).
@@ -441,6 +445,12 @@ struct Sizes {
   std::vector<size_t> bulk = {size_t{1} << 20, size_t{4} << 20, size_t{16} << 20, size_t{64} << 20};
 };
 
+// Requests in flight for `bytes`: --window, but at most 128 MiB outstanding (2 x 64 MiB), so
+// the receiver's buffer cache (RpcServerOptions::receive_cache_bytes) covers them.
+int WindowFor(size_t bytes, int window) {
+  return static_cast<int>(std::clamp<size_t>((size_t{128} << 20) / bytes, 1, window));
+}
+
 // Calls per bandwidth measurement: about `budget` bytes, at least 16 and at most 2000.
 int BulkCalls(size_t bytes, bool quick) {
   const size_t budget = quick ? (size_t{256} << 20) : (size_t{1} << 30);
@@ -613,7 +623,7 @@ void AddRows(const std::string& tls, const Sizes& sizes, const Flags& flags, int
     BenchRow row{.name = "rpc_discard_bw",
                  .params = {{"tls", tls},
                             {"payload_bytes", std::to_string(bytes)},
-                            {"window", std::to_string(flags.window)},
+                            {"window", std::to_string(WindowFor(bytes, flags.window))},
                             {"calls", std::to_string(BulkCalls(bytes, flags.quick))},
                             {"reps", r}},
                  .value = *med(Key("discard", bytes)),
@@ -626,7 +636,7 @@ void AddRows(const std::string& tls, const Sizes& sizes, const Flags& flags, int
     report->AddRow({.name = "rpc_echo_bw",
                     .params = {{"tls", tls},
                                {"payload_bytes", std::to_string(bytes)},
-                               {"window", std::to_string(flags.window)},
+                               {"window", std::to_string(WindowFor(bytes, flags.window))},
                                {"direction", "each"},
                                {"reps", r}},
                     .value = *med(Key("echo", bytes)),

@@ -37,6 +37,17 @@ TEST(CheckRequestFrameTest, HugeClaimsDoNotOverflowIntoAMatch) {
   EXPECT_EQ(CheckRequestFrame(f, 0, l).code(), StatusCode::kInvalidArgument);
 }
 
+TEST(CheckRequestFrameTest, DiscardIsAKnownMethodThatNeedsTheHandshake) {
+  FrameHeader f = Echo(8, 100);
+  f.method = static_cast<uint16_t>(Method::kDiscard);
+  EXPECT_TRUE(CheckRequestFrame(f, 108, Limits()).ok());
+  RequestLimits before_hello = Limits();
+  before_hello.hello_done = false;
+  EXPECT_EQ(CheckRequestFrame(f, 108, before_hello).code(), StatusCode::kFailedPrecondition);
+  f.method = kMaxMethod + 1;
+  EXPECT_EQ(CheckRequestFrame(f, 108, Limits()).code(), StatusCode::kUnimplemented);
+}
+
 TEST(CheckRequestFrameTest, MagicAndVersionComeFirst) {
   FrameHeader f = Echo(1u << 30, 0);  // also oversized, but the magic is checked first
   f.magic = 1;
