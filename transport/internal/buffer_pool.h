@@ -6,9 +6,10 @@
 //   std::shared_ptr<std::byte> b = pool->Get(5 << 20);   // >= 5 MiB, page aligned, faulted in
 //   ...                                                  // last owner gone: back to the pool
 //
-// Buffers of at least kMinPooledBytes are mmap'ed with MAP_POPULATE and sized in quarter
-// steps of a power of two (at most 25% slack); smaller requests return null (the caller uses
-// the heap, which serves small sizes from reused memory anyway). Released buffers are kept,
+// Buffers of at least kMinPooledBytes are mapped pre-faulted (transparent huge pages asked
+// for from 2 MiB) and sized in quarter steps of a power of two (at most 25% slack); smaller
+// requests return null (the caller uses the heap, which serves small sizes from reused
+// memory anyway). Released buffers are kept,
 // newest first, while the pool holds at most `max_cached_bytes`; beyond that they are unmapped.
 // Buffers are not registered with UCX: shared memory (CMA) and TCP need no registration, and
 // on RDMA UCX's registration cache keeps the registration of a reused address.
