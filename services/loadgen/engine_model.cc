@@ -12,6 +12,8 @@
 namespace attic::loadgen {
 namespace {
 
+constexpr int64_t kDecodeHeadroom = 1024;
+
 // SplitMix64: a fast, well-mixed stream from one 64-bit state.
 uint64_t Mix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -66,6 +68,10 @@ void EngineModel::AddSequence(const SequenceContent& content) {
   const int64_t t = content.prompt_tokens;
   for (int l = 0; l < spec_.num_layers; ++l) {
     Layer& layer = seq.layers[static_cast<size_t>(l)];
+    // Room for decode tokens up front: growing a vector of a long context doubles and copies
+    // it, a pause of hundreds of milliseconds in the middle of a decode run.
+    layer.k.reserve(static_cast<size_t>(t + kDecodeHeadroom) * row_bytes_);
+    layer.v.reserve(static_cast<size_t>(t + kDecodeHeadroom) * row_bytes_);
     layer.k.resize(static_cast<size_t>(t) * row_bytes_);
     layer.v.resize(static_cast<size_t>(t) * row_bytes_);
     for (int64_t p = 0; p < t; ++p) {

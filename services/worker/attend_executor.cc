@@ -173,8 +173,11 @@ void AttendExecutor::PlanTasks() {
   int64_t total = 0;
   for (const Slot& s : slots_) total += s.tokens;
   const int64_t threads = pool_->num_threads();
-  // About four tasks per thread balances uneven lengths; never below kMinChunkTokens.
-  const int64_t chunk = std::max<int64_t>(kMinChunkTokens, (total + threads * 4 - 1) / (threads * 4));
+  // Threads sharing DRAM bandwidth do not progress evenly, so the batch ends with its slowest
+  // thread's last task: kTasksPerThread small tasks keep that tail short. Never below
+  // kMinChunkTokens, where the per-task merge and prefetch ramp-up would start to show.
+  const int64_t target = threads * kTasksPerThread;
+  const int64_t chunk = std::max<int64_t>(kMinChunkTokens, (total + target - 1) / target);
   for (size_t i = 0; i < items_.size(); ++i) {
     const Item& item = items_[i];
     if (!item.status.ok()) continue;

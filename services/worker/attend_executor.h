@@ -38,6 +38,8 @@ class AttendExecutor {
 
   // Minimum tokens per task: smaller chunks cost more in merging than they win in balance.
   static constexpr int kMinChunkTokens = 1024;
+  // Tasks per compute thread a batch is cut into when it is long enough.
+  static constexpr int kTasksPerThread = 16;
 
  private:
   struct Item;   // one sequence of the request

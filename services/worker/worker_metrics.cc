@@ -22,7 +22,7 @@ namespace {
 // transport::Method numbers -> names (transport::MethodName spells the same; a test checks).
 constexpr std::string_view kOpNames[WorkerMetrics::kMaxOp + 1] = {
     "Unknown", "Hello",         "OpenSequence", "LookupPrefix", "AppendKv",
-    "Attend",  "CloseSequence", "Stats",        "Echo"};
+    "Attend",  "CloseSequence", "Stats",        "Echo",     "Discard"};
 
 // 50 us doubling 17 times (6.5536 s), then 10 s.
 constexpr int kNumBuckets = 19;

@@ -52,7 +52,7 @@ namespace attic {
 class WorkerMetrics {
  public:
   // transport::Method numbers are 1..kMaxOp; other numbers are counted under op="Unknown".
-  static constexpr int kMaxOp = 8;
+  static constexpr int kMaxOp = 9;
   static constexpr char kContentType[] = "text/plain; version=0.0.4; charset=utf-8";
 
   // `worker_name` becomes the `worker` label of attic_worker_build_info. Creates every series

@@ -358,6 +358,12 @@ TEST(HttpServerTest, BadOptionsAreInvalidArgument) {
             StatusCode::kInvalidArgument);
 }
 
+#if defined(__SANITIZE_THREAD__)
+constexpr bool kUnderThreadSanitizer = true;
+#else
+constexpr bool kUnderThreadSanitizer = false;
+#endif
+
 TEST(HttpServerTest, RunsExactlyItsNamedThreadsAndJoinsThem) {
   const auto [named_before, all_before] = CountThreads("attic-http");
   EXPECT_EQ(named_before, 0);
@@ -367,9 +373,16 @@ TEST(HttpServerTest, RunsExactlyItsNamedThreadsAndJoinsThem) {
     ASSERT_EQ(HttpGet(Target(*server), "/healthz", milliseconds(2000))->status, 200);
     const auto [named, all] = CountThreads("attic-http");
     EXPECT_EQ(named, 3);
-    EXPECT_EQ(all, all_before + 3);  // no hidden threads (the client starts none either)
+    // No hidden threads (the client starts none either). ThreadSanitizer starts a thread of
+    // its own at some point, so the total is only compared without it.
+    if (!kUnderThreadSanitizer) {
+      EXPECT_EQ(all, all_before + 3);
+    }
   }
-  EXPECT_EQ(CountThreads("attic-http").second, all_before);
+  EXPECT_EQ(CountThreads("attic-http").first, 0);
+  if (!kUnderThreadSanitizer) {
+    EXPECT_EQ(CountThreads("attic-http").second, all_before);
+  }
 }
 
 TEST(HttpServerTest, ShutdownWithClientsConnectedIsPromptAndEndsTheirConnections) {

@@ -156,7 +156,7 @@ TEST(WorkerMetricsTest, OpNamesMatchTheTransport) {
   }
   EXPECT_EQ(transport::kMaxMethod, WorkerMetrics::kMaxOp);
   EXPECT_EQ(WorkerMetrics::OpName(0), "Unknown");
-  EXPECT_EQ(WorkerMetrics::OpName(9), "Unknown");
+  EXPECT_EQ(WorkerMetrics::OpName(WorkerMetrics::kMaxOp + 1), "Unknown");
 }
 
 TEST(WorkerMetricsTest, DurationBucketsAreExponentialFrom50usTo10s) {
