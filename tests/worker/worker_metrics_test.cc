@@ -104,11 +104,11 @@ TEST(WorkerMetricsTest, InitialSeriesTypesAndBuildInfo) {
             1);
   // The OK series of every op exist at zero; no error series exists yet.
   for (const char* op : {"Hello", "OpenSequence", "LookupPrefix", "AppendKv", "Attend",
-                         "CloseSequence", "Stats", "Echo"}) {
+                         "CloseSequence", "Stats", "Echo", "Discard"}) {
     EXPECT_EQ(Value(s, "attic_worker_requests_total", {{"op", op}, {"code", "OK"}}), 0) << op;
     EXPECT_EQ(Value(s, "attic_worker_request_duration_seconds_count", {{"op", op}}), 0) << op;
   }
-  EXPECT_EQ(Count(s, "attic_worker_requests_total"), 8);
+  EXPECT_EQ(Count(s, "attic_worker_requests_total"), WorkerMetrics::kMaxOp);
   EXPECT_EQ(Count(s, "attic_worker_request_errors_total"), 0);
   EXPECT_EQ(Count(s, "attic_worker_kv_blocks"), 4);
   EXPECT_EQ(Count(s, "attic_worker_kv_bytes"), 4);
