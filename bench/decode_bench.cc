@@ -114,6 +114,9 @@ StatusOr<double> MeasureRoundTrip(const std::string& address, uint64_t fingerpri
 struct WorkerAttendTime {
   double seconds = 0.0;
   double count = 0.0;
+  double prepare = 0.0;  // phase totals (attic_worker_attend_phase_seconds_total)
+  double compute = 0.0;
+  double reply = 0.0;
 };
 
 StatusOr<WorkerAttendTime> ScrapeAttendTime(const std::string& control) {
@@ -127,6 +130,9 @@ StatusOr<WorkerAttendTime> ScrapeAttendTime(const std::string& control) {
   };
   t.seconds = value_of("attic_worker_request_duration_seconds_sum{op=\"Attend\"} ");
   t.count = value_of("attic_worker_request_duration_seconds_count{op=\"Attend\"} ");
+  t.prepare = value_of("attic_worker_attend_phase_seconds_total{phase=\"prepare\"} ");
+  t.compute = value_of("attic_worker_attend_phase_seconds_total{phase=\"compute\"} ");
+  t.reply = value_of("attic_worker_attend_phase_seconds_total{phase=\"reply\"} ");
   return t;
 }
 
@@ -213,11 +219,18 @@ int Run(const Flags& f) {
   }
   // The slowest worker's mean time per Attend over the timed steps.
   double worker_attend = 0.0;
+  WorkerAttendTime phases;  // per Attend, of the slowest worker
   for (size_t i = 0; i < workers.size(); ++i) {
     StatusOr<WorkerAttendTime> t = ScrapeAttendTime(workers[i]->control_address());
     if (!t.ok()) return Fail(t.status());
     const double n = t->count - before[i].count;
-    if (n > 0) worker_attend = std::max(worker_attend, (t->seconds - before[i].seconds) / n);
+    if (n <= 0) continue;
+    const double mean = (t->seconds - before[i].seconds) / n;
+    if (mean < worker_attend) continue;
+    worker_attend = mean;
+    phases.prepare = (t->prepare - before[i].prepare) / n;
+    phases.compute = (t->compute - before[i].compute) / n;
+    phases.reply = (t->reply - before[i].reply) / n;
   }
   StatusOr<double> rtt = MeasureRoundTrip(workers[0]->data_address(), spec.Fingerprint());
   if (!rtt.ok()) return Fail(rtt.status());
@@ -263,6 +276,11 @@ int Run(const Flags& f) {
                  .value = worker_attend * 1e6, .unit = "us",
                  .limit = (layer_bytes / (bw.best_gbps * 1e9)) * 1e6,
                  .limit_source = "KV bytes / dram_read_bandwidth", .better = "lower"});
+  for (const auto& [phase, secs] : {std::pair<const char*, double>{"prepare", phases.prepare},
+                                    {"compute", phases.compute}, {"reply", phases.reply}}) {
+    report.AddRow({.name = "worker_attend_phase", .params = with({{"phase", phase}}),
+                   .value = secs * 1e6, .unit = "us", .better = "lower"});
+  }
   report.AddRow({.name = "decode_throughput", .params = with({}), .value = tokens_per_s,
                  .unit = "tokens/s", .limit = bound_tokens_per_s,
                  .limit_source = "sequences / (layers x latency bound)"});

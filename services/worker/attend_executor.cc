@@ -1,6 +1,7 @@
 #include "services/worker/attend_executor.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <unordered_set>
@@ -67,7 +68,9 @@ Status CheckAligned(uint64_t offset, DType dtype, const char* what) {
 }  // namespace
 
 StatusOr<OutgoingMessage> AttendExecutor::Run(const IncomingMessage& request,
-                                              uint64_t* keys_scanned) {
+                                              uint64_t* keys_scanned, Phases* phases) {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
   ASSIGN_OR_RETURN(transport::CapnpMessage msg, transport::CapnpMessage::Parse(request.header()));
   int layer = 0;
   items_.clear();
@@ -113,9 +116,16 @@ StatusOr<OutgoingMessage> AttendExecutor::Run(const IncomingMessage& request,
       item.status = item.status.WithContext("sequence " + std::to_string(item.id));
     }
   }
+  const auto t1 = Clock::now();
   PlanTasks();
   Compute(layer);
-  return BuildReply(keys_scanned);
+  const auto t2 = Clock::now();
+  OutgoingMessage reply = BuildReply(keys_scanned);
+  const auto t3 = Clock::now();
+  phases->prepare = std::chrono::duration<double>(t1 - t0).count();
+  phases->compute = std::chrono::duration<double>(t2 - t1).count();
+  phases->reply = std::chrono::duration<double>(t3 - t2).count();
+  return reply;
 }
 
 Status AttendExecutor::Prepare(const IncomingMessage& request, int layer, Item& item) {

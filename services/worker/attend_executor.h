@@ -33,8 +33,14 @@ class AttendExecutor {
   // The reply to an Attend request; *keys_scanned gets the keys (token x KV head) whose dot
   // products were computed. Request-level errors (an unreadable header) are returned; item
   // errors travel inside the reply.
+  // Seconds one Run spent in each phase (see WorkerMetrics::AddAttendPhases).
+  struct Phases {
+    double prepare = 0.0;
+    double compute = 0.0;
+    double reply = 0.0;
+  };
   StatusOr<transport::OutgoingMessage> Run(const transport::IncomingMessage& request,
-                                           uint64_t* keys_scanned);
+                                           uint64_t* keys_scanned, Phases* phases);
 
   // Minimum tokens per task: smaller chunks cost more in merging than they win in balance.
   static constexpr int kMinChunkTokens = 1024;

@@ -121,6 +121,13 @@ WorkerMetrics::WorkerMetrics(const std::string& worker_name)
                             "Attention tasks waiting for a compute thread.")),
       connections_(AddGauge(*registry_, "attic_worker_connections", "Open client connections.")),
       sequences_(AddGauge(*registry_, "attic_worker_sequences", "Open sequences.")) {
+  auto& phases = prometheus::BuildCounter()
+                     .Name("attic_worker_attend_phase_seconds_total")
+                     .Help("Attend service time by phase: prepare (read the batch, append, "
+                           "gather block views), compute (kernels), reply (merge, encode).")
+                     .Register(*registry_);
+  attend_phases_ = {&phases.Add({{"phase", "prepare"}}), &phases.Add({{"phase", "compute"}}),
+                    &phases.Add({{"phase", "reply"}})};
   // The OK series of every op exist from the start, so rates begin at zero.
   for (int op = 1; op <= kMaxOp; ++op) RequestCounter(op, static_cast<int>(StatusCode::kOk));
 
@@ -199,6 +206,12 @@ void WorkerMetrics::AddBytes(uint64_t received, uint64_t sent) {
 }
 
 void WorkerMetrics::AddKeysScanned(uint64_t n) { keys_scanned_->Increment(static_cast<double>(n)); }
+
+void WorkerMetrics::AddAttendPhases(double prepare, double compute, double reply) {
+  attend_phases_[0]->Increment(prepare);
+  attend_phases_[1]->Increment(compute);
+  attend_phases_[2]->Increment(reply);
+}
 
 void WorkerMetrics::SetQueueDepth(int64_t depth) { queue_depth_->Set(NonNegative(depth)); }
 

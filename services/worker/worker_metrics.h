@@ -66,6 +66,10 @@ class WorkerMetrics {
   void ObserveRequest(int op, StatusCode code, double seconds);
   void AddBytes(uint64_t received, uint64_t sent);
   void AddKeysScanned(uint64_t n);
+  // Where one Attend's service time went: reading the batch, appending tokens and gathering
+  // block views (prepare), the attention kernels on the pool (compute), merging chunks and
+  // building the reply (reply). Seconds, added to attic_worker_attend_phase_seconds_total.
+  void AddAttendPhases(double prepare, double compute, double reply);
   void SetQueueDepth(int64_t depth);
 
   // The KV store's figures (KvStoreStats), copied before each scrape. prefix_hits is the store's
@@ -108,6 +112,7 @@ class WorkerMetrics {
   prometheus::Counter* bytes_received_;
   prometheus::Counter* bytes_sent_;
   prometheus::Counter* keys_scanned_;
+  std::array<prometheus::Counter*, 3> attend_phases_;  // prepare, compute, reply
   prometheus::Counter* prefix_hits_;
   prometheus::Counter* handshakes_refused_;
   prometheus::Gauge* queue_depth_;

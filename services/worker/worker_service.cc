@@ -131,8 +131,12 @@ StatusOr<OutgoingMessage> WorkerService::Handle(const IncomingMessage& request) 
     case Method::kAppendKv: return AppendKv(request);
     case Method::kAttend: {
       uint64_t keys = 0;
-      StatusOr<OutgoingMessage> reply = attend_->Run(request, &keys);
-      if (metrics_ != nullptr) metrics_->AddKeysScanned(keys);
+      worker_internal::AttendExecutor::Phases phases;
+      StatusOr<OutgoingMessage> reply = attend_->Run(request, &keys, &phases);
+      if (metrics_ != nullptr) {
+        metrics_->AddKeysScanned(keys);
+        metrics_->AddAttendPhases(phases.prepare, phases.compute, phases.reply);
+      }
       return reply;
     }
     case Method::kCloseSequence: return CloseSequence(request);
