@@ -4,6 +4,9 @@
 //   attic-worker --config worker.yaml --data-port 7100 --control-port 7180
 //   attic-worker --help
 //
+// Control plane: /metrics (Prometheus), /healthz, /readyz, and the admin pages /configz
+// (effective configuration, token masked) and /statusz (KV and connection figures, JSON).
+//
 // SIGTERM or SIGINT drains: readiness turns to 503, new requests get UNAVAILABLE, requests
 // already queued finish (up to drain_timeout_ms), then the worker exits 0. Nothing is
 // durable yet: a restarted worker starts empty (docs/worker.md).
@@ -103,6 +106,33 @@ int Serve(const WorkerConfig& config) {
   routes["/readyz"] = [&](const control::HttpRequest&) {
     return ready.load() ? control::HttpResponse{.status = 200, .body = "ready\n"}
                         : control::HttpResponse{.status = 503, .body = "draining\n"};
+  };
+  // Admin: the effective configuration (token masked) and the store's figures.
+  const std::string described = DescribeConfig(config);
+  routes["/configz"] = [described](const control::HttpRequest&) {
+    return control::HttpResponse{.status = 200, .body = described};
+  };
+  routes["/statusz"] = [svc, rpc, &ready](const control::HttpRequest&) {
+    const KvStoreStats s = svc->store().Stats();
+    const transport::RpcServerStats& r = rpc->stats();
+    std::string body = "{";
+    auto field = [&body](const char* name, int64_t v, bool last = false) {
+      body += "\"" + std::string(name) + "\": " + std::to_string(v) + (last ? "" : ", ");
+    };
+    field("ready", ready.load() ? 1 : 0);
+    field("sequences", s.sequences);
+    field("k_blocks_used", s.k.used_blocks);
+    field("k_blocks_capacity", s.k.capacity_blocks);
+    field("v_blocks_used", s.v.used_blocks);
+    field("v_blocks_capacity", s.v.capacity_blocks);
+    field("prefix_blocks", s.prefix_blocks);
+    field("cached_blocks", s.cached_blocks);
+    field("queue_depth", svc->queue_depth());
+    field("connections", static_cast<int64_t>(r.connections_open.load()));
+    field("requests_received", static_cast<int64_t>(r.requests_received.load()), true);
+    body += "}\n";
+    return control::HttpResponse{.status = 200, .content_type = "application/json",
+                                 .body = body};
   };
   StatusOr<std::unique_ptr<control::HttpServer>> http = control::HttpServer::Start(
       {.address = config.control_address, .port = config.control_port}, routes);

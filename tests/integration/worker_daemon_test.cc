@@ -158,6 +158,13 @@ TEST_F(WorkerDaemon, ServesMetricsAndHealth) {
   StatusOr<control::HttpResponse> ready = control::HttpGet(control, "/readyz", seconds(5));
   ASSERT_TRUE(ready.ok()) << ready.status();
   EXPECT_EQ(ready->status, 200);
+  StatusOr<control::HttpResponse> config = control::HttpGet(control, "/configz", seconds(5));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_NE(config->body.find("model.num_kv_heads = 8"), std::string::npos) << config->body;
+  StatusOr<control::HttpResponse> status = control::HttpGet(control, "/statusz", seconds(5));
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_NE(status->body.find("\"ready\": 1"), std::string::npos) << status->body;
+  EXPECT_NE(status->body.find("\"k_blocks_capacity\": "), std::string::npos) << status->body;
   StatusOr<control::HttpResponse> metrics = control::HttpGet(control, "/metrics", seconds(5));
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   const std::string& body = metrics->body;
