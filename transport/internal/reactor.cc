@@ -124,7 +124,8 @@ Status Reactor::Setup() {
 
 bool Reactor::RunReadyTasks() {
   bool ran = false;
-  while (!deferred_.empty()) {
+  // One batch: what these tasks defer in turn runs next round, after progress.
+  if (!deferred_.empty()) {
     std::vector<Mailbox::Task> tasks;
     tasks.swap(deferred_);
     for (auto& t : tasks) t();
@@ -142,7 +143,10 @@ void Reactor::Loop() {
   Clock::time_point last_activity = Clock::now();
   while (true) {
     bool active = false;
-    while (ucp_worker_progress(w) != 0) active = true;
+    // Bounded: under a steady stream of incoming data ucp_worker_progress keeps reporting
+    // events, and draining it until it reports none would starve the deferred and posted
+    // tasks (dispatching requests, sending replies) for as long as the stream lasts.
+    for (int i = 0; i < kMaxProgressPerRound && ucp_worker_progress(w) != 0; ++i) active = true;
     active |= RunReadyTasks();
     ReapClosed(/*wait=*/false);
     const Deadline next = owner_->OnTick();

@@ -7,7 +7,9 @@
 //   reactor->mailbox()->Post([&] { ... runs on the reactor thread ... });
 //   reactor->Stop();   // leftover tasks run, then Owner::OnStop, then worker and context go
 //
-// One round of the loop: drain ucp_worker_progress; run the tasks deferred by UCX callbacks;
+// One round of the loop: ucp_worker_progress until it reports nothing, at most
+// kMaxProgressPerRound times (a peer streaming faster than the loop handles messages must not
+// hold back dispatches and replies); run the tasks deferred by UCX callbacks;
 // run posted tasks; Owner::OnTick fires expired deadlines and names the next. If the round
 // did anything, or did something less than `busy_poll` ago, go round again (adaptive busy
 // polling: a reply or the next request arriving within the window costs no wakeup).
@@ -135,6 +137,8 @@ class Reactor {
   Status Setup();
   void Loop();
   void Shutdown();
+  // ucp_worker_progress calls per round at most, so that tasks run between them.
+  static constexpr int kMaxProgressPerRound = 16;
   bool RunReadyTasks();
   void ReapClosed(bool wait);
   void Sleep(Deadline next);
