@@ -405,6 +405,14 @@ void RpcClient::Impl::CompleteCall(uint64_t id, StatusOr<IncomingMessage> reply)
     stats_.late_replies.fetch_add(1, kRelaxed);  // ended while its data was arriving
     return;
   }
+  if (it->second.timer->first <= Clock::now()) {
+    // The deadline passed while the reply made its way through the reactor (a busy or
+    // starved progress thread): the deadline came first, so the call ends DEADLINE_EXCEEDED
+    // and the reply counts as late, as it would a moment later.
+    stats_.late_replies.fetch_add(1, kRelaxed);
+    OnTick();
+    return;
+  }
   if (reply.ok() && reply->frame().status_code != 0) {
     const auto code = StatusCodeFromNumber(reply->frame().status_code);
     const std::span<const std::byte> text = reply->header();

@@ -6,6 +6,11 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
 #include <cstdio>
 #include <random>
 #include <thread>
@@ -100,19 +105,77 @@ inline void RunDeadlineRace(RpcClient& client, const std::string& address, const
       << client.stats().late_replies.load() << " late replies, expected " << expected_late;
 }
 
+// Runs callbacks after a delay on one timer thread. A thread per delayed reply would make the
+// stress test measure thread creation, which under ThreadSanitizer costs more than the
+// transport itself and starves the server of CPU on small machines.
+class DelayedRunner {
+ public:
+  static DelayedRunner& Get() {
+    static DelayedRunner runner;
+    return runner;
+  }
+
+  void After(std::chrono::milliseconds delay, std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      due_.emplace(std::chrono::steady_clock::now() + delay, std::move(fn));
+    }
+    wake_.notify_one();
+  }
+
+  ~DelayedRunner() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+  }
+
+ private:
+  DelayedRunner() : thread_([this] { Loop(); }) {}
+
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      if (due_.empty()) {
+        wake_.wait(lock);
+        continue;
+      }
+      const auto next = due_.begin()->first;
+      if (std::chrono::steady_clock::now() < next) {
+        wake_.wait_until(lock, next);
+        continue;
+      }
+      std::function<void()> fn = std::move(due_.begin()->second);
+      due_.erase(due_.begin());
+      lock.unlock();
+      fn();
+      lock.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::multimap<std::chrono::steady_clock::time_point, std::function<void()>> due_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 // The handler for the race: answers with the request's payload after the delay its header
-// names, from a helper thread.
+// names, from the timer thread.
 inline void DelayedEchoHandler(IncomingMessage m, Responder r) {
   const std::string h = ToString(m.header());
   const int delay_ms = std::atoi(h.c_str() + 6);
-  std::thread([m = std::move(m), r = std::move(r), delay_ms]() mutable {
-    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+  // std::function needs a copyable callable: the move-only parts travel in a shared_ptr.
+  auto state = std::make_shared<std::pair<IncomingMessage, Responder>>(std::move(m), std::move(r));
+  DelayedRunner::Get().After(std::chrono::milliseconds(delay_ms), [state] {
     OutgoingMessage reply;
-    reply.method = m.method();
-    reply.payload = {m.payload()};
-    reply.keepalive = std::make_shared<IncomingMessage>(std::move(m));
-    r.Reply(std::move(reply));
-  }).detach();
+    reply.method = state->first.method();
+    reply.payload = {state->first.payload()};
+    reply.keepalive = std::make_shared<IncomingMessage>(std::move(state->first));
+    state->second.Reply(std::move(reply));
+  });
 }
 
 }  // namespace attic::transport::testing
