@@ -233,7 +233,8 @@ ucs_status_t RpcServer::Impl::OnRequest(const FrameHeader& frame,
     return UCS_OK;
   }
   stats_.bytes_received.fetch_add(inline_header.size() + length, kRelaxed);
-  const Deadline deadline = Clock::now() + std::chrono::milliseconds(frame.timeout_ms);
+  const uint32_t timeout_ms = frame.timeout_ms != 0 ? frame.timeout_ms : options_.default_timeout_ms;
+  const Deadline deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   return internal::ReceiveAm(r_->worker(), pool_.get(), frame, inline_header, data, length, param,
                              [this, conn_id, deadline](StatusOr<IncomingMessage> m) {
                                r_->Defer([this, conn_id, deadline, m = std::move(m)]() mutable {

@@ -65,6 +65,8 @@ struct RpcServerOptions {
   // (~10-30 us of syscalls and scheduling each way); the price is up to this much CPU after
   // each burst. An idle thread still sleeps. 0 = sleep as soon as there is nothing to do.
   uint32_t busy_poll_us = 50;
+  // Deadline given to a request whose frame carries none (timeout_ms = 0), ms.
+  uint32_t default_timeout_ms = 10000;
   // Received messages of 64 KiB and more land in reused, pre-faulted buffers; up to this
   // many bytes of released buffers are kept for reuse (beyond it they are unmapped). Worth
   // about two of the largest messages in flight. 0 = no reuse.

@@ -149,6 +149,9 @@ std::vector<config::Setting> WorkerSettings(WorkerConfig* c) {
                  "Time a draining worker lets in-flight requests finish, ms"),
       IntSetting("default_timeout_ms", &c->default_timeout_ms, 1, kMaxTimeoutMs,
                  "Deadline of a request that carries none, ms"),
+      IntSetting("busy_poll_us", &c->busy_poll_us, 0, 100000,
+                 "Data-plane polling after activity before sleeping, us; 0 = sleep at once "
+                 "(oversubscribed cores)"),
       config::ChoiceSetting("log_level", &c->log_level, {"error", "warn", "info", "debug"},
                             "Least severe level logged."),
       StringSetting("ready_file", &c->ready_file,

@@ -67,6 +67,10 @@ struct WorkerConfig {
   uint32_t drain_timeout_ms = 10000;
   // Deadline applied to a request that carries none, ms. [1, 1 h].
   uint32_t default_timeout_ms = 10000;
+  // How long the data plane's progress thread keeps polling after activity before it sleeps,
+  // us (transport::RpcServerOptions::busy_poll_us). 0 = sleep at once: best when the worker's
+  // cores are oversubscribed. [0, 100000].
+  uint32_t busy_poll_us = 50;
   // error, warn, info or debug.
   std::string log_level = "info";
   // When set, the worker writes its name and bound ports as JSON to this path once ready.

@@ -77,6 +77,8 @@ int Serve(const WorkerConfig& config) {
   rpc_options.hello_reply_header = (*service)->HelloReplyHeader();
   rpc_options.max_payload_bytes = config.max_message_bytes;
   rpc_options.register_regions = (*service)->memory_regions();
+  rpc_options.busy_poll_us = config.busy_poll_us;
+  rpc_options.default_timeout_ms = config.default_timeout_ms;
   WorkerService* svc = service->get();
   StatusOr<std::unique_ptr<transport::RpcServer>> server = transport::RpcServer::Start(
       rpc_options, [svc](transport::IncomingMessage request, transport::Responder responder) {

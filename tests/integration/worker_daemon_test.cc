@@ -146,6 +146,16 @@ TEST_F(WorkerDaemon, MalformedMessagesGetErrorRepliesAndOthersAreServed) {
     ASSERT_EQ(items.size(), 1u);
     EXPECT_EQ(items[0].getCode(), static_cast<int>(StatusCode::kInvalidArgument));
   }
+  // A frame that carries no timeout gets the worker's default deadline, not an expired one.
+  {
+    capnp::MallocMessageBuilder b;
+    b.initRoot<wire::StatsRequest>();
+    const std::string stats = transport::EncodeCapnp(b);
+    FrameHeader untimed = RequestFrame(Method::kStats, stats.size(), 0);
+    untimed.timeout_ms = 0;
+    r = Raw(untimed, stats);
+    EXPECT_TRUE(r.ok()) << r.status();
+  }
   ExpectHealthyClientWorks();
 }
 
