@@ -121,7 +121,8 @@ int Run(const Flags& flags) {
   std::printf("  model        %s (layers %d and %d of the reference model)\n",
               spec.ToString().c_str(), act.layers[0].layer, act.layers[1].layer);
 
-  std::vector<std::unique_ptr<loadgen::WorkerProcess>> workers;
+  // Static so that Die()'s std::exit still kills the workers (it runs static destructors).
+  static std::vector<std::unique_ptr<loadgen::WorkerProcess>> workers;
   ClientOptions copts;
   for (int i = 0; i < flags.workers; ++i) {
     workers.push_back(std::make_unique<loadgen::WorkerProcess>(loadgen::WorkerProcessOptions{
