@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 #include <unordered_set>
+#include <mutex>
 
 #include "attention_workers/merge.h"
 #include "services/worker/payload.h"
@@ -34,6 +35,12 @@ struct AttendExecutor::Item {
   size_t q_index = 0;      // first float of this item's queries in q_
   size_t slot_begin = 0;   // first of its h slots
   size_t out_index = 0;    // first float of its o in the reply payload (lse follows o)
+  // Filled by Prepare on a pool thread, then moved into the shared arrays by Gather.
+  std::vector<KvRun> runs;          // every head's blocks, head after head
+  std::vector<size_t> head_runs;    // [h]: runs of each head
+  std::vector<int64_t> head_tokens; // [h]
+  std::vector<float> q;             // [G * h, D] fp32
+  std::vector<BlockView> blocks;    // ReadBlocks scratch
 };
 
 struct AttendExecutor::Slot {
@@ -52,7 +59,34 @@ struct AttendExecutor::Task {
 };
 
 AttendExecutor::AttendExecutor(KvStore* store, ThreadPool* pool, const ModelSpec& spec)
-    : store_(store), pool_(pool), spec_(spec), group_(spec.group_size()) {}
+    : store_(store),
+      pool_(pool),
+      spec_(spec),
+      group_(spec.group_size()),
+      reply_buffers_(std::make_shared<ReplyBuffers>()) {}
+
+std::shared_ptr<std::vector<float>> AttendExecutor::ReplyBuffers::Get(size_t floats) {
+  std::vector<float>* buffer = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!free_.empty()) {
+      buffer = free_.back().release();
+      free_.pop_back();
+    }
+  }
+  if (buffer == nullptr) buffer = new std::vector<float>();
+  buffer->resize(floats);
+  // Returned when the transport has sent the reply (it drops the keepalive then), unless the
+  // executor is gone or enough buffers wait already.
+  std::weak_ptr<ReplyBuffers> home = weak_from_this();
+  return std::shared_ptr<std::vector<float>>(buffer, [home](std::vector<float>* b) {
+    std::unique_ptr<std::vector<float>> owned(b);
+    if (std::shared_ptr<ReplyBuffers> pool = home.lock()) {
+      std::lock_guard<std::mutex> lock(pool->mu_);
+      if (pool->free_.size() < kMaxFree) pool->free_.push_back(std::move(owned));
+    }
+  });
+}
 
 AttendExecutor::~AttendExecutor() = default;
 
@@ -73,7 +107,7 @@ StatusOr<OutgoingMessage> AttendExecutor::Run(const IncomingMessage& request,
   const auto t0 = Clock::now();
   ASSIGN_OR_RETURN(transport::CapnpMessage msg, transport::CapnpMessage::Parse(request.header()));
   int layer = 0;
-  items_.clear();
+  size_t count = 0;
   RETURN_IF_ERROR(transport::CatchKj("AttendRequest", [&]() -> Status {
     auto r = msg.Root<wire::AttendRequest>();
     if (r.getLayer() >= static_cast<uint32_t>(spec_.num_layers)) {
@@ -86,7 +120,14 @@ StatusOr<OutgoingMessage> AttendExecutor::Run(const IncomingMessage& request,
     }
     layer = static_cast<int>(r.getLayer());
     for (auto it : r.getItems()) {
-      Item item;
+      // Items are reused across requests so their scratch keeps its capacity.
+      if (count == items_.size()) items_.emplace_back();
+      Item& item = items_[count++];
+      item.status = OkStatus();
+      item.q_dtype = DType::kFloat32;
+      item.kv_dtype = DType::kFloat32;
+      item.length = 0;
+      item.heads = 0;
       item.id = it.getSequenceId();
       item.q_offset = it.getQOffset();
       item.append = it.getAppendKv();
@@ -98,24 +139,27 @@ StatusOr<OutgoingMessage> AttendExecutor::Run(const IncomingMessage& request,
       if (!kv.ok() && item.append) item.status = kv.status();
       if (q.ok()) item.q_dtype = *q;
       if (kv.ok()) item.kv_dtype = *kv;
-      items_.push_back(std::move(item));
     }
     return OkStatus();
-  }));
+  }).WithContext("Attend"));
+  items_.resize(count);
 
-  q_.clear();
-  runs_.clear();
-  slots_.clear();
   std::unordered_set<uint64_t> seen;
   for (Item& item : items_) {
     if (item.status.ok() && !seen.insert(item.id).second) {
       item.status = InvalidArgumentError("sequence appears twice in one Attend request");
     }
+  }
+  // Items touch distinct sequences (duplicates were refused above), which the store serves
+  // in parallel: appending each item's token and gathering its block views runs on the pool.
+  pool_->ParallelFor(static_cast<int64_t>(items_.size()), [&](int64_t i) {
+    Item& item = items_[static_cast<size_t>(i)];
     if (item.status.ok()) item.status = Prepare(request, layer, item);
     if (!item.status.ok()) {
       item.status = item.status.WithContext("sequence " + std::to_string(item.id));
     }
-  }
+  });
+  Gather();
   const auto t1 = Clock::now();
   PlanTasks();
   Compute(layer);
@@ -151,31 +195,42 @@ Status AttendExecutor::Prepare(const IncomingMessage& request, int layer, Item& 
                                               TensorView(v, item.kv_dtype, {item.heads, d})));
   }
   ASSIGN_OR_RETURN(item.length, store_->Length(item.id, layer));
-  // Read every head's blocks before committing anything to the shared scratch, so a failing
-  // item leaves no half-filled slots behind.
-  const size_t runs_before = runs_.size();
-  const size_t slots_before = slots_.size();
+  item.runs.clear();
+  item.head_runs.assign(static_cast<size_t>(item.heads), 0);
+  item.head_tokens.assign(static_cast<size_t>(item.heads), 0);
   for (int h = 0; h < item.heads; ++h) {
-    Status read = store_->ReadBlocks(item.id, layer, item.kv_head_begin + h, &block_scratch_);
-    if (!read.ok()) {
-      runs_.resize(runs_before);
-      slots_.resize(slots_before);
-      return read;
+    RETURN_IF_ERROR(store_->ReadBlocks(item.id, layer, item.kv_head_begin + h, &item.blocks));
+    for (const BlockView& b : item.blocks) {
+      item.runs.push_back(KvRun{b.k, b.v, b.num_tokens});
+      item.head_tokens[static_cast<size_t>(h)] += b.num_tokens;
     }
-    Slot slot;
-    slot.run_begin = runs_.size();
-    for (const BlockView& b : block_scratch_) {
-      runs_.push_back(KvRun{b.k, b.v, b.num_tokens});
-      slot.tokens += b.num_tokens;
-    }
-    slot.run_end = runs_.size();
-    slots_.push_back(slot);
+    item.head_runs[static_cast<size_t>(h)] = item.blocks.size();
   }
-  item.slot_begin = slots_before;
-  item.q_index = q_.size();
-  q_.resize(q_.size() + q_count);
-  ConvertToFloat(item.q_dtype, q, q_.data() + item.q_index, q_count);
+  item.q.resize(q_count);
+  ConvertToFloat(item.q_dtype, q, item.q.data(), q_count);
   return OkStatus();
+}
+
+void AttendExecutor::Gather() {
+  q_.clear();
+  runs_.clear();
+  slots_.clear();
+  for (Item& item : items_) {
+    if (!item.status.ok()) continue;
+    item.slot_begin = slots_.size();
+    size_t run = runs_.size();
+    runs_.insert(runs_.end(), item.runs.begin(), item.runs.end());
+    for (int h = 0; h < item.heads; ++h) {
+      Slot slot;
+      slot.run_begin = run;
+      run += item.head_runs[static_cast<size_t>(h)];
+      slot.run_end = run;
+      slot.tokens = item.head_tokens[static_cast<size_t>(h)];
+      slots_.push_back(slot);
+    }
+    item.q_index = q_.size();
+    q_.insert(q_.end(), item.q.begin(), item.q.end());
+  }
 }
 
 void AttendExecutor::PlanTasks() {
@@ -245,7 +300,7 @@ OutgoingMessage AttendExecutor::BuildReply(uint64_t* keys_scanned) {
     item.out_index = floats;
     floats += static_cast<size_t>(item.heads) * g * (d + 1);
   }
-  auto payload = std::make_shared<std::vector<float>>(floats);
+  std::shared_ptr<std::vector<float>> payload = reply_buffers_->Get(floats);
   capnp::MallocMessageBuilder builder;
   auto results = builder.initRoot<wire::AttendReply>().initItems(
       static_cast<unsigned>(items_.size()));

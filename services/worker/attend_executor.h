@@ -12,6 +12,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "attention_workers/decode_attention.h"
@@ -52,7 +54,11 @@ class AttendExecutor {
   struct Slot;   // one (item, KV head): its runs and token count
   struct Task;   // one (item, head, token chunk)
 
+  // One item: appends its token, reads its block views and converts its queries into the
+  // item's own scratch. Runs on a pool thread; items are distinct sequences.
   Status Prepare(const transport::IncomingMessage& request, int layer, Item& item);
+  // Moves the prepared items' runs and queries into runs_, slots_ and q_.
+  void Gather();
   void PlanTasks();
   void Compute(int layer);
   transport::OutgoingMessage BuildReply(uint64_t* keys_scanned);
@@ -71,6 +77,20 @@ class AttendExecutor {
   std::vector<float> q_;               // fp32 queries, [items][G * h][D]
   std::vector<float> partial_o_;       // per task [G, D]
   std::vector<float> partial_lse_;     // per task [G]
+
+  // Reply payloads, reused: a fresh buffer of a few hundred KB per reply costs page faults
+  // (glibc maps large allocations anew each time). Shared with the buffers' deleters, which
+  // run on the transport thread once a reply has been sent.
+  class ReplyBuffers : public std::enable_shared_from_this<ReplyBuffers> {
+   public:
+    std::shared_ptr<std::vector<float>> Get(size_t floats);
+
+   private:
+    static constexpr size_t kMaxFree = 8;
+    std::mutex mu_;
+    std::vector<std::unique_ptr<std::vector<float>>> free_;  // guarded by mu_
+  };
+  std::shared_ptr<ReplyBuffers> reply_buffers_;
 };
 
 }  // namespace attic::worker_internal
