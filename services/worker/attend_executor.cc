@@ -44,6 +44,7 @@ struct AttendExecutor::Item {
 };
 
 struct AttendExecutor::Slot {
+  size_t item = 0;  // index into items_
   size_t run_begin = 0;
   size_t run_end = 0;
   int64_t tokens = 0;
@@ -215,13 +216,15 @@ void AttendExecutor::Gather() {
   q_.clear();
   runs_.clear();
   slots_.clear();
-  for (Item& item : items_) {
+  for (size_t i = 0; i < items_.size(); ++i) {
+    Item& item = items_[i];
     if (!item.status.ok()) continue;
     item.slot_begin = slots_.size();
     size_t run = runs_.size();
     runs_.insert(runs_.end(), item.runs.begin(), item.runs.end());
     for (int h = 0; h < item.heads; ++h) {
       Slot slot;
+      slot.item = i;
       slot.run_begin = run;
       run += item.head_runs[static_cast<size_t>(h)];
       slot.run_end = run;
@@ -301,6 +304,23 @@ OutgoingMessage AttendExecutor::BuildReply(uint64_t* keys_scanned) {
     floats += static_cast<size_t>(item.heads) * g * (d + 1);
   }
   std::shared_ptr<std::vector<float>> payload = reply_buffers_->Get(floats);
+  // Merging a slot's chunk partials reads what other cores wrote: spread over the pool, the
+  // cache-line transfers overlap instead of queueing behind one thread.
+  pool_->ParallelFor(static_cast<int64_t>(slots_.size()), [&](int64_t si) {
+    const Slot& slot = slots_[static_cast<size_t>(si)];
+    const Item& item = items_[slot.item];
+    if (!item.status.ok()) return;
+    const size_t h = static_cast<size_t>(si) - item.slot_begin;
+    float* o_h = payload->data() + item.out_index + h * g * d;
+    float* lse_h = payload->data() + item.out_index + static_cast<size_t>(item.heads) * g * d +
+                   h * g;
+    std::memcpy(o_h, partial_o_.data() + slot.first_task * g * d, g * d * sizeof(float));
+    std::memcpy(lse_h, partial_lse_.data() + slot.first_task * g, g * sizeof(float));
+    for (size_t t = slot.first_task + 1; t < slot.first_task + slot.num_tasks; ++t) {
+      MergeStatesInto(o_h, lse_h, partial_o_.data() + t * g * d, partial_lse_.data() + t * g,
+                      group_, spec_.head_dim);
+    }
+  });
   capnp::MallocMessageBuilder builder;
   auto results = builder.initRoot<wire::AttendReply>().initItems(
       static_cast<unsigned>(items_.size()));
@@ -314,25 +334,13 @@ OutgoingMessage AttendExecutor::BuildReply(uint64_t* keys_scanned) {
       r.setMessage(std::string(item.status.message()));
       continue;
     }
-    const size_t q_heads = static_cast<size_t>(item.heads) * g;
-    float* o = payload->data() + item.out_index;
-    float* lse = o + q_heads * d;
     uint64_t keys = 0;
     for (int h = 0; h < item.heads; ++h) {
-      const Slot& slot = slots_[item.slot_begin + static_cast<size_t>(h)];
-      float* o_h = o + static_cast<size_t>(h) * g * d;
-      float* lse_h = lse + static_cast<size_t>(h) * g;
-      std::memcpy(o_h, partial_o_.data() + slot.first_task * g * d, g * d * sizeof(float));
-      std::memcpy(lse_h, partial_lse_.data() + slot.first_task * g, g * sizeof(float));
-      for (size_t t = slot.first_task + 1; t < slot.first_task + slot.num_tasks; ++t) {
-        MergeStatesInto(o_h, lse_h, partial_o_.data() + t * g * d, partial_lse_.data() + t * g,
-                        group_, spec_.head_dim);
-      }
-      keys += static_cast<uint64_t>(slot.tokens);
+      keys += static_cast<uint64_t>(slots_[item.slot_begin + static_cast<size_t>(h)].tokens);
     }
     keys_total += keys;
     r.setOutOffset(item.out_index * sizeof(float));
-    r.setNumQHeads(static_cast<uint32_t>(q_heads));
+    r.setNumQHeads(static_cast<uint32_t>(static_cast<size_t>(item.heads) * g));
     r.setKeysScanned(keys);
     r.setLength(static_cast<uint32_t>(item.length));
   }
