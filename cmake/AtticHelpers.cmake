@@ -65,6 +65,11 @@ function(attic_cc_test)
     # sanitizers' own interception, so sanitized test runs switch it off.
     list(APPEND env "UCX_MEM_MALLOC_HOOKS=no" "UCX_MEM_EVENTS=no")
   endif()
+  if(ATTIC_SANITIZE STREQUAL "thread")
+    # A race inside a child process (an attic-worker a test started) must fail the test, not
+    # only print a report into the child's log.
+    list(APPEND env "TSAN_OPTIONS=halt_on_error=1")
+  endif()
   set(env_file "${CMAKE_CURRENT_BINARY_DIR}/${ARG_NAME}_environment.cmake")
   file(WRITE "${env_file}"
     "if(${ARG_NAME}_TESTS)\n"
