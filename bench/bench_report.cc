@@ -94,6 +94,18 @@ void BenchReport::PrintTable(std::FILE* out) const {
   }
 }
 
+int BenchReport::Finish(const std::string& json_path, const char* program) const {
+  PrintTable(stdout);
+  if (json_path.empty()) return 0;
+  const Status s = WriteJson(json_path);
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s: %s\n", program, s.ToString().c_str());
+    return 1;
+  }
+  std::printf("wrote %s\n", json_path.c_str());
+  return 0;
+}
+
 Status BenchReport::WriteJson(const std::string& path) const {
   nlohmann::json j;
   j["bench"] = bench_;

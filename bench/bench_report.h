@@ -49,6 +49,10 @@ class BenchReport {
 
   void PrintTable(std::FILE* out) const;
   Status WriteJson(const std::string& path) const;
+  // The end of every benchmark: prints the table to stdout and, when json_path is not empty,
+  // writes the JSON and says so. Returns the process exit code (1 if the JSON could not be
+  // written, the error printed as "<program>: ...").
+  int Finish(const std::string& json_path, const char* program) const;
 
  private:
   std::string bench_;

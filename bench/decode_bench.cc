@@ -82,12 +82,6 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
   return true;
 }
 
-double Percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
-  return v[i];
-}
-
 // Median round trip of a small Echo to the first worker: the per-layer network floor.
 StatusOr<double> MeasureRoundTrip(const std::string& address, uint64_t fingerprint) {
   ASSIGN_OR_RETURN(auto rpc, transport::RpcClient::Create({.name = "bench-rtt",
@@ -106,7 +100,7 @@ StatusOr<double> MeasureRoundTrip(const std::string& address, uint64_t fingerpri
       rtts.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
   }
-  return Percentile(rtts, 0.5);
+  return loadgen::Percentile(rtts, 0.5);
 }
 
 // Attend time as the workers measured it (sum and count of their duration histogram), so the
@@ -136,6 +130,13 @@ StatusOr<WorkerAttendTime> ScrapeAttendTime(const std::string& control) {
   return t;
 }
 
+std::vector<std::string> WorkerArgs(const ModelSpec& spec, uint64_t kv_bytes, int threads) {
+  std::vector<std::string> args = loadgen::WorkerModelArgs(spec);
+  args.insert(args.end(), {"--kv-memory-bytes", std::to_string(kv_bytes), "--compute-threads",
+                           std::to_string(threads), "--populate", "--log-level", "warn"});
+  return args;
+}
+
 int Fail(const Status& s) {
   std::fprintf(stderr, "attic-bench-decode: %s\n", s.ToString().c_str());
   return 1;
@@ -163,11 +164,7 @@ int Run(const Flags& f) {
   for (int i = 0; i < f.workers; ++i) {
     workers.push_back(std::make_unique<loadgen::WorkerProcess>(loadgen::WorkerProcessOptions{
         .binary = loadgen::SiblingBinary("attic-worker"),
-        .args = {"--model-name", spec.name, "--model-num-layers", std::to_string(f.layers),
-                 "--model-num-q-heads", "32", "--model-num-kv-heads", "8", "--model-head-dim",
-                 "128", "--model-dtype", "bf16", "--kv-memory-bytes", std::to_string(per_worker),
-                 "--compute-threads", std::to_string(threads), "--populate",
-                 "--log-level", "warn"},
+        .args = WorkerArgs(spec, per_worker, threads),
         .name = "bench-w" + std::to_string(i)}));
     Status s = workers.back()->Start(std::chrono::seconds(120));
     if (!s.ok()) return Fail(s);
@@ -244,8 +241,8 @@ int Run(const Flags& f) {
   const double layer_bytes = static_cast<double>(f.sequences) * ctx * spec.num_kv_heads *
                              spec.head_dim * 2 * static_cast<double>(DTypeSize(spec.dtype));
   const double bound = layer_bytes / (bw.best_gbps * 1e9) + *rtt;
-  const double p50 = Percentile(layer_seconds, 0.5);
-  const double p99 = Percentile(layer_seconds, 0.99);
+  const double p50 = loadgen::Percentile(layer_seconds, 0.5);
+  const double p99 = loadgen::Percentile(layer_seconds, 0.99);
   const double tokens_per_s = static_cast<double>(f.sequences) * f.steps / total;
   const double bound_tokens_per_s = static_cast<double>(f.sequences) / (bound * f.layers);
 
@@ -284,14 +281,9 @@ int Run(const Flags& f) {
   report.AddRow({.name = "decode_throughput", .params = with({}), .value = tokens_per_s,
                  .unit = "tokens/s", .limit = bound_tokens_per_s,
                  .limit_source = "sequences / (layers x latency bound)"});
-  report.PrintTable(stdout);
+  const int rc = report.Finish(f.json, "attic-bench-decode");
   std::printf("p50 per-layer latency is %.2fx the bound (target <= 1.3x)\n", p50 / bound);
-  if (!f.json.empty()) {
-    Status s = report.WriteJson(f.json);
-    if (!s.ok()) return Fail(s);
-    std::printf("wrote %s\n", f.json.c_str());
-  }
-  return 0;
+  return rc;
 }
 
 }  // namespace

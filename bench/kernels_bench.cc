@@ -215,16 +215,7 @@ int Run(const Flags& flags) {
                      .limit_source = "dram_read_bandwidth threads=" + std::to_string(threads)});
     }
   }
-  report.PrintTable(stdout);
-  if (!flags.json.empty()) {
-    const Status s = report.WriteJson(flags.json);
-    if (!s.ok()) {
-      std::fprintf(stderr, "attic-bench-kernels: %s\n", s.ToString().c_str());
-      return 1;
-    }
-    std::printf("wrote %s\n", flags.json.c_str());
-  }
-  return 0;
+  return report.Finish(flags.json, "attic-bench-kernels");
 }
 
 }  // namespace

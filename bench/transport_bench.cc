@@ -719,16 +719,7 @@ int Run(const Flags& flags) {
     }
     AddRows(tls, sizes, flags, reps, samples, have_perftest, &report);
   }
-  report.PrintTable(stdout);
-  if (!flags.json.empty()) {
-    const Status s = report.WriteJson(flags.json);
-    if (!s.ok()) {
-      std::fprintf(stderr, "attic-bench-transport: %s\n", s.ToString().c_str());
-      return 1;
-    }
-    std::printf("wrote %s\n", flags.json.c_str());
-  }
-  return 0;
+  return report.Finish(flags.json, "attic-bench-transport");
 }
 
 }  // namespace

@@ -92,17 +92,11 @@ void Die(const Status& s) {
   std::exit(1);
 }
 
-// Round-trips exactly: the worker must derive the same model fingerprint.
-std::string FloatText(float x) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.9g", static_cast<double>(x));
-  return buf;
-}
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+std::vector<std::string> WorkerArgs(const ModelSpec& spec, int threads) {
+  std::vector<std::string> args = loadgen::WorkerModelArgs(spec);
+  args.insert(args.end(), {"--kv-memory-bytes", "256MiB", "--compute-threads",
+                           std::to_string(threads), "--log-level", "warn"});
+  return args;
 }
 
 int Run(const Flags& flags) {
@@ -127,14 +121,7 @@ int Run(const Flags& flags) {
   for (int i = 0; i < flags.workers; ++i) {
     workers.push_back(std::make_unique<loadgen::WorkerProcess>(loadgen::WorkerProcessOptions{
         .binary = loadgen::SiblingBinary("attic-worker"),
-        .args = {"--model-name", spec.name, "--model-num-layers", std::to_string(num_layers),
-                 "--model-num-q-heads", std::to_string(spec.num_q_heads),
-                 "--model-num-kv-heads", std::to_string(spec.num_kv_heads),
-                 "--model-head-dim", std::to_string(spec.head_dim),
-                 "--model-dtype", std::string(DTypeName(spec.dtype)),
-                 "--model-softmax-scale", FloatText(spec.softmax_scale),
-                 "--kv-memory-bytes", "256MiB", "--compute-threads",
-                 std::to_string(flags.threads), "--log-level", "warn"},
+        .args = WorkerArgs(spec, flags.threads),
         .name = "demo-w" + std::to_string(i)}));
     Status s = workers.back()->Start(std::chrono::seconds(60));
     if (!s.ok()) Die(s);
@@ -232,7 +219,8 @@ int Run(const Flags& flags) {
   for (double s : layer_seconds) attend_s += s;
   const double kv_bytes = static_cast<double>(keys) * spec.head_dim * 2 * DTypeSize(spec.dtype);
   std::printf("  per-layer Attend latency  p50 %.0f us, p99 %.0f us\n",
-              Percentile(layer_seconds, 0.5) * 1e6, Percentile(layer_seconds, 0.99) * 1e6);
+              loadgen::Percentile(layer_seconds, 0.5) * 1e6,
+              loadgen::Percentile(layer_seconds, 0.99) * 1e6);
   std::printf("  decode throughput         %.0f tokens/s (%zu sequences x %d steps in %.2f s; "
               "%.2f s in Attend)\n",
               static_cast<double>(ids.size()) * act.steps / decode_s, ids.size(), act.steps,

@@ -29,6 +29,13 @@ StatusOr<PrefixMatch> OpenAndPrefill(Client& client, EngineModel& model, uint64_
   return match;
 }
 
+double Percentile(std::vector<double> values, double p) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  const size_t i = static_cast<size_t>(p * static_cast<double>(values.size()));
+  return values[std::min(values.size() - 1, i)];
+}
+
 StatusOr<StepResult> DecodeStep(Client& client, EngineModel& model, int layer,
                                 const std::vector<uint64_t>& ids, bool check) {
   const ModelSpec& spec = model.spec();

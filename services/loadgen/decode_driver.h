@@ -35,6 +35,9 @@ struct StepResult {
 // One decode step of one layer for `ids`: appends a token to each sequence of the model,
 // sends the batch (k/v appended by the worker before attending), and with `check` compares
 // every output with the model's fp64 attention. The Attend error if the batch failed.
+// The p-quantile (0..1) of `values` by nearest rank; 0 for none.
+double Percentile(std::vector<double> values, double p);
+
 StatusOr<StepResult> DecodeStep(Client& client, EngineModel& model, int layer,
                                 const std::vector<uint64_t>& ids, bool check);
 

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -112,6 +113,19 @@ StatusOr<int> WorkerProcess::Kill(int signal, std::chrono::milliseconds timeout)
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+}
+
+std::vector<std::string> WorkerModelArgs(const ModelSpec& spec) {
+  char scale[32];
+  std::snprintf(scale, sizeof(scale), "%.9g", static_cast<double>(spec.softmax_scale));
+  return {"--model-name",         spec.name,
+          "--model-num-layers",   std::to_string(spec.num_layers),
+          "--model-num-q-heads",  std::to_string(spec.num_q_heads),
+          "--model-num-kv-heads", std::to_string(spec.num_kv_heads),
+          "--model-head-dim",     std::to_string(spec.head_dim),
+          "--model-dtype",        std::string(DTypeName(spec.dtype)),
+          "--model-block-size",   std::to_string(spec.block_size),
+          "--model-softmax-scale", scale};
 }
 
 std::string SiblingBinary(const std::string& name) {

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "common/model_spec.h"
 #include "common/status.h"
 
 namespace attic::loadgen {
@@ -60,6 +61,10 @@ class WorkerProcess {
   uint16_t data_port_ = 0;
   uint16_t control_port_ = 0;
 };
+
+// attic-worker flags that make it serve `spec` exactly (every field, the softmax scale printed
+// so that it round-trips: the worker must derive the same model fingerprint).
+std::vector<std::string> WorkerModelArgs(const ModelSpec& spec);
 
 // The path of another Attic executable installed next to the running one (build/*/bin holds
 // them all): "/.../bin/attic-worker" for SiblingBinary("attic-worker").

@@ -163,7 +163,7 @@ StatusOr<OutgoingMessage> AttendExecutor::Run(const IncomingMessage& request,
   Gather();
   const auto t1 = Clock::now();
   PlanTasks();
-  Compute(layer);
+  Compute();
   const auto t2 = Clock::now();
   OutgoingMessage reply = BuildReply(keys_scanned);
   const auto t3 = Clock::now();
@@ -268,7 +268,7 @@ void AttendExecutor::PlanTasks() {
   }
 }
 
-void AttendExecutor::Compute(int /*layer*/) {
+void AttendExecutor::Compute() {
   const size_t gd = static_cast<size_t>(group_) * static_cast<size_t>(spec_.head_dim);
   partial_o_.resize(tasks_.size() * gd);
   partial_lse_.resize(tasks_.size() * static_cast<size_t>(group_));

@@ -7,8 +7,13 @@
 // succeeds or fails on its own; a failed item carries its code in the reply and does not
 // fail the batch.
 //
-// Thread safety: not thread-safe; the worker's dispatcher owns it. Scratch buffers are reused
-// across requests so the steady state allocates only the reply.
+// Preparing the items (appending each sequence's token, gathering its block views, converting
+// its queries) and merging the chunk partials run on the pool too, one task per item and per
+// (item, head).
+//
+// Thread safety: not thread-safe; the worker's dispatcher owns it. Scratch buffers and reply
+// payloads are reused across requests, so the steady state allocates little beyond the
+// reply's header.
 #pragma once
 
 #include <cstdint>
@@ -60,7 +65,7 @@ class AttendExecutor {
   // Moves the prepared items' runs and queries into runs_, slots_ and q_.
   void Gather();
   void PlanTasks();
-  void Compute(int layer);
+  void Compute();
   transport::OutgoingMessage BuildReply(uint64_t* keys_scanned);
 
   KvStore* const store_;
@@ -73,7 +78,6 @@ class AttendExecutor {
   std::vector<Task> tasks_;
   std::vector<Status> task_status_;
   std::vector<KvRun> runs_;            // every (item, head)'s blocks, concatenated
-  std::vector<BlockView> block_scratch_;
   std::vector<float> q_;               // fp32 queries, [items][G * h][D]
   std::vector<float> partial_o_;       // per task [G, D]
   std::vector<float> partial_lse_;     // per task [G]

@@ -15,16 +15,10 @@ ModelSpec TestSpec() {
 }
 
 std::vector<std::string> WorkerArgs(const ModelSpec& spec) {
-  return {"--model-name",         spec.name,
-          "--model-num-layers",   std::to_string(spec.num_layers),
-          "--model-num-q-heads",  std::to_string(spec.num_q_heads),
-          "--model-num-kv-heads", std::to_string(spec.num_kv_heads),
-          "--model-head-dim",     std::to_string(spec.head_dim),
-          "--model-dtype",        std::string(DTypeName(spec.dtype)),
-          "--model-block-size",   std::to_string(spec.block_size),
-          "--kv-memory-bytes",    "768MiB",
-          "--compute-threads",    "1",
-          "--log-level",          "warn"};
+  std::vector<std::string> args = loadgen::WorkerModelArgs(spec);
+  args.insert(args.end(), {"--kv-memory-bytes", "768MiB", "--compute-threads", "1",
+                           "--log-level", "warn"});
+  return args;
 }
 
 void OffloadFleet::StartWorkers(int n) {

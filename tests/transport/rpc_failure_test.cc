@@ -9,6 +9,33 @@
 namespace attic::transport::testing {
 namespace {
 
+// A handler that keeps every request's Responder unanswered until the test answers it.
+class HeldResponders {
+ public:
+  RequestHandler Handler() {
+    return [this](IncomingMessage, Responder r) {
+      std::lock_guard<std::mutex> l(mu_);
+      held_.push_back(std::move(r));
+    };
+  }
+  bool WaitForCount(size_t n) {
+    return WaitFor([&] {
+      std::lock_guard<std::mutex> l(mu_);
+      return held_.size() == n;
+    });
+  }
+  // Runs f on the held responders under the lock.
+  template <typename F>
+  void With(F&& f) {
+    std::lock_guard<std::mutex> l(mu_);
+    f(held_);
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Responder> held_;
+};
+
 OutgoingMessage Request(Method method, const std::string& text) {
   OutgoingMessage m;
   m.method = method;
@@ -17,12 +44,8 @@ OutgoingMessage Request(Method method, const std::string& text) {
 }
 
 TEST_F(RpcTest, DeadlineExceededThenLateReplyIsDropped) {
-  std::mutex held_mu;
-  std::vector<Responder> held;
-  SetHandler([&](IncomingMessage, Responder r) {
-    std::lock_guard<std::mutex> l(held_mu);
-    held.push_back(std::move(r));
-  });
+  HeldResponders held;
+  SetHandler(held.Handler());
   auto client = NewClient();
   auto conn = ConnectOrDie(*client);
   ASSERT_NE(conn, nullptr);
@@ -36,15 +59,14 @@ TEST_F(RpcTest, DeadlineExceededThenLateReplyIsDropped) {
   EXPECT_NE(r.status().message().find(address_), std::string::npos) << r.status();
   EXPECT_GE(took, 150ms);
   EXPECT_LT(took, 1s);
-  {
-    std::lock_guard<std::mutex> l(held_mu);
-    ASSERT_EQ(held.size(), 1u);
+  held.With([](std::vector<Responder>& held_responders) {
+    ASSERT_EQ(held_responders.size(), 1u);
     // The announced deadline is about the caller's (the server counts from the request's
     // arrival, a little after the caller started its clock).
-    EXPECT_LT(held[0].deadline(), Clock::now() + 50ms);
-    EXPECT_FALSE(held[0].peer().empty());
-    held[0].Reply(Request(Method::kAttend, "too late"));
-  }
+    EXPECT_LT(held_responders[0].deadline(), Clock::now() + 50ms);
+    EXPECT_FALSE(held_responders[0].peer().empty());
+    held_responders[0].Reply(Request(Method::kAttend, "too late"));
+  });
   EXPECT_TRUE(WaitFor([&] { return client->stats().late_replies.load() == 1; }));
   EXPECT_EQ(client->stats().deadlines_exceeded.load(), 1u);
   // The connection is still good.
@@ -74,20 +96,13 @@ TEST_F(RpcTest, HandlerErrorCarriesCodeAndWorkerName) {
 }
 
 TEST_F(RpcTest, StopAcceptingAnswersUnavailableButFinishesHandedRequests) {
-  std::mutex held_mu;
-  std::vector<Responder> held;
-  SetHandler([&](IncomingMessage, Responder r) {
-    std::lock_guard<std::mutex> l(held_mu);
-    held.push_back(std::move(r));
-  });
+  HeldResponders held;
+  SetHandler(held.Handler());
   auto client = NewClient();
   auto conn = ConnectOrDie(*client);
   ASSERT_NE(conn, nullptr);
   auto in_flight = conn->Call(Request(Method::kAttend, "before"), DeadlineAfter(5s));
-  ASSERT_TRUE(WaitFor([&] {
-    std::lock_guard<std::mutex> l(held_mu);
-    return held.size() == 1;
-  }));
+  ASSERT_TRUE(held.WaitForCount(1));
   server_->StopAccepting();
   auto r = Echo(*conn, Header("after"), "");
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status();
@@ -95,10 +110,7 @@ TEST_F(RpcTest, StopAcceptingAnswersUnavailableButFinishesHandedRequests) {
   // A new connection's Hello is refused the same way.
   auto other = NewClient();
   EXPECT_EQ(other->Connect(address_, DeadlineAfter(5s)).status().code(), StatusCode::kUnavailable);
-  {
-    std::lock_guard<std::mutex> l(held_mu);
-    held[0].Reply(Request(Method::kAttend, "finished"));
-  }
+  held.With([](std::vector<Responder>& rs) { rs[0].Reply(Request(Method::kAttend, "finished")); });
   auto done = in_flight.get();
   ASSERT_TRUE(done.ok()) << done.status();
   EXPECT_EQ(ToString(done->header()), Header("finished"));
@@ -217,20 +229,13 @@ TEST_F(RpcTest, CloseFailsPendingCallsUnavailable) {
 }
 
 TEST_F(RpcTest, DestroyingClientFailsPendingCallsAndLaterOnes) {
-  std::mutex held_mu;
-  std::vector<Responder> held;
-  SetHandler([&](IncomingMessage, Responder r) {
-    std::lock_guard<std::mutex> l(held_mu);
-    held.push_back(std::move(r));
-  });
+  HeldResponders held;
+  SetHandler(held.Handler());
   auto client = NewClient();
   auto conn = ConnectOrDie(*client);
   ASSERT_NE(conn, nullptr);
   auto pending = conn->Call(Request(Method::kAttend, "x"), DeadlineAfter(10s));
-  ASSERT_TRUE(WaitFor([&] {
-    std::lock_guard<std::mutex> l(held_mu);
-    return held.size() == 1;
-  }));
+  ASSERT_TRUE(held.WaitForCount(1));
   const auto start = Clock::now();
   client.reset();
   auto r = pending.get();
@@ -240,33 +245,26 @@ TEST_F(RpcTest, DestroyingClientFailsPendingCallsAndLaterOnes) {
   auto later = Echo(*conn, Header("x"), "");
   EXPECT_EQ(later.status().code(), StatusCode::kUnavailable) << later.status();
   // Answering after the client is gone is harmless.
-  std::lock_guard<std::mutex> l(held_mu);
-  held[0].Reply(Request(Method::kAttend, "nobody listens"));
+  held.With([](std::vector<Responder>& rs) {
+    rs[0].Reply(Request(Method::kAttend, "nobody listens"));
+  });
 }
 
 TEST_F(RpcTest, DestroyingServerWithUnansweredRespondersIsSafe) {
-  std::mutex held_mu;
-  std::vector<Responder> held;
-  SetHandler([&](IncomingMessage, Responder r) {
-    std::lock_guard<std::mutex> l(held_mu);
-    held.push_back(std::move(r));
-  });
+  HeldResponders held;
+  SetHandler(held.Handler());
   auto client = NewClient();
   auto conn = ConnectOrDie(*client);
   ASSERT_NE(conn, nullptr);
   auto pending = conn->Call(Request(Method::kAttend, "x"), DeadlineAfter(10s));
-  ASSERT_TRUE(WaitFor([&] {
-    std::lock_guard<std::mutex> l(held_mu);
-    return held.size() == 1;
-  }));
+  ASSERT_TRUE(held.WaitForCount(1));
   const auto start = Clock::now();
   server_.reset();
   // The client learns the worker closed the connection well before the deadline.
   auto r = pending.get();
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status();
   EXPECT_LT(Clock::now() - start, 5s);
-  std::lock_guard<std::mutex> l(held_mu);
-  held.clear();  // the responders' "request dropped" goes nowhere
+  held.With([](std::vector<Responder>& rs) { rs.clear(); });  // "request dropped" goes nowhere
 }
 
 }  // namespace
