@@ -1,0 +1,52 @@
+#include "attention_workers/retrieval/exact_index.h"
+
+#include <vector>
+
+namespace attic::retrieval {
+namespace {
+
+class ExactIndex final : public KeyIndex {
+ public:
+  ExactIndex(int64_t size, int head_dim, DType dtype)
+      : size_(size), head_dim_(head_dim), dtype_(dtype) {}
+
+  IndexKind kind() const override { return IndexKind::kExact; }
+  int64_t size() const override { return size_; }
+  int64_t memory_bytes() const override { return 0; }
+
+  Status Add(const KeyRows& keys) override {
+    RETURN_IF_ERROR(ValidateKeyRows(keys));
+    if (keys.count < size_ || keys.head_dim != head_dim_ || keys.dtype != dtype_) {
+      return InvalidArgumentError("exact index: rows do not extend the indexed keys");
+    }
+    size_ = keys.count;
+    return OkStatus();
+  }
+
+  Status Search(const KeyRows& keys, const GroupScorer& scorer, const SearchParams& params,
+                SearchResult* out) const override {
+    RETURN_IF_ERROR(ValidateSearch(keys, size_, scorer, params));
+    std::vector<float> scores(static_cast<size_t>(size_));
+    scorer.ScoreRange(keys, 0, size_, scores.data());
+    out->positions = TopKPositions(scores, params.top_k);
+    out->scores.clear();
+    for (int32_t p : out->positions) out->scores.push_back(scores[static_cast<size_t>(p)]);
+    out->stats = {.keys_scored = size_,
+                  .bytes_read = size_ * static_cast<int64_t>(keys.row_bytes())};
+    return OkStatus();
+  }
+
+ private:
+  int64_t size_;
+  int head_dim_;
+  DType dtype_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<KeyIndex>> BuildExactIndex(const KeyRows& keys) {
+  RETURN_IF_ERROR(ValidateKeyRows(keys));
+  return std::unique_ptr<KeyIndex>(new ExactIndex(keys.count, keys.head_dim, keys.dtype));
+}
+
+}  // namespace attic::retrieval

@@ -1,0 +1,130 @@
+// KeyIndex: an approximate top-k index over one (layer, KV head)'s keys, searched with the
+// whole GQA group of queries at a decode step (retrieval attention, docs/retrieval.md).
+//
+//   ASSIGN_OR_RETURN(auto index, BuildKeyIndex(IndexKind::kGraph, keys, sample, {.pool = &pool}));
+//   GroupScorer scorer(group, keys.dtype);
+//   SearchResult r;
+//   RETURN_IF_ERROR(index->Search(keys, scorer, {.top_k = 100}, &r));
+//   // r.positions: up to 100 positions, best first; r.stats: what the search read
+//   RETURN_IF_ERROR(index->Add(keys_now));   // fold keys appended since the build
+//
+// The score is GroupScorer's: max over the group's heads of q_g . k. Indexes hold no keys of
+// their own: exact scores read KeyRows (the KV cache), so memory_bytes() is only the index's own
+// structures. Positions [0, size()) are indexed; keys after them (decode tokens not yet folded)
+// are the caller's to cover (the selection's local window does).
+//
+// Cost accounting (SearchStats) is what makes methods comparable: keys_scored counts exact dot
+// products (each reads one full-precision key row); bytes_read counts every byte the search read
+// — exact key rows, codes, graph adjacency, centroids — once per search.
+//
+// Thread safety: Search is const and may run concurrently with other Searches; Add needs
+// exclusive access (no concurrent Search or Add).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "attention_workers/isa.h"
+#include "attention_workers/retrieval/key_rows.h"
+#include "attention_workers/retrieval/scoring.h"
+#include "common/status.h"
+
+namespace attic {
+class ThreadPool;
+}
+
+namespace attic::retrieval {
+
+// Numbers are stable: they travel on the wire.
+enum class IndexKind : uint8_t {
+  kExact = 0,      // scans every key exactly: the reference, and the dense-equivalent cost
+  kGraph = 1,      // attention-aware key graph learned from prefill queries (graph_index.h)
+  kCluster = 2,    // query-scored k-means clusters with quantized members (cluster_index.h)
+  kQuantized = 3,  // two-stage scan: quantized scores of every key, exact re-rank (quantized_scan.h)
+};
+
+// "exact", "graph", "cluster", "quantized".
+std::string_view IndexKindName(IndexKind kind);
+std::optional<IndexKind> ParseIndexKind(std::string_view name);
+std::optional<IndexKind> IndexKindFromNumber(int number);
+
+// Prefill queries an index may learn from (never queries of the steps it will serve): one KV
+// head's GQA group at num_queries prefill positions, q [num_queries, group_size, head_dim] fp32.
+// positions (optional, same length) are the queries' token positions.
+struct QuerySample {
+  const float* q = nullptr;
+  int num_queries = 0;
+  int group_size = 0;
+  int head_dim = 0;
+  std::span<const int32_t> positions;
+
+  bool empty() const { return num_queries == 0; }
+  QueryGroup query(int i) const {
+    return {.q = q + static_cast<size_t>(i) * group_size * head_dim,
+            .group_size = group_size,
+            .head_dim = head_dim};
+  }
+};
+
+struct BuildOptions {
+  ThreadPool* pool = nullptr;  // parallel build; nullptr = the calling thread alone
+  uint64_t seed = 1;           // for randomized steps (k-means seeding); builds are deterministic
+  IsaLevel isa = ActiveIsa();
+};
+
+struct SearchParams {
+  int top_k = 100;
+  // Search effort, in the index's own unit (its header says which: beam width, keys probed);
+  // 0 = the index's default. Larger is slower and more accurate.
+  int effort = 0;
+};
+
+struct SearchStats {
+  int64_t keys_scored = 0;  // exact dot products computed
+  int64_t bytes_read = 0;   // all bytes the search read (see above)
+};
+
+struct SearchResult {
+  std::vector<int32_t> positions;  // at most top_k, best first, distinct, each < size()
+  std::vector<float> scores;       // exact scores of positions, same order
+  SearchStats stats;
+};
+
+class KeyIndex {
+ public:
+  virtual ~KeyIndex() = default;
+
+  virtual IndexKind kind() const = 0;
+  // Positions [0, size()) are indexed.
+  virtual int64_t size() const = 0;
+  // Bytes of the index's own structures (not the keys).
+  virtual int64_t memory_bytes() const = 0;
+
+  // Folds keys [size(), keys.count) into the index. InvalidArgument if keys.count < size() or
+  // the rows disagree with the build's head_dim or dtype.
+  virtual Status Add(const KeyRows& keys) = 0;
+
+  // The approximate top params.top_k keys for the scorer's queries. keys must hold at least
+  // size() rows (the same rows the index was built and grown from). InvalidArgument for a
+  // scorer whose head_dim or dtype differs from the keys', or top_k < 1.
+  virtual Status Search(const KeyRows& keys, const GroupScorer& scorer,
+                        const SearchParams& params, SearchResult* out) const = 0;
+};
+
+// Builds an index of kind over keys [0, keys.count) with each kind's default options. The
+// sample may be empty; kinds that learn from queries then fall back to a query-agnostic build
+// (graph_index.h says how). InvalidArgument for a sample whose head_dim differs from the keys'.
+StatusOr<std::unique_ptr<KeyIndex>> BuildKeyIndex(IndexKind kind, const KeyRows& keys,
+                                                  const QuerySample& sample,
+                                                  const BuildOptions& options = {});
+
+// Checks shared by every implementation.
+Status ValidateKeyRows(const KeyRows& keys);
+Status ValidateSearch(const KeyRows& keys, int64_t indexed, const GroupScorer& scorer,
+                      const SearchParams& params);
+
+}  // namespace attic::retrieval
