@@ -2,7 +2,9 @@
 
 #include <string>
 
+#include "attention_workers/retrieval/cluster_index.h"
 #include "attention_workers/retrieval/exact_index.h"
+#include "attention_workers/retrieval/quantized_scan.h"
 
 namespace attic::retrieval {
 
@@ -84,9 +86,11 @@ StatusOr<std::unique_ptr<KeyIndex>> BuildKeyIndex(IndexKind kind, const KeyRows&
   switch (kind) {
     case IndexKind::kExact:
       return BuildExactIndex(keys);
-    case IndexKind::kGraph:
     case IndexKind::kCluster:
+      return BuildClusterIndex(keys, sample, {}, options);
     case IndexKind::kQuantized:
+      return BuildQuantizedScan(keys, {}, options);
+    case IndexKind::kGraph:
       break;
   }
   return UnimplementedError(std::string("index kind '") + std::string(IndexKindName(kind)) +

@@ -99,6 +99,25 @@ float GroupScorer::ScoreRow(const std::byte* row) const {
   return s;
 }
 
+void GroupScorer::CopyQueries(float* out) const {
+  const int chunk = ChunkFor(isa_);
+  const int half = chunk / 2;
+  for (int g = 0; g < group_size_; ++g) {
+    const float* src = q_.data() + static_cast<size_t>(g) * head_dim_;
+    float* dst = out + static_cast<size_t>(g) * head_dim_;
+    if (chunk == 0 || dtype_ != DType::kBFloat16) {
+      std::copy(src, src + head_dim_, dst);
+      continue;
+    }
+    for (int c = 0; c < head_dim_; c += chunk) {
+      for (int j = 0; j < half; ++j) {
+        dst[c + 2 * j] = src[c + j];
+        dst[c + 2 * j + 1] = src[c + half + j];
+      }
+    }
+  }
+}
+
 std::vector<int32_t> TopKPositions(std::span<const float> scores, int k, int32_t base) {
   const size_t n = std::min<size_t>(static_cast<size_t>(std::max(k, 0)), scores.size());
   std::vector<int32_t> idx(scores.size());

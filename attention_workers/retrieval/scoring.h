@@ -41,6 +41,9 @@ class GroupScorer {
   // out[p - begin] = score of keys.row(p) for p in [begin, end).
   void ScoreRange(const KeyRows& keys, int64_t begin, int64_t end, float* out) const;
   float ScoreRow(const std::byte* row) const;
+  // Writes the queries as given to the constructor into out [group_size, head_dim] fp32 (for
+  // indexes that score compact codes or centroids themselves).
+  void CopyQueries(float* out) const;
 
  private:
   std::vector<float> q_;  // laid out for the kernel (internal/score_abi.h)
