@@ -119,13 +119,46 @@ struct AttendItem {
   float* lse = nullptr;
 };
 
+// Retrieval indexes a worker can build over a sequence's keys (docs/retrieval.md).
+enum class IndexKind {
+  kWorkerDefault = 0,  // the worker's retrieval.index_kind
+  kExact = 1,          // exact top-k by scanning every key (reference)
+  kGraph = 2,          // attention-aware key graph learned from prefill queries
+  kCluster = 3,        // query-scored clusters with quantized members
+  kQuantized = 4,      // quantized scores of every key, exact re-rank
+};
+
+enum class AttendMode {
+  kDense,   // every held token
+  kSparse,  // retrieval attention: sinks + window + top-k retrieved per KV head
+};
+
+// Sparse mode's selection. Negative values (and kWorkerDefault) take the worker's retrieval.*
+// settings. Sinks are the sequence's first tokens and the window its last, whatever the shard
+// plan.
+struct SparseOptions {
+  int sinks = -1;
+  int window = -1;
+  int top_k = -1;
+  IndexKind index = IndexKind::kWorkerDefault;
+  int effort = -1;  // the index's search effort in its own unit; -1 = its default
+  // The engine attends to the last `window` tokens itself (e.g. on the GPU) and merges that
+  // partial with the returned one by LSE: the workers leave them out.
+  bool exclude_window = false;
+};
+
 struct AttendBatch {
   int layer = 0;
   std::vector<AttendItem> items;
+  AttendMode mode = AttendMode::kDense;
+  SparseOptions sparse;  // with mode = kSparse
 };
 
 struct AttendStats {
-  uint64_t keys_scanned = 0;  // over all items, heads and shards
+  uint64_t keys_scanned = 0;     // exact dot products, over all items, heads and shards
+  uint64_t selected_tokens = 0;  // tokens attended, over all items, heads and shards
+  uint64_t bytes_read = 0;       // K, V and index bytes the workers read
+  uint64_t dense_heads = 0;      // sparse mode: (item, KV head)s answered densely
 };
 
 struct ClientStats {
@@ -161,6 +194,15 @@ class Client {
   // block-major and ships it. The views may be released when the call returns.
   virtual std::future<Status> Prefill(uint64_t id, int layer, int64_t first_token,
                                       const TensorView& k, const TensorView& v) = 0;
+
+  // Retrieval attention: hands the workers prefill queries of one layer that their indexes
+  // may learn from, and asks them to build the layer's indexes over the keys they hold, in the
+  // background (sparse Attend answers densely until they are ready). q [n, Hq, D] in any
+  // dtype, at ascending global token positions (each below the layer's length); n may be 0.
+  // Call once the layer's prompt is prefilled. Queries of a decode step must not be in it.
+  virtual std::future<Status> BuildIndex(uint64_t id, int layer, const TensorView& q,
+                                         std::span<const int64_t> positions,
+                                         IndexKind kind = IndexKind::kWorkerDefault) = 0;
 
   // One decode token of one layer: k and v [Hkv, D] in any dtype.
   virtual std::future<Status> Append(uint64_t id, int layer, const TensorView& k,

@@ -1,5 +1,6 @@
 // ClientImpl::Attend: one decode step of one layer for a batch, one request per worker, the
 // workers' partial states merged by LSE into each item's out / lse.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -30,6 +31,8 @@ struct Entry {
   int q_head_begin = 0;    // kv_head_begin * G
   int num_q_heads = 0;     // (kv_head_end - kv_head_begin) * G
   bool append_kv = false;  // the shard is open-ended and the item has k_new / v_new
+  uint64_t token_begin = 0;   // the shard's first global token
+  uint64_t tokens_after = 0;  // sequence tokens after the shard's, once the step is appended
 };
 
 // The merged state of one batch item until every worker has answered.
@@ -88,7 +91,10 @@ class AttendCall {
       if (item.status.ok()) item.status = NameError(error, item.id, label);
       return;
     }
-    keys_scanned_ += part->keys_scanned;
+    stats_.keys_scanned += part->keys_scanned;
+    stats_.selected_tokens += part->selected_tokens;
+    stats_.bytes_read += part->bytes_read;
+    stats_.dense_heads += part->dense_heads;
     const size_t row = static_cast<size_t>(e.q_head_begin);
     MergeStatesInto(item.o.data() + row * static_cast<size_t>(head_dim_), item.l.data() + row,
                     part->o.data(), part->lse.data(), e.num_q_heads, head_dim_);
@@ -111,8 +117,7 @@ class AttendCall {
         if (failed.ok()) failed = item.status;
       }
     }
-    promise_.set_value(first.ok() ? Result(AttendStats{.keys_scanned = keys_scanned_})
-                                  : Result(first));
+    promise_.set_value(first.ok() ? Result(stats_) : Result(first));
   }
 
   static std::vector<uint64_t> Ids(const std::vector<ItemState>& items) {
@@ -129,7 +134,7 @@ class AttendCall {
   Mutex mu_;
   std::vector<ItemState> items_ GUARDED_BY(mu_);
   size_t remaining_ GUARDED_BY(mu_);
-  uint64_t keys_scanned_ GUARDED_BY(mu_) = 0;
+  AttendStats stats_ GUARDED_BY(mu_);
 };
 
 // Shapes of one item: q [Hq, D]; k_new, v_new both empty or [Hkv, D]; out and lse set.
@@ -159,7 +164,11 @@ Request BuildRequest(int layer, int head_dim, const AttendBatch& batch,
     const AttendItem& item = batch.items[e.item];
     const size_t q_bytes = static_cast<size_t>(e.num_q_heads) * static_cast<size_t>(head_dim) *
                            DTypeSize(item.q.dtype());
-    wire[i] = {.id = items[e.item].id, .q_dtype = item.q.dtype(), .q_offset = size};
+    wire[i] = {.id = items[e.item].id,
+               .q_dtype = item.q.dtype(),
+               .q_offset = size,
+               .token_begin = e.token_begin,
+               .tokens_after = e.tokens_after};
     size += q_bytes;
     if (!e.append_kv) continue;
     const size_t kv_bytes = static_cast<size_t>(e.kv_head_end - e.kv_head_begin) *
@@ -183,7 +192,7 @@ Request BuildRequest(int layer, int head_dim, const AttendBatch& batch,
              payload->data() + wire[i].v_offset);
   }
   return Request{.method = Method::kAttend,
-                 .header = EncodeAttend(layer, wire),
+                 .header = EncodeAttend(layer, wire, batch.mode, batch.sparse),
                  .payload = std::move(payload)};
 }
 
@@ -227,21 +236,28 @@ std::future<Result> ClientImpl::Attend(AttendBatch batch) {
   std::vector<std::vector<Entry>> by_worker(num_workers_);
   for (size_t i = 0; i < items.size(); ++i) {
     SequenceState& seq = *items[i].seq;
-    for (const Shard& shard : seq.plan.shards) {
+    MutexLock lock(&seq.mu);
+    const auto l = static_cast<size_t>(layer);
+    if (items[i].appends) {
+      for (const HeadRange& range : seq.ranges) {
+        ++seq.local_len[l][OpenEndedShard(seq.plan, range)];
+      }
+      ++seq.length[l];
+    }
+    for (size_t s = 0; s < seq.plan.shards.size(); ++s) {
+      const Shard& shard = seq.plan.shards[s];
+      const int64_t held_end = shard.token_begin + seq.local_len[l][s];
       by_worker[static_cast<size_t>(shard.worker)].push_back(
           Entry{.item = i,
                 .kv_head_begin = shard.kv_head_begin,
                 .kv_head_end = shard.kv_head_end,
                 .q_head_begin = shard.kv_head_begin * g,
                 .num_q_heads = (shard.kv_head_end - shard.kv_head_begin) * g,
-                .append_kv = items[i].appends && shard.token_end < 0});
+                .append_kv = items[i].appends && shard.token_end < 0,
+                .token_begin = static_cast<uint64_t>(shard.token_begin),
+                .tokens_after = static_cast<uint64_t>(
+                    std::max<int64_t>(0, seq.length[l] - held_end))});
     }
-    if (!items[i].appends) continue;
-    MutexLock lock(&seq.mu);
-    for (const HeadRange& range : seq.ranges) {
-      ++seq.local_len[static_cast<size_t>(layer)][OpenEndedShard(seq.plan, range)];
-    }
-    ++seq.length[static_cast<size_t>(layer)];
   }
 
   std::vector<std::pair<size_t, Request>> requests;

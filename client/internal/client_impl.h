@@ -4,7 +4,7 @@
 // transport's callback thread (merging an Attend's partial states there: a few KB per item).
 //
 // Split over files by concept: client_impl.cc (connect, open, lookup, close, queries),
-// client_kv.cc (Prefill, Append), client_attend.cc (Attend).
+// client_kv.cc (Prefill, BuildIndex, Append), client_attend.cc (Attend).
 //
 // Thread safety: every method may be called from any thread; state lives in the
 // SequenceTable and the SequenceStates (sequence.h), each with its own mutex.
@@ -44,6 +44,8 @@ class ClientImpl final : public Client {
                                                   std::span<const uint64_t> hashes) override;
   std::future<Status> Prefill(uint64_t id, int layer, int64_t first_token, const TensorView& k,
                               const TensorView& v) override;
+  std::future<Status> BuildIndex(uint64_t id, int layer, const TensorView& q,
+                                 std::span<const int64_t> positions, IndexKind kind) override;
   std::future<Status> Append(uint64_t id, int layer, const TensorView& k,
                              const TensorView& v) override;
   std::future<StatusOr<AttendStats>> Attend(AttendBatch batch) override;

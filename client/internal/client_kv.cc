@@ -174,6 +174,76 @@ std::future<Status> ClientImpl::Prefill(uint64_t id, int layer, int64_t first_to
   return SendAppends(std::move(seq), layer, std::move(requests), std::move(expected));
 }
 
+std::future<Status> ClientImpl::BuildIndex(uint64_t id, int layer, const TensorView& q,
+                                           std::span<const int64_t> positions, IndexKind kind) {
+  const ModelSpec& spec = options_.spec;
+  const std::string context = "sequence " + std::to_string(id);
+  if (Status s = CheckLayer(context, layer); !s.ok()) return ReadyFuture(std::move(s));
+  StatusOr<std::shared_ptr<SequenceState>> found = table_->FindOpen(id);
+  if (!found.ok()) return ReadyFuture(found.status());
+  std::shared_ptr<SequenceState> seq = *std::move(found);
+  const bool empty = positions.empty() && (q.rank() == 0 || q.num_elements() == 0);
+  Status shape = empty ? OkStatus()
+                       : CheckView("q", q, {static_cast<int64_t>(positions.size()),
+                                            spec.num_q_heads, spec.head_dim});
+  if (!shape.ok()) return ReadyFuture(shape.WithContext(context));
+  if (static_cast<int>(kind) < 0 || static_cast<int>(kind) > 4) {
+    return ReadyFuture(InvalidArgumentError(context + ": unknown index kind"));
+  }
+
+  std::vector<std::pair<size_t, std::vector<Request>>> requests;
+  std::vector<std::vector<int64_t>> expected;
+  {
+    MutexLock lock(&seq->mu);
+    const auto l = static_cast<size_t>(layer);
+    if (Status s = CheckAppendable(*seq, layer); !s.ok()) return ReadyFuture(std::move(s));
+    for (size_t i = 0; i < positions.size(); ++i) {
+      if (positions[i] < 0 || positions[i] >= seq->length[l] ||
+          (i > 0 && positions[i] <= positions[i - 1])) {
+        return ReadyFuture(InvalidArgumentError(
+            context + " layer " + std::to_string(layer) + ": query sample positions must ascend "
+            "within the layer's " + std::to_string(seq->length[l]) + " tokens"));
+      }
+    }
+    const int g = spec.group_size();
+    for (size_t s = 0; s < seq->plan.shards.size(); ++s) {
+      const Shard& shard = seq->plan.shards[s];
+      // The shard learns from the queries at or after its first token (they attend to it).
+      AppendKvHeader h{.id = id,
+                       .layer = layer,
+                       .block_major = true,
+                       .num_tokens = 0,
+                       .dtype = spec.dtype,
+                       .sample_dtype = q.dtype(),
+                       .build_index = true,
+                       .index_kind = kind};
+      std::vector<size_t> rows;
+      for (size_t i = 0; i < positions.size(); ++i) {
+        if (positions[i] < shard.token_begin) continue;
+        rows.push_back(i);
+        h.sample_positions.push_back(positions[i] - shard.token_begin);
+      }
+      const size_t heads = static_cast<size_t>(shard.kv_head_end - shard.kv_head_begin) * g;
+      const size_t row_bytes = heads * static_cast<size_t>(spec.head_dim) * DTypeSize(q.dtype());
+      auto payload = std::make_shared<std::vector<std::byte>>(rows.size() * row_bytes);
+      for (size_t r = 0; r < rows.size(); ++r) {
+        const auto i = static_cast<int64_t>(rows[r]);
+        const TensorView row(q.ElementPtr({i, 0, 0}), q.dtype(), {q.dim(1), q.dim(2)},
+                             {q.stride(1), q.stride(2)});
+        PackRows(row, static_cast<int64_t>(shard.kv_head_begin) * g,
+                 static_cast<int64_t>(shard.kv_head_end) * g, q.dtype(),
+                 payload->data() + r * row_bytes);
+      }
+      requests.emplace_back(s, std::vector<Request>{});
+      requests.back().second.push_back(Request{.method = Method::kAppendKv,
+                                               .header = EncodeAppendKv(h),
+                                               .payload = std::move(payload)});
+      expected.push_back({seq->local_len[l][s]});
+    }
+  }
+  return SendAppends(std::move(seq), layer, std::move(requests), std::move(expected));
+}
+
 std::future<Status> ClientImpl::Append(uint64_t id, int layer, const TensorView& k,
                                        const TensorView& v) {
   const ModelSpec& spec = options_.spec;

@@ -71,6 +71,9 @@ Status ReadAttendPart(wire::AttendReply::Result::Reader r, const AttendExpect& w
                                        ": unknown status code " + std::to_string(r.getCode()));
   }
   part->keys_scanned = r.getKeysScanned();
+  part->selected_tokens = r.getSelectedTokens();
+  part->bytes_read = r.getBytesRead();
+  part->dense_heads = r.getDenseHeads();
   part->length = r.getLength();
   if (*code != StatusCode::kOk) {
     std::string message = r.getMessage().cStr();
@@ -128,14 +131,37 @@ std::string EncodeAppendKv(const AppendKvHeader& h) {
   req.setDtype(DTypeToWire(h.dtype));
   req.setKOffset(h.k_offset);
   req.setVOffset(h.v_offset);
+  if (!h.sample_positions.empty()) {
+    req.setSampleCount(static_cast<uint32_t>(h.sample_positions.size()));
+    req.setSampleDtype(DTypeToWire(h.sample_dtype));
+    req.setSampleOffset(h.sample_offset);
+    auto positions = req.initSamplePositions(static_cast<unsigned>(h.sample_positions.size()));
+    for (size_t i = 0; i < h.sample_positions.size(); ++i) {
+      positions.set(static_cast<unsigned>(i), static_cast<uint32_t>(h.sample_positions[i]));
+    }
+  }
+  req.setBuildIndex(h.build_index);
+  req.setIndexKind(static_cast<wire::IndexKind>(static_cast<uint16_t>(h.index_kind)));
   return transport::EncodeCapnp(b);
 }
 
-std::string EncodeAttend(int layer, std::span<const AttendWireItem> items) {
+std::string EncodeAttend(int layer, std::span<const AttendWireItem> items, AttendMode mode,
+                         const SparseOptions& sparse) {
   capnp::MallocMessageBuilder b;
   auto req = b.initRoot<wire::AttendRequest>();
   req.setLayer(static_cast<uint32_t>(layer));
-  req.setMode(wire::AttendRequest::Mode::DENSE);
+  if (mode == AttendMode::kSparse) {
+    req.setMode(wire::AttendRequest::Mode::SPARSE);
+    auto p = req.initSparse();
+    p.setSinks(sparse.sinks);
+    p.setWindow(sparse.window);
+    p.setTopK(sparse.top_k);
+    p.setIndexKind(static_cast<wire::IndexKind>(static_cast<uint16_t>(sparse.index)));
+    p.setEffort(sparse.effort);
+    p.setExcludeWindow(sparse.exclude_window);
+  } else {
+    req.setMode(wire::AttendRequest::Mode::DENSE);
+  }
   auto list = req.initItems(static_cast<unsigned>(items.size()));
   for (size_t i = 0; i < items.size(); ++i) {
     auto item = list[static_cast<unsigned>(i)];
@@ -146,6 +172,8 @@ std::string EncodeAttend(int layer, std::span<const AttendWireItem> items) {
     item.setKvDtype(DTypeToWire(items[i].kv_dtype));
     item.setKOffset(items[i].k_offset);
     item.setVOffset(items[i].v_offset);
+    item.setTokenBegin(items[i].token_begin);
+    item.setTokensAfter(items[i].tokens_after);
   }
   return transport::EncodeCapnp(b);
 }

@@ -36,6 +36,12 @@ struct AppendKvHeader {
   DType dtype = DType::kFloat32;
   uint64_t k_offset = 0;  // byte offsets into the payload
   uint64_t v_offset = 0;
+  // Optional query sample (q [sample_positions.size(), G * h, D] at sample_offset) and build.
+  DType sample_dtype = DType::kFloat32;
+  uint64_t sample_offset = 0;
+  std::vector<int64_t> sample_positions;  // shard-local
+  bool build_index = false;
+  IndexKind index_kind = IndexKind::kWorkerDefault;
 };
 std::string EncodeAppendKv(const AppendKvHeader& h);
 
@@ -47,8 +53,11 @@ struct AttendWireItem {
   DType kv_dtype = DType::kFloat32;
   uint64_t k_offset = 0;
   uint64_t v_offset = 0;
+  uint64_t token_begin = 0;   // sparse: the shard's first global token
+  uint64_t tokens_after = 0;  // sparse: sequence tokens after the shard's
 };
-std::string EncodeAttend(int layer, std::span<const AttendWireItem> items);
+std::string EncodeAttend(int layer, std::span<const AttendWireItem> items,
+                         AttendMode mode = AttendMode::kDense, const SparseOptions& sparse = {});
 
 // What a worker said about itself in its HelloReply.
 struct HelloInfo {
@@ -76,6 +85,9 @@ struct AttendPart {
   uint64_t id = 0;
   Status status;  // the worker's per-item error, if any
   uint64_t keys_scanned = 0;
+  uint64_t selected_tokens = 0;
+  uint64_t bytes_read = 0;
+  uint32_t dense_heads = 0;
   int64_t length = 0;
   std::vector<float> o;    // [num_q_heads, D] when status is OK
   std::vector<float> lse;  // [num_q_heads]

@@ -27,6 +27,9 @@ struct AttendExecutor::Item {
   DType kv_dtype = DType::kFloat32;
   uint64_t k_offset = 0;
   uint64_t v_offset = 0;
+  uint64_t token_begin = 0;   // sparse: the shard's place in the sequence
+  uint64_t tokens_after = 0;
+  retrieval::SelectionParams selection;  // sparse: sinks and window placed in this shard
   // Filled by Prepare.
   Status status;
   int kv_head_begin = 0;
@@ -50,6 +53,7 @@ struct AttendExecutor::Slot {
   int64_t tokens = 0;
   size_t first_task = 0;
   size_t num_tasks = 0;
+  bool dense_in_sparse = false;  // a sparse request's head planned dense
 };
 
 struct AttendExecutor::Task {
@@ -57,13 +61,28 @@ struct AttendExecutor::Task {
   int head = 0;  // within the item's heads
   size_t run_begin = 0;
   size_t run_end = 0;
+  bool sparse = false;
+  // Filled by Compute.
+  uint64_t keys = 0;      // exact dot products
+  uint64_t selected = 0;  // tokens attended
+  uint64_t bytes = 0;     // K, V and index bytes read
+  bool fell_back = false; // sparse task answered densely (index busy or gone)
 };
 
-AttendExecutor::AttendExecutor(KvStore* store, ThreadPool* pool, const ModelSpec& spec)
+struct AttendExecutor::SparseScratch {
+  std::vector<const std::byte*> key_blocks;
+  std::vector<KvRun> fallback_runs;
+  retrieval::SearchResult result;
+  std::vector<int32_t> selection;
+};
+
+AttendExecutor::AttendExecutor(KvStore* store, ThreadPool* pool, const ModelSpec& spec,
+                               RetrievalState* retrieval)
     : store_(store),
       pool_(pool),
       spec_(spec),
       group_(spec.group_size()),
+      retrieval_(retrieval),
       reply_buffers_(std::make_shared<ReplyBuffers>()) {}
 
 std::shared_ptr<std::vector<float>> AttendExecutor::ReplyBuffers::Get(size_t floats) {
@@ -102,8 +121,34 @@ Status CheckAligned(uint64_t offset, DType dtype, const char* what) {
 
 }  // namespace
 
+// Resolves a request's sparse parameters against the worker's retrieval settings.
+StatusOr<AttendExecutor::SparseRun> ResolveSparse(wire::AttendRequest::SparseParams::Reader p,
+                                                 const RetrievalConfig& config) {
+  AttendExecutor::SparseRun run;
+  run.active = true;
+  run.selection.sinks = p.getSinks() < 0 ? config.sinks : p.getSinks();
+  run.selection.window = p.getWindow() < 0 ? config.window : p.getWindow();
+  run.selection.top_k = p.getTopK() < 0 ? config.top_k : p.getTopK();
+  run.selection.exclude_window = p.getExcludeWindow();
+  run.effort = std::max(0, p.getEffort());
+  const int kind = static_cast<int>(p.getIndexKind());
+  if (kind == 0) {
+    run.kind = config.kind;
+  } else {
+    const std::optional<retrieval::IndexKind> k = retrieval::IndexKindFromNumber(kind - 1);
+    if (!k) return InvalidArgumentError("unknown index kind " + std::to_string(kind));
+    run.kind = *k;
+  }
+  constexpr int kMaxSelect = 1 << 20;
+  if (run.selection.sinks > kMaxSelect || run.selection.window > kMaxSelect ||
+      run.selection.top_k > kMaxSelect) {
+    return InvalidArgumentError("sparse parameters above 2^20 tokens");
+  }
+  return run;
+}
+
 StatusOr<OutgoingMessage> AttendExecutor::Run(const IncomingMessage& request,
-                                              uint64_t* keys_scanned, Phases* phases) {
+                                              Figures* figures, Phases* phases) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
   ASSIGN_OR_RETURN(transport::CapnpMessage msg, transport::CapnpMessage::Parse(request.header()));
@@ -115,7 +160,10 @@ StatusOr<OutgoingMessage> AttendExecutor::Run(const IncomingMessage& request,
       return OutOfRangeError("layer " + std::to_string(r.getLayer()) + " of a " +
                              std::to_string(spec_.num_layers) + "-layer model");
     }
-    if (r.getMode() != wire::AttendRequest::Mode::DENSE) {
+    sparse_ = SparseRun{};
+    if (r.getMode() == wire::AttendRequest::Mode::SPARSE) {
+      ASSIGN_OR_RETURN(sparse_, ResolveSparse(r.getSparse(), retrieval_->config()));
+    } else if (r.getMode() != wire::AttendRequest::Mode::DENSE) {
       return UnimplementedError("attention mode " +
                                 std::to_string(static_cast<int>(r.getMode())));
     }
@@ -134,6 +182,8 @@ StatusOr<OutgoingMessage> AttendExecutor::Run(const IncomingMessage& request,
       item.append = it.getAppendKv();
       item.k_offset = it.getKOffset();
       item.v_offset = it.getVOffset();
+      item.token_begin = it.getTokenBegin();
+      item.tokens_after = it.getTokensAfter();
       StatusOr<DType> q = transport::DTypeFromWire(it.getQDtype());
       StatusOr<DType> kv = transport::DTypeFromWire(it.getKvDtype());
       if (!q.ok()) item.status = q.status();
@@ -160,12 +210,13 @@ StatusOr<OutgoingMessage> AttendExecutor::Run(const IncomingMessage& request,
       item.status = item.status.WithContext("sequence " + std::to_string(item.id));
     }
   });
+  layer_ = layer;
   Gather();
   const auto t1 = Clock::now();
   PlanTasks();
   Compute();
   const auto t2 = Clock::now();
-  OutgoingMessage reply = BuildReply(keys_scanned);
+  OutgoingMessage reply = BuildReply(figures);
   const auto t3 = Clock::now();
   phases->prepare = std::chrono::duration<double>(t1 - t0).count();
   phases->compute = std::chrono::duration<double>(t2 - t1).count();
@@ -236,6 +287,43 @@ void AttendExecutor::Gather() {
   }
 }
 
+namespace {
+
+// Sinks are the sequence's first tokens and the window its last: a token shard of the
+// sequence gets the part of each that lies in its range.
+retrieval::SelectionParams PlaceSelectionIn(retrieval::SelectionParams p, uint64_t token_begin,
+                                            uint64_t tokens_after) {
+  const auto shrink = [](int n, uint64_t by) {
+    return by >= static_cast<uint64_t>(n) ? 0 : n - static_cast<int>(by);
+  };
+  p.sinks = shrink(p.sinks, token_begin);
+  p.window = shrink(p.window, tokens_after);
+  return p;
+}
+
+}  // namespace
+
+retrieval::SelectionParams AttendExecutor::PlaceSelection(const retrieval::SelectionParams& p,
+                                                          const Item& item) {
+  return PlaceSelectionIn(p, item.token_begin, item.tokens_after);
+}
+
+// The dense answer of a request that leaves the window to its caller: the slot's runs end
+// `window` tokens early (a copy of the runs, cut, is appended to runs_).
+void AttendExecutor::TrimSlot(Slot& slot, int window) {
+  int64_t keep = std::max<int64_t>(0, slot.tokens - window);
+  const size_t begin = runs_.size();
+  for (size_t r = slot.run_begin; r < slot.run_end && keep > 0; ++r) {
+    KvRun run = runs_[r];
+    run.num_tokens = static_cast<int>(std::min<int64_t>(run.num_tokens, keep));
+    keep -= run.num_tokens;
+    runs_.push_back(run);
+  }
+  slot.run_begin = begin;
+  slot.run_end = runs_.size();
+  slot.tokens = std::max<int64_t>(0, slot.tokens - window);
+}
+
 void AttendExecutor::PlanTasks() {
   tasks_.clear();
   int64_t total = 0;
@@ -247,22 +335,41 @@ void AttendExecutor::PlanTasks() {
   const int64_t target = threads * kTasksPerThread;
   const int64_t chunk = std::max<int64_t>(kMinChunkTokens, (total + target - 1) / target);
   for (size_t i = 0; i < items_.size(); ++i) {
-    const Item& item = items_[i];
+    Item& item = items_[i];
     if (!item.status.ok()) continue;
+    if (sparse_.active) item.selection = PlaceSelection(sparse_.selection, item);
     for (int h = 0; h < item.heads; ++h) {
       Slot& slot = slots_[item.slot_begin + static_cast<size_t>(h)];
       slot.first_task = tasks_.size();
+      slot.dense_in_sparse = false;
+      if (sparse_.active) {
+        // Short contexts, diffuse heads and heads whose index is not built yet run dense.
+        const bool long_enough = slot.tokens >= retrieval_->config().min_tokens;
+        const HeadPlan plan =
+            long_enough ? retrieval_->Plan(item.id, layer_, h, item.heads, sparse_.kind,
+                                           slot.tokens)
+                        : HeadPlan::kDenseNotReady;
+        if (plan == HeadPlan::kSparse) {
+          tasks_.push_back(Task{.item = i, .head = h, .run_begin = slot.run_begin,
+                                .run_end = slot.run_end, .sparse = true});
+          slot.num_tasks = 1;
+          continue;
+        }
+        slot.dense_in_sparse = true;
+        if (item.selection.exclude_window) TrimSlot(slot, item.selection.window);
+      }
       size_t begin = slot.run_begin;
       int64_t acc = 0;
       for (size_t r = slot.run_begin; r < slot.run_end; ++r) {
         acc += runs_[r].num_tokens;
         if (acc >= chunk && r + 1 < slot.run_end) {
-          tasks_.push_back(Task{i, h, begin, r + 1});
+          tasks_.push_back(Task{.item = i, .head = h, .run_begin = begin, .run_end = r + 1});
           begin = r + 1;
           acc = 0;
         }
       }
-      tasks_.push_back(Task{i, h, begin, slot.run_end});  // possibly empty: lse = -inf
+      // Possibly empty: lse = -inf.
+      tasks_.push_back(Task{.item = i, .head = h, .run_begin = begin, .run_end = slot.run_end});
       slot.num_tasks = tasks_.size() - slot.first_task;
     }
   }
@@ -273,20 +380,19 @@ void AttendExecutor::Compute() {
   partial_o_.resize(tasks_.size() * gd);
   partial_lse_.resize(tasks_.size() * static_cast<size_t>(group_));
   task_status_.assign(tasks_.size(), OkStatus());
-  const float scale = spec_.EffectiveScale();
+  while (sparse_scratch_.size() < tasks_.size()) {
+    sparse_scratch_.push_back(std::make_unique<SparseScratch>());
+  }
   pool_->ParallelFor(static_cast<int64_t>(tasks_.size()), [&](int64_t t) {
-    const Task& task = tasks_[static_cast<size_t>(t)];
-    const Item& item = items_[task.item];
-    DecodeAttentionParams p;
-    p.q = q_.data() + item.q_index + static_cast<size_t>(task.head) * gd;
-    p.group_size = group_;
-    p.head_dim = spec_.head_dim;
-    p.dtype = spec_.dtype;
-    p.scale = scale;
-    p.runs = std::span<const KvRun>(runs_.data() + task.run_begin, task.run_end - task.run_begin);
-    p.out = partial_o_.data() + static_cast<size_t>(t) * gd;
-    p.lse = partial_lse_.data() + static_cast<size_t>(t) * static_cast<size_t>(group_);
-    task_status_[static_cast<size_t>(t)] = DecodeAttention(p);
+    Task& task = tasks_[static_cast<size_t>(t)];
+    float* out = partial_o_.data() + static_cast<size_t>(t) * gd;
+    float* lse = partial_lse_.data() + static_cast<size_t>(t) * static_cast<size_t>(group_);
+    task_status_[static_cast<size_t>(t)] =
+        task.sparse ? RunSparse(static_cast<size_t>(t), out, lse)
+                    : RunDense(task,
+                               std::span<const KvRun>(runs_.data() + task.run_begin,
+                                                      task.run_end - task.run_begin),
+                               out, lse);
   });
   for (size_t t = 0; t < tasks_.size(); ++t) {
     Item& item = items_[tasks_[t].item];
@@ -294,7 +400,102 @@ void AttendExecutor::Compute() {
   }
 }
 
-OutgoingMessage AttendExecutor::BuildReply(uint64_t* keys_scanned) {
+Status AttendExecutor::RunDense(Task& task, std::span<const KvRun> runs, float* out,
+                                float* lse) {
+  const Item& item = items_[task.item];
+  const size_t gd = static_cast<size_t>(group_) * static_cast<size_t>(spec_.head_dim);
+  uint64_t tokens = 0;
+  for (const KvRun& r : runs) tokens += static_cast<uint64_t>(r.num_tokens);
+  task.keys = tokens;
+  task.selected = tokens;
+  task.bytes = 2 * tokens * static_cast<uint64_t>(spec_.head_dim) * DTypeSize(spec_.dtype);
+  return DecodeAttention({.q = q_.data() + item.q_index + static_cast<size_t>(task.head) * gd,
+                          .group_size = group_,
+                          .head_dim = spec_.head_dim,
+                          .dtype = spec_.dtype,
+                          .scale = spec_.EffectiveScale(),
+                          .runs = runs,
+                          .out = out,
+                          .lse = lse});
+}
+
+Status AttendExecutor::RunSparse(size_t t, float* out, float* lse) {
+  Task& task = tasks_[t];
+  const Item& item = items_[task.item];
+  SparseScratch& scratch = *sparse_scratch_[t];
+  RetrievalState::Lease lease = retrieval_->Acquire(item.id, layer_, task.head, sparse_.kind);
+  const std::span<const KvRun> runs(runs_.data() + task.run_begin, task.run_end - task.run_begin);
+  if (lease.index == nullptr) {
+    // A fold holds the index right now: the head is answered densely, over the runs without
+    // the caller's window when it keeps that itself.
+    task.fell_back = true;
+    scratch.fallback_runs.assign(runs.begin(), runs.end());
+    if (item.selection.exclude_window) {
+      int64_t total = 0;
+      for (const KvRun& r : runs) total += r.num_tokens;
+      int64_t keep = std::max<int64_t>(0, total - item.selection.window);
+      scratch.fallback_runs.clear();
+      for (const KvRun& r : runs) {
+        if (keep == 0) break;
+        KvRun cut = r;
+        cut.num_tokens = static_cast<int>(std::min<int64_t>(cut.num_tokens, keep));
+        keep -= cut.num_tokens;
+        scratch.fallback_runs.push_back(cut);
+      }
+    }
+    return RunDense(task, scratch.fallback_runs, out, lse);
+  }
+  const size_t gd = static_cast<size_t>(group_) * static_cast<size_t>(spec_.head_dim);
+  scratch.key_blocks.clear();
+  int64_t tokens = 0;
+  for (const KvRun& r : runs) {
+    scratch.key_blocks.push_back(static_cast<const std::byte*>(r.k));
+    tokens += r.num_tokens;
+  }
+  const retrieval::KeyRows keys{.blocks = scratch.key_blocks,
+                                .block_size = spec_.block_size,
+                                .head_dim = spec_.head_dim,
+                                .dtype = spec_.dtype,
+                                .count = tokens};
+  const float* q = q_.data() + item.q_index + static_cast<size_t>(task.head) * gd;
+  const retrieval::GroupScorer scorer(
+      {.q = q, .group_size = group_, .head_dim = spec_.head_dim}, spec_.dtype);
+  scratch.result.positions.clear();
+  scratch.result.stats = {};
+  if (sparse_.selection.top_k > 0) {
+    RETURN_IF_ERROR(lease.index->Search(
+        keys, scorer, {.top_k = sparse_.selection.top_k, .effort = sparse_.effort},
+        &scratch.result));
+  }
+  scratch.selection = retrieval::BuildSelection(
+      {.length = tokens, .indexed = lease.index->size(), .retrieved = scratch.result.positions},
+      item.selection);
+  lease = {};  // the index is not needed past the search
+  RETURN_IF_ERROR(SparseDecodeAttention({.q = q,
+                                         .group_size = group_,
+                                         .head_dim = spec_.head_dim,
+                                         .dtype = spec_.dtype,
+                                         .scale = spec_.EffectiveScale(),
+                                         .blocks = runs,
+                                         .block_size = spec_.block_size,
+                                         .positions = scratch.selection,
+                                         .out = out,
+                                         .lse = lse}));
+  // Keys of the selection that the search did not score exactly are read once more.
+  const uint64_t row_bytes = static_cast<uint64_t>(spec_.head_dim) * DTypeSize(spec_.dtype);
+  const uint64_t selected = scratch.selection.size();
+  uint64_t scored_selected = 0;
+  for (int32_t p : scratch.result.positions) {
+    scored_selected += std::binary_search(scratch.selection.begin(), scratch.selection.end(), p);
+  }
+  task.keys = static_cast<uint64_t>(scratch.result.stats.keys_scored) + selected - scored_selected;
+  task.selected = selected;
+  task.bytes = static_cast<uint64_t>(scratch.result.stats.bytes_read) +
+               (2 * selected - scored_selected) * row_bytes;
+  return OkStatus();
+}
+
+OutgoingMessage AttendExecutor::BuildReply(Figures* figures) {
   const size_t d = static_cast<size_t>(spec_.head_dim);
   const size_t g = static_cast<size_t>(group_);
   size_t floats = 0;
@@ -324,7 +525,7 @@ OutgoingMessage AttendExecutor::BuildReply(uint64_t* keys_scanned) {
   capnp::MallocMessageBuilder builder;
   auto results = builder.initRoot<wire::AttendReply>().initItems(
       static_cast<unsigned>(items_.size()));
-  uint64_t keys_total = 0;
+  *figures = Figures{};
   for (size_t i = 0; i < items_.size(); ++i) {
     const Item& item = items_[i];
     auto r = results[static_cast<unsigned>(i)];
@@ -335,16 +536,33 @@ OutgoingMessage AttendExecutor::BuildReply(uint64_t* keys_scanned) {
       continue;
     }
     uint64_t keys = 0;
+    uint64_t selected = 0;
+    uint64_t bytes = 0;
+    uint32_t dense_heads = 0;
     for (int h = 0; h < item.heads; ++h) {
-      keys += static_cast<uint64_t>(slots_[item.slot_begin + static_cast<size_t>(h)].tokens);
+      const Slot& slot = slots_[item.slot_begin + static_cast<size_t>(h)];
+      bool dense = slot.dense_in_sparse;
+      for (size_t t = slot.first_task; t < slot.first_task + slot.num_tasks; ++t) {
+        keys += tasks_[t].keys;
+        selected += tasks_[t].selected;
+        bytes += tasks_[t].bytes;
+        dense = dense || tasks_[t].fell_back;
+      }
+      dense_heads += dense ? 1 : 0;
+      if (sparse_.active && !dense) ++figures->sparse_heads;
     }
-    keys_total += keys;
+    figures->keys_scanned += keys;
+    figures->selected_tokens += selected;
+    figures->bytes_read += bytes;
+    figures->dense_heads += dense_heads;
     r.setOutOffset(item.out_index * sizeof(float));
     r.setNumQHeads(static_cast<uint32_t>(static_cast<size_t>(item.heads) * g));
     r.setKeysScanned(keys);
     r.setLength(static_cast<uint32_t>(item.length));
+    r.setSelectedTokens(selected);
+    r.setBytesRead(bytes);
+    r.setDenseHeads(dense_heads);
   }
-  *keys_scanned = keys_total;
   OutgoingMessage reply;
   reply.method = transport::Method::kAttend;
   reply.header = transport::EncodeCapnp(builder);

@@ -11,6 +11,12 @@
 // its queries) and merging the chunk partials run on the pool too, one task per item and per
 // (item, head).
 //
+// Sparse mode (retrieval attention, docs/retrieval.md): each (item, KV head) whose index is
+// ready is one task that searches the index with the head's GQA group, builds the selection
+// (sinks + window + retrieved) and attends to it exactly; heads without an index, heads
+// profiled as diffuse and short contexts run the dense tasks above. Per-request parameters
+// default to the worker's retrieval settings.
+//
 // Thread safety: not thread-safe; the worker's dispatcher owns it. Scratch buffers and reply
 // payloads are reused across requests, so the steady state allocates little beyond the
 // reply's header.
@@ -22,17 +28,22 @@
 #include <vector>
 
 #include "attention_workers/decode_attention.h"
+#include "attention_workers/retrieval/key_index.h"
+#include "attention_workers/retrieval/selection.h"
 #include "attention_workers/thread_pool.h"
 #include "common/model_spec.h"
 #include "common/status.h"
 #include "kvstore/kv_store.h"
+#include "services/worker/retrieval_state.h"
 #include "transport/message.h"
 
 namespace attic::worker_internal {
 
 class AttendExecutor {
  public:
-  AttendExecutor(KvStore* store, ThreadPool* pool, const ModelSpec& spec);
+  // retrieval serves sparse requests; not owned.
+  AttendExecutor(KvStore* store, ThreadPool* pool, const ModelSpec& spec,
+                 RetrievalState* retrieval);
   ~AttendExecutor();
   AttendExecutor(const AttendExecutor&) = delete;
   AttendExecutor& operator=(const AttendExecutor&) = delete;
@@ -46,8 +57,24 @@ class AttendExecutor {
     double compute = 0.0;
     double reply = 0.0;
   };
+  // What one Run did, over all items and heads.
+  struct Figures {
+    uint64_t keys_scanned = 0;
+    uint64_t selected_tokens = 0;
+    uint64_t bytes_read = 0;
+    uint64_t sparse_heads = 0;  // answered from an index
+    uint64_t dense_heads = 0;   // sparse requests' heads answered densely
+  };
   StatusOr<transport::OutgoingMessage> Run(const transport::IncomingMessage& request,
-                                           uint64_t* keys_scanned, Phases* phases);
+                                           Figures* figures, Phases* phases);
+
+  // The sparse request's parameters, defaults resolved.
+  struct SparseRun {
+    bool active = false;
+    retrieval::SelectionParams selection;
+    retrieval::IndexKind kind = retrieval::IndexKind::kGraph;
+    int effort = 0;
+  };
 
   // Minimum tokens per task: smaller chunks cost more in merging than they win in balance.
   static constexpr int kMinChunkTokens = 1024;
@@ -57,7 +84,9 @@ class AttendExecutor {
  private:
   struct Item;   // one sequence of the request
   struct Slot;   // one (item, KV head): its runs and token count
-  struct Task;   // one (item, head, token chunk)
+  struct Task;   // one (item, head, token chunk), or one sparse (item, head)
+  struct SparseScratch;  // per sparse task, reused across requests
+
 
   // One item: appends its token, reads its block views and converts its queries into the
   // item's own scratch. Runs on a pool thread; items are distinct sequences.
@@ -65,13 +94,22 @@ class AttendExecutor {
   // Moves the prepared items' runs and queries into runs_, slots_ and q_.
   void Gather();
   void PlanTasks();
+  static retrieval::SelectionParams PlaceSelection(const retrieval::SelectionParams& p,
+                                                   const Item& item);
+  void TrimSlot(Slot& slot, int window);
   void Compute();
-  transport::OutgoingMessage BuildReply(uint64_t* keys_scanned);
+  // One sparse task: search, select, attend. Falls back to dense when the index is busy.
+  Status RunSparse(size_t t, float* out, float* lse);
+  Status RunDense(Task& task, std::span<const KvRun> runs, float* out, float* lse);
+  transport::OutgoingMessage BuildReply(Figures* figures);
 
   KvStore* const store_;
   ThreadPool* const pool_;
   const ModelSpec spec_;
   const int group_;
+  RetrievalState* const retrieval_;
+  int layer_ = 0;
+  SparseRun sparse_;
 
   std::vector<Item> items_;
   std::vector<Slot> slots_;
@@ -81,6 +119,7 @@ class AttendExecutor {
   std::vector<float> q_;               // fp32 queries, [items][G * h][D]
   std::vector<float> partial_o_;       // per task [G, D]
   std::vector<float> partial_lse_;     // per task [G]
+  std::vector<std::unique_ptr<SparseScratch>> sparse_scratch_;  // per task
 
   // Reply payloads, reused: a fresh buffer of a few hundred KB per reply costs page faults
   // (glibc maps large allocations anew each time). Shared with the buffers' deleters, which

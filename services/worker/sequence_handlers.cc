@@ -89,6 +89,12 @@ StatusOr<OutgoingMessage> WorkerService::AppendKv(const IncomingMessage& req) {
   DType dtype = DType::kFloat32;
   uint64_t k_offset = 0;
   uint64_t v_offset = 0;
+  uint32_t sample_count = 0;
+  DType sample_dtype = DType::kFloat32;
+  uint64_t sample_offset = 0;
+  std::vector<int32_t> sample_positions;
+  bool build_index = false;
+  int kind_number = 0;
   RETURN_IF_ERROR(CatchKj("AppendKvRequest", [&]() -> Status {
     auto r = msg.Root<wire::AppendKvRequest>();
     id = r.getSequenceId();
@@ -103,6 +109,26 @@ StatusOr<OutgoingMessage> WorkerService::AppendKv(const IncomingMessage& req) {
     ASSIGN_OR_RETURN(dtype, transport::DTypeFromWire(r.getDtype()));
     k_offset = r.getKOffset();
     v_offset = r.getVOffset();
+    sample_count = r.getSampleCount();
+    if (sample_count > 0) {
+      ASSIGN_OR_RETURN(sample_dtype, transport::DTypeFromWire(r.getSampleDtype()));
+      sample_offset = r.getSampleOffset();
+      auto list = r.getSamplePositions();
+      if (list.size() != sample_count) {
+        return InvalidArgumentError("query sample: " + std::to_string(list.size()) +
+                                    " positions for " + std::to_string(sample_count) +
+                                    " queries");
+      }
+      for (uint32_t p : list) {
+        if (p > static_cast<uint32_t>(KvStore::kMaxSequenceTokens) ||
+            (!sample_positions.empty() && static_cast<int32_t>(p) <= sample_positions.back())) {
+          return InvalidArgumentError("query sample positions must ascend below 2^31");
+        }
+        sample_positions.push_back(static_cast<int32_t>(p));
+      }
+    }
+    build_index = r.getBuildIndex();
+    kind_number = static_cast<int>(r.getIndexKind());
     return OkStatus();
   }).WithContext(SeqName(id)));
   ASSIGN_OR_RETURN(SequenceInfo info, store_->GetSequence(id));
@@ -114,7 +140,27 @@ StatusOr<OutgoingMessage> WorkerService::AppendKv(const IncomingMessage& req) {
   const uint64_t bytes = static_cast<uint64_t>(heads * rows * d) * DTypeSize(dtype);
   ASSIGN_OR_RETURN(const std::byte* k, PayloadSlice(req.payload(), k_offset, bytes, "k"));
   ASSIGN_OR_RETURN(const std::byte* v, PayloadSlice(req.payload(), v_offset, bytes, "v"));
-  if (block_major) {
+  // The query sample is checked before anything is appended, so a bad one changes nothing.
+  const size_t sample_floats =
+      static_cast<size_t>(sample_count) * static_cast<size_t>(options_.spec.group_size() * heads * d);
+  const std::byte* sample = nullptr;
+  if (sample_count > 0) {
+    ASSIGN_OR_RETURN(sample, PayloadSlice(req.payload(), sample_offset,
+                                          sample_floats * DTypeSize(sample_dtype), "query sample"));
+  }
+  retrieval::IndexKind kind = options_.retrieval.kind;
+  if (kind_number != 0) {
+    const std::optional<retrieval::IndexKind> named =
+        retrieval::IndexKindFromNumber(kind_number - 1);
+    if (!named) {
+      return InvalidArgumentError(SeqName(id) + ": unknown index kind " +
+                                  std::to_string(kind_number));
+    }
+    kind = *named;
+  }
+  if (num_tokens == 0) {
+    // Nothing to append: the request carries only a query sample or a build request.
+  } else if (block_major) {
     const TensorView kv_k(k, dtype, {heads, blocks, b, d});
     const TensorView kv_v(v, dtype, {heads, blocks, b, d});
     RETURN_IF_ERROR(store_->AppendPrefill(id, layer, kv_k, kv_v, num_tokens));
@@ -124,6 +170,13 @@ StatusOr<OutgoingMessage> WorkerService::AppendKv(const IncomingMessage& req) {
     RETURN_IF_ERROR(store_->AppendTokens(id, layer, kv_k, kv_v));
   }
   ASSIGN_OR_RETURN(int length, store_->Length(id, layer));
+  if (sample_count > 0) {
+    std::vector<float> q(sample_floats);
+    ConvertToFloat(sample_dtype, sample, q.data(), q.size());
+    retrieval_->AddSample(id, layer, static_cast<int>(heads), std::move(q),
+                          std::move(sample_positions));
+  }
+  if (build_index) retrieval_->RequestBuild(id, layer, static_cast<int>(heads), kind);
   capnp::MallocMessageBuilder builder;
   builder.initRoot<wire::AppendKvReply>().setLength(static_cast<uint32_t>(length));
   return MakeReply(req.method(), builder);
@@ -134,6 +187,8 @@ StatusOr<OutgoingMessage> WorkerService::CloseSequence(const IncomingMessage& re
   uint64_t id = 0;
   RETURN_IF_ERROR(CatchKj("CloseSequenceRequest",
                           [&] { id = msg.Root<wire::CloseSequenceRequest>().getSequenceId(); }));
+  // Waits for an index build of this sequence in flight: it reads the blocks the store frees.
+  retrieval_->Forget(id);
   RETURN_IF_ERROR(store_->CloseSequence(id));
   capnp::MallocMessageBuilder builder;
   builder.initRoot<wire::CloseSequenceReply>();

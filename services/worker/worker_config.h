@@ -71,6 +71,21 @@ struct WorkerConfig {
   // us (transport::RpcServerOptions::busy_poll_us). 0 = sleep at once: best when the worker's
   // cores are oversubscribed. [0, 100000].
   uint32_t busy_poll_us = 50;
+  // Retrieval attention (docs/retrieval.md): the index built when a request names none (exact,
+  // graph, cluster or quantized), the selection a sparse request gets when it leaves a field
+  // unset, contexts answered densely, background build threads, the fold trigger and the
+  // per-head dense decision at build.
+  struct Retrieval {
+    std::string index_kind = "graph";
+    int sinks = 4;
+    int window = 64;
+    int top_k = 100;
+    int min_tokens = 1024;
+    int fold_tokens = 256;
+    int build_threads = 1;
+    bool profile_heads = true;
+  };
+  Retrieval retrieval;
   // error, warn, info or debug.
   std::string log_level = "info";
   // When set, the worker writes its name and bound ports as JSON to this path once ready.

@@ -63,6 +63,15 @@ int Serve(const WorkerConfig& config) {
                                        .kv_memory_bytes = config.kv_memory_bytes,
                                        .populate = config.populate,
                                        .compute_threads = config.compute_threads};
+  service_options.retrieval = {
+      .kind = *retrieval::ParseIndexKind(config.retrieval.index_kind),  // a checked choice
+      .sinks = config.retrieval.sinks,
+      .window = config.retrieval.window,
+      .top_k = config.retrieval.top_k,
+      .min_tokens = config.retrieval.min_tokens,
+      .fold_tokens = config.retrieval.fold_tokens,
+      .build_threads = config.retrieval.build_threads,
+      .profile_heads = config.retrieval.profile_heads};
   StatusOr<std::unique_ptr<WorkerService>> service = WorkerService::Create(service_options, &metrics);
   if (!service.ok()) {
     ATTIC_LOG(kError, "worker") << "cannot start: " << service.status();

@@ -155,6 +155,27 @@ WorkerMetrics::WorkerMetrics(const std::string& worker_name)
                      .Register(*registry_);
   prefix_cache_blocks_ = {&prefix.Add({{"state", "cached"}}), &prefix.Add({{"state", "shared"}}),
                           &prefix.Add({{"state", "total"}})};
+  auto& heads = prometheus::BuildCounter()
+                    .Name("attic_worker_attend_heads_total")
+                    .Help("KV heads of sparse Attend requests: answered from a retrieval index "
+                          "(sparse) or densely (diffuse head, index not ready, short context).")
+                    .Register(*registry_);
+  attend_heads_ = {&heads.Add({{"mode", "sparse"}}), &heads.Add({{"mode", "dense"}})};
+  retrieval_gauges_ = {
+      AddGauge(*registry_, "attic_worker_retrieval_indexes",
+               "Retrieval indexes built (sequence, layer, KV head, kind)."),
+      AddGauge(*registry_, "attic_worker_retrieval_index_bytes",
+               "Memory of the retrieval indexes' own structures."),
+      AddGauge(*registry_, "attic_worker_retrieval_dense_heads",
+               "(sequence, layer, KV head)s whose prefill queries showed diffuse attention."),
+      AddGauge(*registry_, "attic_worker_retrieval_queued_jobs",
+               "Index builds and folds waiting for the build threads.")};
+  retrieval_counters_ = {
+      AddCounter(*registry_, "attic_worker_retrieval_builds_total", "Index builds finished."),
+      AddCounter(*registry_, "attic_worker_retrieval_folds_total",
+                 "Folds of decode keys into an index."),
+      AddCounter(*registry_, "attic_worker_retrieval_build_seconds_total",
+                 "Time the build threads spent building indexes.")};
   AddGauge(*registry_, "attic_worker_up", "1 while the worker runs.")->Set(1);
   prometheus::BuildGauge()
       .Name("attic_worker_build_info")
@@ -214,6 +235,25 @@ void WorkerMetrics::AddAttendPhases(double prepare, double compute, double reply
 }
 
 void WorkerMetrics::SetQueueDepth(int64_t depth) { queue_depth_->Set(NonNegative(depth)); }
+
+void WorkerMetrics::AddAttendHeads(uint64_t sparse, uint64_t dense) {
+  if (sparse > 0) attend_heads_[0]->Increment(static_cast<double>(sparse));
+  if (dense > 0) attend_heads_[1]->Increment(static_cast<double>(dense));
+}
+
+void WorkerMetrics::SetRetrieval(const RetrievalFigures& r) {
+  retrieval_gauges_[0]->Set(NonNegative(r.indexes));
+  retrieval_gauges_[1]->Set(NonNegative(r.index_bytes));
+  retrieval_gauges_[2]->Set(NonNegative(r.dense_heads));
+  retrieval_gauges_[3]->Set(NonNegative(r.queued));
+  SetTotal(retrieval_counters_[0], &last_builds_, r.builds);
+  SetTotal(retrieval_counters_[1], &last_folds_, r.folds);
+  std::lock_guard<std::mutex> lock(build_seconds_mu_);
+  if (r.build_seconds > last_build_seconds_) {
+    retrieval_counters_[2]->Increment(r.build_seconds - last_build_seconds_);
+    last_build_seconds_ = r.build_seconds;
+  }
+}
 
 void WorkerMetrics::SetTotal(prometheus::Counter* counter, std::atomic<uint64_t>* last,
                              uint64_t total) {

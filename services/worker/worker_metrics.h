@@ -21,6 +21,12 @@
 //   attic_worker_prefix_hits_total, attic_worker_attend_keys_scanned_total,
 //   attic_worker_handshakes_refused_total                                           counters
 //   attic_worker_up, attic_worker_build_info{version,protocol,worker}               gauges (1)
+//   attic_worker_attend_heads_total{mode="sparse|dense"}   counter: heads of sparse requests,
+//                                                           answered from an index or densely
+//   attic_worker_retrieval_indexes, attic_worker_retrieval_index_bytes,
+//   attic_worker_retrieval_dense_heads, attic_worker_retrieval_queued_jobs            gauges
+//   attic_worker_retrieval_builds_total, attic_worker_retrieval_folds_total,
+//   attic_worker_retrieval_build_seconds_total                                     counters
 //
 // Thread safety: every method may be called from any thread. The hot path (ObserveRequest,
 // AddBytes, AddKeysScanned, SetQueueDepth) takes no lock and does not allocate: counters are
@@ -34,6 +40,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 
@@ -71,6 +78,17 @@ class WorkerMetrics {
   // building the reply (reply). Seconds, added to attic_worker_attend_phase_seconds_total.
   void AddAttendPhases(double prepare, double compute, double reply);
   void SetQueueDepth(int64_t depth);
+  // Heads of sparse Attend requests answered from an index, and answered densely.
+  void AddAttendHeads(uint64_t sparse, uint64_t dense);
+
+  // Retrieval figures (worker_internal::RetrievalState::Stats), copied before each scrape; the
+  // counters advance by the running totals' growth since the previous call.
+  struct RetrievalFigures {
+    int64_t indexes = 0, index_bytes = 0, dense_heads = 0, queued = 0;
+    uint64_t builds = 0, folds = 0;
+    double build_seconds = 0;
+  };
+  void SetRetrieval(const RetrievalFigures& r);
 
   // The KV store's figures (KvStoreStats), copied before each scrape. prefix_hits is the store's
   // running total; the counter advances by its growth since the previous call.
@@ -121,6 +139,13 @@ class WorkerMetrics {
   std::array<prometheus::Gauge*, 4> kv_blocks_;  // k used, k capacity, v used, v capacity
   std::array<prometheus::Gauge*, 4> kv_bytes_;
   std::array<prometheus::Gauge*, 3> prefix_cache_blocks_;  // cached, shared, total
+  std::array<prometheus::Counter*, 2> attend_heads_;  // sparse, dense
+  std::array<prometheus::Gauge*, 4> retrieval_gauges_;  // indexes, bytes, dense heads, queued
+  std::array<prometheus::Counter*, 3> retrieval_counters_;  // builds, folds, build seconds
+  std::atomic<uint64_t> last_builds_{0};
+  std::atomic<uint64_t> last_folds_{0};
+  std::mutex build_seconds_mu_;
+  double last_build_seconds_ = 0;  // guarded by build_seconds_mu_
   std::atomic<uint64_t> last_prefix_hits_{0};
   std::atomic<uint64_t> last_handshakes_refused_{0};
 };

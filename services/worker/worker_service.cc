@@ -37,8 +37,10 @@ StatusOr<std::unique_ptr<WorkerService>> WorkerService::Create(
   ASSIGN_OR_RETURN(service->store_, KvStore::Open(kv));
   service->pool_ = std::make_unique<ThreadPool>(
       ThreadPoolOptions{.num_threads = options.compute_threads});
+  service->retrieval_ = std::make_unique<worker_internal::RetrievalState>(
+      service->store_.get(), options.spec, options.retrieval);
   service->attend_ = std::make_unique<worker_internal::AttendExecutor>(
-      service->store_.get(), service->pool_.get(), options.spec);
+      service->store_.get(), service->pool_.get(), options.spec, service->retrieval_.get());
   service->dispatcher_ = std::thread([s = service.get()] { s->DispatchLoop(); });
   return service;
 }
@@ -130,11 +132,12 @@ StatusOr<OutgoingMessage> WorkerService::Handle(const IncomingMessage& request) 
     case Method::kLookupPrefix: return LookupPrefix(request);
     case Method::kAppendKv: return AppendKv(request);
     case Method::kAttend: {
-      uint64_t keys = 0;
+      worker_internal::AttendExecutor::Figures figures;
       worker_internal::AttendExecutor::Phases phases;
-      StatusOr<OutgoingMessage> reply = attend_->Run(request, &keys, &phases);
+      StatusOr<OutgoingMessage> reply = attend_->Run(request, &figures, &phases);
       if (metrics_ != nullptr) {
-        metrics_->AddKeysScanned(keys);
+        metrics_->AddKeysScanned(figures.keys_scanned);
+        metrics_->AddAttendHeads(figures.sparse_heads, figures.dense_heads);
         metrics_->AddAttendPhases(phases.prepare, phases.compute, phases.reply);
       }
       return reply;
@@ -191,6 +194,14 @@ void WorkerService::RefreshMetrics() const {
   f.prefix_hits = s.prefix_hits;
   metrics_->SetKv(f);
   metrics_->SetQueueDepth(queue_depth());
+  const worker_internal::RetrievalState::Stats r = retrieval_->stats();
+  metrics_->SetRetrieval({.indexes = r.indexes,
+                          .index_bytes = r.index_bytes,
+                          .dense_heads = r.dense_heads,
+                          .queued = r.queued,
+                          .builds = r.builds,
+                          .folds = r.folds,
+                          .build_seconds = r.build_seconds});
 }
 
 }  // namespace attic

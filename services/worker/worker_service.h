@@ -32,6 +32,7 @@
 #include "common/model_spec.h"
 #include "common/status.h"
 #include "kvstore/kv_store.h"
+#include "services/worker/retrieval_state.h"
 #include "transport/message.h"
 #include "transport/rpc_server.h"
 
@@ -56,6 +57,8 @@ struct WorkerServiceOptions {
   bool populate = false;
   // Threads that compute attention (the dispatcher included); 0 = one per core.
   int compute_threads = 0;
+  // Retrieval attention: index kind, default selection, background builds.
+  worker_internal::RetrievalConfig retrieval;
 };
 
 class WorkerService {
@@ -85,6 +88,7 @@ class WorkerService {
   // The KV pools, for the transport to register.
   std::vector<std::span<std::byte>> memory_regions() const;
   const KvStore& store() const { return *store_; }
+  worker_internal::RetrievalState& retrieval() { return *retrieval_; }
   // Copies the store's figures into the metrics (called before each scrape).
   void RefreshMetrics() const;
 
@@ -109,6 +113,8 @@ class WorkerService {
   WorkerMetrics* const metrics_;
   std::unique_ptr<KvStore> store_;
   std::unique_ptr<ThreadPool> pool_;
+  // Reads the store from its build threads: destroyed (joined) before the store.
+  std::unique_ptr<worker_internal::RetrievalState> retrieval_;
   std::unique_ptr<worker_internal::AttendExecutor> attend_;
 
   mutable std::mutex mu_;

@@ -22,6 +22,16 @@ enum DType {
   float16 @2;
 }
 
+# Retrieval index kinds (docs/retrieval.md); numbers are attention_workers/retrieval/key_index.h's
+# IndexKind + 1, so that 0 means "the worker's configured default".
+enum IndexKind {
+  workerDefault @0;
+  exact @1;
+  graph @2;
+  cluster @3;
+  quantized @4;
+}
+
 struct ModelSpec {
   name @0 :Text;
   numLayers @1 :UInt32;
@@ -83,6 +93,18 @@ struct AppendKvRequest {
   dtype @4 :DType;               # blockMajor: must be the storage dtype; tokenMajor: any
   kOffset @5 :UInt64;
   vOffset @6 :UInt64;
+  # Optional prefill query sample the layer's retrieval indexes learn from: q
+  # [sampleCount, G * h, D] in sampleDtype at sampleOffset (the query heads of the held KV
+  # heads) at the shard-local token positions samplePositions (ascending). Kept with the
+  # sequence; successive chunks' samples accumulate.
+  sampleCount @7 :UInt32;
+  sampleDtype @8 :DType;
+  sampleOffset @9 :UInt64;
+  samplePositions @10 :List(UInt32);
+  # The layer's prompt is complete: build its retrieval indexes (of indexKind) in the
+  # background. Until they are ready, sparse Attend runs those heads densely.
+  buildIndex @11 :Bool;
+  indexKind @12 :IndexKind;
 
   enum Layout {
     # k, v: [h, blocks, B, D] in the storage dtype, blocks = ceil(numTokens / B); only the last
@@ -104,8 +126,23 @@ struct AttendRequest {
   mode @1 :Mode;
   items @2 :List(Item);
 
+  sparse @3 :SparseParams;       # with mode = sparse
+
   enum Mode {
     dense @0;                    # attention over every held token
+    sparse @1;                   # sinks + local window + retrieved top-k (docs/retrieval.md)
+  }
+
+  # Negative values (the defaults) take the worker's retrieval.* settings.
+  struct SparseParams {
+    sinks @0 :Int32 = -1;        # first tokens always attended
+    window @1 :Int32 = -1;       # last tokens always attended
+    topK @2 :Int32 = -1;         # tokens retrieved per KV head
+    indexKind @3 :IndexKind;
+    effort @4 :Int32 = -1;       # index search effort (its own unit); -1 = the index's default
+    # The caller attends to the last `window` tokens itself and merges by LSE: they are left
+    # out of this worker's selection.
+    excludeWindow @5 :Bool;
   }
 
   struct Item {
@@ -116,6 +153,12 @@ struct AttendRequest {
     kvDtype @4 :DType;
     kOffset @5 :UInt64;          # k_new: [h, D] in kvDtype (only with appendKv)
     vOffset @6 :UInt64;          # v_new: [h, D] in kvDtype (only with appendKv)
+    # Sparse mode with token sharding: where this shard's tokens lie in the sequence, so that
+    # sinks (the sequence's first tokens) and the window (its last) are placed globally. The
+    # shard holds global positions [tokenBegin, tokenBegin + length); tokensAfter sequence
+    # tokens follow it (on other shards). Both 0 when the shard holds the whole sequence.
+    tokenBegin @7 :UInt64;
+    tokensAfter @8 :UInt64;
   }
 }
 
@@ -130,6 +173,10 @@ struct AttendReply {
     numQHeads @4 :UInt32;        # G * h
     keysScanned @5 :UInt64;      # keys whose q.k this worker computed, over all heads
     length @6 :UInt32;           # tokens of the layer after the optional append
+    selectedTokens @7 :UInt64;   # tokens attended, over all heads (dense: length * h)
+    bytesRead @8 :UInt64;        # K, V and index bytes read, over all heads
+    denseHeads @9 :UInt32;       # sparse mode: held KV heads answered densely (diffuse head,
+                                 # index not built yet, or context below retrieval.min_tokens)
   }
 }
 

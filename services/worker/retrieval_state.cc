@@ -1,0 +1,353 @@
+#include "services/worker/retrieval_state.h"
+
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+
+#include "common/log.h"
+
+namespace attic::worker_internal {
+
+using retrieval::IndexKind;
+using retrieval::KeyIndex;
+using retrieval::KeyRows;
+
+namespace {
+
+constexpr int kKinds = 4;
+// Background work yields to the attention pool: a positive nice value for the build threads.
+constexpr int kBuildNice = 10;
+
+int KindIndex(IndexKind kind) { return static_cast<int>(kind); }
+
+}  // namespace
+
+struct RetrievalState::Head {
+  // Exclusive while an index is installed or folded; shared while a search uses it.
+  std::shared_mutex mu;
+  std::unique_ptr<KeyIndex> index[kKinds];  // guarded by mu
+  // Read without mu by Plan and Stats.
+  std::atomic<int64_t> indexed[kKinds] = {};  // index size, or -1 while none
+  std::atomic<int64_t> index_bytes{0};
+  std::atomic<bool> dense{false};
+  std::atomic<bool> profiled{false};
+  // Guarded by RetrievalState::mu_.
+  bool fold_queued[kKinds] = {};
+
+  Head() {
+    for (auto& n : indexed) n.store(-1);
+  }
+};
+
+struct RetrievalState::Layer {
+  // Guarded by RetrievalState::mu_.
+  std::vector<float> sample_q;  // [n, G * h, D]
+  std::vector<int32_t> sample_positions;
+  bool build_queued[kKinds] = {};
+  std::vector<std::unique_ptr<Head>> heads;
+};
+
+struct RetrievalState::Sequence {
+  uint64_t id = 0;
+  int heads = 0;
+  // Held by the build thread while it works on this sequence; Forget takes it to wait.
+  std::mutex busy;
+  bool closed = false;  // guarded by RetrievalState::mu_
+  std::vector<std::unique_ptr<Layer>> layers;
+};
+
+RetrievalState::RetrievalState(KvStore* store, const ModelSpec& spec,
+                               const RetrievalConfig& config)
+    : store_(store), spec_(spec), config_(config) {
+  builder_ = std::thread([this] { BuildLoop(); });
+}
+
+RetrievalState::~RetrievalState() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    jobs_.clear();
+  }
+  wake_.notify_all();
+  builder_.join();
+}
+
+std::shared_ptr<RetrievalState::Sequence> RetrievalState::Find(uint64_t seq) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = seqs_.find(seq);
+  return it == seqs_.end() ? nullptr : it->second;
+}
+
+// REQUIRES: mu_ held.
+std::shared_ptr<RetrievalState::Sequence> RetrievalState::FindOrAdd(uint64_t seq, int heads) {
+  auto& slot = seqs_[seq];
+  if (slot == nullptr) {
+    slot = std::make_shared<Sequence>();
+    slot->id = seq;
+    slot->heads = heads;
+    for (int l = 0; l < spec_.num_layers; ++l) {
+      auto layer = std::make_unique<Layer>();
+      for (int h = 0; h < heads; ++h) layer->heads.push_back(std::make_unique<Head>());
+      slot->layers.push_back(std::move(layer));
+    }
+  }
+  return slot;
+}
+
+void RetrievalState::AddSample(uint64_t seq, int layer, int heads, std::vector<float> q,
+                               std::vector<int32_t> positions) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::shared_ptr<Sequence> s = FindOrAdd(seq, heads);
+  Layer& l = *s->layers[static_cast<size_t>(layer)];
+  l.sample_q.insert(l.sample_q.end(), q.begin(), q.end());
+  l.sample_positions.insert(l.sample_positions.end(), positions.begin(), positions.end());
+}
+
+void RetrievalState::RequestBuild(uint64_t seq, int layer, int heads, IndexKind kind) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::shared_ptr<Sequence> s = FindOrAdd(seq, heads);
+    Layer& l = *s->layers[static_cast<size_t>(layer)];
+    if (l.build_queued[KindIndex(kind)]) return;
+    l.build_queued[KindIndex(kind)] = true;
+    jobs_.push_back(Job{.seq = seq, .layer = layer, .head = -1, .kind = kind});
+  }
+  wake_.notify_one();
+}
+
+HeadPlan RetrievalState::Plan(uint64_t seq, int layer, int head, int heads, IndexKind kind,
+                              int64_t length) {
+  bool notify = false;
+  HeadPlan plan = HeadPlan::kSparse;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::shared_ptr<Sequence> s = FindOrAdd(seq, heads);
+    Layer& l = *s->layers[static_cast<size_t>(layer)];
+    Head& h = *l.heads[static_cast<size_t>(head)];
+    const int k = KindIndex(kind);
+    const int64_t indexed = h.indexed[k].load();
+    if (h.dense.load()) {
+      plan = HeadPlan::kDenseDiffuse;
+    } else if (indexed < 0) {
+      plan = HeadPlan::kDenseNotReady;
+      if (!l.build_queued[k]) {
+        l.build_queued[k] = true;
+        jobs_.push_back(Job{.seq = seq, .layer = layer, .head = -1, .kind = kind});
+        notify = true;
+      }
+    } else if (length - indexed >= config_.fold_tokens && !h.fold_queued[k]) {
+      h.fold_queued[k] = true;
+      jobs_.push_back(Job{.seq = seq, .layer = layer, .head = head, .kind = kind});
+      notify = true;
+    }
+  }
+  if (notify) wake_.notify_one();
+  return plan;
+}
+
+RetrievalState::Lease RetrievalState::Acquire(uint64_t seq, int layer, int head,
+                                              IndexKind kind) {
+  Lease lease;
+  std::shared_ptr<Sequence> s = Find(seq);
+  if (s == nullptr) return lease;
+  Head& h = *s->layers[static_cast<size_t>(layer)]->heads[static_cast<size_t>(head)];
+  std::shared_lock<std::shared_mutex> lock(h.mu, std::try_to_lock);
+  if (!lock.owns_lock()) return lease;
+  lease.index = h.index[KindIndex(kind)].get();
+  if (lease.index != nullptr) lease.lock = std::move(lock);
+  return lease;
+}
+
+void RetrievalState::Forget(uint64_t seq) {
+  std::shared_ptr<Sequence> s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = seqs_.find(seq);
+    if (it == seqs_.end()) return;
+    s = it->second;
+    s->closed = true;
+    seqs_.erase(it);
+    std::erase_if(jobs_, [seq](const Job& j) { return j.seq == seq; });
+  }
+  // A build of this sequence in flight reads its blocks: wait for it before the store frees them.
+  std::lock_guard<std::mutex> wait(s->busy);
+  idle_.notify_all();
+}
+
+RetrievalState::Stats RetrievalState::stats() const {
+  Stats st;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [id, s] : seqs_) {
+    for (const auto& l : s->layers) {
+      st.sample_bytes += static_cast<int64_t>(l->sample_q.size() * sizeof(float) +
+                                              l->sample_positions.size() * sizeof(int32_t));
+      for (const auto& h : l->heads) {
+        for (const auto& n : h->indexed) st.indexes += n.load() >= 0 ? 1 : 0;
+        st.index_bytes += h->index_bytes.load();
+        st.dense_heads += h->dense.load() ? 1 : 0;
+      }
+    }
+  }
+  st.queued = static_cast<int64_t>(jobs_.size());
+  st.builds = builds_;
+  st.folds = folds_;
+  st.build_seconds = build_seconds_;
+  return st;
+}
+
+void RetrievalState::WaitIdle() {
+  std::unique_lock<std::mutex> lock(mu_);
+  idle_.wait(lock, [&] { return jobs_.empty() && !running_job_; });
+}
+
+void RetrievalState::BuildLoop() {
+  // Build threads (this one and the pool it starts) run below the attention pool's priority.
+  setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kBuildNice);
+  pool_ = std::make_unique<ThreadPool>(
+      ThreadPoolOptions{.num_threads = std::max(1, config_.build_threads)});
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
+      if (stop_) break;
+      job = jobs_.front();
+      jobs_.pop_front();
+      running_job_ = true;
+    }
+    Run(job);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      running_job_ = false;
+    }
+    idle_.notify_all();
+  }
+  pool_.reset();
+}
+
+void RetrievalState::Run(const Job& job) {
+  std::shared_ptr<Sequence> s = Find(job.seq);
+  if (s == nullptr) return;
+  std::lock_guard<std::mutex> busy(s->busy);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (s->closed) return;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const Status status = job.head < 0 ? Build(*s, job.layer, job.kind)
+                                     : Fold(*s, job.layer, job.head, job.kind);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::lock_guard<std::mutex> lock(mu_);
+  Layer& l = *s->layers[static_cast<size_t>(job.layer)];
+  if (job.head < 0) {
+    ++builds_;
+    build_seconds_ += seconds;
+    // A failed build may be asked for again by the next sparse request.
+    if (!status.ok()) l.build_queued[KindIndex(job.kind)] = false;
+  } else {
+    ++folds_;
+    l.heads[static_cast<size_t>(job.head)]->fold_queued[KindIndex(job.kind)] = false;
+  }
+  if (!status.ok() && !s->closed) {
+    ATTIC_LOG(kWarn, "retrieval")
+        << "sequence " << job.seq << " layer " << job.layer << ": index "
+        << (job.head < 0 ? "build" : "fold") << " failed: " << status.ToString();
+  }
+}
+
+Status RetrievalState::ReadKeys(uint64_t seq, int layer, int head,
+                                std::vector<const std::byte*>* blocks, KeyRows* rows) const {
+  std::vector<BlockView> views;
+  ASSIGN_OR_RETURN(SequenceInfo info, store_->GetSequence(seq));
+  RETURN_IF_ERROR(store_->ReadBlocks(seq, layer, info.kv_head_begin + head, &views));
+  blocks->clear();
+  int64_t count = 0;
+  for (const BlockView& v : views) {
+    blocks->push_back(v.k);
+    count += v.num_tokens;
+  }
+  *rows = KeyRows{.blocks = *blocks,
+                  .block_size = spec_.block_size,
+                  .head_dim = spec_.head_dim,
+                  .dtype = spec_.dtype,
+                  .count = count};
+  return OkStatus();
+}
+
+Status RetrievalState::Build(Sequence& seq, int layer, IndexKind kind) {
+  const int g = spec_.group_size();
+  const int d = spec_.head_dim;
+  std::vector<float> sample;
+  std::vector<int32_t> positions;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const Layer& l = *seq.layers[static_cast<size_t>(layer)];
+    sample = l.sample_q;
+    positions = l.sample_positions;
+  }
+  const size_t n = positions.size();
+  const size_t row = static_cast<size_t>(seq.heads) * g * d;
+  std::vector<float> head_q(n * static_cast<size_t>(g) * d);
+  for (int h = 0; h < seq.heads; ++h) {
+    Head& head = *seq.layers[static_cast<size_t>(layer)]->heads[static_cast<size_t>(h)];
+    std::vector<const std::byte*> blocks;
+    KeyRows rows;
+    RETURN_IF_ERROR(ReadKeys(seq.id, layer, h, &blocks, &rows));
+    // This head's G queries of every sample row, contiguous.
+    for (size_t i = 0; i < n; ++i) {
+      std::copy_n(sample.data() + i * row + static_cast<size_t>(h) * g * d,
+                  static_cast<size_t>(g) * d, head_q.data() + i * static_cast<size_t>(g) * d);
+    }
+    const retrieval::QuerySample qs{.q = head_q.data(),
+                                    .num_queries = static_cast<int>(n),
+                                    .group_size = g,
+                                    .head_dim = d,
+                                    .positions = positions};
+    if (config_.profile_heads && n > 0 && !head.profiled.exchange(true)) {
+      retrieval::ProfileOptions options = config_.profile;
+      options.scale = spec_.EffectiveScale();
+      options.selection = {.sinks = config_.sinks, .window = config_.window,
+                           .top_k = config_.top_k};
+      options.pool = pool_.get();
+      ASSIGN_OR_RETURN(retrieval::HeadProfile profile, retrieval::ProfileHead(rows, qs, options));
+      head.dense.store(profile.dense);
+      ATTIC_LOG(kInfo, "retrieval") << "sequence " << seq.id << " layer " << layer << " head "
+                                    << h << (profile.dense ? ": dense (diffuse attention), "
+                                                           : ": sparse, ")
+                                    << profile.ToString();
+    }
+    // A diffuse head is answered densely: no index is built for it.
+    if (head.dense.load()) continue;
+    ASSIGN_OR_RETURN(std::unique_ptr<KeyIndex> index,
+                     retrieval::BuildKeyIndex(kind, rows, qs, {.pool = pool_.get()}));
+    const int64_t size = index->size();
+    const int64_t bytes = index->memory_bytes();
+    std::unique_lock<std::shared_mutex> lock(head.mu);
+    head.index[KindIndex(kind)] = std::move(index);
+    head.index_bytes += bytes;
+    head.indexed[KindIndex(kind)].store(size);
+  }
+  return OkStatus();
+}
+
+Status RetrievalState::Fold(Sequence& seq, int layer, int head, IndexKind kind) {
+  Head& h = *seq.layers[static_cast<size_t>(layer)]->heads[static_cast<size_t>(head)];
+  std::vector<const std::byte*> blocks;
+  KeyRows rows;
+  RETURN_IF_ERROR(ReadKeys(seq.id, layer, head, &blocks, &rows));
+  std::unique_lock<std::shared_mutex> lock(h.mu);
+  KeyIndex* index = h.index[KindIndex(kind)].get();
+  if (index == nullptr) return OkStatus();
+  const int64_t before = index->memory_bytes();
+  RETURN_IF_ERROR(index->Add(rows));
+  h.index_bytes += index->memory_bytes() - before;
+  h.indexed[KindIndex(kind)].store(index->size());
+  return OkStatus();
+}
+
+}  // namespace attic::worker_internal
