@@ -154,9 +154,10 @@ class RetrievalOffload : public ::testing::Test {
     for (int i = 0; i < 2; ++i) {
       std::vector<std::string> args = loadgen::WorkerModelArgs(Spec());
       for (const char* a : {"--kv-memory-bytes", "512MiB", "--compute-threads", "2",
-                            "--retrieval-fold-tokens", "100000", "--busy-poll-us", "0"}) {
+                            "--busy-poll-us", "0", "--retrieval-fold-tokens"}) {
         args.push_back(a);
       }
+      args.push_back(std::to_string(fold_tokens_));
       args.push_back("--retrieval-index-kind");
       args.push_back(std::string(retrieval::IndexKindName(kKind)));
       workers_.push_back(std::make_unique<loadgen::WorkerProcess>(loadgen::WorkerProcessOptions{
@@ -210,6 +211,8 @@ class RetrievalOffload : public ::testing::Test {
     }
   }
 
+  // Decode keys that trigger a fold; large by default, so the index stays as built.
+  int fold_tokens_ = 100000;
   Layer layer_;
   bool real_ = false;
   std::vector<std::unique_ptr<loadgen::WorkerProcess>> workers_;
@@ -369,6 +372,65 @@ TEST_F(RetrievalOffload, DiffuseHeadsAreAnsweredDenselyAsProfiled) {
   StatusOr<AttendStats> s = Query(1, 1, L.q_decode.data(), out.data(), lse.data());
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->dense_heads, want_dense);
+}
+
+class RetrievalFold : public RetrievalOffload {
+ protected:
+  RetrievalFold() { fold_tokens_ = 8; }
+};
+
+// Decode keys are folded into the index in the background while decode goes on: every answer
+// stays exact attention over a selection (its LSE never exceeds the full attention's), folds
+// happen, and a key appended during decode that dominates every other is found by the search
+// once folded, not only through the window.
+TEST_F(RetrievalFold, DecodeKeysAreFoldedAndFound) {
+  const ModelSpec spec = Spec();
+  Layer L = layer_;
+  OpenAndPrefill(1, ShardPlan::Single(spec, 0), 4, L);
+  WaitReady(1, 4, L, 0);
+  const int steps = std::min(L.steps, 24);
+  // Step 0's key points along every query of the group, far stronger than any other key.
+  std::vector<float> strong(kHkv * kD, 0.0f);
+  for (int h = 0; h < kHkv; ++h) {
+    for (int g = 0; g < kG; ++g) {
+      for (int d = 0; d < kD; ++d) {
+        strong[h * kD + d] += 8.0f * L.q_decode[(static_cast<size_t>(h) * kG + g) * kD + d];
+      }
+    }
+  }
+  for (int t = 0; t < steps; ++t) {
+    const size_t row = static_cast<size_t>(L.indexed + t) * kHkv * kD;
+    const float* k_new = t == 0 ? strong.data() : L.k.data() + row;
+    std::vector<float> out(kHq * kD), lse(kHq);
+    AttendBatch batch{.layer = 4, .mode = AttendMode::kSparse};
+    batch.items.push_back({.id = 1,
+                           .q = TensorView(L.q_decode.data(), DType::kFloat32, {kHq, kD}),
+                           .k_new = TensorView(k_new, DType::kFloat32, {kHkv, kD}),
+                           .v_new = TensorView(L.v.data() + row, DType::kFloat32, {kHkv, kD}),
+                           .out = out.data(), .lse = lse.data()});
+    StatusOr<AttendStats> s = client_->Attend(std::move(batch)).get();
+    ASSERT_TRUE(s.ok()) << s.status();
+  }
+  // Wait for the folds, then attend with top-1, a window of 1 and no sinks: once the decode
+  // keys are folded (fewer than fold_tokens left outside the index), the strong key (23 tokens
+  // back) can only be in the selection because the index returns it first.
+  std::vector<float> out(kHq * kD), lse(kHq), with(kHq * kD), lse_with(kHq);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    StatusOr<AttendStats> s = Query(1, 4, L.q_decode.data(), out.data(), lse.data(),
+                                    {.sinks = 0, .window = 1, .top_k = 1});
+    ASSERT_TRUE(s.ok()) << s.status();
+    StatusOr<AttendStats> w = Query(1, 4, L.q_decode.data(), with.data(), lse_with.data(),
+                                    {.sinks = 0, .window = steps, .top_k = 100});
+    ASSERT_TRUE(w.ok()) << w.status();
+    // Folded: at most top-1 + 8 unfolded + 1 window tokens per head, and the index alone
+    // finds the strong key, so the two answers' LSEs agree.
+    bool same = s->dense_heads == 0 && s->selected_tokens <= kHkv * (1 + 8 + 1);
+    for (int i = 0; i < kHq && same; ++i) same = std::fabs(lse[i] - lse_with[i]) < 1.0f;
+    if (same) break;
+    ASSERT_LT(std::chrono::steady_clock::now(), give_up) << "decode keys were never folded";
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
 }
 
 }  // namespace
