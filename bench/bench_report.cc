@@ -79,7 +79,10 @@ void BenchReport::AddHostFact(const std::string& key, const std::string& value) 
 
 void BenchReport::AddRow(BenchRow row) { rows_.push_back(std::move(row)); }
 
+void BenchReport::AddRawRow(std::string json_object) { raw_rows_.push_back(std::move(json_object)); }
+
 void BenchReport::PrintTable(std::FILE* out) const {
+  if (rows_.empty() && !raw_rows_.empty()) return;
   std::fprintf(out, "%-28s %-36s %12s %-8s %12s %-26s %7s\n", "name", "params", "value", "unit",
                "limit", "limit source", "ratio");
   for (const BenchRow& r : rows_) {
@@ -124,6 +127,11 @@ Status BenchReport::WriteJson(const std::string& path) const {
       row["limit_source"] = nullptr;
       row["ratio"] = nullptr;
     }
+    j["rows"].push_back(std::move(row));
+  }
+  for (const std::string& raw : raw_rows_) {
+    nlohmann::json row = nlohmann::json::parse(raw, nullptr, /*allow_exceptions=*/false);
+    if (!row.is_object()) return InvalidArgumentError("bench: a raw row is not a JSON object");
     j["rows"].push_back(std::move(row));
   }
   std::ofstream out(path);

@@ -45,6 +45,9 @@ class BenchReport {
   // Host facts are gathered at construction (CPU model, cores, ISA, L3); more may be added.
   void AddHostFact(const std::string& key, const std::string& value);
   void AddRow(BenchRow row);
+  // A row of a benchmark's own schema: one JSON object as text, written after the BenchRows
+  // in "rows" and not printed by PrintTable (the benchmark prints its own table).
+  void AddRawRow(std::string json_object);
   const std::vector<BenchRow>& rows() const { return rows_; }
 
   void PrintTable(std::FILE* out) const;
@@ -58,6 +61,7 @@ class BenchReport {
   std::string bench_;
   std::vector<Param> host_;
   std::vector<BenchRow> rows_;
+  std::vector<std::string> raw_rows_;
 };
 
 // The CPU's model name from /proc/cpuinfo ("unknown" if unreadable).

@@ -1,0 +1,131 @@
+#include "bench/retrieval/methods.h"
+
+#include <utility>
+
+#include "attention_workers/retrieval/quantized_scan.h"
+#include "bench/retrieval/baselines.h"
+
+namespace attic::retrieval::eval {
+namespace {
+
+class KeyIndexSearcher final : public Searcher {
+ public:
+  explicit KeyIndexSearcher(std::unique_ptr<KeyIndex> index) : index_(std::move(index)) {}
+  int64_t memory_bytes() const override { return index_->memory_bytes(); }
+  Status Search(const KeyRows& keys, const QueryGroup& /*group*/, const GroupScorer& scorer,
+                const SearchParams& params, SearchResult* out) override {
+    return index_->Search(keys, scorer, params, out);
+  }
+
+ private:
+  std::unique_ptr<KeyIndex> index_;
+};
+
+// The effort sweep of each Attic kind, in the kind's own unit, cheapest first; 0 is the
+// kind's default. graph: beam width (raised to top_k when smaller); cluster: keys probed
+// (default max(512, 16 sqrt(n))); quantized: keys re-ranked exactly (default 200; the
+// 1-bit variant has its own sweep, QuantizedMethod).
+std::vector<int> AtticEfforts(IndexKind kind) {
+  switch (kind) {
+    case IndexKind::kExact:
+      return {0};
+    case IndexKind::kGraph:
+      return {100, 150, 0, 200, 300, 400};
+    case IndexKind::kCluster:
+      return {512, 1024, 0, 2048, 4096};
+    case IndexKind::kQuantized:
+      return {100, 150, 0, 300, 400};
+  }
+  return {0};
+}
+
+MethodSpec AtticMethod(IndexKind kind, uint64_t seed) {
+  MethodSpec m;
+  m.name = "attic-" + std::string(IndexKindName(kind));
+  m.effort_name = "effort";
+  m.efforts = AtticEfforts(kind);
+  m.learns_from_queries = kind == IndexKind::kGraph || kind == IndexKind::kCluster;
+  m.build = [kind, seed](const KeyRows& keys,
+                         const QuerySample& sample) -> StatusOr<std::unique_ptr<Searcher>> {
+    ASSIGN_OR_RETURN(std::unique_ptr<KeyIndex> index,
+                     BuildKeyIndex(kind, keys, sample, {.pool = nullptr, .seed = seed}));
+    return WrapKeyIndex(std::move(index));
+  };
+  return m;
+}
+
+// The two-stage quantized scan at a given code width, built directly (the factory's kQuantized
+// is the 4-bit default).
+MethodSpec QuantizedMethod(int bits) {
+  MethodSpec m;
+  m.name = "attic-quantized-" + std::to_string(bits) + "bit";
+  m.effort_name = "rerank";
+  m.efforts = bits == 4 ? std::vector<int>{100, 150, 200, 300, 400}
+                        : std::vector<int>{400, 800, 1600, 3200};
+  m.build = [bits](const KeyRows& keys,
+                   const QuerySample& /*sample*/) -> StatusOr<std::unique_ptr<Searcher>> {
+    ASSIGN_OR_RETURN(std::unique_ptr<KeyIndex> index, BuildQuantizedScan(keys, {.bits = bits}));
+    return WrapKeyIndex(std::move(index));
+  };
+  return m;
+}
+
+std::vector<MethodSpec> Baselines(uint64_t seed) {
+  const HnswOptions hnsw{.m = 32, .ef_construction = 100, .seed = seed};
+  std::vector<MethodSpec> m;
+  m.push_back({.name = "faiss-hnsw",
+               .build_params = "M=32 efConstruction=100",
+               .effort_name = "efSearch",
+               .efforts = {100, 200, 300, 500, 800},
+               .build = [hnsw](const KeyRows& keys, const QuerySample&) {
+                 return BuildFaissHnsw(keys, hnsw);
+               }});
+  m.push_back({.name = "faiss-ivf",
+               .build_params = "nlist=4sqrt(n)",
+               .effort_name = "nprobe",
+               .efforts = {8, 16, 32, 64, 128},
+               .build = [seed](const KeyRows& keys, const QuerySample&) {
+                 return BuildFaissIvf(keys, 0, seed);
+               }});
+  m.push_back({.name = "hnswlib",
+               .build_params = "M=32 efConstruction=100",
+               .effort_name = "ef",
+               .efforts = {100, 200, 300, 500, 800},
+               .build = [hnsw](const KeyRows& keys, const QuerySample&) {
+                 return BuildHnswlib(keys, hnsw);
+               }});
+  return m;
+}
+
+bool Wanted(const std::string& name, const std::vector<std::string>& only) {
+  if (only.empty()) return true;
+  for (const std::string& o : only) {
+    if (name.find(o) != std::string::npos) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::unique_ptr<Searcher> WrapKeyIndex(std::unique_ptr<KeyIndex> index) {
+  return std::make_unique<KeyIndexSearcher>(std::move(index));
+}
+
+std::vector<MethodSpec> RetrievalMethods(const MethodOptions& options) {
+  std::vector<MethodSpec> all;
+  for (IndexKind kind : {IndexKind::kExact, IndexKind::kGraph, IndexKind::kCluster}) {
+    all.push_back(AtticMethod(kind, options.seed));
+  }
+  all.push_back(QuantizedMethod(4));
+  all.push_back(QuantizedMethod(1));
+  for (MethodSpec& b : Baselines(options.seed)) all.push_back(std::move(b));
+  std::vector<MethodSpec> out;
+  for (MethodSpec& m : all) {
+    if (!Wanted(m.name, options.only)) continue;
+    if (options.quick && m.efforts.size() > 2) m.efforts.resize(2);
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+}  // namespace attic::retrieval::eval
