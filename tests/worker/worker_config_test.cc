@@ -432,6 +432,22 @@ TEST(WorkerConfigTest, EveryErrorNamesTheFieldValueAndSource) {
   }
 }
 
+TEST(WorkerConfigTest, RetrievalSettings) {
+  StatusOr<ConfigResult> r = Load({"--retrieval-index-kind", "cluster", "--retrieval-top-k",
+                                   "64", "--retrieval-profile-heads=false"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.retrieval.index_kind, "cluster");
+  EXPECT_EQ(r->config.retrieval.top_k, 64);
+  EXPECT_FALSE(r->config.retrieval.profile_heads);
+  EXPECT_EQ(r->config.retrieval.window, 64);  // default
+  r = Load({"--retrieval-index-kind", "hnsw"});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("retrieval.index_kind"), std::string::npos) << r.status();
+  r = Load({"--retrieval-fold-tokens", "0"});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("retrieval.fold_tokens"), std::string::npos) << r.status();
+}
+
 TEST(WorkerConfigTest, DescribeConfigMasksTheToken) {
   StatusOr<ConfigResult> r = Load({"--token", "s3cret-token", "--name", "w1"});
   ASSERT_TRUE(r.ok()) << r.status();
@@ -442,7 +458,7 @@ TEST(WorkerConfigTest, DescribeConfigMasksTheToken) {
   EXPECT_NE(text.find("name = w1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("model.num_layers = 6\n"), std::string::npos) << text;
   EXPECT_NE(text.find("kv_memory_bytes = 1GiB\n"), std::string::npos) << text;
-  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 25);  // one line per setting
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 33);  // one line per setting
   r = Load({});
   ASSERT_TRUE(r.ok());
   EXPECT_NE(DescribeConfig(r->config).find("token = \n"), std::string::npos);
