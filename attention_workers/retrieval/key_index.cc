@@ -4,6 +4,7 @@
 
 #include "attention_workers/retrieval/cluster_index.h"
 #include "attention_workers/retrieval/exact_index.h"
+#include "attention_workers/retrieval/graph_index.h"
 #include "attention_workers/retrieval/quantized_scan.h"
 
 namespace attic::retrieval {
@@ -91,7 +92,7 @@ StatusOr<std::unique_ptr<KeyIndex>> BuildKeyIndex(IndexKind kind, const KeyRows&
     case IndexKind::kQuantized:
       return BuildQuantizedScan(keys, {}, options);
     case IndexKind::kGraph:
-      break;
+      return BuildGraphIndex(keys, sample, {}, options);
   }
   return UnimplementedError(std::string("index kind '") + std::string(IndexKindName(kind)) +
                             "' is not built yet");
