@@ -33,7 +33,7 @@ constexpr int kHq = 8;
 constexpr int kG = 4;
 constexpr int kD = 128;
 // The index the workers build (their retrieval.index_kind) and the offline evaluation uses.
-constexpr IndexKind kKind = IndexKind::kCluster;
+constexpr IndexKind kKind = IndexKind::kGraph;
 
 // One layer's activations, fp32: k, v [n, Hkv, D]; q_decode [T, Hq, D] at positions
 // indexed..indexed+T-1; q_sample [m, Hq, D] at sample_positions (all below indexed).
