@@ -76,7 +76,8 @@ std::optional<Layer> RealLayer(int l) {
   return layer;
 }
 
-// Seeded keys with a few strong directions, so that queries have clear top keys.
+// Seeded random keys and values; every query points at three earlier keys of its KV head, so
+// attention is peaked (as in real layers whose heads stay sparse) rather than diffuse.
 Layer SyntheticLayer() {
   Layer layer;
   layer.n = 4096;
@@ -84,15 +85,33 @@ Layer SyntheticLayer() {
   layer.indexed = layer.n - layer.steps;
   std::mt19937_64 rng(11);
   std::normal_distribution<float> dist;
-  auto fill = [&](std::vector<float>& x, size_t count, float scale) {
+  auto fill = [&](std::vector<float>& x, size_t count) {
     x.resize(count);
-    for (float& f : x) f = scale * dist(rng);
+    for (float& f : x) f = dist(rng);
   };
-  fill(layer.k, static_cast<size_t>(layer.n) * kHkv * kD, 1.0f);
-  fill(layer.v, static_cast<size_t>(layer.n) * kHkv * kD, 1.0f);
-  fill(layer.q_decode, static_cast<size_t>(layer.steps) * kHq * kD, 0.6f);
+  fill(layer.k, static_cast<size_t>(layer.n) * kHkv * kD);
+  fill(layer.v, static_cast<size_t>(layer.n) * kHkv * kD);
+  // q [rows, Hq, D]: row r attends from position at(r).
+  auto queries = [&](std::vector<float>& q, size_t rows, auto at) {
+    q.assign(rows * kHq * kD, 0.0f);
+    for (size_t r = 0; r < rows; ++r) {
+      const int64_t p = std::max<int64_t>(at(r), 1);
+      for (int head = 0; head < kHq; ++head) {
+        float* out = q.data() + (r * kHq + head) * kD;
+        for (int j = 0; j < 3; ++j) {
+          const int64_t t = static_cast<int64_t>(rng() % static_cast<uint64_t>(p));
+          const float* key = layer.k.data() + (static_cast<size_t>(t) * kHkv + head / kG) * kD;
+          for (int d = 0; d < kD; ++d) out[d] += 1.2f * key[d];
+        }
+        for (int d = 0; d < kD; ++d) out[d] += 0.3f * dist(rng);
+      }
+    }
+  };
+  queries(layer.q_decode, static_cast<size_t>(layer.steps),
+          [&](size_t r) { return layer.indexed + static_cast<int64_t>(r); });
   for (int64_t p = 0; p < layer.indexed; p += 16) layer.sample_positions.push_back(p);
-  fill(layer.q_sample, layer.sample_positions.size() * kHq * kD, 0.6f);
+  queries(layer.q_sample, layer.sample_positions.size(),
+          [&](size_t r) { return layer.sample_positions[r]; });
   return layer;
 }
 
