@@ -12,34 +12,14 @@
 #include "attention_workers/retrieval/selection.h"
 #include "attention_workers/thread_pool.h"
 #include "common/npy.h"
+#include "tests/retrieval/key_fixture.h"
 #include "tests/testing/shared_data.h"
 
 namespace attic::retrieval {
 namespace {
 
-struct Keys {
-  std::vector<float> f;  // [n, d]
-  std::vector<std::byte> data;
-  std::vector<const std::byte*> blocks;
-  KeyRows rows;
-};
-
-Keys MakeKeys(std::vector<float> f, int d, DType dtype) {
-  Keys k;
-  const auto n = static_cast<int64_t>(f.size() / d);
-  k.f = std::move(f);
-  k.data.resize(k.f.size() * DTypeSize(dtype) + 1);
-  ConvertFromFloat(dtype, k.f.data(), k.data.data(), k.f.size());
-  const int block = 64;
-  for (int64_t b = 0; b * block < std::max<int64_t>(n, 1); ++b) {
-    k.blocks.push_back(k.data.data() + static_cast<size_t>(b) * block * d * DTypeSize(dtype));
-  }
-  k.rows = {.blocks = k.blocks, .block_size = block, .head_dim = d, .dtype = dtype, .count = n};
-  return k;
-}
-
 // Keys around a few random centres, so that clusters exist.
-Keys ClusteredKeys(int64_t n, int d, DType dtype, uint64_t seed) {
+TestKeys ClusteredKeys(int64_t n, int d, DType dtype, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> dist;
   std::vector<float> centres(16 * static_cast<size_t>(d));
@@ -49,22 +29,7 @@ Keys ClusteredKeys(int64_t n, int d, DType dtype, uint64_t seed) {
     const size_t c = static_cast<size_t>(rng() % 16);
     for (int j = 0; j < d; ++j) f[i * d + j] = centres[c * d + j] + dist(rng);
   }
-  return MakeKeys(std::move(f), d, dtype);
-}
-
-std::vector<float> RandomQueries(int g, int d, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> dist;
-  std::vector<float> q(static_cast<size_t>(g) * d);
-  for (float& x : q) x = dist(rng);
-  return q;
-}
-
-double Recall(const std::vector<int32_t>& got, const std::vector<int32_t>& truth) {
-  const std::set<int32_t> t(truth.begin(), truth.end());
-  int hits = 0;
-  for (int32_t p : got) hits += static_cast<int>(t.count(p));
-  return truth.empty() ? 1.0 : static_cast<double>(hits) / static_cast<double>(truth.size());
+  return MakeTestKeys(std::move(f), d, dtype);
 }
 
 TEST(ClusterIndex, EveryKeyIsFindable) {
@@ -72,10 +37,10 @@ TEST(ClusterIndex, EveryKeyIsFindable) {
   // Any one key made the query's clear best match (a huge score) is found within the default
   // budget, wherever k-means put it.
   for (int p : {0, 17, 999, 1999}) {
-    Keys keys = ClusteredKeys(2000, d, DType::kBFloat16, 1);
-    const std::vector<float> q = RandomQueries(1, d, 100 + p);
+    TestKeys keys = ClusteredKeys(2000, d, DType::kBFloat16, 1);
+    const std::vector<float> q = Gaussian(1, d, 0.0f, 100 + p);
     for (int j = 0; j < d; ++j) keys.f[static_cast<size_t>(p) * d + j] = 6.0f * q[j];
-    keys = MakeKeys(std::move(keys.f), d, DType::kBFloat16);
+    keys = MakeTestKeys(std::move(keys.f), d, DType::kBFloat16);
     auto index = BuildClusterIndex(keys.rows, {}, {}, {});
     ASSERT_TRUE(index.ok());
     EXPECT_EQ((*index)->kind(), IndexKind::kCluster);
@@ -89,14 +54,14 @@ TEST(ClusterIndex, EveryKeyIsFindable) {
 }
 
 TEST(ClusterIndex, RecallGrowsToOneWithTheBudget) {
-  const Keys keys = ClusteredKeys(3000, 128, DType::kFloat16, 2);
-  std::vector<float> sample_q = RandomQueries(50 * 4, 128, 3);
-  const QuerySample sample{.q = sample_q.data(), .num_queries = 50, .group_size = 4,
-                           .head_dim = 128};
+  const TestKeys keys = ClusteredKeys(3000, 128, DType::kFloat16, 2);
+  std::vector<float> sample_q = Gaussian(50 * 4, 128, 0.0f, 3);
+  const QuerySample sample{
+      .q = sample_q.data(), .num_queries = 50, .group_size = 4, .head_dim = 128};
   ThreadPool pool({.num_threads = 2});
   auto index = BuildClusterIndex(keys.rows, sample, {}, {.pool = &pool});
   ASSERT_TRUE(index.ok());
-  const std::vector<float> q = RandomQueries(4, 128, 4);
+  const std::vector<float> q = Gaussian(4, 128, 0.0f, 4);
   const GroupScorer scorer({.q = q.data(), .group_size = 4, .head_dim = 128}, DType::kFloat16);
   std::vector<float> exact(3000);
   scorer.ScoreRange(keys.rows, 0, 3000, exact.data());
@@ -109,10 +74,10 @@ TEST(ClusterIndex, RecallGrowsToOneWithTheBudget) {
 }
 
 TEST(ClusterIndex, AddMakesNewKeysSearchable) {
-  Keys keys = ClusteredKeys(1500, 128, DType::kFloat32, 5);
+  TestKeys keys = ClusteredKeys(1500, 128, DType::kFloat32, 5);
   auto index = BuildClusterIndex(keys.rows.prefix(1000), {}, {}, {});
   ASSERT_TRUE(index.ok());
-  const std::vector<float> q = RandomQueries(4, 128, 6);
+  const std::vector<float> q = Gaussian(4, 128, 0.0f, 6);
   // Key 1400 becomes the best match of the query, far from every centroid.
   for (int j = 0; j < 128; ++j) keys.f[1400 * 128 + j] = 20.0f * q[j];
   std::memcpy(keys.data.data() + 1400 * 128 * 4, keys.f.data() + 1400 * 128, 128 * 4);
@@ -127,10 +92,10 @@ TEST(ClusterIndex, AddMakesNewKeysSearchable) {
 }
 
 TEST(ClusterIndex, TinyInputsAndDuplicates) {
-  const std::vector<float> q = RandomQueries(4, 64, 7);
+  const std::vector<float> q = Gaussian(4, 64, 0.0f, 7);
   const GroupScorer scorer({.q = q.data(), .group_size = 4, .head_dim = 64}, DType::kBFloat16);
   for (int n : {0, 1, 5}) {
-    const Keys keys = ClusteredKeys(n, 64, DType::kBFloat16, 8 + n);
+    const TestKeys keys = ClusteredKeys(n, 64, DType::kBFloat16, 8 + n);
     auto index = BuildClusterIndex(keys.rows, {}, {}, {});
     ASSERT_TRUE(index.ok()) << n;
     SearchResult r;
@@ -140,7 +105,7 @@ TEST(ClusterIndex, TinyInputsAndDuplicates) {
   // 300 copies of one key and one other key: all are kept, the search returns distinct positions.
   std::vector<float> f(301 * 64, 0.5f);
   for (int j = 0; j < 64; ++j) f[300 * 64 + j] = -0.5f;
-  const Keys dup = MakeKeys(std::move(f), 64, DType::kBFloat16);
+  const TestKeys dup = MakeTestKeys(std::move(f), 64, DType::kBFloat16);
   auto index = BuildClusterIndex(dup.rows, {}, {}, {});
   ASSERT_TRUE(index.ok());
   SearchResult r;
@@ -149,10 +114,10 @@ TEST(ClusterIndex, TinyInputsAndDuplicates) {
 }
 
 TEST(ClusterIndex, CountsTheBytesItReads) {
-  const Keys keys = ClusteredKeys(1024, 128, DType::kBFloat16, 9);
+  const TestKeys keys = ClusteredKeys(1024, 128, DType::kBFloat16, 9);
   auto index = BuildClusterIndex(keys.rows, {}, {.clusters_per_sqrt_key = 2.0, .rerank = 100}, {});
   ASSERT_TRUE(index.ok());
-  const std::vector<float> q = RandomQueries(4, 128, 10);
+  const std::vector<float> q = Gaussian(4, 128, 0.0f, 10);
   const GroupScorer scorer({.q = q.data(), .group_size = 4, .head_dim = 128}, DType::kBFloat16);
   SearchResult r;
   ASSERT_TRUE((*index)->Search(keys.rows, scorer, {.top_k = 10, .effort = 1024}, &r).ok());
@@ -168,19 +133,19 @@ TEST(ClusterIndex, CountsTheBytesItReads) {
 }
 
 TEST(ClusterIndex, RejectsInvalidArguments) {
-  const Keys keys = ClusteredKeys(100, 128, DType::kBFloat16, 11);
+  const TestKeys keys = ClusteredKeys(100, 128, DType::kBFloat16, 11);
   EXPECT_FALSE(BuildClusterIndex(keys.rows, {}, {.bits = 3}, {}).ok());
   EXPECT_FALSE(BuildClusterIndex(keys.rows, {}, {.clusters_per_sqrt_key = 0}, {}).ok());
   EXPECT_FALSE(BuildClusterIndex(keys.rows, {}, {.rerank = 0}, {}).ok());
   std::vector<float> sq(4 * 64);
-  EXPECT_FALSE(BuildClusterIndex(keys.rows,
-                                 {.q = sq.data(), .num_queries = 1, .group_size = 4, .head_dim = 64},
-                                 {}, {})
-                   .ok());
+  EXPECT_FALSE(
+      BuildClusterIndex(keys.rows,
+                        {.q = sq.data(), .num_queries = 1, .group_size = 4, .head_dim = 64}, {}, {})
+          .ok());
   auto index = BuildClusterIndex(keys.rows, {}, {}, {});
   ASSERT_TRUE(index.ok());
   EXPECT_FALSE((*index)->Add(keys.rows.prefix(50)).ok());
-  const std::vector<float> q = RandomQueries(4, 128, 12);
+  const std::vector<float> q = Gaussian(4, 128, 0.0f, 12);
   const GroupScorer scorer({.q = q.data(), .group_size = 4, .head_dim = 128}, DType::kBFloat16);
   SearchResult r;
   EXPECT_FALSE((*index)->Search(keys.rows, scorer, {.top_k = 0}, &r).ok());
@@ -206,19 +171,24 @@ TEST(ClusterIndexRealData, Layer4RecallAtFewBytes) {
   for (int h = 0; h < 2; ++h) {
     std::vector<float> head(static_cast<size_t>(16384) * d);
     for (int t = 0; t < 16384; ++t) {
-      std::memcpy(&head[static_cast<size_t>(t) * d], &kf[(static_cast<size_t>(t) * 2 + h) * d], d * 4);
+      std::memcpy(&head[static_cast<size_t>(t) * d], &kf[(static_cast<size_t>(t) * 2 + h) * d],
+                  d * 4);
     }
-    const Keys keys = MakeKeys(std::move(head), d, DType::kBFloat16);
+    const TestKeys keys = MakeTestKeys(std::move(head), d, DType::kBFloat16);
     const KeyRows rows = keys.rows.prefix(indexed);
     std::vector<float> sample_q(static_cast<size_t>(train) * 4 * d);
     std::vector<int32_t> positions(train);
     for (int r = 0; r < train; ++r) {
       positions[r] = r * 16;
-      std::memcpy(&sample_q[static_cast<size_t>(r) * 4 * d], &qpf[(static_cast<size_t>(r) * 8 + 4 * h) * d], 4 * d * 4);
+      std::memcpy(&sample_q[static_cast<size_t>(r) * 4 * d],
+                  &qpf[(static_cast<size_t>(r) * 8 + 4 * h) * d], 4 * d * 4);
     }
     auto index = BuildKeyIndex(IndexKind::kCluster, rows,
-                               {.q = sample_q.data(), .num_queries = train, .group_size = 4,
-                                .head_dim = d, .positions = positions},
+                               {.q = sample_q.data(),
+                                .num_queries = train,
+                                .group_size = 4,
+                                .head_dim = d,
+                                .positions = positions},
                                {.pool = &pool});
     ASSERT_TRUE(index.ok()) << index.status().ToString();
     double recall = 0.0, bytes = 0.0;
@@ -232,8 +202,8 @@ TEST(ClusterIndexRealData, Layer4RecallAtFewBytes) {
       ASSERT_TRUE((*index)->Search(rows, scorer, {.top_k = 100}, &r).ok());
       recall += Recall(r.positions, TopKPositions(exact, 100));
       const int64_t length = indexed + s + 1;
-      const std::vector<int32_t> sel = BuildSelection(
-          {.length = length, .indexed = length - 64, .retrieved = r.positions}, {});
+      const std::vector<int32_t> sel =
+          BuildSelection({.length = length, .indexed = length - 64, .retrieved = r.positions}, {});
       const std::set<int32_t> got(r.positions.begin(), r.positions.end());
       int64_t unscored = 0;
       for (int32_t p : sel) unscored += got.count(p) == 0 ? 1 : 0;

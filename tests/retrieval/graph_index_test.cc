@@ -15,40 +15,11 @@
 #include "attention_workers/retrieval/internal/graph_codes.h"
 #include "attention_workers/thread_pool.h"
 #include "common/npy.h"
+#include "tests/retrieval/key_fixture.h"
 #include "tests/testing/shared_data.h"
 
 namespace attic::retrieval {
 namespace {
-
-// Keys held in fixed-size blocks, as the KV store holds them.
-struct Keys {
-  std::vector<std::byte> data;
-  std::vector<const std::byte*> blocks;
-  KeyRows rows;
-};
-
-Keys MakeKeys(const std::vector<float>& f, int d, DType dtype, int block_size) {
-  Keys k;
-  const int64_t n = static_cast<int64_t>(f.size()) / d;
-  const int64_t nblocks = (n + block_size - 1) / block_size;
-  const size_t row = static_cast<size_t>(d) * DTypeSize(dtype);
-  k.data.resize(static_cast<size_t>(std::max<int64_t>(nblocks, 1)) * block_size * row);
-  ConvertFromFloat(dtype, f.data(), k.data.data(), f.size());
-  for (int64_t b = 0; b < nblocks; ++b) {
-    k.blocks.push_back(k.data.data() + static_cast<size_t>(b) * block_size * row);
-  }
-  k.rows = {.blocks = k.blocks, .block_size = block_size, .head_dim = d, .dtype = dtype,
-            .count = n};
-  return k;
-}
-
-std::vector<float> Gaussian(int64_t count, int d, float mean, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> dist(mean, 1.0f);
-  std::vector<float> f(static_cast<size_t>(count) * d);
-  for (float& x : f) x = dist(rng);
-  return f;
-}
 
 // Queries out of the keys' distribution: a common offset along a few dimensions plus noise.
 std::vector<float> OodQueries(int count, int group, int d, uint64_t seed) {
@@ -74,7 +45,9 @@ double Recall(const KeyIndex& index, const KeyRows& keys, const std::vector<floa
   SearchResult got;
   for (int i = 0; i < n; ++i) {
     GroupScorer scorer({.q = queries.data() + static_cast<size_t>(i) * group * d,
-                        .group_size = group, .head_dim = d}, keys.dtype);
+                        .group_size = group,
+                        .head_dim = d},
+                       keys.dtype);
     std::vector<float> all(static_cast<size_t>(index.size()));
     scorer.ScoreRange(keys, 0, index.size(), all.data());
     const std::vector<int32_t> truth = TopKPositions(all, top_k);
@@ -87,7 +60,7 @@ double Recall(const KeyIndex& index, const KeyRows& keys, const std::vector<floa
 
 TEST(GraphIndex, EveryKeyIsReachableFromTheEntries) {
   constexpr int kD = 64;
-  const Keys keys = MakeKeys(Gaussian(3000, kD, 0.0f, 1), kD, DType::kBFloat16, 64);
+  const TestKeys keys = MakeTestKeys(Gaussian(3000, kD, 0.0f, 1), kD, DType::kBFloat16, 64);
   const std::vector<float> q = OodQueries(200, 2, kD, 2);
   ThreadPool pool(ThreadPoolOptions{.num_threads = 2});
   for (bool per_head : {true, false}) {
@@ -96,9 +69,9 @@ TEST(GraphIndex, EveryKeyIsReachableFromTheEntries) {
     options.query_top_k = 20;
     options.per_head_links = per_head;
     internal::GraphData data(options.max_degree);
-    ASSERT_TRUE(internal::BuildFromQueries(keys.rows, SampleOf(q, 2, kD), options,
-                                           {.pool = &pool}, &data)
-                    .ok());
+    ASSERT_TRUE(
+        internal::BuildFromQueries(keys.rows, SampleOf(q, 2, kD), options, {.pool = &pool}, &data)
+            .ok());
     std::vector<uint8_t> reached;
     EXPECT_EQ(internal::MarkReachable(data.graph, data.entries, &reached), keys.rows.count);
     for (int32_t u = 0; u < keys.rows.count; ++u) {
@@ -110,7 +83,7 @@ TEST(GraphIndex, EveryKeyIsReachableFromTheEntries) {
 TEST(GraphIndex, FindsTheExactTopKOfOutOfDistributionQueries) {
   constexpr int kD = 64;
   constexpr int kGroup = 4;
-  const Keys keys = MakeKeys(Gaussian(4000, kD, 0.0f, 3), kD, DType::kBFloat16, 256);
+  const TestKeys keys = MakeTestKeys(Gaussian(4000, kD, 0.0f, 3), kD, DType::kBFloat16, 256);
   const std::vector<float> train = OodQueries(300, kGroup, kD, 4);
   const std::vector<float> test = OodQueries(40, kGroup, kD, 5);
   for (bool codes : {true, false}) {
@@ -128,7 +101,7 @@ TEST(GraphIndex, FindsTheExactTopKOfOutOfDistributionQueries) {
 
 TEST(GraphIndex, SearchStatsCountKeysCodesAndAdjacency) {
   constexpr int kD = 64;
-  const Keys keys = MakeKeys(Gaussian(1000, kD, 0.0f, 6), kD, DType::kBFloat16, 64);
+  const TestKeys keys = MakeTestKeys(Gaussian(1000, kD, 0.0f, 6), kD, DType::kBFloat16, 64);
   const std::vector<float> q = OodQueries(50, 1, kD, 7);
   for (bool codes : {true, false}) {
     GraphOptions options;
@@ -160,7 +133,7 @@ TEST(GraphIndex, AddedKeysAreSearchable) {
   std::vector<float> f = Gaussian(2500, kD, 0.0f, 8);
   // The last key, added after the build, has by far the best score for an all-ones query.
   for (int i = 0; i < kD; ++i) f[static_cast<size_t>(2499) * kD + i] = 4.0f;
-  const Keys keys = MakeKeys(f, kD, DType::kBFloat16, 100);
+  const TestKeys keys = MakeTestKeys(f, kD, DType::kBFloat16, 100);
   const std::vector<float> q = OodQueries(100, 2, kD, 9);
   for (bool with_sample : {true, false}) {
     auto index = BuildGraphIndex(keys.rows.prefix(2000),
@@ -198,20 +171,20 @@ TEST(GraphIndex, DuplicateKeys) {
     const float* src = distinct.data() + static_cast<size_t>(i % 3) * kD;
     f.insert(f.end(), src, src + kD);
   }
-  const Keys keys = MakeKeys(f, kD, DType::kFloat32, 64);
+  const TestKeys keys = MakeTestKeys(f, kD, DType::kFloat32, 64);
   const std::vector<float> q = OodQueries(30, 2, kD, 11);
   for (bool with_sample : {true, false}) {
     GraphOptions options;
     options.max_degree = 4;
     internal::GraphData data(options.max_degree);
     if (with_sample) {
-      ASSERT_TRUE(internal::BuildFromQueries(keys.rows, SampleOf(q, 2, kD), options, {}, &data)
-                      .ok());
+      ASSERT_TRUE(
+          internal::BuildFromQueries(keys.rows, SampleOf(q, 2, kD), options, {}, &data).ok());
       std::vector<uint8_t> reached;
       EXPECT_EQ(internal::MarkReachable(data.graph, data.entries, &reached), 900);
     }
-    auto index = BuildGraphIndex(keys.rows, with_sample ? SampleOf(q, 2, kD) : QuerySample{},
-                                 options);
+    auto index =
+        BuildGraphIndex(keys.rows, with_sample ? SampleOf(q, 2, kD) : QuerySample{}, options);
     ASSERT_TRUE(index.ok());
     GroupScorer scorer({.q = q.data(), .group_size = 2, .head_dim = kD}, DType::kFloat32);
     SearchResult r;
@@ -228,8 +201,8 @@ TEST(GraphIndex, TinyInputs) {
   constexpr int kD = 32;
   const std::vector<float> q = OodQueries(4, 2, kD, 12);
   for (int n : {0, 1, 5}) {
-    const Keys keys = MakeKeys(Gaussian(std::max(n, 1), kD, 0.0f, 13 + n), kD,
-                               DType::kBFloat16, 4);
+    const TestKeys keys =
+        MakeTestKeys(Gaussian(std::max(n, 1), kD, 0.0f, 13 + n), kD, DType::kBFloat16, 4);
     const KeyRows rows = keys.rows.prefix(n);
     for (bool with_sample : {true, false}) {
       auto index = BuildGraphIndex(rows, with_sample ? SampleOf(q, 2, kD) : QuerySample{});
@@ -246,7 +219,7 @@ TEST(GraphIndex, TinyInputs) {
     }
   }
   // Growing from nothing.
-  const Keys keys = MakeKeys(Gaussian(5, kD, 0.0f, 14), kD, DType::kBFloat16, 2);
+  const TestKeys keys = MakeTestKeys(Gaussian(5, kD, 0.0f, 14), kD, DType::kBFloat16, 2);
   auto index = BuildGraphIndex(keys.rows.prefix(0), {});
   ASSERT_TRUE(index.ok());
   for (int64_t n = 1; n <= 5; ++n) ASSERT_TRUE((*index)->Add(keys.rows.prefix(n)).ok());
@@ -258,7 +231,7 @@ TEST(GraphIndex, TinyInputs) {
 
 TEST(GraphIndex, InvalidArguments) {
   constexpr int kD = 32;
-  const Keys keys = MakeKeys(Gaussian(100, kD, 0.0f, 15), kD, DType::kBFloat16, 64);
+  const TestKeys keys = MakeTestKeys(Gaussian(100, kD, 0.0f, 15), kD, DType::kBFloat16, 64);
   const std::vector<float> q = OodQueries(10, 2, kD, 16);
   GraphOptions bad;
   bad.max_degree = 1;
@@ -292,7 +265,7 @@ TEST(GraphIndex, InvalidArguments) {
 
 TEST(GraphCodes, EveryIsaScoresAlike) {
   constexpr int kD = 128;
-  const Keys keys = MakeKeys(Gaussian(300, kD, 0.5f, 17), kD, DType::kFloat16, 300);
+  const TestKeys keys = MakeTestKeys(Gaussian(300, kD, 0.5f, 17), kD, DType::kFloat16, 300);
   internal::KeyCodes codes;
   codes.Train(keys.rows);
   codes.Append(keys.rows, 0, 300);
@@ -344,8 +317,11 @@ TEST(GraphIndex, RealKeysLayer4) {
                   k->data.data() + (static_cast<size_t>(p) * 2 + h) * kD * 2, kD * 2);
     }
     const std::byte* block = kh.data();
-    const KeyRows keys{.blocks = {&block, 1}, .block_size = kN, .head_dim = kD,
-                       .dtype = DType::kFloat16, .count = kIndexed};
+    const KeyRows keys{.blocks = {&block, 1},
+                       .block_size = kN,
+                       .head_dim = kD,
+                       .dtype = DType::kFloat16,
+                       .count = kIndexed};
     // Prefill rows 0..1007 (positions < 16128), the group of KV head h.
     std::vector<float> sample;
     for (int r = 0; r < kIndexed / 16; ++r) {

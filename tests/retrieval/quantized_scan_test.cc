@@ -10,52 +10,21 @@
 #include <vector>
 
 #include "attention_workers/retrieval/internal/quantizer.h"
+#include "tests/retrieval/key_fixture.h"
 
 namespace attic::retrieval {
 namespace {
 
-struct Keys {
-  std::vector<float> f;  // [n, d] fp32, as encoded
-  std::vector<std::byte> data;
-  std::vector<const std::byte*> blocks;
-  KeyRows rows;
-};
-
-Keys RandomKeys(int64_t n, int d, DType dtype, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> dist;
-  Keys k;
-  k.f.resize(static_cast<size_t>(n) * d);
-  for (size_t i = 0; i < k.f.size(); ++i) k.f[i] = dist(rng) + (i % d == 3 ? 4.0f : 0.0f);
-  k.data.resize(k.f.size() * DTypeSize(dtype) + 1);
-  ConvertFromFloat(dtype, k.f.data(), k.data.data(), k.f.size());
-  ConvertToFloat(dtype, k.data.data(), k.f.data(), k.f.size());
-  const int block = 64;
-  for (int64_t b = 0; b * block < std::max<int64_t>(n, 1); ++b) {
-    k.blocks.push_back(k.data.data() + static_cast<size_t>(b) * block * d * DTypeSize(dtype));
-  }
-  k.rows = {.blocks = k.blocks, .block_size = block, .head_dim = d, .dtype = dtype, .count = n};
-  return k;
-}
-
-std::vector<float> RandomQueries(int g, int d, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> dist;
-  std::vector<float> q(static_cast<size_t>(g) * d);
-  for (float& x : q) x = dist(rng);
-  return q;
-}
-
-double Recall(const std::vector<int32_t>& got, const std::vector<int32_t>& truth) {
-  const std::set<int32_t> t(truth.begin(), truth.end());
-  int hits = 0;
-  for (int32_t p : got) hits += static_cast<int>(t.count(p));
-  return static_cast<double>(hits) / static_cast<double>(truth.size());
+// Gaussian keys with one large dimension (as real keys have), stored in dtype.
+TestKeys RandomKeys(int64_t n, int d, DType dtype, uint64_t seed) {
+  std::vector<float> f = Gaussian(n, d, 0.0f, seed);
+  for (size_t i = 3; i < f.size(); i += static_cast<size_t>(d)) f[i] += 4.0f;
+  return MakeTestKeys(std::move(f), d, dtype);
 }
 
 TEST(ScalarQuantizer, CodesDecodeWithinTheQuantizationError) {
   const int d = 64;
-  const Keys keys = RandomKeys(40, d, DType::kFloat32, 3);
+  const TestKeys keys = RandomKeys(40, d, DType::kFloat32, 3);
   for (int bits : {4, 1}) {
     auto quant = internal::ScalarQuantizer::Fit(keys.f.data(), 40, d, bits);
     ASSERT_TRUE(quant.ok());
@@ -84,15 +53,16 @@ TEST(ScalarQuantizer, CodesDecodeWithinTheQuantizationError) {
 
 TEST(ScalarQuantizer, EveryIsaScansTheSameApproximateScores) {
   const int d = 128;
-  const Keys keys = RandomKeys(50, d, DType::kFloat32, 5);
+  const TestKeys keys = RandomKeys(50, d, DType::kFloat32, 5);
   for (int bits : {4, 1}) {
     auto quant = internal::ScalarQuantizer::Fit(keys.f.data(), 50, d, bits);
     ASSERT_TRUE(quant.ok());
     internal::CodeStore store(*quant);
     for (int i = 0; i < 50; ++i) store.Append(*quant, keys.f.data() + i * d);
     for (int g : {1, 4, 11}) {
-      const std::vector<float> q = RandomQueries(g, d, 9 + g);
-      const internal::ScanQuery sq = quant->PrepareQuery({.q = q.data(), .group_size = g, .head_dim = d});
+      const std::vector<float> q = Gaussian(g, d, 0.0f, 9 + g);
+      const internal::ScanQuery sq =
+          quant->PrepareQuery({.q = q.data(), .group_size = g, .head_dim = d});
       std::vector<float> want(64);
       quant->Scan(sq, store.data(), store.num_blocks(), want.data(), IsaLevel::kScalar);
       for (int i = 0; i < 50; ++i) {  // the scalar kernel is exact arithmetic on decoded keys
@@ -119,12 +89,12 @@ TEST(ScalarQuantizer, EveryIsaScansTheSameApproximateScores) {
 }
 
 TEST(QuantizedScan, RecallIsOneWhenEveryKeyIsReranked) {
-  const Keys keys = RandomKeys(700, 128, DType::kBFloat16, 11);
+  const TestKeys keys = RandomKeys(700, 128, DType::kBFloat16, 11);
   for (int bits : {4, 1}) {
     auto index = BuildQuantizedScan(keys.rows, {.bits = bits});
     ASSERT_TRUE(index.ok());
     EXPECT_EQ((*index)->kind(), IndexKind::kQuantized);
-    const std::vector<float> q = RandomQueries(4, 128, 12);
+    const std::vector<float> q = Gaussian(4, 128, 0.0f, 12);
     const GroupScorer scorer({.q = q.data(), .group_size = 4, .head_dim = 128}, keys.rows.dtype);
     std::vector<float> exact(700);
     scorer.ScoreRange(keys.rows, 0, 700, exact.data());
@@ -143,11 +113,11 @@ TEST(QuantizedScan, RecallIsOneWhenEveryKeyIsReranked) {
 }
 
 TEST(QuantizedScan, AddMakesNewKeysSearchable) {
-  Keys keys = RandomKeys(300, 128, DType::kFloat32, 13);
+  TestKeys keys = RandomKeys(300, 128, DType::kFloat32, 13);
   auto index = BuildQuantizedScan(keys.rows.prefix(0), {});
   ASSERT_TRUE(index.ok());
   EXPECT_EQ((*index)->size(), 0);
-  const std::vector<float> q = RandomQueries(2, 128, 14);
+  const std::vector<float> q = Gaussian(2, 128, 0.0f, 14);
   const GroupScorer scorer({.q = q.data(), .group_size = 2, .head_dim = 128}, DType::kFloat32);
   SearchResult r;
   ASSERT_TRUE((*index)->Search(keys.rows, scorer, {.top_k = 5}, &r).ok());
@@ -164,13 +134,13 @@ TEST(QuantizedScan, AddMakesNewKeysSearchable) {
 }
 
 TEST(QuantizedScan, RejectsInvalidArguments) {
-  const Keys keys = RandomKeys(10, 128, DType::kBFloat16, 15);
+  const TestKeys keys = RandomKeys(10, 128, DType::kBFloat16, 15);
   EXPECT_FALSE(BuildQuantizedScan(keys.rows, {.bits = 2}).ok());
   EXPECT_FALSE(BuildQuantizedScan(keys.rows, {.rerank = 0}).ok());
   auto index = BuildQuantizedScan(keys.rows, {});
   ASSERT_TRUE(index.ok());
   EXPECT_FALSE((*index)->Add(keys.rows.prefix(5)).ok());
-  const std::vector<float> q = RandomQueries(4, 128, 16);
+  const std::vector<float> q = Gaussian(4, 128, 0.0f, 16);
   const GroupScorer scorer({.q = q.data(), .group_size = 4, .head_dim = 128}, DType::kBFloat16);
   SearchResult r;
   EXPECT_FALSE((*index)->Search(keys.rows, scorer, {.top_k = 0}, &r).ok());

@@ -7,33 +7,10 @@
 #include <vector>
 
 #include "attention_workers/retrieval/exact_index.h"
+#include "tests/retrieval/key_fixture.h"
 
 namespace attic::retrieval {
 namespace {
-
-struct Keys {
-  std::vector<std::byte> data;
-  std::vector<const std::byte*> blocks;
-  KeyRows rows;
-};
-
-// n keys of dimension d in dtype, split into blocks of block_size rows.
-Keys RandomKeys(int64_t n, int d, DType dtype, int block_size, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> dist;
-  std::vector<float> f(static_cast<size_t>(n) * d);
-  for (float& x : f) x = dist(rng);
-  Keys k;
-  k.data.resize(f.size() * DTypeSize(dtype));
-  ConvertFromFloat(dtype, f.data(), k.data.data(), f.size());
-  const size_t row = static_cast<size_t>(d) * DTypeSize(dtype);
-  for (int64_t b = 0; b * block_size < n; ++b) {
-    k.blocks.push_back(k.data.data() + static_cast<size_t>(b) * block_size * row);
-  }
-  k.rows = {.blocks = k.blocks, .block_size = block_size, .head_dim = d, .dtype = dtype,
-            .count = n};
-  return k;
-}
 
 double ReferenceScore(const std::vector<float>& q, int g, int d, const KeyRows& keys, int64_t p) {
   std::vector<float> row(static_cast<size_t>(d));
@@ -41,7 +18,8 @@ double ReferenceScore(const std::vector<float>& q, int g, int d, const KeyRows& 
   double best = -INFINITY;
   for (int h = 0; h < g; ++h) {
     double s = 0;
-    for (int i = 0; i < d; ++i) s += static_cast<double>(q[static_cast<size_t>(h) * d + i]) * row[i];
+    for (int i = 0; i < d; ++i)
+      s += static_cast<double>(q[static_cast<size_t>(h) * d + i]) * row[i];
     best = std::max(best, s);
   }
   return best;
@@ -51,7 +29,7 @@ TEST(GroupScorer, EveryIsaMatchesTheReference) {
   for (DType dtype : {DType::kFloat32, DType::kBFloat16, DType::kFloat16}) {
     for (int g : {1, 3, 4, 8, 17}) {
       for (int d : {32, 128, 160}) {
-        const Keys keys = RandomKeys(200, d, dtype, 16, 7 + g + d);
+        const TestKeys keys = MakeTestKeys(Gaussian(200, d, 0.0f, 7 + g + d), d, dtype, 16);
         std::mt19937_64 rng(g * 31 + d);
         std::normal_distribution<float> dist;
         std::vector<float> q(static_cast<size_t>(g) * d);
@@ -63,8 +41,8 @@ TEST(GroupScorer, EveryIsaMatchesTheReference) {
           for (int64_t p = 0; p < 200; ++p) {
             const double ref = ReferenceScore(q, g, d, keys.rows, p);
             ASSERT_NEAR(out[static_cast<size_t>(p)], ref, 1e-4 * std::sqrt(d) * 4)
-                << "isa " << IsaName(isa) << " dtype " << DTypeName(dtype) << " g " << g
-                << " d " << d << " p " << p;
+                << "isa " << IsaName(isa) << " dtype " << DTypeName(dtype) << " g " << g << " d "
+                << d << " p " << p;
           }
           const std::vector<int32_t> some = {199, 0, 17, 17, 64};
           std::vector<float> picked(some.size());
@@ -97,7 +75,7 @@ TEST(TopKPositions, BestFirstTiesToLowerPosition) {
 }
 
 TEST(ExactIndex, FindsTheTrueTopKAndCountsEveryKey) {
-  const Keys keys = RandomKeys(1000, 128, DType::kBFloat16, 64, 3);
+  const TestKeys keys = MakeTestKeys(Gaussian(1000, 128, 0.0f, 3), 128, DType::kBFloat16, 64);
   std::vector<float> q(4 * 128, 0.1f);
   GroupScorer scorer({.q = q.data(), .group_size = 4, .head_dim = 128}, DType::kBFloat16);
   auto index = BuildKeyIndex(IndexKind::kExact, keys.rows.prefix(900), {});
