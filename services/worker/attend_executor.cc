@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <unordered_set>
-#include <mutex>
 
 #include "attention_workers/merge.h"
 #include "services/worker/payload.h"
@@ -27,23 +27,23 @@ struct AttendExecutor::Item {
   DType kv_dtype = DType::kFloat32;
   uint64_t k_offset = 0;
   uint64_t v_offset = 0;
-  uint64_t token_begin = 0;   // sparse: the shard's place in the sequence
+  uint64_t token_begin = 0;  // sparse: the shard's place in the sequence
   uint64_t tokens_after = 0;
   retrieval::SelectionParams selection;  // sparse: sinks and window placed in this shard
   // Filled by Prepare.
   Status status;
   int kv_head_begin = 0;
-  int heads = 0;           // h
-  int length = 0;          // tokens after the append
-  size_t q_index = 0;      // first float of this item's queries in q_
-  size_t slot_begin = 0;   // first of its h slots
-  size_t out_index = 0;    // first float of its o in the reply payload (lse follows o)
+  int heads = 0;          // h
+  int length = 0;         // tokens after the append
+  size_t q_index = 0;     // first float of this item's queries in q_
+  size_t slot_begin = 0;  // first of its h slots
+  size_t out_index = 0;   // first float of its o in the reply payload (lse follows o)
   // Filled by Prepare on a pool thread, then moved into the shared arrays by Gather.
-  std::vector<KvRun> runs;          // every head's blocks, head after head
-  std::vector<size_t> head_runs;    // [h]: runs of each head
-  std::vector<int64_t> head_tokens; // [h]
-  std::vector<float> q;             // [G * h, D] fp32
-  std::vector<BlockView> blocks;    // ReadBlocks scratch
+  std::vector<KvRun> runs;           // every head's blocks, head after head
+  std::vector<size_t> head_runs;     // [h]: runs of each head
+  std::vector<int64_t> head_tokens;  // [h]
+  std::vector<float> q;              // [G * h, D] fp32
+  std::vector<BlockView> blocks;     // ReadBlocks scratch
 };
 
 struct AttendExecutor::Slot {
@@ -63,10 +63,10 @@ struct AttendExecutor::Task {
   size_t run_end = 0;
   bool sparse = false;
   // Filled by Compute.
-  uint64_t keys = 0;      // exact dot products
-  uint64_t selected = 0;  // tokens attended
-  uint64_t bytes = 0;     // K, V and index bytes read
-  bool fell_back = false; // sparse task answered densely (index busy or gone)
+  uint64_t keys = 0;       // exact dot products
+  uint64_t selected = 0;   // tokens attended
+  uint64_t bytes = 0;      // K, V and index bytes read
+  bool fell_back = false;  // sparse task answered densely (index busy or gone)
 };
 
 struct AttendExecutor::SparseScratch {
@@ -123,7 +123,7 @@ Status CheckAligned(uint64_t offset, DType dtype, const char* what) {
 
 // Resolves a request's sparse parameters against the worker's retrieval settings.
 StatusOr<AttendExecutor::SparseRun> ResolveSparse(wire::AttendRequest::SparseParams::Reader p,
-                                                 const RetrievalConfig& config) {
+                                                  const RetrievalConfig& config) {
   AttendExecutor::SparseRun run;
   run.active = true;
   run.selection.sinks = p.getSinks() < 0 ? config.sinks : p.getSinks();
@@ -147,52 +147,52 @@ StatusOr<AttendExecutor::SparseRun> ResolveSparse(wire::AttendRequest::SparsePar
   return run;
 }
 
-StatusOr<OutgoingMessage> AttendExecutor::Run(const IncomingMessage& request,
-                                              Figures* figures, Phases* phases) {
+StatusOr<OutgoingMessage> AttendExecutor::Run(const IncomingMessage& request, Figures* figures,
+                                              Phases* phases) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
   ASSIGN_OR_RETURN(transport::CapnpMessage msg, transport::CapnpMessage::Parse(request.header()));
   int layer = 0;
   size_t count = 0;
   RETURN_IF_ERROR(transport::CatchKj("AttendRequest", [&]() -> Status {
-    auto r = msg.Root<wire::AttendRequest>();
-    if (r.getLayer() >= static_cast<uint32_t>(spec_.num_layers)) {
-      return OutOfRangeError("layer " + std::to_string(r.getLayer()) + " of a " +
-                             std::to_string(spec_.num_layers) + "-layer model");
-    }
-    sparse_ = SparseRun{};
-    if (r.getMode() == wire::AttendRequest::Mode::SPARSE) {
-      ASSIGN_OR_RETURN(sparse_, ResolveSparse(r.getSparse(), retrieval_->config()));
-    } else if (r.getMode() != wire::AttendRequest::Mode::DENSE) {
-      return UnimplementedError("attention mode " +
-                                std::to_string(static_cast<int>(r.getMode())));
-    }
-    layer = static_cast<int>(r.getLayer());
-    for (auto it : r.getItems()) {
-      // Items are reused across requests so their scratch keeps its capacity.
-      if (count == items_.size()) items_.emplace_back();
-      Item& item = items_[count++];
-      item.status = OkStatus();
-      item.q_dtype = DType::kFloat32;
-      item.kv_dtype = DType::kFloat32;
-      item.length = 0;
-      item.heads = 0;
-      item.id = it.getSequenceId();
-      item.q_offset = it.getQOffset();
-      item.append = it.getAppendKv();
-      item.k_offset = it.getKOffset();
-      item.v_offset = it.getVOffset();
-      item.token_begin = it.getTokenBegin();
-      item.tokens_after = it.getTokensAfter();
-      StatusOr<DType> q = transport::DTypeFromWire(it.getQDtype());
-      StatusOr<DType> kv = transport::DTypeFromWire(it.getKvDtype());
-      if (!q.ok()) item.status = q.status();
-      if (!kv.ok() && item.append) item.status = kv.status();
-      if (q.ok()) item.q_dtype = *q;
-      if (kv.ok()) item.kv_dtype = *kv;
-    }
-    return OkStatus();
-  }).WithContext("Attend"));
+                    auto r = msg.Root<wire::AttendRequest>();
+                    if (r.getLayer() >= static_cast<uint32_t>(spec_.num_layers)) {
+                      return OutOfRangeError("layer " + std::to_string(r.getLayer()) + " of a " +
+                                             std::to_string(spec_.num_layers) + "-layer model");
+                    }
+                    sparse_ = SparseRun{};
+                    if (r.getMode() == wire::AttendRequest::Mode::SPARSE) {
+                      ASSIGN_OR_RETURN(sparse_, ResolveSparse(r.getSparse(), retrieval_->config()));
+                    } else if (r.getMode() != wire::AttendRequest::Mode::DENSE) {
+                      return UnimplementedError("attention mode " +
+                                                std::to_string(static_cast<int>(r.getMode())));
+                    }
+                    layer = static_cast<int>(r.getLayer());
+                    for (auto it : r.getItems()) {
+                      // Items are reused across requests so their scratch keeps its capacity.
+                      if (count == items_.size()) items_.emplace_back();
+                      Item& item = items_[count++];
+                      item.status = OkStatus();
+                      item.q_dtype = DType::kFloat32;
+                      item.kv_dtype = DType::kFloat32;
+                      item.length = 0;
+                      item.heads = 0;
+                      item.id = it.getSequenceId();
+                      item.q_offset = it.getQOffset();
+                      item.append = it.getAppendKv();
+                      item.k_offset = it.getKOffset();
+                      item.v_offset = it.getVOffset();
+                      item.token_begin = it.getTokenBegin();
+                      item.tokens_after = it.getTokensAfter();
+                      StatusOr<DType> q = transport::DTypeFromWire(it.getQDtype());
+                      StatusOr<DType> kv = transport::DTypeFromWire(it.getKvDtype());
+                      if (!q.ok()) item.status = q.status();
+                      if (!kv.ok() && item.append) item.status = kv.status();
+                      if (q.ok()) item.q_dtype = *q;
+                      if (kv.ok()) item.kv_dtype = *kv;
+                    }
+                    return OkStatus();
+                  }).WithContext("Attend"));
   items_.resize(count);
 
   std::unordered_set<uint64_t> seen;
@@ -231,9 +231,8 @@ Status AttendExecutor::Prepare(const IncomingMessage& request, int layer, Item& 
   const int64_t d = spec_.head_dim;
   const size_t q_count = static_cast<size_t>(group_) * static_cast<size_t>(item.heads * d);
   RETURN_IF_ERROR(CheckAligned(item.q_offset, item.q_dtype, "q"));
-  ASSIGN_OR_RETURN(const std::byte* q,
-                   PayloadSlice(request.payload(), item.q_offset,
-                                q_count * DTypeSize(item.q_dtype), "q"));
+  ASSIGN_OR_RETURN(const std::byte* q, PayloadSlice(request.payload(), item.q_offset,
+                                                    q_count * DTypeSize(item.q_dtype), "q"));
   if (item.append) {
     RETURN_IF_ERROR(CheckAligned(item.k_offset, item.kv_dtype, "k_new"));
     RETURN_IF_ERROR(CheckAligned(item.v_offset, item.kv_dtype, "v_new"));
@@ -291,8 +290,8 @@ namespace {
 
 // Sinks are the sequence's first tokens and the window its last: a token shard of the
 // sequence gets the part of each that lies in its range.
-retrieval::SelectionParams PlaceSelectionIn(retrieval::SelectionParams p, uint64_t token_begin,
-                                            uint64_t tokens_after) {
+retrieval::SelectionParams PlaceSelection(retrieval::SelectionParams p, uint64_t token_begin,
+                                          uint64_t tokens_after) {
   const auto shrink = [](int n, uint64_t by) {
     return by >= static_cast<uint64_t>(n) ? 0 : n - static_cast<int>(by);
   };
@@ -301,24 +300,27 @@ retrieval::SelectionParams PlaceSelectionIn(retrieval::SelectionParams p, uint64
   return p;
 }
 
-}  // namespace
-
-retrieval::SelectionParams AttendExecutor::PlaceSelection(const retrieval::SelectionParams& p,
-                                                          const Item& item) {
-  return PlaceSelectionIn(p, item.token_begin, item.tokens_after);
+// Appends the first `keep` tokens of runs to *out (the last run kept may be cut short).
+void AppendCut(std::span<const KvRun> runs, int64_t keep, std::vector<KvRun>* out) {
+  for (const KvRun& r : runs) {
+    if (keep <= 0) break;
+    KvRun cut = r;
+    cut.num_tokens = static_cast<int>(std::min<int64_t>(cut.num_tokens, keep));
+    keep -= cut.num_tokens;
+    out->push_back(cut);
+  }
 }
+
+}  // namespace
 
 // The dense answer of a request that leaves the window to its caller: the slot's runs end
 // `window` tokens early (a copy of the runs, cut, is appended to runs_).
 void AttendExecutor::TrimSlot(Slot& slot, int window) {
-  int64_t keep = std::max<int64_t>(0, slot.tokens - window);
   const size_t begin = runs_.size();
-  for (size_t r = slot.run_begin; r < slot.run_end && keep > 0; ++r) {
-    KvRun run = runs_[r];
-    run.num_tokens = static_cast<int>(std::min<int64_t>(run.num_tokens, keep));
-    keep -= run.num_tokens;
-    runs_.push_back(run);
-  }
+  // No reallocation while the span below reads runs_.
+  runs_.reserve(begin + (slot.run_end - slot.run_begin));
+  AppendCut({runs_.data() + slot.run_begin, slot.run_end - slot.run_begin}, slot.tokens - window,
+            &runs_);
   slot.run_begin = begin;
   slot.run_end = runs_.size();
   slot.tokens = std::max<int64_t>(0, slot.tokens - window);
@@ -337,7 +339,9 @@ void AttendExecutor::PlanTasks() {
   for (size_t i = 0; i < items_.size(); ++i) {
     Item& item = items_[i];
     if (!item.status.ok()) continue;
-    if (sparse_.active) item.selection = PlaceSelection(sparse_.selection, item);
+    if (sparse_.active) {
+      item.selection = PlaceSelection(sparse_.selection, item.token_begin, item.tokens_after);
+    }
     for (int h = 0; h < item.heads; ++h) {
       Slot& slot = slots_[item.slot_begin + static_cast<size_t>(h)];
       slot.first_task = tasks_.size();
@@ -345,13 +349,15 @@ void AttendExecutor::PlanTasks() {
       if (sparse_.active) {
         // Short contexts, diffuse heads and heads whose index is not built yet run dense.
         const bool long_enough = slot.tokens >= retrieval_->config().min_tokens;
-        const HeadPlan plan =
-            long_enough ? retrieval_->Plan(item.id, layer_, h, item.heads, sparse_.kind,
-                                           slot.tokens)
-                        : HeadPlan::kDenseNotReady;
+        const HeadPlan plan = long_enough ? retrieval_->Plan(item.id, layer_, h, item.heads,
+                                                             sparse_.kind, slot.tokens)
+                                          : HeadPlan::kDenseNotReady;
         if (plan == HeadPlan::kSparse) {
-          tasks_.push_back(Task{.item = i, .head = h, .run_begin = slot.run_begin,
-                                .run_end = slot.run_end, .sparse = true});
+          tasks_.push_back(Task{.item = i,
+                                .head = h,
+                                .run_begin = slot.run_begin,
+                                .run_end = slot.run_end,
+                                .sparse = true});
           slot.num_tasks = 1;
           continue;
         }
@@ -400,8 +406,7 @@ void AttendExecutor::Compute() {
   }
 }
 
-Status AttendExecutor::RunDense(Task& task, std::span<const KvRun> runs, float* out,
-                                float* lse) {
+Status AttendExecutor::RunDense(Task& task, std::span<const KvRun> runs, float* out, float* lse) {
   const Item& item = items_[task.item];
   const size_t gd = static_cast<size_t>(group_) * static_cast<size_t>(spec_.head_dim);
   uint64_t tokens = 0;
@@ -429,20 +434,11 @@ Status AttendExecutor::RunSparse(size_t t, float* out, float* lse) {
     // A fold holds the index right now: the head is answered densely, over the runs without
     // the caller's window when it keeps that itself.
     task.fell_back = true;
-    scratch.fallback_runs.assign(runs.begin(), runs.end());
-    if (item.selection.exclude_window) {
-      int64_t total = 0;
-      for (const KvRun& r : runs) total += r.num_tokens;
-      int64_t keep = std::max<int64_t>(0, total - item.selection.window);
-      scratch.fallback_runs.clear();
-      for (const KvRun& r : runs) {
-        if (keep == 0) break;
-        KvRun cut = r;
-        cut.num_tokens = static_cast<int>(std::min<int64_t>(cut.num_tokens, keep));
-        keep -= cut.num_tokens;
-        scratch.fallback_runs.push_back(cut);
-      }
-    }
+    int64_t keep = 0;
+    for (const KvRun& r : runs) keep += r.num_tokens;
+    if (item.selection.exclude_window) keep -= item.selection.window;
+    scratch.fallback_runs.clear();
+    AppendCut(runs, keep, &scratch.fallback_runs);
     return RunDense(task, scratch.fallback_runs, out, lse);
   }
   const size_t gd = static_cast<size_t>(group_) * static_cast<size_t>(spec_.head_dim);
@@ -458,8 +454,8 @@ Status AttendExecutor::RunSparse(size_t t, float* out, float* lse) {
                                 .dtype = spec_.dtype,
                                 .count = tokens};
   const float* q = q_.data() + item.q_index + static_cast<size_t>(task.head) * gd;
-  const retrieval::GroupScorer scorer(
-      {.q = q, .group_size = group_, .head_dim = spec_.head_dim}, spec_.dtype);
+  const retrieval::GroupScorer scorer({.q = q, .group_size = group_, .head_dim = spec_.head_dim},
+                                      spec_.dtype);
   scratch.result.positions.clear();
   scratch.result.stats = {};
   if (sparse_.selection.top_k > 0) {
@@ -513,8 +509,8 @@ OutgoingMessage AttendExecutor::BuildReply(Figures* figures) {
     if (!item.status.ok()) return;
     const size_t h = static_cast<size_t>(si) - item.slot_begin;
     float* o_h = payload->data() + item.out_index + h * g * d;
-    float* lse_h = payload->data() + item.out_index + static_cast<size_t>(item.heads) * g * d +
-                   h * g;
+    float* lse_h =
+        payload->data() + item.out_index + static_cast<size_t>(item.heads) * g * d + h * g;
     std::memcpy(o_h, partial_o_.data() + slot.first_task * g * d, g * d * sizeof(float));
     std::memcpy(lse_h, partial_lse_.data() + slot.first_task * g, g * sizeof(float));
     for (size_t t = slot.first_task + 1; t < slot.first_task + slot.num_tasks; ++t) {
@@ -523,8 +519,8 @@ OutgoingMessage AttendExecutor::BuildReply(Figures* figures) {
     }
   });
   capnp::MallocMessageBuilder builder;
-  auto results = builder.initRoot<wire::AttendReply>().initItems(
-      static_cast<unsigned>(items_.size()));
+  auto results =
+      builder.initRoot<wire::AttendReply>().initItems(static_cast<unsigned>(items_.size()));
   *figures = Figures{};
   for (size_t i = 0; i < items_.size(); ++i) {
     const Item& item = items_[i];

@@ -94,8 +94,6 @@ class AttendExecutor {
   // Moves the prepared items' runs and queries into runs_, slots_ and q_.
   void Gather();
   void PlanTasks();
-  static retrieval::SelectionParams PlaceSelection(const retrieval::SelectionParams& p,
-                                                   const Item& item);
   void TrimSlot(Slot& slot, int window);
   void Compute();
   // One sparse task: search, select, attend. Falls back to dense when the index is busy.
