@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cstdio>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/dtype.h"
@@ -110,8 +111,67 @@ config::Setting FingerprintSetting(uint64_t* field) {
   return s;
 }
 
-// The table. Order matters: model.preset precedes the model.* fields it provides defaults for.
-std::vector<config::Setting> WorkerSettings(WorkerConfig* c) {
+// A fraction in (0, 1], for a double field.
+config::Setting FractionSetting(std::string key, double* field, std::string help) {
+  config::Setting s{.key = std::move(key), .value_name = "X", .help = std::move(help)};
+  s.set = [field](std::string_view text) -> Status {
+    while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) {
+      text.remove_prefix(1);
+    }
+    while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) {
+      text.remove_suffix(1);
+    }
+    double v = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (text.empty() || ec != std::errc() || end != text.data() + text.size() || !(v > 0.0) ||
+        v > 1.0) {
+      return InvalidArgumentError("must be a number in (0, 1]");
+    }
+    *field = v;
+    return OkStatus();
+  };
+  s.show = [field] {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%g", *field);
+    return std::string(buf);
+  };
+  return s;
+}
+
+// The SSD tier's settings (after the retrieval ones in the table).
+std::vector<config::Setting> SsdSettings(WorkerConfig* c) {
+  using config::IntSetting;
+  return {
+      config::StringSetting("data_dir", &c->data_dir,
+                            "RocksDB directory of the SSD tier (created if missing); empty = "
+                            "DRAM only, nothing survives a restart."),
+      IntSetting("ssd.block_cache_mb", &c->ssd.block_cache_mb, 0, 1 << 20,
+                 "RocksDB block cache (indexes, filters, small records), MiB"),
+      IntSetting("ssd.background_threads", &c->ssd.background_threads, 1, 64,
+                 "RocksDB flush and compaction threads"),
+      config::BoolSetting("ssd.direct_io", &c->ssd.direct_io,
+                          "Direct I/O for block reads and flushes (buffered if the file system "
+                          "refuses it)."),
+      config::BoolSetting("ssd.sync", &c->ssd.sync,
+                          "fsync every write: durable across power loss, not only crashes."),
+      IntSetting("ssd.flush_mb", &c->ssd.flush_mb, 1, 128,
+                 "Writes of at least this many MiB skip the WAL and are flushed at once"),
+      FractionSetting("value_dram_fraction", &c->value_dram_fraction,
+                      "With the SSD tier: fraction of the V pool's blocks whose values stay in "
+                      "DRAM; 1 = spill only when the pool is full."),
+      IntSetting("value_dram_mb", &c->value_dram_mb, 0, int64_t{1} << 26,
+                 "With the SSD tier: values kept in DRAM, MiB; 0 = use value_dram_fraction"),
+      FractionSetting("spill_high_watermark", &c->spill_high_watermark,
+                      "Spilling starts above this fraction of the values' DRAM budget."),
+      FractionSetting("spill_low_watermark", &c->spill_low_watermark,
+                      "Spilling stops at this fraction of the values' DRAM budget (below "
+                      "spill_high_watermark)."),
+  };
+}
+
+// Identity, addresses, model, memory, threads, timeouts and retrieval. Order matters:
+// model.preset precedes the model.* fields it provides defaults for.
+std::vector<config::Setting> ServingSettings(WorkerConfig* c) {
   using config::IntSetting;
   using config::SizeSetting;
   using config::StringSetting;
@@ -170,12 +230,20 @@ std::vector<config::Setting> WorkerSettings(WorkerConfig* c) {
       config::BoolSetting("retrieval.profile_heads", &c->retrieval.profile_heads,
                           "Decide per (layer, head) at build whether attention is diffuse "
                           "(then answered densely)."),
-      config::ChoiceSetting("log_level", &c->log_level, {"error", "warn", "info", "debug"},
-                            "Least severe level logged."),
-      StringSetting("ready_file", &c->ready_file,
-                    "When set, the worker writes its name and bound ports as JSON here once "
-                    "ready."),
   };
+}
+
+// The table: serving, SSD tier, logging.
+std::vector<config::Setting> WorkerSettings(WorkerConfig* c) {
+  std::vector<config::Setting> table = ServingSettings(c);
+  for (config::Setting& s : SsdSettings(c)) table.push_back(std::move(s));
+  table.push_back(config::ChoiceSetting("log_level", &c->log_level,
+                                        {"error", "warn", "info", "debug"},
+                                        "Least severe level logged."));
+  table.push_back(config::StringSetting(
+      "ready_file", &c->ready_file,
+      "When set, the worker writes its name and bound ports as JSON here once ready."));
+  return table;
 }
 
 WorkerConfig Defaults() {
@@ -184,6 +252,36 @@ WorkerConfig Defaults() {
   c.model = *ModelPreset(kDefaultPreset);
   c.model_preset = kDefaultPreset;
   return c;
+}
+
+std::string Fraction(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", v);
+  return buf;
+}
+
+// The SSD tier's checks that span settings.
+Status CheckSsdFields(const WorkerConfig& c, const config::LoadResult& loaded) {
+  if (c.spill_low_watermark >= c.spill_high_watermark) {
+    return InvalidArgumentError(
+        "spill_low_watermark = " + Fraction(c.spill_low_watermark) + " (" +
+        loaded.OriginOf("spill_low_watermark").Describe() + "): must be below " +
+        "spill_high_watermark = " + Fraction(c.spill_high_watermark) + " (" +
+        loaded.OriginOf("spill_high_watermark").Describe() + ")");
+  }
+  if (c.value_dram_mb == 0) return OkStatus();
+  const std::string mb = "value_dram_mb = " + std::to_string(c.value_dram_mb) + " (" +
+                         loaded.OriginOf("value_dram_mb").Describe() + ")";
+  if (loaded.OriginOf("value_dram_fraction").source != config::Source::kDefault) {
+    return InvalidArgumentError(mb + ": set either it or value_dram_fraction (" +
+                                loaded.OriginOf("value_dram_fraction").Describe() + ")");
+  }
+  if (c.value_dram_mb * kMiB > c.kv_memory_bytes / 2) {
+    return InvalidArgumentError(mb + ": exceeds the V pool, half of kv_memory_bytes = " +
+                                config::FormatSize(c.kv_memory_bytes) + " (" +
+                                loaded.OriginOf("kv_memory_bytes").Describe() + ")");
+  }
+  return OkStatus();
 }
 
 // Checks that span several settings, naming each one's source.
@@ -203,7 +301,7 @@ Status CheckCrossFields(const WorkerConfig& c, const config::LoadResult& loaded)
                                 "): equals data_port (" + loaded.OriginOf("data_port").Describe() +
                                 ")");
   }
-  return OkStatus();
+  return CheckSsdFields(c, loaded);
 }
 
 }  // namespace

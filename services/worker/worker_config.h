@@ -86,6 +86,33 @@ struct WorkerConfig {
     bool profile_heads = true;
   };
   Retrieval retrieval;
+  // The SSD tier (docs/worker.md, "Durability and restart"): the RocksDB directory, created if
+  // missing. Empty = DRAM only: nothing survives a restart. With a directory, prefill chunks
+  // are durable when acknowledged, decode tokens when their block seals, a restarted worker
+  // recovers its sequences and prefix cache from it, and values spill to SSD while keys stay
+  // in DRAM.
+  std::string data_dir;
+  // RocksDB tuning (SsdTierOptions): block cache in MiB [0, 1 TiB], background threads
+  // [1, 64], direct I/O, fsync per write (durable across power loss, not only process
+  // crashes), and the write size in MiB [1, 128] from which a write skips the WAL and is
+  // flushed at once.
+  struct Ssd {
+    int block_cache_mb = 32;
+    int background_threads = 2;
+    bool direct_io = true;
+    bool sync = false;
+    int flush_mb = 1;
+  };
+  Ssd ssd;
+  // With the SSD tier: values kept in DRAM, as a fraction (0, 1] of the V pool's blocks
+  // (kv_memory_bytes / 2 worth), or in MiB when value_dram_mb is nonzero (then the fraction
+  // must be left at its default). 1.0 = spill only when the V pool is full.
+  double value_dram_fraction = 1.0;
+  uint64_t value_dram_mb = 0;
+  // Spilling starts when resident values exceed high * budget and stops at low * budget; both
+  // in (0, 1], low < high.
+  double spill_high_watermark = 0.9;
+  double spill_low_watermark = 0.75;
   // error, warn, info or debug.
   std::string log_level = "info";
   // When set, the worker writes its name and bound ports as JSON to this path once ready.
@@ -106,7 +133,8 @@ struct ConfigResult {
 // InvalidArgument naming the setting, its value and its source for anything refused
 // ("model.head_dim = 100 (from --model-head-dim): must be a multiple of 32 in [32, 512]"):
 // unknown flag or YAML key, value of the wrong type or out of range, a model that fails
-// ModelSpec::Validate(), equal fixed data and control ports. NotFound when the YAML file named by
+// ModelSpec::Validate(), equal fixed data and control ports, spill watermarks with low >= high,
+// value_dram_mb together with value_dram_fraction or above the V pool. NotFound when the YAML file named by
 // --config or ATTIC_CONFIG cannot be opened.
 StatusOr<ConfigResult> LoadWorkerConfig(int argc, const char* const* argv,
                                         const std::map<std::string, std::string>& env);

@@ -10,8 +10,10 @@
 #include <algorithm>
 #include <cmath>
 #include <exception>
+#include <iterator>
 #include <limits>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "transport/frame.h"
@@ -176,6 +178,7 @@ WorkerMetrics::WorkerMetrics(const std::string& worker_name)
                  "Folds of decode keys into an index."),
       AddCounter(*registry_, "attic_worker_retrieval_build_seconds_total",
                  "Time the build threads spent building indexes.")};
+  AddSsdSeries();
   AddGauge(*registry_, "attic_worker_up", "1 while the worker runs.")->Set(1);
   prometheus::BuildGauge()
       .Name("attic_worker_build_info")
@@ -188,6 +191,58 @@ WorkerMetrics::WorkerMetrics(const std::string& worker_name)
 }
 
 WorkerMetrics::~WorkerMetrics() = default;
+
+void WorkerMetrics::AddSsdSeries() {
+  prometheus::Registry& r = *registry_;
+  auto& files = prometheus::BuildGauge()
+                    .Name("attic_worker_ssd_file_bytes")
+                    .Help("Bytes of the SSD tier's live files: blob files (block bytes) and SST "
+                          "files (indexes, records).")
+                    .Register(r);
+  ssd_gauges_ = {
+      AddGauge(r, "attic_worker_ssd_tier", "1 when the worker has an SSD tier (data_dir)."),
+      AddGauge(r, "attic_worker_kv_value_dram_blocks", "The values' DRAM budget, blocks."),
+      AddGauge(r, "attic_worker_kv_resident_value_blocks",
+               "V blocks in use whose bytes are in DRAM."),
+      AddGauge(r, "attic_worker_kv_spilled_value_blocks",
+               "V blocks in use whose bytes are only on SSD."),
+      AddGauge(r, "attic_worker_kv_pending_durable_blocks",
+               "Sealed blocks not yet written to SSD (retried between requests)."),
+      AddGauge(r, "attic_worker_recovered_sequences",
+               "Sequences recovered from the SSD tier at start."),
+      AddGauge(r, "attic_worker_ssd_prefix_entries", "Prefix-cache entries known on SSD."),
+      &files.Add({{"kind", "blob"}}),
+      &files.Add({{"kind", "sst"}}),
+      AddGauge(r, "attic_worker_ssd_write_amplification",
+               "Bytes RocksDB wrote to files per block byte written."),
+      AddGauge(r, "attic_worker_ssd_direct_io", "1 while the SSD tier uses direct I/O.")};
+  auto& writes = prometheus::BuildCounter()
+                     .Name("attic_worker_ssd_writes_total")
+                     .Help("Atomic writes to the SSD tier, by result.")
+                     .Register(r);
+  ssd_counters_ = {
+      AddCounter(r, "attic_worker_kv_spilled_blocks_total", "Values spilled from DRAM to SSD."),
+      AddCounter(r, "attic_worker_kv_reloaded_blocks_total",
+                 "Spilled values made resident again."),
+      AddCounter(r, "attic_worker_kv_streamed_blocks_total",
+                 "Spilled values read from SSD without being made resident."),
+      AddCounter(r, "attic_worker_kv_durable_retries_total",
+                 "Sealed blocks written to SSD after an earlier failed write-through."),
+      AddCounter(r, "attic_worker_ssd_bytes_read_total", "Block bytes read from SSD."),
+      AddCounter(r, "attic_worker_ssd_bytes_written_total", "Block bytes written to SSD."),
+      &writes.Add({{"result", "ok"}}),
+      &writes.Add({{"result", "error"}}),
+      AddCounter(r, "attic_worker_durability_errors_total",
+                 "Write-throughs to SSD that failed (the data stayed in DRAM only)."),
+      AddCounter(r, "attic_worker_ssd_checksum_failures_total",
+                 "Block reads from SSD whose checksum did not match."),
+      AddCounter(r, "attic_worker_ssd_flushes_total", "Memtable flushes large writes forced."),
+      AddCounter(r, "attic_worker_ssd_prefix_hits_total",
+                 "Prompt blocks LookupPrefix found only on SSD."),
+      AddCounter(r, "attic_worker_query_sample_store_errors_total",
+                 "Query samples that could not be stored on SSD (their indexes are not rebuilt "
+                 "after a restart).")};
+}
 
 prometheus::Counter* WorkerMetrics::RequestCounter(int op, int code) {
   std::atomic<prometheus::Counter*>& slot =
@@ -275,6 +330,29 @@ void WorkerMetrics::SetKv(const KvFigures& kv) {
   prefix_cache_blocks_[2]->Set(NonNegative(kv.prefix_blocks));
   SetTotal(prefix_hits_, &last_prefix_hits_,
            kv.prefix_hits > 0 ? static_cast<uint64_t>(kv.prefix_hits) : 0);
+}
+
+void WorkerMetrics::SetSsd(const SsdFigures& f) {
+  const double gauges[] = {f.tier ? 1.0 : 0.0,
+                           NonNegative(f.value_dram_blocks),
+                           NonNegative(f.v_resident_blocks),
+                           NonNegative(f.v_spilled_blocks),
+                           NonNegative(f.pending_durable_blocks),
+                           NonNegative(f.recovered_sequences),
+                           NonNegative(f.prefix_entries),
+                           static_cast<double>(f.live_blob_bytes),
+                           static_cast<double>(f.sst_bytes),
+                           std::isfinite(f.write_amplification) ? f.write_amplification : 0.0,
+                           f.direct_io ? 1.0 : 0.0};
+  static_assert(std::size(gauges) == std::tuple_size_v<decltype(ssd_gauges_)>);
+  for (size_t i = 0; i < ssd_gauges_.size(); ++i) ssd_gauges_[i]->Set(gauges[i]);
+  const uint64_t totals[] = {f.spilled,      f.reloaded,          f.streamed,
+                             f.durable_retries, f.bytes_read,     f.bytes_written,
+                             f.writes,       f.write_errors,      f.durability_errors,
+                             f.checksum_failures, f.flushes,      f.prefix_hits,
+                             f.sample_store_errors};
+  static_assert(std::size(totals) == kSsdCounters);
+  for (size_t i = 0; i < kSsdCounters; ++i) SetTotal(ssd_counters_[i], &last_ssd_[i], totals[i]);
 }
 
 void WorkerMetrics::SetConnections(int64_t open, uint64_t handshakes_refused_total) {

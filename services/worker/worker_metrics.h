@@ -27,6 +27,18 @@
 //   attic_worker_retrieval_dense_heads, attic_worker_retrieval_queued_jobs            gauges
 //   attic_worker_retrieval_builds_total, attic_worker_retrieval_folds_total,
 //   attic_worker_retrieval_build_seconds_total                                     counters
+// The SSD tier (all 0 without one; docs/worker.md):
+//   attic_worker_ssd_tier (1 with a tier), attic_worker_kv_value_dram_blocks (the values'
+//   DRAM budget), attic_worker_kv_resident_value_blocks, attic_worker_kv_spilled_value_blocks,
+//   attic_worker_kv_pending_durable_blocks, attic_worker_recovered_sequences,
+//   attic_worker_ssd_prefix_entries, attic_worker_ssd_file_bytes{kind="blob|sst"},
+//   attic_worker_ssd_write_amplification, attic_worker_ssd_direct_io                gauges
+//   attic_worker_kv_spilled_blocks_total, attic_worker_kv_reloaded_blocks_total,
+//   attic_worker_kv_streamed_blocks_total, attic_worker_kv_durable_retries_total,
+//   attic_worker_ssd_bytes_read_total, attic_worker_ssd_bytes_written_total,
+//   attic_worker_ssd_writes_total{result="ok|error"}, attic_worker_durability_errors_total,
+//   attic_worker_ssd_checksum_failures_total, attic_worker_ssd_flushes_total,
+//   attic_worker_ssd_prefix_hits_total, attic_worker_query_sample_store_errors_total counters
 //
 // Thread safety: every method may be called from any thread. The hot path (ObserveRequest,
 // AddBytes, AddKeysScanned, SetQueueDepth) takes no lock and does not allocate: counters are
@@ -98,6 +110,23 @@ class WorkerMetrics {
     int64_t sequences = 0, cached_blocks = 0, shared_blocks = 0, prefix_blocks = 0, prefix_hits = 0;
   };
   void SetKv(const KvFigures& kv);
+
+  // The SSD tier's figures (KvStoreStats and its SsdTierStats, and the worker's own totals),
+  // copied before each scrape; each *_total counter advances by its running total's growth.
+  struct SsdFigures {
+    bool tier = false;
+    int64_t value_dram_blocks = 0, v_resident_blocks = 0, v_spilled_blocks = 0;
+    int64_t pending_durable_blocks = 0, recovered_sequences = 0, prefix_entries = 0;
+    uint64_t live_blob_bytes = 0, sst_bytes = 0;
+    double write_amplification = 0;
+    bool direct_io = false;
+    // Running totals.
+    uint64_t spilled = 0, reloaded = 0, streamed = 0, durable_retries = 0;
+    uint64_t bytes_read = 0, bytes_written = 0, writes = 0, write_errors = 0;
+    uint64_t durability_errors = 0, checksum_failures = 0, flushes = 0, prefix_hits = 0;
+    uint64_t sample_store_errors = 0;
+  };
+  void SetSsd(const SsdFigures& ssd);
   // Open connections, and the transport's running total of refused handshakes (the counter
   // advances by its growth since the previous call).
   void SetConnections(int64_t open, uint64_t handshakes_refused_total);
@@ -114,6 +143,7 @@ class WorkerMetrics {
  private:
   struct Durations;  // lock-free histogram per op, defined in worker_metrics.cc
 
+  void AddSsdSeries();
   prometheus::Counter* RequestCounter(int op, int code);
   prometheus::Counter* ErrorCounter(int op, int code);
   void SetTotal(prometheus::Counter* counter, std::atomic<uint64_t>* last, uint64_t total);
@@ -147,6 +177,13 @@ class WorkerMetrics {
   std::mutex build_seconds_mu_;
   double last_build_seconds_ = 0;  // guarded by build_seconds_mu_
   std::atomic<uint64_t> last_prefix_hits_{0};
+  // SSD gauges: tier, value DRAM budget, resident, spilled, pending durable, recovered,
+  // prefix entries, blob bytes, SST bytes, write amplification, direct I/O.
+  std::array<prometheus::Gauge*, 11> ssd_gauges_;
+  // SSD counters in SsdFigures' order of running totals, and their last totals.
+  static constexpr size_t kSsdCounters = 13;
+  std::array<prometheus::Counter*, kSsdCounters> ssd_counters_;
+  std::array<std::atomic<uint64_t>, kSsdCounters> last_ssd_{};
   std::atomic<uint64_t> last_handshakes_refused_{0};
 };
 

@@ -259,6 +259,16 @@ TEST(WorkerConfigTest, HelpListsEverySettingWithFlagEnvDefaultAndHidesTheToken) 
       {"max_message_bytes", "1GiB"},
       {"drain_timeout_ms", "10000"},
       {"default_timeout_ms", "10000"},
+      {"data_dir", "\"\""},
+      {"ssd.block_cache_mb", "32"},
+      {"ssd.background_threads", "2"},
+      {"ssd.direct_io", "true"},
+      {"ssd.sync", "false"},
+      {"ssd.flush_mb", "1"},
+      {"value_dram_fraction", "1"},
+      {"value_dram_mb", "0"},
+      {"spill_high_watermark", "0.9"},
+      {"spill_low_watermark", "0.75"},
       {"log_level", "info"},
       {"ready_file", "\"\""}};
   for (const auto& [key, default_value] : settings) {
@@ -448,6 +458,75 @@ TEST(WorkerConfigTest, RetrievalSettings) {
   EXPECT_NE(r.status().message().find("retrieval.fold_tokens"), std::string::npos) << r.status();
 }
 
+TEST(WorkerConfigTest, SsdTierSettings) {
+  StatusOr<ConfigResult> r = Load({});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.data_dir, "");  // DRAM only
+  EXPECT_EQ(r->config.ssd.block_cache_mb, 32);
+  EXPECT_EQ(r->config.ssd.background_threads, 2);
+  EXPECT_TRUE(r->config.ssd.direct_io);
+  EXPECT_FALSE(r->config.ssd.sync);
+  EXPECT_EQ(r->config.ssd.flush_mb, 1);
+  EXPECT_DOUBLE_EQ(r->config.value_dram_fraction, 1.0);
+  EXPECT_EQ(r->config.value_dram_mb, 0u);
+  EXPECT_DOUBLE_EQ(r->config.spill_high_watermark, 0.9);
+  EXPECT_DOUBLE_EQ(r->config.spill_low_watermark, 0.75);
+
+  YamlFile file("data_dir: /var/lib/attic/kv\nssd: {sync: true, flush_mb: 8}\n");
+  r = Load({"--config", file.path(), "--no-ssd-direct-io", "--value-dram-fraction", "0.25",
+            "--spill-high-watermark", "1", "--spill-low-watermark=0.5"},
+           {{"ATTIC_SSD_BACKGROUND_THREADS", "4"}, {"ATTIC_SSD_BLOCK_CACHE_MB", "0"}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  const WorkerConfig& c = r->config;
+  EXPECT_EQ(c.data_dir, "/var/lib/attic/kv");
+  EXPECT_TRUE(c.ssd.sync);
+  EXPECT_EQ(c.ssd.flush_mb, 8);
+  EXPECT_FALSE(c.ssd.direct_io);
+  EXPECT_EQ(c.ssd.background_threads, 4);
+  EXPECT_EQ(c.ssd.block_cache_mb, 0);
+  EXPECT_DOUBLE_EQ(c.value_dram_fraction, 0.25);
+  EXPECT_DOUBLE_EQ(c.spill_high_watermark, 1.0);
+  EXPECT_DOUBLE_EQ(c.spill_low_watermark, 0.5);
+  const std::string text = DescribeConfig(c);
+  EXPECT_NE(text.find("data_dir = /var/lib/attic/kv\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("value_dram_fraction = 0.25\n"), std::string::npos) << text;
+
+  r = Load({"--kv-memory-bytes", "1GiB", "--value-dram-mb", "512"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.value_dram_mb, 512u);
+}
+
+TEST(WorkerConfigTest, SsdTierRefusalsNameTheSettings) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--value-dram-fraction", "0"},
+       "value_dram_fraction = 0 (from --value-dram-fraction): must be a number in (0, 1]"},
+      {{"--value-dram-fraction", "1.5"}, "value_dram_fraction = 1.5"},
+      {{"--spill-high-watermark", "x"},
+       "spill_high_watermark = x (from --spill-high-watermark): must be a number in (0, 1]"},
+      {{"--spill-low-watermark", "-0.1"}, "spill_low_watermark = -0.1"},
+      {{"--spill-low-watermark", "0.9"},
+       "spill_low_watermark = 0.9 (from --spill-low-watermark): must be below "
+       "spill_high_watermark = 0.9 (default)"},
+      {{"--spill-high-watermark", "0.5"}, "spill_low_watermark = 0.75 (default): must be below"},
+      {{"--value-dram-mb", "64", "--value-dram-fraction", "0.5"},
+       "value_dram_mb = 64 (from --value-dram-mb): set either it or value_dram_fraction (from "
+       "--value-dram-fraction)"},
+      {{"--value-dram-mb", "600"},
+       "value_dram_mb = 600 (from --value-dram-mb): exceeds the V pool, half of "
+       "kv_memory_bytes = 1GiB (default)"},
+      {{"--ssd-flush-mb", "0"}, "ssd.flush_mb = 0 (from --ssd-flush-mb)"},
+      {{"--ssd-background-threads", "0"}, "ssd.background_threads = 0"},
+      {{"--ssd-sync=perhaps"}, "ssd.sync = perhaps (from --ssd-sync): must be true or false"},
+  };
+  for (const auto& [args, message] : cases) {
+    StatusOr<ConfigResult> r = Load(args);
+    ASSERT_FALSE(r.ok()) << message;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
+    EXPECT_NE(r.status().message().find(message), std::string::npos)
+        << "want: " << message << "\ngot:  " << r.status();
+  }
+}
+
 TEST(WorkerConfigTest, DescribeConfigMasksTheToken) {
   StatusOr<ConfigResult> r = Load({"--token", "s3cret-token", "--name", "w1"});
   ASSERT_TRUE(r.ok()) << r.status();
@@ -458,7 +537,7 @@ TEST(WorkerConfigTest, DescribeConfigMasksTheToken) {
   EXPECT_NE(text.find("name = w1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("model.num_layers = 6\n"), std::string::npos) << text;
   EXPECT_NE(text.find("kv_memory_bytes = 1GiB\n"), std::string::npos) << text;
-  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 33);  // one line per setting
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 43);  // one line per setting
   r = Load({});
   ASSERT_TRUE(r.ok());
   EXPECT_NE(DescribeConfig(r->config).find("token = \n"), std::string::npos);

@@ -248,6 +248,56 @@ TEST(WorkerMetricsTest, BytesKeysQueueConnectionsAndKvFigures) {
   EXPECT_EQ(Value(s, "attic_worker_prefix_hits_total"), 8);  // a running total, not a sum
 }
 
+TEST(WorkerMetricsTest, SsdTierFigures) {
+  WorkerMetrics m("w");
+  auto s = Parse(m.Serialize());
+  EXPECT_EQ(Value(s, "attic_worker_ssd_tier"), 0);  // every series exists without a tier
+  EXPECT_EQ(Value(s, "attic_worker_kv_spilled_blocks_total"), 0);
+  EXPECT_EQ(Value(s, "attic_worker_ssd_writes_total", {{"result", "error"}}), 0);
+  WorkerMetrics::SsdFigures f{.tier = true,
+                              .value_dram_blocks = 1000,
+                              .v_resident_blocks = 900,
+                              .v_spilled_blocks = 300,
+                              .pending_durable_blocks = 2,
+                              .recovered_sequences = 3,
+                              .prefix_entries = 40,
+                              .live_blob_bytes = 1 << 20,
+                              .sst_bytes = 4096,
+                              .write_amplification = 1.25,
+                              .direct_io = true,
+                              .spilled = 300,
+                              .bytes_read = 16384,
+                              .bytes_written = 1 << 20,
+                              .writes = 10,
+                              .write_errors = 1,
+                              .durability_errors = 1,
+                              .sample_store_errors = 1};
+  m.SetSsd(f);
+  f.spilled = 350;
+  f.writes = 12;
+  m.SetSsd(f);
+  s = Parse(m.Serialize());
+  EXPECT_EQ(Value(s, "attic_worker_ssd_tier"), 1);
+  EXPECT_EQ(Value(s, "attic_worker_kv_value_dram_blocks"), 1000);
+  EXPECT_EQ(Value(s, "attic_worker_kv_resident_value_blocks"), 900);
+  EXPECT_EQ(Value(s, "attic_worker_kv_spilled_value_blocks"), 300);
+  EXPECT_EQ(Value(s, "attic_worker_kv_pending_durable_blocks"), 2);
+  EXPECT_EQ(Value(s, "attic_worker_recovered_sequences"), 3);
+  EXPECT_EQ(Value(s, "attic_worker_ssd_prefix_entries"), 40);
+  EXPECT_EQ(Value(s, "attic_worker_ssd_file_bytes", {{"kind", "blob"}}), 1 << 20);
+  EXPECT_EQ(Value(s, "attic_worker_ssd_file_bytes", {{"kind", "sst"}}), 4096);
+  EXPECT_EQ(Value(s, "attic_worker_ssd_write_amplification"), 1.25);
+  EXPECT_EQ(Value(s, "attic_worker_ssd_direct_io"), 1);
+  EXPECT_EQ(Value(s, "attic_worker_kv_spilled_blocks_total"), 350);  // running totals
+  EXPECT_EQ(Value(s, "attic_worker_ssd_writes_total", {{"result", "ok"}}), 12);
+  EXPECT_EQ(Value(s, "attic_worker_ssd_writes_total", {{"result", "error"}}), 1);
+  EXPECT_EQ(Value(s, "attic_worker_ssd_bytes_read_total"), 16384);
+  EXPECT_EQ(Value(s, "attic_worker_ssd_bytes_written_total"), 1 << 20);
+  EXPECT_EQ(Value(s, "attic_worker_durability_errors_total"), 1);
+  EXPECT_EQ(Value(s, "attic_worker_query_sample_store_errors_total"), 1);
+  EXPECT_EQ(Value(s, "attic_worker_kv_reloaded_blocks_total"), 0);
+}
+
 TEST(WorkerMetricsTest, ConcurrentObservationsAreExact) {
   WorkerMetrics m("w");
   constexpr int kThreads = 4, kPerThread = 50000;

@@ -69,9 +69,21 @@ struct OpenSequenceRequest {
   kvHeadBegin @4 :UInt32;        # held KV heads [kvHeadBegin, kvHeadEnd)
   kvHeadEnd @5 :UInt32;
   tokenBegin @6 :UInt64;         # first global token position this shard holds (token sharding)
+  # Take over a sequence the worker recovered from its SSD tier (docs/worker.md, "Durability
+  # and restart"). NOT_FOUND unless it holds a recovered sequence of this id;
+  # FAILED_PRECONDITION naming the field when tenant, spec, fingerprint or head range differ
+  # from the recovered one. Without it, opening a recovered id is ALREADY_EXISTS.
+  resume @7 :Bool;
 }
 
-struct OpenSequenceReply {}
+struct OpenSequenceReply {
+  resumed @0 :Bool;                 # the request resumed a recovered sequence
+  # With resumed: [numLayers] tokens each layer holds (what survived the restart; the client
+  # re-sends from here on) and tokens each layer holds on the SSD tier (equal right after a
+  # restart).
+  layerLengths @1 :List(UInt32);
+  durableLengths @2 :List(UInt32);
+}
 
 # Method kLookupPrefix. No payload.
 struct LookupPrefixRequest {
@@ -117,6 +129,10 @@ struct AppendKvRequest {
 
 struct AppendKvReply {
   length @0 :UInt32;             # tokens the layer holds after the append
+  # Tokens of the layer on the worker's SSD tier after the append: they survive a crash of the
+  # worker. A block-major prefill is durable when acknowledged (durableTokens = length);
+  # token-major tokens become durable when their block seals. 0 without an SSD tier.
+  durableTokens @1 :UInt32;
 }
 
 # Method kAttend: one layer of one decode step for every sequence of the batch this worker
@@ -177,6 +193,8 @@ struct AttendReply {
     bytesRead @8 :UInt64;        # K, V and index bytes read, over all heads
     denseHeads @9 :UInt32;       # sparse mode: held KV heads answered densely (diffuse head,
                                  # index not built yet, or context below retrieval.min_tokens)
+    durableTokens @10 :UInt32;   # the layer's tokens on the SSD tier after the optional
+                                 # append (as AppendKvReply.durableTokens); 0 without a tier
   }
 }
 
@@ -201,4 +219,16 @@ struct StatsReply {
   cachedBlocks @7 :UInt64;
   prefixHits @8 :UInt64;
   workerName @9 :Text;
+  # The SSD tier (all 0 / false without one). Value blocks: resident (bytes in DRAM) and
+  # spilled (bytes only on SSD); totals since the worker started.
+  ssdTier @10 :Bool;
+  valueDramBlocks @11 :UInt64;       # the values' DRAM budget, blocks
+  vResidentBlocks @12 :UInt64;
+  vSpilledBlocks @13 :UInt64;
+  spilledBlocksTotal @14 :UInt64;
+  ssdBytesRead @15 :UInt64;          # block bytes read from SSD
+  ssdBytesWritten @16 :UInt64;       # block bytes written to SSD
+  durabilityErrors @17 :UInt64;      # write-throughs that failed
+  pendingDurableBlocks @18 :UInt64;  # sealed blocks not yet on SSD (retried between requests)
+  recoveredSequences @19 :UInt64;    # sequences recovered at start
 }
