@@ -170,8 +170,7 @@ FetchPlan PlanLocalityFetch(const LocalityStepInput& in, const LocalityParams& p
   FetchPlan plan;
   const int bs = p.block_size;
   StepBlocks blocks(resident, (std::max<int64_t>(in.length, 0) + bs - 1) / bs);
-  const int64_t budget =
-      p.fetch_budget > 0 ? p.fetch_budget : std::numeric_limits<int64_t>::max();
+  const int64_t budget = p.fetch_budget > 0 ? p.fetch_budget : std::numeric_limits<int64_t>::max();
   int64_t reads = 0;
   // The fixed part is read whatever the budget says.
   for (int32_t pos : in.fixed) {

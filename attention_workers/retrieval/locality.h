@@ -54,31 +54,40 @@
 
 namespace attic::retrieval {
 
+// Defaults: the setting with the fewest resident blocks that cut value bytes per step at least
+// 5x on the reference activations (layer 4, 16K, graph index) with recall@100 and mass recall
+// within 0.01 of the plain selection: 8.0x, recall -0.006, mass recall +0.000
+// (docs/retrieval-locality.md).
 struct LocalityParams {
   // Tokens per value block: the KV store's B.
   int block_size = 64;
 
   // Capacity of one head's ResidentSet, in value blocks (16 KiB each at B = 64, D = 128,
-  // bf16). It must hold at least the blocks one step selects (about 50 at top_k 100 on the
-  // reference activations) or a step evicts its own blocks. 0 = no resident set.
-  int resident_blocks = 128;
+  // bf16; 64 blocks = 1 MiB). It must hold more than the blocks one step selects (38 on
+  // average at top_k 100 on the reference activations) or the set thrashes: 32 blocks cut
+  // bytes only 2.4x, 64 blocks 7-8x, 128 blocks 27-39x. 0 = no resident set.
+  int resident_blocks = 64;
 
   // Most blocks read per step (fixed part, candidates, prefetch together); 0 = unlimited.
-  // A small budget bounds SSD reads per step at some cost in recall: candidates of blocks that
-  // do not fit are replaced by lower-ranked available ones.
-  int fetch_budget = 0;
+  // Bounds the SSD reads of a step whose selection moves (and of the first, cold step) at
+  // some cost in recall: candidates of blocks that do not fit are replaced by lower-ranked
+  // available ones. With 64 resident blocks and no slack, a budget of 16 cost recall@100
+  // 0.003, 8 cost 0.017 and 4 cost 0.036.
+  int fetch_budget = 16;
 
   // Preference for available blocks, as a fraction of the score spread s_1 - s_k of the top k
-  // (see above). >= 0; 0 = none.
-  float score_slack = 0.1f;
+  // (see above). >= 0; 0 = none. Each 0.01 of slack cost 0.001-0.004 of recall@100 (more with
+  // a smaller set) and no mass recall: the tokens it swaps carry little weight.
+  float score_slack = 0.02f;
 
   // Candidates the search returns per step, the pool the top_k are chosen from (>= top_k;
-  // 0 = 2 * top_k). The graph index re-ranks 200 keys by default, so a depth up to 200 costs
-  // its search nothing more.
+  // 0 = 2 * top_k). The graph index re-ranks 200 keys exactly by default, so a depth up to
+  // 200 costs its search nothing more, and its first top_k are those a top_k search returns.
   int candidates = 200;
 
   // Also read the blocks next to each block read for a candidate, within the budget; they are
-  // inserted into the resident set as the least recent of the step.
+  // inserted into the resident set as the least recent of the step. Off: on the reference
+  // activations neighbours were rarely selected later: prefetch took 2-3x the reads.
   bool prefetch_neighbours = false;
 };
 
@@ -119,11 +128,11 @@ class ResidentSet {
 
 // One step's inputs.
 struct LocalityStepInput {
-  int64_t length = 0;                  // positions [0, length) exist
-  std::span<const int32_t> fixed;      // sinks + window (+ unfolded keys): always attended
-  std::span<const int32_t> candidates; // best first, distinct, each < length
-  std::span<const float> scores;       // candidates' scores, same length, non-increasing
-  int top_k = 100;                     // tokens to choose among the candidates
+  int64_t length = 0;                   // positions [0, length) exist
+  std::span<const int32_t> fixed;       // sinks + window (+ unfolded keys): always attended
+  std::span<const int32_t> candidates;  // best first, distinct, each < length
+  std::span<const float> scores;        // candidates' scores, same length, non-increasing
+  int top_k = 100;                      // tokens to choose among the candidates
 };
 
 // What a step reads and attends to. Block lists are sorted and distinct.

@@ -41,11 +41,11 @@ struct Candidates {
 // What the exact computation and the sources say about one decode step.
 struct StepData {
   int32_t position = 0;
-  const float* q = nullptr;           // [G, D]
-  std::vector<int32_t> truth;         // exact group-max top_k of the indexed keys
-  std::vector<float> lse_full;        // [G], dense attention over [0, position]
-  std::vector<int32_t> fixed;         // sinks + window + unfolded keys
-  std::vector<Candidates> sources;    // [source]
+  const float* q = nullptr;         // [G, D]
+  std::vector<int32_t> truth;       // exact group-max top_k of the indexed keys
+  std::vector<float> lse_full;      // [G], dense attention over [0, position]
+  std::vector<int32_t> fixed;       // sinks + window + unfolded keys
+  std::vector<Candidates> sources;  // [source]
 };
 
 int64_t BlockBytes(int block_size, int head_dim) {
@@ -55,7 +55,14 @@ int64_t BlockBytes(int block_size, int head_dim) {
 Status ValidateOptions(const Dataset& ds, const LocalityEvalOptions& o) {
   RETURN_IF_ERROR(ValidateSelectionParams(o.selection));
   if (o.selection.top_k < 1) return InvalidArgumentError("locality eval: top_k must be >= 1");
-  for (const LocalityParams& p : o.settings) RETURN_IF_ERROR(ValidateLocalityParams(p));
+  for (const LocalityParams& p : o.settings) {
+    RETURN_IF_ERROR(ValidateLocalityParams(p));
+    if (p.block_size != o.settings[0].block_size) {
+      return InvalidArgumentError("locality eval: the settings' block sizes differ (" +
+                                  std::to_string(o.settings[0].block_size) + " and " +
+                                  std::to_string(p.block_size) + ")");
+    }
+  }
   for (int h : o.kv_heads) {
     if (h < 0 || h >= ds.kv_heads) {
       return InvalidArgumentError("locality eval: KV head " + std::to_string(h) + " not in [0, " +
@@ -86,9 +93,13 @@ StatusOr<std::vector<float>> DenseLse(const Dataset& ds, const HeadView& v, cons
   std::vector<float> out(static_cast<size_t>(ds.group_size) * ds.head_dim);
   std::vector<float> lse(static_cast<size_t>(ds.group_size));
   const KvRun run{.k = v.block.k, .v = v.block.v, .num_tokens = position + 1};
-  RETURN_IF_ERROR(DecodeAttention({.q = q, .group_size = ds.group_size, .head_dim = ds.head_dim,
-                                   .dtype = v.all.dtype, .scale = ds.scale,
-                                   .runs = std::span<const KvRun>(&run, 1), .out = out.data(),
+  RETURN_IF_ERROR(DecodeAttention({.q = q,
+                                   .group_size = ds.group_size,
+                                   .head_dim = ds.head_dim,
+                                   .dtype = v.all.dtype,
+                                   .scale = ds.scale,
+                                   .runs = std::span<const KvRun>(&run, 1),
+                                   .out = out.data(),
                                    .lse = lse.data()}));
   return lse;
 }
@@ -106,13 +117,13 @@ StatusOr<std::vector<StepData>> PrepareSteps(const Dataset& ds, const LayerData&
     StepData s;
     s.position = plan.step_positions[static_cast<size_t>(i)];
     s.q = StepQueries(ds, layer, plan, i, kv_head);
-    const GroupScorer scorer(
-        {.q = s.q, .group_size = ds.group_size, .head_dim = ds.head_dim}, v.all.dtype);
+    const GroupScorer scorer({.q = s.q, .group_size = ds.group_size, .head_dim = ds.head_dim},
+                             v.all.dtype);
     scorer.ScoreRange(v.indexed, 0, v.indexed.count, scores.data());
     s.truth = TopKPositions(scores, o.selection.top_k);
     ASSIGN_OR_RETURN(s.lse_full, DenseLse(ds, v, s.q, s.position));
-    s.fixed = BuildSelection({.length = s.position + 1, .indexed = v.indexed.count, .retrieved = {}},
-                             o.selection);
+    s.fixed = BuildSelection(
+        {.length = s.position + 1, .indexed = v.indexed.count, .retrieved = {}}, o.selection);
     if (graph != nullptr) {
       SearchResult r;
       RETURN_IF_ERROR(graph->Search(v.indexed, scorer, {.top_k = depth}, &r));
@@ -177,9 +188,9 @@ class RuleAccum {
       sum_.blocks_fetched += static_cast<double>(plan->blocks_fetched.size());
       sum_.blocks_prefetched += static_cast<double>(plan->blocks_prefetched.size());
       sum_.dropped += plan->dropped;
-      sum_.bytes_with += static_cast<double>(plan->blocks_fetched.size() +
-                                             plan->blocks_prefetched.size()) *
-                         static_cast<double>(bytes_);
+      sum_.bytes_with +=
+          static_cast<double>(plan->blocks_fetched.size() + plan->blocks_prefetched.size()) *
+          static_cast<double>(bytes_);
     } else {
       sum_.blocks_fetched += selected;
       sum_.bytes_with += selected * static_cast<double>(bytes_);
@@ -218,11 +229,16 @@ StatusOr<double> SelectionMass(const Dataset& ds, const HeadView& v, const StepD
                                std::span<const int32_t> selection) {
   std::vector<float> out(static_cast<size_t>(ds.group_size) * ds.head_dim);
   std::vector<float> lse(static_cast<size_t>(ds.group_size));
-  RETURN_IF_ERROR(SparseDecodeAttention(
-      {.q = s.q, .group_size = ds.group_size, .head_dim = ds.head_dim, .dtype = v.all.dtype,
-       .scale = ds.scale, .blocks = std::span<const KvRun>(&v.block, 1),
-       .block_size = static_cast<int>(v.all.count), .positions = selection, .out = out.data(),
-       .lse = lse.data()}));
+  RETURN_IF_ERROR(SparseDecodeAttention({.q = s.q,
+                                         .group_size = ds.group_size,
+                                         .head_dim = ds.head_dim,
+                                         .dtype = v.all.dtype,
+                                         .scale = ds.scale,
+                                         .blocks = std::span<const KvRun>(&v.block, 1),
+                                         .block_size = static_cast<int>(v.all.count),
+                                         .positions = selection,
+                                         .out = out.data(),
+                                         .lse = lse.data()}));
   return MassRecall(lse, s.lse_full);
 }
 
@@ -260,10 +276,12 @@ StatusOr<SelectionStats> RunLocality(const Dataset& ds, const HeadView& v,
   for (const StepData& s : steps) {
     const Candidates& c = s.sources[source];
     const auto t0 = Clock::now();
-    const FetchPlan plan = PlanLocalityFetch(
-        {.length = s.position + 1, .fixed = s.fixed, .candidates = Prefix(c.positions, depth),
-         .scores = Prefix(c.scores, depth), .top_k = o.selection.top_k},
-        p, resident);
+    const FetchPlan plan = PlanLocalityFetch({.length = s.position + 1,
+                                              .fixed = s.fixed,
+                                              .candidates = Prefix(c.positions, depth),
+                                              .scores = Prefix(c.scores, depth),
+                                              .top_k = o.selection.top_k},
+                                             p, resident);
     ApplyFetchPlan(plan, &resident);
     acc.AddPlanTime(Seconds(t0, Clock::now()) * 1e6);
     const std::vector<int32_t> sel = BuildSelection(
@@ -279,7 +297,8 @@ HeadView MakeHeadView(const LayerData& layer, int kv_head, int64_t indexed) {
   HeadView v;
   v.all = layer.key_rows(kv_head);
   v.indexed = v.all.prefix(indexed);
-  v.block = {.k = v.all.blocks[0], .v = layer.values_or_keys(kv_head),
+  v.block = {.k = v.all.blocks[0],
+             .v = layer.values_or_keys(kv_head),
              .num_tokens = static_cast<int>(v.all.count)};
   return v;
 }
@@ -293,8 +312,8 @@ int MaxDepth(const LocalityEvalOptions& o) {
 }
 
 // Every source and setting on one (layer, KV head): appends one row per (source, setting).
-Status EvaluateHead(const Dataset& ds, const LayerData& layer, const ContextPlan& plan,
-                    int kv_head, const LocalityEvalOptions& o, LocalityReport* report) {
+Status EvaluateHead(const Dataset& ds, const LayerData& layer, const ContextPlan& plan, int kv_head,
+                    const LocalityEvalOptions& o, LocalityReport* report) {
   const HeadView v = MakeHeadView(layer, kv_head, plan.indexed);
   const SampleBuffer sample = GatherSample(ds, layer, plan.sample_rows, kv_head);
   RETURN_IF_ERROR(CheckNoLeakage(sample.sample, plan.indexed));
@@ -307,19 +326,17 @@ Status EvaluateHead(const Dataset& ds, const LayerData& layer, const ContextPlan
   std::vector<std::string> sources = {kGraphSource};
   if (o.exact_reference) sources.push_back(kExactSource);
   for (size_t src = 0; src < sources.size(); ++src) {
-    std::vector<std::pair<int, SelectionStats>> bases;  // per block size
+    ASSIGN_OR_RETURN(SelectionStats base,
+                     RunBaseline(ds, v, steps, src, o, o.settings[0].block_size));
     for (size_t i = 0; i < o.settings.size(); ++i) {
-      const LocalityParams& p = o.settings[i];
-      auto base = std::find_if(bases.begin(), bases.end(),
-                               [&](const auto& b) { return b.first == p.block_size; });
-      if (base == bases.end()) {
-        ASSIGN_OR_RETURN(SelectionStats b, RunBaseline(ds, v, steps, src, o, p.block_size));
-        base = bases.insert(bases.end(), {p.block_size, b});
-      }
-      LocalityRow row{.source = sources[src], .layer = layer.layer, .kv_head = kv_head,
-                      .context = plan.context, .steps = static_cast<int>(steps.size()),
-                      .setting = static_cast<int>(i), .base = base->second};
-      ASSIGN_OR_RETURN(row.loc, RunLocality(ds, v, steps, src, o, p));
+      LocalityRow row{.source = sources[src],
+                      .layer = layer.layer,
+                      .kv_head = kv_head,
+                      .context = plan.context,
+                      .steps = static_cast<int>(steps.size()),
+                      .setting = static_cast<int>(i),
+                      .base = base};
+      ASSIGN_OR_RETURN(row.loc, RunLocality(ds, v, steps, src, o, o.settings[i]));
       report->rows.push_back(std::move(row));
     }
   }
@@ -344,9 +361,8 @@ SelectionStats MeanStats(const std::vector<const SelectionStats*>& parts) {
   }
   const double n = std::max<size_t>(1, parts.size());
   for (double* f : {&m.recall_at_100, &m.mass_recall, &m.token_jaccard, &m.block_jaccard,
-                    &m.blocks_selected, &m.blocks_resident, &m.blocks_fetched,
-                    &m.blocks_prefetched, &m.dropped, &m.bytes_without, &m.bytes_with,
-                    &m.plan_us}) {
+                    &m.blocks_selected, &m.blocks_resident, &m.blocks_fetched, &m.blocks_prefetched,
+                    &m.dropped, &m.bytes_without, &m.bytes_with, &m.plan_us}) {
     *f /= n;
   }
   return m;
@@ -410,8 +426,7 @@ int BestSetting(const LocalityReport& r, const std::string& source, int layer,
 
 // The qualifying setting reaching the target reduction with the fewest resident blocks (the
 // largest reduction among those).
-int SmallestSetting(const LocalityReport& r, const std::string& source, int layer,
-                    double target) {
+int SmallestSetting(const LocalityReport& r, const std::string& source, int layer, double target) {
   int best = -1;
   for (size_t i = 0; i < r.settings.size(); ++i) {
     const LocalityRow* all = Qualifying(r, source, layer, static_cast<int>(i));
@@ -439,10 +454,12 @@ std::string SettingText(const LocalityParams& p) {
 std::string HeadText(int kv_head) { return kv_head < 0 ? "all" : std::to_string(kv_head); }
 
 void PrintBaselines(std::FILE* out, const LocalityReport& r) {
-  std::fprintf(out, "no-budget selection (sinks %d, window %d, top_k %d), every selected block "
-               "read each step:\n", r.selection.sinks, r.selection.window, r.selection.top_k);
-  std::fprintf(out, "%-12s %5s %4s %9s %9s %9s %9s %8s %10s\n", "source", "layer", "head",
-               "recall", "mass", "jac_tok", "jac_blk", "blocks", "KiB/step");
+  std::fprintf(out,
+               "no-budget selection (sinks %d, window %d, top_k %d), every selected block "
+               "read each step:\n",
+               r.selection.sinks, r.selection.window, r.selection.top_k);
+  std::fprintf(out, "%-12s %5s %4s %9s %9s %9s %9s %8s %10s\n", "source", "layer", "head", "recall",
+               "mass", "jac_tok", "jac_blk", "blocks", "KiB/step");
   for (const LocalityRow& row : r.rows) {
     if (row.setting != 0) continue;
     std::fprintf(out, "%-12s %5d %4s %9.4f %9.4f %9.3f %9.3f %8.1f %10.1f\n", row.source.c_str(),
@@ -464,11 +481,10 @@ void PrintRow(std::FILE* out, const LocalityReport& r, const LocalityRow& row) {
                "%-12s %5d %4s %-34s %5.1f %5.1f %6.2f %5.2f %5.2f %7.3f %7.1f %6.2f %+8.4f "
                "%+8.4f %7.4f %5.1f %3s\n",
                row.source.c_str(), row.layer, HeadText(row.kv_head).c_str(),
-               SettingText(r.settings[static_cast<size_t>(row.setting)]).c_str(),
-               l.blocks_selected, l.blocks_resident, l.blocks_fetched, l.blocks_prefetched,
-               l.dropped, l.block_jaccard, l.bytes_with / 1024.0, row.reduction(),
-               row.recall_delta(), row.mass_recall_delta(), l.recall_at_100, l.plan_us,
-               row.Within(r.max_recall_loss) ? "yes" : "no");
+               SettingText(r.settings[static_cast<size_t>(row.setting)]).c_str(), l.blocks_selected,
+               l.blocks_resident, l.blocks_fetched, l.blocks_prefetched, l.dropped, l.block_jaccard,
+               l.bytes_with / 1024.0, row.reduction(), row.recall_delta(), row.mass_recall_delta(),
+               l.recall_at_100, l.plan_us, row.Within(r.max_recall_loss) ? "yes" : "no");
 }
 
 // Per resident set size, the best setting's all-heads row: the DRAM / SSD-read trade-off.
@@ -503,8 +519,8 @@ int ReportedSetting(const LocalityReport& r, const LocalityBest& b) {
 }
 
 // The bench rows of one setting of (source, layer), per head and for all heads.
-void AddSettingRows(const LocalityReport& r, const LocalityBest& b, int setting,
-                    const char* choice, bool meets, bench::BenchReport* out) {
+void AddSettingRows(const LocalityReport& r, const LocalityBest& b, int setting, const char* choice,
+                    bool meets, bench::BenchReport* out) {
   const LocalityParams& p = r.settings[static_cast<size_t>(setting)];
   char slack[16];
   std::snprintf(slack, sizeof(slack), "%.2f", p.score_slack);
@@ -521,24 +537,42 @@ void AddSettingRows(const LocalityReport& r, const LocalityBest& b, int setting,
                                  {"prefetch", p.prefetch_neighbours ? "1" : "0"},
                                  {"choice", choice},
                                  {"meets_requirement", meets ? "1" : "0"}});
-    out->AddRow({.name = "locality_bytes_reduction", .params = params, .value = row.reduction(),
-                 .unit = "x", .limit = r.target_reduction, .limit_source = "target",
+    out->AddRow({.name = "locality_bytes_reduction",
+                 .params = params,
+                 .value = row.reduction(),
+                 .unit = "x",
+                 .limit = r.target_reduction,
+                 .limit_source = "target",
                  .better = "higher"});
-    out->AddRow({.name = "locality_bytes_per_step_with", .params = params,
-                 .value = row.loc.bytes_with, .unit = "B", .better = "lower"});
-    out->AddRow({.name = "locality_bytes_per_step_without", .params = params,
-                 .value = row.base.bytes_without, .unit = "B", .better = "lower"});
-    out->AddRow({.name = "locality_recall_delta", .params = params, .value = row.recall_delta(),
-                 .unit = "", .better = "higher"});
-    out->AddRow({.name = "locality_mass_recall_delta", .params = params,
-                 .value = row.mass_recall_delta(), .unit = "", .better = "higher"});
+    out->AddRow({.name = "locality_bytes_per_step_with",
+                 .params = params,
+                 .value = row.loc.bytes_with,
+                 .unit = "B",
+                 .better = "lower"});
+    out->AddRow({.name = "locality_bytes_per_step_without",
+                 .params = params,
+                 .value = row.base.bytes_without,
+                 .unit = "B",
+                 .better = "lower"});
+    out->AddRow({.name = "locality_recall_delta",
+                 .params = params,
+                 .value = row.recall_delta(),
+                 .unit = "",
+                 .better = "higher"});
+    out->AddRow({.name = "locality_mass_recall_delta",
+                 .params = params,
+                 .value = row.mass_recall_delta(),
+                 .unit = "",
+                 .better = "higher"});
     if (std::string_view(choice) != "best") continue;
     for (const char* g : {"block", "token"}) {
       std::vector<bench::Param> jp = where;
       jp.push_back({"granularity", g});
-      out->AddRow({.name = "selection_jaccard", .params = jp,
+      out->AddRow({.name = "selection_jaccard",
+                   .params = jp,
                    .value = g[0] == 'b' ? row.base.block_jaccard : row.base.token_jaccard,
-                   .unit = "", .better = "higher"});
+                   .unit = "",
+                   .better = "higher"});
     }
   }
 }
@@ -546,22 +580,26 @@ void AddSettingRows(const LocalityReport& r, const LocalityBest& b, int setting,
 }  // namespace
 
 void PrintLocalityTable(std::FILE* out, const LocalityReport& r) {
-  std::fprintf(out, "locality-aware sparse fetch: context %lld tokens = %lld blocks of %lld KiB "
+  std::fprintf(out,
+               "locality-aware sparse fetch: context %lld tokens = %lld blocks of %lld KiB "
                "values; requirement: recall@100 and mass recall within %.3f\n",
                static_cast<long long>(r.rows.empty() ? 0 : r.rows[0].context),
                static_cast<long long>(r.context_blocks),
                static_cast<long long>(r.block_bytes / 1024), r.max_recall_loss);
   PrintBaselines(out, r);
-  std::fprintf(out, "\nlocality selection, mean over heads (KiB/st: value KiB read per step; "
+  std::fprintf(out,
+               "\nlocality selection, mean over heads (KiB/st: value KiB read per step; "
                "reduct: without / with):\n");
   PrintRowHeader(out);
   for (const LocalityRow& row : r.rows) {
     if (row.kv_head < 0) PrintRow(out, r, row);
   }
   PrintBestPerCapacity(out, r);
-  std::fprintf(out, "\nchosen settings per source (meeting the requirement on every head): "
+  std::fprintf(out,
+               "\nchosen settings per source (meeting the requirement on every head): "
                "best = largest reduction below the whole context, smallest = fewest resident "
-               "blocks reaching %.1fx\n", r.target_reduction);
+               "blocks reaching %.1fx\n",
+               r.target_reduction);
   PrintRowHeader(out);
   for (const LocalityBest& b : r.best) {
     for (const auto& [name, setting] : {std::pair{"best", b.setting}, {"smallest", b.smallest}}) {
@@ -598,7 +636,9 @@ std::vector<LocalityParams> LocalitySweep() {
     }
   }
   for (int resident : {64, 128}) {
-    out.push_back({.resident_blocks = resident, .fetch_budget = 0, .score_slack = 0.1f,
+    out.push_back({.resident_blocks = resident,
+                   .fetch_budget = 0,
+                   .score_slack = 0.1f,
                    .prefetch_neighbours = true});
   }
   // Unbounded, no slack: each distinct block is read once, when first selected.

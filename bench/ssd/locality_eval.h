@@ -60,8 +60,9 @@ struct LocalityEvalOptions {
   SelectionParams selection = {.sinks = 4, .window = 64, .top_k = 100};
   // Decode steps per head; 0 = every step of the context.
   int max_steps = 0;
-  // The settings swept; empty = LocalitySweep(). The search runs once per step, as deep as
-  // the deepest setting's CandidateDepth; a shallower setting uses a prefix of its result.
+  // The settings swept; empty = LocalitySweep(). They share one block_size. The search runs
+  // once per step, as deep as the deepest setting's CandidateDepth; a shallower setting uses a
+  // prefix of its result.
   std::vector<LocalityParams> settings;
   // Also evaluate with exact candidates (the perfect-index reference).
   bool exact_reference = true;
@@ -89,17 +90,17 @@ struct SelectionStats {
   double blocks_resident = 0.0;
   double blocks_fetched = 0.0;
   double blocks_prefetched = 0.0;
-  double dropped = 0.0;          // candidates passed over for the budget, per step
-  double bytes_without = 0.0;    // value bytes per step, every selected block read
-  double bytes_with = 0.0;       // value bytes per step, fetched + prefetched blocks
-  double plan_us = 0.0;          // PlanLocalityFetch + ApplyFetchPlan per step, one thread
+  double dropped = 0.0;        // candidates passed over for the budget, per step
+  double bytes_without = 0.0;  // value bytes per step, every selected block read
+  double bytes_with = 0.0;     // value bytes per step, fetched + prefetched blocks
+  double plan_us = 0.0;        // PlanLocalityFetch + ApplyFetchPlan per step, one thread
 };
 
 // One (source, layer, KV head or all heads, setting).
 struct LocalityRow {
-  std::string source;   // "attic-graph" or "exact"
+  std::string source;  // "attic-graph" or "exact"
   int layer = 0;
-  int kv_head = -1;     // -1: mean over the evaluated heads
+  int kv_head = -1;  // -1: mean over the evaluated heads
   int64_t context = 0;
   int steps = 0;        // per head
   int setting = 0;      // index into LocalityReport::settings
@@ -130,19 +131,20 @@ struct LocalityReport {
   SelectionParams selection;
   double max_recall_loss = 0.0;
   double target_reduction = 0.0;
-  int64_t block_bytes = 0;   // value bytes per block
+  int64_t block_bytes = 0;  // value bytes per block
   int64_t context_blocks = 0;
   std::vector<LocalityRow> rows;  // per head, then all heads, per (source, layer, setting)
   std::vector<LocalityBest> best;
-  double seconds = 0.0;      // the whole evaluation
-  double build_ms = 0.0;     // graph index builds, summed
+  double seconds = 0.0;   // the whole evaluation
+  double build_ms = 0.0;  // graph index builds, summed
 
   // The row of (source, layer, kv_head, setting), or nullptr.
   const LocalityRow* Find(const std::string& source, int layer, int kv_head, int setting) const;
 };
 
-// InvalidArgument for bad options (settings, selection, a layer not in ds, a KV head out of
-// range); FailedPrecondition when the context cannot be planned (PlanContext).
+// InvalidArgument for bad options (settings, or settings of different block sizes, selection,
+// a layer not in ds, a KV head out of range); FailedPrecondition when the context cannot be
+// planned (PlanContext).
 StatusOr<LocalityReport> EvaluateLocality(const Dataset& ds, const LocalityEvalOptions& options);
 
 // The no-budget selections' figures, the sweep (all-heads rows), the best setting per resident

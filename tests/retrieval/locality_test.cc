@@ -55,7 +55,7 @@ TEST(ResidentSet, EvictsLeastRecentlyUsed) {
   EXPECT_TRUE(s.Insert(2).empty());
   EXPECT_TRUE(s.Insert(3).empty());
   EXPECT_EQ(s.size(), 3);
-  EXPECT_TRUE(s.Touch(1));        // order now 1, 3, 2
+  EXPECT_TRUE(s.Touch(1));  // order now 1, 3, 2
   EXPECT_FALSE(s.Touch(9));
   EXPECT_EQ(s.Insert(4), Blocks{2});
   EXPECT_FALSE(s.Contains(2));
@@ -101,9 +101,9 @@ TEST(PlanLocalityFetch, EverythingResidentFetchesNothing) {
 
 TEST(PlanLocalityFetch, NoSlackNoBudgetTakesTheFirstTopK) {
   const Cands c = OnePerBlock({5, 9, 2, 7, 11, 3});
-  const FetchPlan plan = PlanLocalityFetch(
-      {.length = 1024, .candidates = c.positions, .scores = c.scores, .top_k = 4},
-      {.score_slack = 0.0f}, ResidentBlocks({7, 11, 3}));
+  const FetchPlan plan =
+      PlanLocalityFetch({.length = 1024, .candidates = c.positions, .scores = c.scores, .top_k = 4},
+                        {.score_slack = 0.0f}, ResidentBlocks({7, 11, 3}));
   EXPECT_EQ(plan.retrieved, (V(c.positions.begin(), c.positions.begin() + 4)));
   EXPECT_EQ(plan.blocks_fetched, (Blocks{2, 5, 9}));
   EXPECT_EQ(plan.blocks_resident, (Blocks{7}));
@@ -124,9 +124,9 @@ TEST(PlanLocalityFetch, BudgetIsRespected) {
 TEST(PlanLocalityFetch, TightBudgetReplacesUnfetchedCandidatesWithResidentOnes) {
   // Ranks 0..5 in blocks 10..15 (not resident), then ranks 6..9 in resident blocks 1..4.
   const Cands c = OnePerBlock({10, 11, 12, 13, 14, 15, 1, 2, 3, 4});
-  const FetchPlan plan = PlanLocalityFetch(
-      {.length = 2048, .candidates = c.positions, .scores = c.scores, .top_k = 5},
-      {.fetch_budget = 2, .score_slack = 0.0f}, ResidentBlocks({1, 2, 3, 4}));
+  const FetchPlan plan =
+      PlanLocalityFetch({.length = 2048, .candidates = c.positions, .scores = c.scores, .top_k = 5},
+                        {.fetch_budget = 2, .score_slack = 0.0f}, ResidentBlocks({1, 2, 3, 4}));
   EXPECT_EQ(plan.blocks_fetched, (Blocks{10, 11}));
   EXPECT_EQ(plan.retrieved, (V{10 * kB + 1, 11 * kB + 1, 1 * kB + 1, 2 * kB + 1, 3 * kB + 1}));
   EXPECT_EQ(plan.dropped, 4);  // blocks 12..15
@@ -139,17 +139,17 @@ TEST(PlanLocalityFetch, ResidentCandidateWithinSlackDisplacesABetterMissingOne) 
   const LocalityParams params{.score_slack = 0.1f};
   {
     const std::vector<float> scores = {10.0f, 5.0f, 4.8f};  // 4.8 + 0.5 > 5
-    const FetchPlan plan = PlanLocalityFetch(
-        {.length = 1024, .candidates = pos, .scores = scores, .top_k = 2}, params,
-        ResidentBlocks({3}));
+    const FetchPlan plan =
+        PlanLocalityFetch({.length = 1024, .candidates = pos, .scores = scores, .top_k = 2}, params,
+                          ResidentBlocks({3}));
     EXPECT_EQ(plan.retrieved, (V{1 * kB, 3 * kB}));
     EXPECT_EQ(plan.blocks_fetched, (Blocks{1}));
   }
   {
     const std::vector<float> scores = {10.0f, 5.0f, 4.4f};  // 4.4 + 0.5 < 5: outside the slack
-    const FetchPlan plan = PlanLocalityFetch(
-        {.length = 1024, .candidates = pos, .scores = scores, .top_k = 2}, params,
-        ResidentBlocks({3}));
+    const FetchPlan plan =
+        PlanLocalityFetch({.length = 1024, .candidates = pos, .scores = scores, .top_k = 2}, params,
+                          ResidentBlocks({3}));
     EXPECT_EQ(plan.retrieved, (V{1 * kB, 2 * kB}));
     EXPECT_EQ(plan.blocks_fetched, (Blocks{1, 2}));
   }
@@ -170,10 +170,12 @@ TEST(PlanLocalityFetch, FixedBlocksCountAsAvailableForTheSlack) {
 TEST(PlanLocalityFetch, FixedPositionsAreAlwaysReadEvenPastTheBudget) {
   const V fixed = {0, 1, 5 * kB, 9 * kB + 4};
   const Cands c = OnePerBlock({20, 21});
-  const FetchPlan plan = PlanLocalityFetch(
-      {.length = 32 * kB, .fixed = fixed, .candidates = c.positions, .scores = c.scores,
-       .top_k = 2},
-      {.fetch_budget = 1}, NothingResident());
+  const FetchPlan plan = PlanLocalityFetch({.length = 32 * kB,
+                                            .fixed = fixed,
+                                            .candidates = c.positions,
+                                            .scores = c.scores,
+                                            .top_k = 2},
+                                           {.fetch_budget = 1}, NothingResident());
   EXPECT_EQ(plan.blocks_fetched, (Blocks{0, 5, 9}));
   EXPECT_EQ(plan.blocks_selected, (Blocks{0, 5, 9}));
   EXPECT_TRUE(plan.retrieved.empty());
@@ -200,12 +202,11 @@ TEST(PlanLocalityFetch, PrefetchesNeighboursOfCandidateBlocksWithinBudget) {
   const Cands c = OnePerBlock({5, 9});
   const LocalityStepInput in{
       .length = 64 * kB, .candidates = c.positions, .scores = c.scores, .top_k = 2};
-  const FetchPlan all =
-      PlanLocalityFetch(in, {.prefetch_neighbours = true}, ResidentBlocks({4}));
+  const FetchPlan all = PlanLocalityFetch(in, {.prefetch_neighbours = true}, ResidentBlocks({4}));
   EXPECT_EQ(all.blocks_fetched, (Blocks{5, 9}));
   EXPECT_EQ(all.blocks_prefetched, (Blocks{6, 8, 10}));
-  const FetchPlan budget = PlanLocalityFetch(
-      in, {.fetch_budget = 3, .prefetch_neighbours = true}, ResidentBlocks({4}));
+  const FetchPlan budget =
+      PlanLocalityFetch(in, {.fetch_budget = 3, .prefetch_neighbours = true}, ResidentBlocks({4}));
   EXPECT_EQ(budget.blocks_prefetched, (Blocks{6}));
 }
 
@@ -257,9 +258,13 @@ class TempDir {
 };
 
 StatusOr<eval::Dataset> SyntheticDataset(const TempDir& dir) {
-  RETURN_IF_ERROR(eval::WriteSyntheticDump(
-      dir.str(), {.tokens = 2048, .kv_heads = 2, .group_size = 2, .head_dim = 64,
-                  .decode_rows = 48, .layers = {4}, .values = true}));
+  RETURN_IF_ERROR(eval::WriteSyntheticDump(dir.str(), {.tokens = 2048,
+                                                       .kv_heads = 2,
+                                                       .group_size = 2,
+                                                       .head_dim = 64,
+                                                       .decode_rows = 48,
+                                                       .layers = {4},
+                                                       .values = true}));
   const std::vector<int> layers = {4};
   return eval::LoadDataset(dir.str(), layers);
 }
@@ -278,7 +283,9 @@ TEST(EvaluateLocality, SyntheticDumpGivesFiniteFiguresAndBenchRows) {
   ASSERT_TRUE(ds.ok()) << ds.status().ToString();
   const LocalityEvalOptions options{
       .settings = {{.resident_blocks = 16, .fetch_budget = 0, .score_slack = 0.1f},
-                   {.resident_blocks = 8, .fetch_budget = 2, .score_slack = 0.2f,
+                   {.resident_blocks = 8,
+                    .fetch_budget = 2,
+                    .score_slack = 0.2f,
                     .prefetch_neighbours = true}}};
   auto r = eval::EvaluateLocality(*ds, options);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -313,10 +320,10 @@ TEST(EvaluateLocality, SyntheticDumpGivesFiniteFiguresAndBenchRows) {
       EXPECT_EQ(row.limit_source, "target");
     }
   }
-  EXPECT_EQ(names, (std::set<std::string>{"locality_bytes_reduction",
-                                          "locality_bytes_per_step_with",
-                                          "locality_bytes_per_step_without", "selection_jaccard",
-                                          "locality_recall_delta", "locality_mass_recall_delta"}));
+  EXPECT_EQ(names,
+            (std::set<std::string>{"locality_bytes_reduction", "locality_bytes_per_step_with",
+                                   "locality_bytes_per_step_without", "selection_jaccard",
+                                   "locality_recall_delta", "locality_mass_recall_delta"}));
   eval::PrintLocalityTable(stdout, *r);
 }
 
@@ -325,8 +332,8 @@ TEST(EvaluateLocality, UnboundedResidentSetWithoutBudgetOrSlackKeepsRecallExactl
   auto ds = SyntheticDataset(dir);
   ASSERT_TRUE(ds.ok()) << ds.status().ToString();
   const LocalityEvalOptions options{
-      .settings = {{.resident_blocks = eval::kUnboundedResident, .fetch_budget = 0,
-                    .score_slack = 0.0f}}};
+      .settings = {
+          {.resident_blocks = eval::kUnboundedResident, .fetch_budget = 0, .score_slack = 0.0f}}};
   auto r = eval::EvaluateLocality(*ds, options);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   for (const LocalityRow& row : r->rows) {
@@ -346,6 +353,8 @@ TEST(EvaluateLocality, RefusesBadOptions) {
   EXPECT_FALSE(eval::EvaluateLocality(*ds, {.layers = {7}}).ok());
   EXPECT_FALSE(eval::EvaluateLocality(*ds, {.kv_heads = {2}}).ok());
   EXPECT_FALSE(eval::EvaluateLocality(*ds, {.settings = {{.score_slack = -1.0f}}}).ok());
+  EXPECT_FALSE(
+      eval::EvaluateLocality(*ds, {.settings = {{.block_size = 64}, {.block_size = 32}}}).ok());
 }
 
 // The measurement of docs/retrieval-locality.md: layer 4 of the reference dump, both heads,
