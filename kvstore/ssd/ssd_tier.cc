@@ -1,0 +1,284 @@
+// SsdTier: opening, the write path (WAL for small batches, a forced flush for large ones) and
+// recovery after a failed write. Reads are in ssd_tier_read.cc.
+#include "kvstore/ssd/ssd_tier.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
+#include <rocksdb/slice.h>
+#include <rocksdb/write_batch.h>
+
+#include <array>
+#include <filesystem>
+#include <system_error>
+#include <utility>
+
+#include "common/log.h"
+#include "kvstore/ssd/fault_injection.h"
+#include "kvstore/ssd/internal/block_value.h"
+#include "kvstore/ssd/internal/db_options.h"
+#include "kvstore/ssd/internal/key_tags.h"
+#include "kvstore/ssd/internal/status_map.h"
+#include "kvstore/ssd/internal/tier_impl.h"
+
+namespace attic {
+namespace {
+
+using ssd_internal::Database;
+using ssd_internal::FromRocks;
+using ssd_internal::TierState;
+
+// Bytes a WriteBatch spends per entry beyond key and value (tag, column family, varints).
+constexpr size_t kBatchEntryOverhead = 16;
+constexpr size_t kWriteProbeBytes = 4096;
+
+rocksdb::Slice ToSlice(std::string_view s) { return {s.data(), s.size()}; }
+
+// The directory exists and, when asked for, the direct I/O verdict is known.
+Status PrepareDirectory(TierState* t) {
+  const std::string& path = t->options.path;
+  if (!t->options.direct_io) {
+    std::error_code ec;
+    std::filesystem::create_directories(path, ec);
+    if (ec) return UnavailableError("creating the SSD tier directory " + path + ": " + ec.message());
+    return OkStatus();
+  }
+  ASSIGN_OR_RETURN(ssd_internal::DirectIoProbe probe, ssd_internal::ProbeDirectIo(path));
+  t->direct_io = probe.supported;
+  t->direct_io_note = std::move(probe.note);
+  if (!t->direct_io) {
+    ATTIC_LOG(kWarn, "ssd") << "WARNING: " << t->direct_io_note;
+  }
+  return OkStatus();
+}
+
+void SetUpEnvironment(TierState* t) {
+  t->fs = rocksdb::FileSystem::Default();
+  if (t->options.faults != nullptr) {
+    t->fs = NewFaultInjectingFileSystem(t->fs, t->options.faults);
+    t->env = rocksdb::NewCompositeEnv(t->fs);
+  }
+  t->statistics = rocksdb::CreateDBStatistics();
+}
+
+StatusOr<std::unique_ptr<Database>> OpenRocks(const TierState& t) {
+  return Database::Open(t.options, t.direct_io, t.env.get(), t.statistics);
+}
+
+std::string DescribeBatch(const TierBatch& b) {
+  return "write of " + std::to_string(b.blocks.size()) + " blocks (" +
+         std::to_string(b.block_bytes()) + " bytes), " + std::to_string(b.records.size()) +
+         " records, " +
+         std::to_string(b.delete_blocks.size() + b.delete_block_prefixes.size() +
+                        b.delete_records.size()) +
+         " deletions";
+}
+
+size_t EstimateBatchBytes(const TierBatch& b) {
+  size_t n = b.block_bytes();
+  for (const TierBlockWrite& w : b.blocks) {
+    n += w.key.size() + ssd_internal::kTrailerBytes + kBatchEntryOverhead;
+  }
+  for (const TierRecordWrite& r : b.records) {
+    n += r.key.size() + r.value.size() + kBatchEntryOverhead;
+  }
+  return n;
+}
+
+Status CheckKey(std::string_view key, const char* what) {
+  if (key.empty()) return InvalidArgumentError(std::string("TierBatch: empty ") + what + " key");
+  return OkStatus();
+}
+
+// Every put and delete of the tier batch into one WriteBatch. Block values are the block's
+// bytes and its trailer, appended without an intermediate copy (SliceParts).
+Status BuildWriteBatch(const TierBatch& b, const Database& d, const std::string& path,
+                       rocksdb::WriteBatch* wb) {
+  for (const TierBlockWrite& w : b.blocks) {
+    RETURN_IF_ERROR(CheckKey(w.key, "block"));
+    const ssd_internal::BlockTrailer trailer = ssd_internal::MakeTrailer(w.bytes);
+    const rocksdb::Slice key = ToSlice(w.key);
+    const std::array<rocksdb::Slice, 2> value = {
+        rocksdb::Slice(reinterpret_cast<const char*>(w.bytes.data()), w.bytes.size()),
+        rocksdb::Slice(trailer.data(), trailer.size())};
+    RETURN_IF_ERROR(FromRocks(
+        wb->Put(d.blocks(), rocksdb::SliceParts(&key, 1), rocksdb::SliceParts(value.data(), 2)),
+        "batching a block put", path));
+  }
+  for (const std::string& key : b.delete_blocks) {
+    RETURN_IF_ERROR(CheckKey(key, "block deletion"));
+    RETURN_IF_ERROR(FromRocks(wb->Delete(d.blocks(), key), "batching a block deletion", path));
+  }
+  for (const std::string& prefix : b.delete_block_prefixes) {
+    const std::optional<std::string> end = ssd_internal::PrefixEnd(prefix);
+    if (!end) {
+      return InvalidArgumentError("TierBatch: block prefix " + DescribeTierKey(prefix) +
+                                  " bounds no range (empty or all 0xff bytes)");
+    }
+    RETURN_IF_ERROR(FromRocks(wb->DeleteRange(d.blocks(), prefix, *end),
+                              "batching a block range deletion", path));
+  }
+  for (const TierRecordWrite& r : b.records) {
+    RETURN_IF_ERROR(CheckKey(r.key, "record"));
+    RETURN_IF_ERROR(FromRocks(wb->Put(d.records(), r.key, r.value), "batching a record put", path));
+  }
+  for (const std::string& key : b.delete_records) {
+    RETURN_IF_ERROR(CheckKey(key, "record deletion"));
+    RETURN_IF_ERROR(FromRocks(wb->Delete(d.records(), key), "batching a record deletion", path));
+  }
+  return OkStatus();
+}
+
+// Creates, fills and syncs a scratch file through the file system RocksDB writes through.
+// Recovery only touches the database once this works, so a disk that still fails does not
+// turn a resumable stop into an unrecoverable one (or close a database that still reads).
+Status ProbeWritable(const TierState& t) {
+  const std::string scratch = t.options.path + "/.attic-write-probe";
+  const rocksdb::IOOptions io;
+  std::unique_ptr<rocksdb::FSWritableFile> file;
+  rocksdb::IOStatus s = t.fs->NewWritableFile(scratch, rocksdb::FileOptions(), &file, nullptr);
+  if (s.ok()) {
+    const std::string page(kWriteProbeBytes, '\0');
+    s = file->Append(page, io, nullptr);
+    if (s.ok()) s = file->Sync(io, nullptr);
+    const rocksdb::IOStatus closed = file->Close(io, nullptr);
+    if (s.ok()) s = closed;
+  }
+  t.fs->DeleteFile(scratch, io, nullptr).PermitUncheckedError();
+  return FromRocks(s, "checking that the disk takes writes again", t.options.path);
+}
+
+// After a failed write: once the disk takes writes, Resume() clears RocksDB's background
+// error; an error RocksDB cannot resume from (an EIO on the WAL is fatal to it) closes and
+// reopens the database, which replays the WAL, so nothing acknowledged is lost.
+Status Recover(TierState* t) REQUIRES(t->mu) {
+  RETURN_IF_ERROR(ProbeWritable(*t));
+  if (t->database != nullptr) {
+    const rocksdb::Status s = t->database->db()->Resume();
+    if (s.ok()) return OkStatus();
+    if (s.severity() < rocksdb::Status::Severity::kFatalError) {
+      return FromRocks(s, "resuming writes after an earlier error", t->options.path);
+    }
+    ATTIC_LOG(kWarn, "ssd") << "reopening " << t->options.path
+                            << " after an error RocksDB cannot resume from: " << s.ToString();
+    t->database.reset();
+  }
+  ASSIGN_OR_RETURN(t->database, OpenRocks(*t));
+  t->reopens.fetch_add(1, std::memory_order_relaxed);
+  return OkStatus();
+}
+
+Status RecoverIfNeeded(TierState* t) {
+  if (!t->needs_recovery.load(std::memory_order_acquire)) return OkStatus();
+  WriterLock lock(&t->mu);
+  if (!t->needs_recovery.load(std::memory_order_acquire)) return OkStatus();  // another did
+  RETURN_IF_ERROR(Recover(t));
+  t->needs_recovery.store(false, std::memory_order_release);
+  return OkStatus();
+}
+
+Status FlushBoth(const Database& d, const std::string& why, const std::string& path) {
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  return FromRocks(d.db()->Flush(fo, {d.blocks(), d.records()}), why, path);
+}
+
+// The batch reaches the disk: through the WAL, or (large) straight into a flushed memtable.
+Status Commit(TierState* t, const Database& d, const TierBatch& batch, rocksdb::WriteBatch* wb) {
+  const bool large = batch.block_bytes() >= t->options.flush_bytes;
+  rocksdb::WriteOptions wo;
+  wo.disableWAL = large;
+  wo.sync = t->options.sync && !large;
+  RETURN_IF_ERROR(FromRocks(d.db()->Write(wo, wb), DescribeBatch(batch), t->options.path));
+  if (!large) return OkStatus();
+  RETURN_IF_ERROR(FlushBoth(d, "flush after the " + DescribeBatch(batch), t->options.path));
+  t->flushes.fetch_add(1, std::memory_order_relaxed);
+  return OkStatus();
+}
+
+Status WriteLocked(TierState* t, const TierBatch& batch) REQUIRES_SHARED(t->mu) {
+  ASSIGN_OR_RETURN(Database * d, ssd_internal::OpenDatabase(*t));
+  rocksdb::WriteBatch wb(EstimateBatchBytes(batch));
+  RETURN_IF_ERROR(BuildWriteBatch(batch, *d, t->options.path, &wb));
+  Status s = Commit(t, *d, batch, &wb);
+  if (!s.ok()) t->needs_recovery.store(true, std::memory_order_release);
+  return s;
+}
+
+}  // namespace
+
+namespace ssd_internal {
+
+StatusOr<Database*> OpenDatabase(TierState& t) {
+  if (t.database == nullptr) {
+    return UnavailableError("the SSD tier at " + t.options.path +
+                            " is closed after an error RocksDB could not resume from and a "
+                            "failed reopen; the next Write retries");
+  }
+  return t.database.get();
+}
+
+}  // namespace ssd_internal
+
+size_t TierBatch::block_bytes() const {
+  size_t n = 0;
+  for (const TierBlockWrite& w : blocks) n += w.bytes.size();
+  return n;
+}
+
+double SsdTierStats::write_amplification() const {
+  if (block_bytes_written == 0) return 0.0;
+  return static_cast<double>(wal_bytes + flush_bytes_written + compact_bytes_written) /
+         static_cast<double>(block_bytes_written);
+}
+
+SsdTier::SsdTier(std::unique_ptr<TierState> impl) : impl_(std::move(impl)) {}
+
+SsdTier::~SsdTier() {
+  WriterLock lock(&impl_->mu);
+  impl_->database.reset();
+}
+
+StatusOr<std::unique_ptr<SsdTier>> SsdTier::Open(const SsdTierOptions& options) {
+  RETURN_IF_ERROR(ssd_internal::ValidateOptions(options));
+  auto t = std::make_unique<TierState>();
+  t->options = options;
+  RETURN_IF_ERROR(PrepareDirectory(t.get()));
+  SetUpEnvironment(t.get());
+  {
+    WriterLock lock(&t->mu);
+    ASSIGN_OR_RETURN(t->database, OpenRocks(*t));
+  }
+  return std::unique_ptr<SsdTier>(new SsdTier(std::move(t)));
+}
+
+Status SsdTier::Write(const TierBatch& batch) {
+  Status s = RecoverIfNeeded(impl_.get());
+  if (s.ok()) {
+    ReaderLock lock(&impl_->mu);
+    s = WriteLocked(impl_.get(), batch);
+  }
+  if (!s.ok()) {
+    impl_->write_errors.fetch_add(1, std::memory_order_relaxed);
+    return s;
+  }
+  impl_->writes.fetch_add(1, std::memory_order_relaxed);
+  impl_->blocks_written.fetch_add(batch.blocks.size(), std::memory_order_relaxed);
+  impl_->block_bytes_written.fetch_add(batch.block_bytes(), std::memory_order_relaxed);
+  return OkStatus();
+}
+
+Status SsdTier::Flush() {
+  RETURN_IF_ERROR(RecoverIfNeeded(impl_.get()));
+  ReaderLock lock(&impl_->mu);
+  ASSIGN_OR_RETURN(Database * d, ssd_internal::OpenDatabase(*impl_));
+  Status s = FlushBoth(*d, "flush", impl_->options.path);
+  if (!s.ok()) impl_->needs_recovery.store(true, std::memory_order_release);
+  return s;
+}
+
+bool SsdTier::direct_io_active() const { return impl_->direct_io; }
+const std::string& SsdTier::direct_io_note() const { return impl_->direct_io_note; }
+const std::string& SsdTier::path() const { return impl_->options.path; }
+
+}  // namespace attic

@@ -1,0 +1,226 @@
+// SsdTier: the SSD tier of the KV store, on RocksDB. Holds every block the store has made
+// durable (K and V separately, so reloading values never reads keys), the per-sequence
+// manifests a restarted worker recovers from, and the prefix-cache entries of closed sequences.
+// The layout, the durability rules and the error mapping are described in docs/kvstore-ssd.md.
+//
+//   ASSIGN_OR_RETURN(auto tier, SsdTier::Open({.path = "/var/lib/attic/kv"}));
+//   TierBatch batch;
+//   batch.blocks.push_back({.key = PrivateBlockKey(seq, layer, head, b, BlockKind::kValue),
+//                           .bytes = block_bytes_span});
+//   batch.records.push_back({.key = ManifestKey(seq), .value = encoded_manifest});
+//   RETURN_IF_ERROR(tier->Write(batch));          // durable when it returns OK
+//   RETURN_IF_ERROR(tier->ReadBlock(key, dst));   // DataLoss if the checksum does not match
+//
+// Blocks live in one column family with blob files enabled (values at or above
+// min_blob_bytes go to blob files and are never rewritten by compaction); each stored value is
+// the block's bytes followed by an 8-byte checksum (Hash64 of the bytes, little-endian) that
+// every read verifies. Records (manifests, prefix entries, query samples) live in a second
+// column family of small values. Reads and flushes use direct I/O unless the file system
+// refuses it (direct_io_active() and direct_io_note() say so).
+//
+// Errors: RocksDB's NoSpace -> RESOURCE_EXHAUSTED; IOError and a database stopped by a
+// background error -> UNAVAILABLE (the next Write tries to resume it); Corruption or a checksum
+// mismatch -> DATA_LOSS naming the key; a missing key -> NOT_FOUND. The tier never crashes on
+// a bad disk. Every message names the operation, the directory and RocksDB's own text.
+//
+// Thread safety: every method may be called concurrently from any thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace attic {
+
+class FaultInjector;
+namespace ssd_internal {
+struct TierState;
+}  // namespace ssd_internal
+
+struct SsdTierOptions {
+  // The RocksDB directory: the worker's durable state. Created if missing.
+  std::string path;
+  // RocksDB's block cache (SST index, filter and data blocks of the small column family, and
+  // of the block column family's blob indexes). Block bytes themselves bypass it: blob reads
+  // go to the disk with direct I/O, and the KV store's DRAM pools are the cache of blocks.
+  size_t block_cache_bytes = size_t{32} << 20;
+  // RocksDB background threads (flushes and compactions).
+  int background_threads = 2;
+  // use_direct_reads and use_direct_io_for_flush_and_compaction. If the file system refuses
+  // O_DIRECT, the tier opens with buffered I/O and says why in direct_io_note().
+  bool direct_io = true;
+  // Memtable size of the block column family; a Write larger than flush_bytes skips the WAL
+  // and is flushed at once, so it must fit in one memtable.
+  size_t write_buffer_bytes = size_t{128} << 20;
+  // Target size of one blob file.
+  uint64_t blob_file_bytes = uint64_t{256} << 20;
+  // Values at least this large go to blob files.
+  uint64_t min_blob_bytes = 1024;
+  // A Write whose block bytes reach this skips the WAL and flushes the memtable before it
+  // returns: large writes hit the disk once (in a blob file, with direct I/O) instead of
+  // twice (WAL, then blob file). Smaller writes go through the WAL.
+  size_t flush_bytes = size_t{1} << 20;
+  // fsync the WAL on every write (and the flushed files): durable across power loss, not
+  // only across a process crash. Costs a device flush per write.
+  bool sync = false;
+  // Test hook: every file the tier opens goes through it (ENOSPC and EIO injection). Not
+  // owned; must outlive the tier. nullptr in production.
+  FaultInjector* faults = nullptr;
+};
+
+// Which half of a block pair a key names.
+enum class BlockKind : uint8_t { kKey = 0, kValue = 1 };
+
+// Block keys. Private blocks (a sequence's own: decode tokens, unshared prompt, tails) are
+// named by sequence, layer, absolute KV head and block index; shareable prompt blocks by the
+// prefix scope and chain hash, layer and KV head, so two sequences with the same prefix store
+// it once. Big-endian fields: keys of one sequence (or one prefix entry) are adjacent.
+std::string PrivateBlockKey(uint64_t seq_id, int layer, int kv_head, int block, BlockKind kind);
+std::string SharedBlockKey(uint64_t scope, uint64_t hash, int layer, int kv_head,
+                           BlockKind kind);
+// Every private block key of a sequence starts with this (DeleteRange of a closed sequence).
+std::string PrivateBlockPrefix(uint64_t seq_id);
+// REQUIRES for the block and record keys: layer, kv_head and block are >= 0.
+
+// Record keys (the small column family).
+std::string ManifestKey(uint64_t seq_id);                        // a sequence's manifest
+std::string SampleKey(uint64_t seq_id, int layer);               // its prefill query sample
+std::string PrefixEntryKey(uint64_t scope, uint64_t hash);       // a prefix entry's record
+std::string_view ManifestKeyPrefix();                            // every manifest key's prefix
+std::string_view PrefixEntryKeyPrefix();                         // every prefix entry's prefix
+std::string SamplePrefix(uint64_t seq_id);                       // a sequence's samples
+
+// The inverses for the record keys a recovery scan meets: false (outputs untouched) when the
+// key is not of that kind.
+bool ParseManifestKey(std::string_view key, uint64_t* seq_id);
+bool ParseSampleKey(std::string_view key, uint64_t* seq_id, int* layer);
+bool ParsePrefixEntryKey(std::string_view key, uint64_t* scope, uint64_t* hash);
+
+// Any tier key in words, for messages: "private block seq 7 layer 1 head 0 block 12 V",
+// "manifest seq 7"; keys of no known shape as hex ("key 0x70ff...").
+std::string DescribeTierKey(std::string_view key);
+
+struct TierBlockWrite {
+  std::string key;
+  std::span<const std::byte> bytes;  // the block's bytes; the tier appends the checksum
+};
+
+struct TierRecordWrite {
+  std::string key;
+  std::string value;
+};
+
+// One atomic write: all of it is durable when Write returns OK. After an error it is all or
+// nothing, never a part: usually nothing, but a large batch whose forced flush failed stays in
+// RocksDB's memtable and becomes durable if a later Write resumes the database. Callers treat
+// a failed batch as not written and may write it again (puts and deletes are idempotent).
+struct TierBatch {
+  std::vector<TierBlockWrite> blocks;
+  std::vector<TierRecordWrite> records;
+  std::vector<std::string> delete_blocks;         // single block keys
+  std::vector<std::string> delete_block_prefixes;  // every block key with this prefix
+  std::vector<std::string> delete_records;
+  size_t block_bytes() const;  // sum of blocks[i].bytes.size()
+};
+
+struct SsdTierStats {
+  uint64_t writes = 0;             // Write calls that succeeded
+  uint64_t write_errors = 0;       // ... that failed
+  uint64_t blocks_written = 0;
+  uint64_t block_bytes_written = 0;  // payload bytes (without checksums)
+  uint64_t blocks_read = 0;
+  uint64_t block_bytes_read = 0;
+  uint64_t checksum_failures = 0;  // block reads answered DATA_LOSS (ours or RocksDB's check)
+  uint64_t flushes = 0;            // flushes Write forced (large writes)
+  uint64_t reopens = 0;            // database reopened after an error RocksDB cannot resume
+  // From RocksDB's statistics: what actually reached and left the files.
+  uint64_t rocksdb_bytes_written = 0;   // BYTES_WRITTEN (WAL + memtable inserts)
+  uint64_t rocksdb_bytes_read = 0;      // BYTES_READ
+  uint64_t wal_bytes = 0;               // WAL_FILE_BYTES
+  uint64_t flush_bytes_written = 0;     // FLUSH_WRITE_BYTES
+  uint64_t compact_bytes_written = 0;   // COMPACT_WRITE_BYTES
+  uint64_t compact_bytes_read = 0;      // COMPACT_READ_BYTES
+  uint64_t blob_bytes_written = 0;      // BLOB_DB_BLOB_FILE_BYTES_WRITTEN
+  uint64_t blob_bytes_read = 0;         // BLOB_DB_BLOB_FILE_BYTES_READ
+  uint64_t live_blob_bytes = 0;         // rocksdb.live-blob-file-size
+  uint64_t total_sst_bytes = 0;         // rocksdb.total-sst-files-size
+  bool direct_io = false;               // direct_io_active()
+  // Write amplification of the figures above: bytes RocksDB put on the disk (WAL, flushed SST
+  // and blob files, compaction output) per payload byte written. 0 before any write.
+  double write_amplification() const;
+};
+
+class SsdTier {
+ public:
+  // Opens or creates the database at options.path. INVALID_ARGUMENT for bad options;
+  // UNAVAILABLE (naming the path and RocksDB's message) when it cannot be opened (I/O error,
+  // directory locked by another process); DATA_LOSS when RocksDB finds it corrupt.
+  static StatusOr<std::unique_ptr<SsdTier>> Open(const SsdTierOptions& options);
+  ~SsdTier();
+  SsdTier(const SsdTier&) = delete;
+  SsdTier& operator=(const SsdTier&) = delete;
+
+  Status Write(const TierBatch& batch);
+
+  // Reads one block into dst (its size must equal the stored block's, else DATA_LOSS naming
+  // both sizes) and verifies its checksum.
+  Status ReadBlock(std::string_view key, std::span<std::byte> dst);
+  // Reads many blocks at once (RocksDB MultiGet); statuses[i] is ReadBlock's answer for
+  // keys[i]. Returns the first error, OK when every block was read.
+  Status ReadBlocks(std::span<const std::string> keys, std::span<const std::span<std::byte>> dsts,
+                    std::vector<Status>* statuses);
+  // Whether a block is stored. RocksDB 7 cannot look up a blob index without reading the blob,
+  // so this reads the value (no checksum check): not for hot paths.
+  StatusOr<bool> HasBlock(std::string_view key);
+
+  StatusOr<std::string> GetRecord(std::string_view key);  // NOT_FOUND when absent
+  // Calls fn(key, value) for every record whose key starts with prefix, in key order; stops at
+  // and returns fn's first error.
+  Status ScanRecords(std::string_view prefix,
+                     const std::function<Status(std::string_view, std::string_view)>& fn);
+
+  SsdTierStats Stats() const;
+  bool direct_io_active() const;
+  // Empty when direct I/O is active as asked; else why not ("O_DIRECT refused by the file
+  // system under /x: Invalid argument; using buffered I/O").
+  const std::string& direct_io_note() const;
+  const std::string& path() const;
+
+  // Flushes memtables and waits (tests, orderly shutdown).
+  Status Flush();
+
+ private:
+  explicit SsdTier(std::unique_ptr<ssd_internal::TierState> impl);
+  std::unique_ptr<ssd_internal::TierState> impl_;
+};
+
+// Injected faults for tests: a RocksDB FileSystem wrapper (kvstore/ssd/fault_injection.cc)
+// consults it on every file operation. Thread-safe.
+class FaultInjector {
+ public:
+  enum class Fault {
+    kNone,
+    kNoSpace,  // writes, appends, syncs and file creation fail with ENOSPC
+    kIoError,  // every read and write fails with EIO
+    kReadIoError,  // reads fail with EIO, writes work
+    kCorruptReads,  // reads of blob files (*.blob) succeed but return one flipped bit
+  };
+  FaultInjector();
+  ~FaultInjector();
+  void Set(Fault fault);
+  Fault fault() const;
+  uint64_t injected() const;  // operations failed so far
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+  friend class FaultInjectingFileSystem;
+};
+
+}  // namespace attic
