@@ -19,6 +19,15 @@
 //   RETURN_IF_ERROR(client->Attend(std::move(batch)).get());
 //   RETURN_IF_ERROR(client->Close(request_id).get());
 //
+// Durability (workers with an SSD tier, docs/worker.md): DurableLength(id, layer) says how many
+// leading tokens of a layer survive a worker crash, from the workers' latest AppendKv and
+// Attend replies. After a worker restarts, Resume() takes the sequence over again:
+//
+//   ASSIGN_OR_RETURN(ResumeInfo r, client->Resume({.id = request_id, .tenant = "acme",
+//                                                  .plan = plan}).get());
+//   for (int layer = 0; layer < L; ++layer)            // re-send what the crash lost
+//     client->Prefill(request_id, layer, r.lengths[layer], k_from(r.lengths[layer]), ...);
+//
 // Sharding: a sequence's ShardPlan lists shards {worker, KV-head range, token range}. Head
 // shards split the query heads (outputs are concatenated); token shards split the context
 // (partial outputs are merged by log-sum-exp, exactly). Prefill tokens go to the shard whose
@@ -106,6 +115,16 @@ struct PrefixMatch {
   int64_t matched_tokens = 0;
 };
 
+// What Resume found on the workers.
+struct ResumeInfo {
+  // [L] leading tokens of each layer that every shard still holds (for each KV head, counted
+  // from token 0 across its token shards; the minimum over heads): the engine re-sends each
+  // layer from here. The client's Length() is set to these.
+  std::vector<int64_t> lengths;
+  // [L] of those, the tokens on the workers' SSD tiers (equal to lengths right after a restart).
+  std::vector<int64_t> durable_lengths;
+};
+
 struct AttendItem {
   uint64_t id = 0;
   // [Hq, D] query of this step, row-major; fp32, bf16 or fp16.
@@ -182,6 +201,16 @@ class Client {
   // connect_timeout: the one case where a call waits on the network before returning.
   virtual std::future<Status> Open(const OpenOptions& options) = 0;
 
+  // Takes over a sequence that the plan's workers recovered from their SSD tiers after a
+  // restart (the workers must have been started with a data_dir). Tenant and plan must be
+  // those the sequence was opened with. NOT_FOUND naming the worker when one of them did not
+  // recover it; FAILED_PRECONDITION naming the field when tenant, model or heads differ;
+  // ALREADY_EXISTS if the id is open on this client. Afterwards Prefill and Append continue
+  // from ResumeInfo::lengths; LookupPrefix is not allowed (the sequence has content). A failed
+  // Resume leaves the workers' sequences in place, so it can be retried. Reconnects to
+  // restarted workers first, as Open does.
+  virtual std::future<StatusOr<ResumeInfo>> Resume(const OpenOptions& options) = 0;
+
   // hashes: one chained hash per full B-token prompt block (prefix-cache keys). Each shard
   // gets the hashes of its own token range. Once per sequence, before any Prefill.
   virtual std::future<StatusOr<PrefixMatch>> LookupPrefix(uint64_t id,
@@ -220,6 +249,11 @@ class Client {
 
   // Tokens the client has sent for (sequence, layer), prefix-cache hits included.
   virtual StatusOr<int64_t> Length(uint64_t id, int layer) const = 0;
+
+  // Leading tokens of (sequence, layer) that the workers acknowledged as durable (on their SSD
+  // tiers) in their latest AppendKv and Attend replies, counted as Length() is; 0 on workers
+  // without an SSD tier. Prefix-cache hits count once a reply reports them.
+  virtual StatusOr<int64_t> DurableLength(uint64_t id, int layer) const = 0;
 
   virtual ClientStats Stats() const = 0;
   virtual const ClientOptions& options() const = 0;

@@ -26,6 +26,7 @@ bool HasKv(const AttendItem& item) { return !IsEmpty(item.k_new); }
 // One item of one worker's request: the item and the shard of its sequence on that worker.
 struct Entry {
   size_t item = 0;
+  size_t shard = 0;       // index into the sequence's plan
   int kv_head_begin = 0;  // the shard's KV heads [kv_head_begin, kv_head_end)
   int kv_head_end = 0;
   int q_head_begin = 0;    // kv_head_begin * G
@@ -56,6 +57,7 @@ class AttendCall {
         head_dim_(head_dim),
         counters_(std::move(counters)),
         ids_(Ids(items)),
+        seqs_(Seqs(items)),
         items_(std::move(items)),
         remaining_(workers) {}
 
@@ -71,6 +73,7 @@ class AttendCall {
     StatusOr<std::vector<AttendPart>> parts =
         reply.ok() ? ParseAttendReply(reply->header(), reply->payload(), expected, head_dim_)
                    : StatusOr<std::vector<AttendPart>>(reply.status());
+    if (parts.ok()) NoteDurable(entries, *parts);
     {
       MutexLock lock(&mu_);
       for (size_t i = 0; i < entries.size(); ++i) {
@@ -125,11 +128,28 @@ class AttendCall {
     for (const ItemState& item : items) ids.push_back(item.id);
     return ids;
   }
+  static std::vector<std::shared_ptr<SequenceState>> Seqs(const std::vector<ItemState>& items) {
+    std::vector<std::shared_ptr<SequenceState>> seqs;
+    for (const ItemState& item : items) seqs.push_back(item.seq);
+    return seqs;
+  }
+
+  // The shards' durable lengths, from the items they answered.
+  void NoteDurable(const std::vector<Entry>& entries, const std::vector<AttendPart>& parts)
+      EXCLUDES(mu_) {
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (!parts[i].status.ok()) continue;
+      SequenceState& seq = *seqs_[entries[i].item];
+      MutexLock lock(&seq.mu);
+      client_internal::NoteDurable(seq, layer_, entries[i].shard, parts[i].durable_tokens);
+    }
+  }
 
   const int layer_;
   const int head_dim_;
   const std::shared_ptr<Counters> counters_;
   const std::vector<uint64_t> ids_;  // the items' sequence ids, read without the lock
+  const std::vector<std::shared_ptr<SequenceState>> seqs_;  // the items' sequences, likewise
   std::promise<Result> promise_;
   Mutex mu_;
   std::vector<ItemState> items_ GUARDED_BY(mu_);
@@ -238,9 +258,15 @@ std::future<Result> ClientImpl::Attend(AttendBatch batch) {
     SequenceState& seq = *items[i].seq;
     MutexLock lock(&seq.mu);
     const auto l = static_cast<size_t>(layer);
+    // The shards that append the step's token: each head range's open-ended one, unless it
+    // holds the token already (after a Resume, shards that lost less than others).
+    std::vector<bool> appending(seq.plan.shards.size(), false);
     if (items[i].appends) {
       for (const HeadRange& range : seq.ranges) {
-        ++seq.local_len[l][OpenEndedShard(seq.plan, range)];
+        const size_t shard = OpenEndedShard(seq.plan, range);
+        if (HoldsToken(seq, layer, shard, seq.length[l])) continue;
+        appending[shard] = true;
+        ++seq.local_len[l][shard];
       }
       ++seq.length[l];
     }
@@ -249,11 +275,12 @@ std::future<Result> ClientImpl::Attend(AttendBatch batch) {
       const int64_t held_end = shard.token_begin + seq.local_len[l][s];
       by_worker[static_cast<size_t>(shard.worker)].push_back(
           Entry{.item = i,
+                .shard = s,
                 .kv_head_begin = shard.kv_head_begin,
                 .kv_head_end = shard.kv_head_end,
                 .q_head_begin = shard.kv_head_begin * g,
                 .num_q_heads = (shard.kv_head_end - shard.kv_head_begin) * g,
-                .append_kv = items[i].appends && shard.token_end < 0,
+                .append_kv = appending[s],
                 .token_begin = static_cast<uint64_t>(shard.token_begin),
                 .tokens_after = static_cast<uint64_t>(
                     std::max<int64_t>(0, seq.length[l] - held_end))});

@@ -140,6 +140,52 @@ std::future<Status> ClientImpl::Open(const OpenOptions& options) {
   return future;
 }
 
+std::future<StatusOr<ResumeInfo>> ClientImpl::Resume(const OpenOptions& options) {
+  using Result = StatusOr<ResumeInfo>;
+  const std::string context = "sequence " + std::to_string(options.id);
+  if (Status s = options.plan.Validate(options_.spec, static_cast<int>(num_workers_)); !s.ok()) {
+    return ReadyFuture(Result(s.WithContext(context)));
+  }
+  if (Status s = ReconnectFailed(options.plan); !s.ok()) {
+    return ReadyFuture(Result(s.WithContext(context)));
+  }
+  const int num_layers = options_.spec.num_layers;
+  auto seq = std::make_shared<SequenceState>(options.id, options.plan, num_layers);
+  if (Status s = table_->Insert(seq); !s.ok()) return ReadyFuture(Result(std::move(s)));
+
+  auto shards = std::make_shared<std::vector<ResumedShard>>(seq->plan.shards.size());
+  auto promise = std::make_shared<std::promise<Result>>();
+  std::future<Result> future = promise->get_future();
+  auto fan = FanIn::Create(shards->size(), [seq, shards, promise,
+                                            table = table_](std::vector<Status> results) {
+    // Nothing changed on the workers: a failed Resume may simply be tried again.
+    const Status first = FirstError(results);
+    if (!first.ok()) {
+      table->RemoveIfSame(seq.get());
+      promise->set_value(Result(first));
+      return;
+    }
+    promise->set_value(Result(AdoptResumed(*seq, *shards)));
+  });
+  const transport::Deadline deadline = CallDeadline();
+  for (size_t i = 0; i < seq->plan.shards.size(); ++i) {
+    const WorkerLink link = LinkOf(*seq, i);
+    Request request{.method = Method::kOpenSequence,
+                    .header = EncodeOpenSequence(options.id, options.tenant, options_.spec,
+                                                 fingerprint_, seq->plan.shards[i],
+                                                 /*resume=*/true)};
+    SendRequest(link, counters_, std::move(request), deadline,
+                [fan, shards, i, num_layers, id = options.id,
+                 label = link.label](StatusOr<IncomingMessage> r) {
+                  StatusOr<ResumedShard> parsed =
+                      r.ok() ? ParseResumeReply(r->header(), num_layers) : r.status();
+                  if (parsed.ok()) (*shards)[i] = *std::move(parsed);
+                  fan->Done(i, NameError(parsed.status(), id, label));
+                });
+  }
+  return future;
+}
+
 std::future<StatusOr<PrefixMatch>> ClientImpl::LookupPrefix(uint64_t id,
                                                             std::span<const uint64_t> hashes) {
   using Result = StatusOr<PrefixMatch>;
@@ -223,6 +269,14 @@ StatusOr<int64_t> ClientImpl::Length(uint64_t id, int layer) const {
   ASSIGN_OR_RETURN(std::shared_ptr<SequenceState> seq, table_->Find(id));
   MutexLock lock(&seq->mu);
   return seq->length[static_cast<size_t>(layer)];
+}
+
+StatusOr<int64_t> ClientImpl::DurableLength(uint64_t id, int layer) const {
+  RETURN_IF_ERROR(CheckLayer("sequence " + std::to_string(id), layer));
+  ASSIGN_OR_RETURN(std::shared_ptr<SequenceState> seq, table_->Find(id));
+  MutexLock lock(&seq->mu);
+  return CombinePrefixMatch(seq->plan, seq->ranges,
+                            seq->durable_len[static_cast<size_t>(layer)]);
 }
 
 ClientStats ClientImpl::Stats() const {

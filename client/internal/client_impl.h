@@ -4,7 +4,8 @@
 // transport's callback thread (merging an Attend's partial states there: a few KB per item).
 //
 // Split over files by concept: client_impl.cc (connect, open, lookup, close, queries),
-// client_kv.cc (Prefill, BuildIndex, Append), client_attend.cc (Attend).
+// client_kv.cc (Prefill, BuildIndex, Append), client_attend.cc (Attend); Resume's bookkeeping
+// is in sequence.cc.
 //
 // Thread safety: every method may be called from any thread; state lives in the
 // SequenceTable and the SequenceStates (sequence.h), each with its own mutex.
@@ -40,6 +41,7 @@ class ClientImpl final : public Client {
   ClientImpl& operator=(const ClientImpl&) = delete;
 
   std::future<Status> Open(const OpenOptions& options) override;
+  std::future<StatusOr<ResumeInfo>> Resume(const OpenOptions& options) override;
   std::future<StatusOr<PrefixMatch>> LookupPrefix(uint64_t id,
                                                   std::span<const uint64_t> hashes) override;
   std::future<Status> Prefill(uint64_t id, int layer, int64_t first_token, const TensorView& k,
@@ -51,6 +53,7 @@ class ClientImpl final : public Client {
   std::future<StatusOr<AttendStats>> Attend(AttendBatch batch) override;
   std::future<Status> Close(uint64_t id) override;
   StatusOr<int64_t> Length(uint64_t id, int layer) const override;
+  StatusOr<int64_t> DurableLength(uint64_t id, int layer) const override;
   ClientStats Stats() const override;
   const ClientOptions& options() const override { return options_; }
 

@@ -24,7 +24,8 @@ struct AppendChain {
   std::vector<int64_t> expected;  // shard-local length after each request
   size_t next = 0;
   transport::Deadline deadline;
-  uint64_t id = 0;
+  std::shared_ptr<SequenceState> seq;
+  size_t shard = 0;
   int layer = 0;
   std::function<void(Status)> done;
 };
@@ -33,16 +34,20 @@ void SendNext(const std::shared_ptr<AppendChain>& c) {
   const size_t i = c->next++;
   SendRequest(c->link, c->counters, std::move(c->requests[i]), c->deadline,
               [c, i](StatusOr<IncomingMessage> r) {
-                StatusOr<int64_t> length = r.ok() ? ParseAppendKvReply(r->header()) : r.status();
-                Status s = length.status();
-                if (length.ok() && *length != c->expected[i]) {
+                StatusOr<AppendAck> ack = r.ok() ? ParseAppendKvReply(r->header()) : r.status();
+                Status s = ack.status();
+                if (ack.ok() && ack->length != c->expected[i]) {
                   s = InternalError("bad AppendKvReply: the worker holds " +
-                                    std::to_string(*length) + " tokens of layer " +
+                                    std::to_string(ack->length) + " tokens of layer " +
                                     std::to_string(c->layer) + " after the append, the client " +
                                     "expected " + std::to_string(c->expected[i]));
                 }
+                if (s.ok()) {
+                  MutexLock lock(&c->seq->mu);
+                  NoteDurable(*c->seq, c->layer, c->shard, ack->durable);
+                }
                 if (!s.ok() || c->next == c->requests.size()) {
-                  c->done(NameError(s, c->id, c->link.label));
+                  c->done(NameError(s, c->seq->id, c->link.label));
                   return;
                 }
                 SendNext(c);
@@ -125,7 +130,8 @@ std::future<Status> ClientImpl::SendAppends(
                     .requests = std::move(requests[i].second),
                     .expected = std::move(expected_lengths[i]),
                     .deadline = deadline,
-                    .id = seq->id,
+                    .seq = seq,
+                    .shard = requests[i].first,
                     .layer = layer,
                     .done = [fan, i](Status s) { fan->Done(i, std::move(s)); }});
     SendNext(chain);
@@ -258,22 +264,25 @@ std::future<Status> ClientImpl::Append(uint64_t id, int layer, const TensorView&
 
   std::vector<std::pair<size_t, std::vector<Request>>> requests;
   std::vector<std::vector<int64_t>> expected;
+  std::vector<const HeadRange*> ranges;
   {
     MutexLock lock(&seq->mu);
     const auto l = static_cast<size_t>(layer);
     if (Status s = CheckAppendable(*seq, layer); !s.ok()) return ReadyFuture(std::move(s));
-    // Decode tokens go to each head range's open-ended shard.
+    // Decode tokens go to each head range's open-ended shard, unless it holds the token
+    // already (after a Resume, shards that lost less than others).
     for (const HeadRange& range : seq->ranges) {
       const size_t shard = OpenEndedShard(seq->plan, range);
+      if (HoldsToken(*seq, layer, shard, seq->length[l])) continue;
       expected.push_back({++seq->local_len[l][shard]});
       requests.emplace_back(shard, std::vector<Request>{});
+      ranges.push_back(&range);
     }
     seq->length[l] += 1;
   }
   for (size_t i = 0; i < requests.size(); ++i) {
-    const HeadRange& range = seq->ranges[i];
     requests[i].second.push_back(
-        DecodeRequest(id, layer, range.kv_head_begin, range.kv_head_end, k, v));
+        DecodeRequest(id, layer, ranges[i]->kv_head_begin, ranges[i]->kv_head_end, k, v));
   }
   return SendAppends(std::move(seq), layer, std::move(requests), std::move(expected));
 }

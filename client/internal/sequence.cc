@@ -19,6 +19,23 @@ Status CheckAppendable(SequenceState& seq, int layer) {
   return OkStatus();
 }
 
+ResumeInfo AdoptResumed(SequenceState& seq, const std::vector<ResumedShard>& shards) {
+  ResumeInfo info;
+  MutexLock lock(&seq.mu);
+  for (size_t l = 0; l < seq.length.size(); ++l) {
+    for (size_t s = 0; s < shards.size(); ++s) {
+      seq.local_len[l][s] = shards[s].lengths[l];
+      seq.durable_len[l][s] = shards[s].durable[l];
+    }
+    seq.length[l] = CombinePrefixMatch(seq.plan, seq.ranges, seq.local_len[l]);
+    info.lengths.push_back(seq.length[l]);
+    info.durable_lengths.push_back(CombinePrefixMatch(seq.plan, seq.ranges, seq.durable_len[l]));
+  }
+  seq.looked_up = true;
+  seq.open = true;
+  return info;
+}
+
 Status SequenceTable::Insert(std::shared_ptr<SequenceState> seq) {
   const uint64_t id = seq->id;
   MutexLock lock(&mu_);

@@ -10,6 +10,7 @@
 // released before a sequence's is taken).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -19,6 +20,7 @@
 
 #include "client/client.h"
 #include "client/internal/routing.h"
+#include "client/internal/wire_codec.h"
 #include "common/status.h"
 #include "common/thread_annotations.h"
 
@@ -31,6 +33,7 @@ struct SequenceState {
         ranges(HeadRanges(plan)),
         length(static_cast<size_t>(num_layers), 0),
         local_len(static_cast<size_t>(num_layers), std::vector<int64_t>(plan.shards.size(), 0)),
+        durable_len(local_len),
         layer_error(static_cast<size_t>(num_layers)) {}
 
   const uint64_t id;
@@ -49,10 +52,33 @@ struct SequenceState {
   std::vector<int64_t> length GUARDED_BY(mu);
   // [L][shards] shard-local tokens each shard holds (or will once in-flight appends land).
   std::vector<std::vector<int64_t>> local_len GUARDED_BY(mu);
+  // [L][shards] shard-local durable tokens, as the latest reply of each shard said (never
+  // decreasing: replies of concurrent requests may arrive out of order).
+  std::vector<std::vector<int64_t>> durable_len GUARDED_BY(mu);
   // [L] the first failed append of a layer: after one, the workers' lengths are unknown, so
   // later appends of that layer are refused (the caller closes and reopens the sequence).
   std::vector<Status> layer_error GUARDED_BY(mu);
 };
+
+// Whether the shard already holds global token `token` of the layer.
+inline bool HoldsToken(const SequenceState& seq, int layer, size_t shard, int64_t token)
+    REQUIRES(seq.mu) {
+  return seq.plan.shards[shard].token_begin + seq.local_len[static_cast<size_t>(layer)][shard] >
+         token;
+}
+
+// Records a shard's durable length from a reply.
+inline void NoteDurable(SequenceState& seq, int layer, size_t shard, int64_t durable)
+    REQUIRES(seq.mu) {
+  int64_t& d = seq.durable_len[static_cast<size_t>(layer)][shard];
+  d = std::max(d, durable);
+}
+
+// Takes the shards' resumed lengths (shards[i] for plan shard i) as the sequence's bookkeeping
+// and marks it open: each layer's length is what every head holds contiguously from token 0
+// (CombinePrefixMatch), and LookupPrefix is no longer allowed. Returns what Resume reports.
+ResumeInfo AdoptResumed(SequenceState& seq, const std::vector<ResumedShard>& shards)
+    EXCLUDES(seq.mu);
 
 // FAILED_PRECONDITION after a failed append on the layer (the workers' lengths are unknown)
 // and while a LookupPrefix is in flight (its reply resets the lengths).

@@ -75,6 +75,7 @@ Status ReadAttendPart(wire::AttendReply::Result::Reader r, const AttendExpect& w
   part->bytes_read = r.getBytesRead();
   part->dense_heads = r.getDenseHeads();
   part->length = r.getLength();
+  part->durable_tokens = r.getDurableTokens();
   if (*code != StatusCode::kOk) {
     std::string message = r.getMessage().cStr();
     if (message.empty()) message = "(no message)";
@@ -92,7 +93,7 @@ Status ReadAttendPart(wire::AttendReply::Result::Reader r, const AttendExpect& w
 }  // namespace
 
 std::string EncodeOpenSequence(uint64_t id, const std::string& tenant, const ModelSpec& spec,
-                               uint64_t model_fingerprint, const Shard& shard) {
+                               uint64_t model_fingerprint, const Shard& shard, bool resume) {
   capnp::MallocMessageBuilder b;
   auto req = b.initRoot<wire::OpenSequenceRequest>();
   req.setSequenceId(id);
@@ -102,6 +103,7 @@ std::string EncodeOpenSequence(uint64_t id, const std::string& tenant, const Mod
   req.setKvHeadBegin(static_cast<uint32_t>(shard.kv_head_begin));
   req.setKvHeadEnd(static_cast<uint32_t>(shard.kv_head_end));
   req.setTokenBegin(static_cast<uint64_t>(shard.token_begin));
+  req.setResume(resume);
   return transport::EncodeCapnp(b);
 }
 
@@ -209,15 +211,50 @@ StatusOr<int64_t> ParseLookupPrefixReply(std::span<const std::byte> header, size
   return matched;
 }
 
-StatusOr<int64_t> ParseAppendKvReply(std::span<const std::byte> header) {
-  int64_t length = 0;
-  const Status read = ReadReply<wire::AppendKvReply>("AppendKvReply", header,
-                                                     [&](wire::AppendKvReply::Reader r) -> Status {
-                                                       length = r.getLength();
-                                                       return OkStatus();
-                                                     });
+StatusOr<ResumedShard> ParseResumeReply(std::span<const std::byte> header, int num_layers) {
+  ResumedShard shard;
+  const Status read = ReadReply<wire::OpenSequenceReply>(
+      "OpenSequenceReply", header, [&](wire::OpenSequenceReply::Reader r) -> Status {
+        auto lengths = r.getLayerLengths();
+        auto durable = r.getDurableLengths();
+        if (!r.getResumed() || lengths.size() != static_cast<unsigned>(num_layers) ||
+            durable.size() != lengths.size()) {
+          return BadReply("OpenSequenceReply",
+                          "a resume answered with resumed = " +
+                              std::string(r.getResumed() ? "true" : "false") + " and " +
+                              std::to_string(lengths.size()) + " layer lengths for " +
+                              std::to_string(num_layers) + " layers");
+        }
+        for (unsigned l = 0; l < lengths.size(); ++l) {
+          if (durable[l] > lengths[l]) {
+            return BadReply("OpenSequenceReply", "layer " + std::to_string(l) + " has " +
+                                                     std::to_string(durable[l]) +
+                                                     " durable tokens of " +
+                                                     std::to_string(lengths[l]));
+          }
+          shard.lengths.push_back(lengths[l]);
+          shard.durable.push_back(durable[l]);
+        }
+        return OkStatus();
+      });
   RETURN_IF_ERROR(read);
-  return length;
+  return shard;
+}
+
+StatusOr<AppendAck> ParseAppendKvReply(std::span<const std::byte> header) {
+  AppendAck ack;
+  const Status read = ReadReply<wire::AppendKvReply>(
+      "AppendKvReply", header, [&](wire::AppendKvReply::Reader r) -> Status {
+        ack.length = r.getLength();
+        ack.durable = r.getDurableTokens();
+        if (ack.durable > ack.length) {
+          return BadReply("AppendKvReply", std::to_string(ack.durable) + " durable tokens of " +
+                                               std::to_string(ack.length));
+        }
+        return OkStatus();
+      });
+  RETURN_IF_ERROR(read);
+  return ack;
 }
 
 StatusOr<std::vector<AttendPart>> ParseAttendReply(std::span<const std::byte> header,

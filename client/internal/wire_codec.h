@@ -23,8 +23,10 @@
 
 namespace attic::client_internal {
 
+// resume: take over the sequence the worker recovered (OpenSequenceRequest.resume).
 std::string EncodeOpenSequence(uint64_t id, const std::string& tenant, const ModelSpec& spec,
-                               uint64_t model_fingerprint, const Shard& shard);
+                               uint64_t model_fingerprint, const Shard& shard,
+                               bool resume = false);
 std::string EncodeLookupPrefix(uint64_t id, std::span<const uint64_t> hashes);
 std::string EncodeCloseSequence(uint64_t id);
 
@@ -71,8 +73,21 @@ StatusOr<HelloInfo> ParseHelloReply(std::span<const std::byte> header);
 // num_hashes blocks asked about.
 StatusOr<int64_t> ParseLookupPrefixReply(std::span<const std::byte> header, size_t num_hashes,
                                          int block_size);
-// AppendKvReply.length: the shard-local tokens the layer holds after the append.
-StatusOr<int64_t> ParseAppendKvReply(std::span<const std::byte> header);
+// A resumed OpenSequenceReply: the shard-local tokens of every layer, and the durable ones.
+struct ResumedShard {
+  std::vector<int64_t> lengths;  // [L]
+  std::vector<int64_t> durable;  // [L]
+};
+// INTERNAL unless the reply says resumed with num_layers lengths, each durable <= its length.
+StatusOr<ResumedShard> ParseResumeReply(std::span<const std::byte> header, int num_layers);
+
+// AppendKvReply: the shard-local tokens the layer holds after the append, and how many of them
+// are durable (INTERNAL if more than it holds).
+struct AppendAck {
+  int64_t length = 0;
+  int64_t durable = 0;
+};
+StatusOr<AppendAck> ParseAppendKvReply(std::span<const std::byte> header);
 
 // What the request asked of one item: the reply must answer it in the same position.
 struct AttendExpect {
@@ -89,6 +104,7 @@ struct AttendPart {
   uint64_t bytes_read = 0;
   uint32_t dense_heads = 0;
   int64_t length = 0;
+  int64_t durable_tokens = 0;
   std::vector<float> o;    // [num_q_heads, D] when status is OK
   std::vector<float> lse;  // [num_q_heads]
 };

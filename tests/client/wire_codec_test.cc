@@ -215,6 +215,62 @@ TEST(WireCodecTest, LookupReplyIsCheckedAgainstTheBlocksAsked) {
             StatusCode::kInternal);
 }
 
+TEST(WireCodecTest, ResumeRequestAndReply) {
+  const ModelSpec spec{.name = "m",
+                       .num_layers = 2,
+                       .num_q_heads = 16,
+                       .num_kv_heads = 8,
+                       .head_dim = 64,
+                       .dtype = DType::kBFloat16,
+                       .block_size = 64};
+  const Shard shard{.worker = 0, .kv_head_begin = 0, .kv_head_end = 8};
+  const std::string open = EncodeOpenSequence(7, "t", spec, 0, shard);
+  auto msg = transport::CapnpMessage::Parse(Bytes(open));
+  ASSERT_TRUE(msg.ok());
+  EXPECT_FALSE(msg->Root<wire::OpenSequenceRequest>().getResume());
+  const std::string resume = EncodeOpenSequence(7, "t", spec, 0, shard, true);
+  msg = transport::CapnpMessage::Parse(Bytes(resume));
+  ASSERT_TRUE(msg.ok());
+  EXPECT_TRUE(msg->Root<wire::OpenSequenceRequest>().getResume());
+
+  auto encode = [](bool resumed, std::vector<uint32_t> lengths, std::vector<uint32_t> durable) {
+    capnp::MallocMessageBuilder b;
+    auto r = b.initRoot<wire::OpenSequenceReply>();
+    r.setResumed(resumed);
+    auto l = r.initLayerLengths(static_cast<unsigned>(lengths.size()));
+    for (unsigned i = 0; i < lengths.size(); ++i) l.set(i, lengths[i]);
+    auto d = r.initDurableLengths(static_cast<unsigned>(durable.size()));
+    for (unsigned i = 0; i < durable.size(); ++i) d.set(i, durable[i]);
+    return transport::EncodeCapnp(b);
+  };
+  const std::string good = encode(true, {2000, 1984}, {2000, 1984});
+  StatusOr<ResumedShard> r = ParseResumeReply(Bytes(good), 2);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->lengths, (std::vector<int64_t>{2000, 1984}));
+  EXPECT_EQ(r->durable, (std::vector<int64_t>{2000, 1984}));
+  for (const std::string& bad : {encode(false, {1, 1}, {1, 1}), encode(true, {1}, {1}),
+                                 encode(true, {1, 1}, {1}), encode(true, {5, 5}, {5, 6})}) {
+    EXPECT_EQ(ParseResumeReply(Bytes(bad), 2).status().code(), StatusCode::kInternal);
+  }
+}
+
+TEST(WireCodecTest, AppendReplyCarriesTheDurableLength) {
+  auto encode = [](uint32_t length, uint32_t durable) {
+    capnp::MallocMessageBuilder b;
+    auto r = b.initRoot<wire::AppendKvReply>();
+    r.setLength(length);
+    r.setDurableTokens(durable);
+    return transport::EncodeCapnp(b);
+  };
+  const std::string good = encode(130, 128);
+  StatusOr<AppendAck> ack = ParseAppendKvReply(Bytes(good));
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  EXPECT_EQ(ack->length, 130);
+  EXPECT_EQ(ack->durable, 128);
+  const std::string bad = encode(10, 11);
+  EXPECT_EQ(ParseAppendKvReply(Bytes(bad)).status().code(), StatusCode::kInternal);
+}
+
 TEST(WireCodecTest, HelloReplyWithABadSpecIsInternal) {
   capnp::MallocMessageBuilder b;
   auto r = b.initRoot<wire::HelloReply>();
