@@ -1,5 +1,6 @@
 #include "kvstore/kv_store.h"
 
+#include <algorithm>
 #include <string>
 #include <unordered_set>
 #include <utility>
@@ -8,7 +9,9 @@
 #include "kvstore/internal/append_checks.h"
 #include "kvstore/internal/block_pool.h"
 #include "kvstore/internal/prefix_cache.h"
+#include "kvstore/internal/manifest.h"
 #include "kvstore/internal/sequence.h"
+#include "kvstore/internal/ssd_state.h"
 
 namespace attic {
 
@@ -70,6 +73,21 @@ StatusOr<SequenceConfig> MakeConfig(const SequenceOptions& o, size_t slot_bytes)
   return c;
 }
 
+Status CheckTierOptions(const KvStoreOptions& o) {
+  const double hi = o.spill_high_watermark;
+  const double lo = o.spill_low_watermark;
+  if (!(hi > 0.0 && hi <= 1.0 && lo > 0.0 && lo < hi)) {
+    return InvalidArgumentError("KV store: spill watermarks must satisfy 0 < low < high <= 1 (low " +
+                                std::to_string(lo) + ", high " + std::to_string(hi) + ")");
+  }
+  if (o.value_dram_blocks < 0 || o.value_dram_blocks > o.v_pool_blocks) {
+    return InvalidArgumentError("KV store: value_dram_blocks = " +
+                                std::to_string(o.value_dram_blocks) + " is not in [0, " +
+                                std::to_string(o.v_pool_blocks) + "] (the V pool's blocks)");
+  }
+  return OkStatus();
+}
+
 Status CheckHashes(uint64_t seq_id, std::span<const uint64_t> hashes) {
   const std::string who = "LookupPrefix(sequence " + Str(static_cast<int64_t>(seq_id)) + "): ";
   if (hashes.size() > static_cast<size_t>(KvStore::kMaxPrefixBlocks)) {
@@ -110,13 +128,30 @@ StatusOr<std::unique_ptr<KvStore>> KvStore::Open(const KvStoreOptions& options) 
         std::make_unique<MmapSlabAllocator>(MmapSlabAllocatorOptions{.populate = options.populate});
     alloc = store->owned_allocator_.get();
   }
+  const bool tiered = !options.ssd.path.empty();
+  if (tiered) RETURN_IF_ERROR(CheckTierOptions(options));
   // The default allocator prefaults by itself; a custom one gets its pages touched.
   const bool touch = options.populate && options.allocator != nullptr;
   ASSIGN_OR_RETURN(store->k_pool_, BlockPool::Create(PoolKind::kKey, options.block_bytes,
                                                      options.k_pool_blocks, alloc, touch));
-  ASSIGN_OR_RETURN(store->v_pool_, BlockPool::Create(PoolKind::kValue, options.block_bytes,
-                                                     options.v_pool_blocks, alloc, touch));
+  // With an SSD tier the V slab is address space: only resident values take memory.
+  SlabAllocator* v_alloc = alloc;
+  if (tiered && options.allocator == nullptr && options.populate) {
+    store->value_allocator_ = std::make_unique<MmapSlabAllocator>(MmapSlabAllocatorOptions{});
+    v_alloc = store->value_allocator_.get();
+  }
+  ASSIGN_OR_RETURN(store->v_pool_,
+                   BlockPool::Create(PoolKind::kValue, options.block_bytes, options.v_pool_blocks,
+                                     v_alloc, touch && !tiered));
   store->prefix_ = std::make_unique<PrefixCache>(store->k_pool_.get(), store->v_pool_.get());
+  if (tiered) {
+    const int64_t budget =
+        options.value_dram_blocks > 0 ? options.value_dram_blocks : options.v_pool_blocks;
+    store->ssd_ = std::make_unique<kv_internal::SsdState>(
+        store->v_pool_.get(), budget, options.spill_high_watermark, options.spill_low_watermark);
+    ASSIGN_OR_RETURN(store->tier_, SsdTier::Open(options.ssd));
+    RETURN_IF_ERROR(store->Recover());
+  }
   return store;
 }
 
@@ -151,6 +186,12 @@ Status KvStore::CloseSequence(uint64_t seq_id) {
     seqs_.erase(it);
   }
   MutexLock l(&seq->mu);
+  if (ssd_ != nullptr) {
+    ssd_->pending_blocks.fetch_sub(static_cast<int64_t>(seq->pending().size()),
+                                   std::memory_order_relaxed);
+    seq->pending().clear();
+    ForgetOnSsd(*seq);
+  }
   kv_internal::ReleasedBlocks released = seq->Close();
   k_pool_->Free(released.k);
   v_pool_->Free(released.v);
@@ -174,8 +215,24 @@ StatusOr<PrefixMatch> KvStore::LookupPrefix(uint64_t seq_id,
                                                   .head_end = c.head_end,
                                                   .block_bytes = c.block_bytes(),
                                                   .hashes = block_hashes});
+  if (tier_ != nullptr) ExtendPrefixFromSsd(c, block_hashes, &pin);
   const int matched = pin.matched_blocks;
   seq->InstallPrefix(block_hashes, std::move(pin));
+  if (tier_ != nullptr && matched > 0) {
+    // The matched blocks are on SSD already; the manifest makes them this sequence's.
+    kv_internal::Manifest m = seq->ToManifest();
+    std::fill(m.durable_lengths.begin(), m.durable_lengths.end(), matched * c.block_size());
+    TierBatch batch;
+    batch.records.push_back({ManifestKey(c.id), kv_internal::EncodeManifest(m)});
+    Status s = tier_->Write(batch);
+    if (s.ok()) {
+      for (int layer = 0; layer < c.spec.num_layers; ++layer) {
+        seq->set_durable_length(layer, matched * c.block_size());
+      }
+    } else {
+      ssd_->RecordError(s);
+    }
+  }
   return PrefixMatch{matched, matched * c.block_size()};
 }
 
@@ -246,6 +303,22 @@ KvStoreStats KvStore::Stats() const {
   s.dedupe_hits = p.dedupe_hits;
   s.dedupe_conflicts = p.dedupe_conflicts;
   s.prefix_hits = p.prefix_hits;
+  if (ssd_ != nullptr) {
+    s.ssd = true;
+    s.value_dram_blocks = ssd_->value_dram_blocks;
+    s.v_spilled_blocks = ssd_->residency.spilled_blocks();
+    s.v_resident_blocks = s.v.used_blocks - s.v_spilled_blocks;
+    s.spilled_total = ssd_->residency.spilled_total();
+    s.reloaded_total = ssd_->reloaded.load(std::memory_order_relaxed);
+    s.streamed_total = ssd_->streamed.load(std::memory_order_relaxed);
+    s.ssd_bytes_read = ssd_->bytes_read.load(std::memory_order_relaxed);
+    s.ssd_prefix_entries = ssd_->entries();
+    s.ssd_prefix_hits = ssd_->ssd_prefix_hits.load(std::memory_order_relaxed);
+    s.durability_errors = ssd_->durability_errors.load(std::memory_order_relaxed);
+    s.pending_durable_blocks = ssd_->pending_blocks.load(std::memory_order_relaxed);
+    s.recovered_sequences = static_cast<int64_t>(ssd_->recovered.size());
+    s.tier = tier_->Stats();
+  }
   return s;
 }
 

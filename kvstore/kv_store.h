@@ -44,7 +44,11 @@ namespace kv_internal {
 class BlockPool;
 class PrefixCache;
 class Sequence;
+class SsdState;
 struct BlockRef;
+struct Manifest;
+struct PinResult;
+struct SequenceConfig;
 }  // namespace kv_internal
 
 // The scope prefix blocks are shared within: a digest of tenant, model fingerprint (0 = derive
@@ -60,8 +64,23 @@ struct PrefixMatch {
 // One block of one (layer, KV head), as the attention kernels consume it.
 struct BlockView {
   const std::byte* k;  // [B, D], row-major (token t at t * D), storage dtype
-  const std::byte* v;  // [B, D], row-major, storage dtype
+  const std::byte* v;  // [B, D], row-major, storage dtype; nullptr while spilled to SSD
   int num_tokens;      // valid leading rows: B for every block but possibly the last
+};
+
+// What a LoadValues or FetchValues call read from the SSD tier.
+struct FetchStats {
+  int64_t blocks_requested = 0;
+  int64_t blocks_resident = 0;  // already in DRAM: no read
+  int64_t blocks_read = 0;      // read from SSD
+  uint64_t bytes_read = 0;      // block bytes read from SSD
+};
+
+// What one Maintain call did.
+struct MaintainStats {
+  int64_t spilled_blocks = 0;    // values whose DRAM copy was dropped
+  int64_t durable_retries = 0;   // sealed blocks written after an earlier failure
+  Status durability = OkStatus();  // the last write-through error, OK when none
 };
 
 struct SequenceInfo {
@@ -75,6 +94,9 @@ struct SequenceInfo {
   std::vector<int> layer_lengths;  // [num_layers], tokens
   int prefix_hashes = 0;           // hashes given to LookupPrefix
   int matched_blocks = 0;          // what LookupPrefix matched
+  // [num_layers], tokens on the SSD tier: what survives a crash. All zero without a tier.
+  std::vector<int> durable_lengths;
+  bool recovered = false;          // restored from the SSD tier at Open
 };
 
 struct PoolStats {
@@ -104,6 +126,21 @@ struct KvStoreStats {
   int64_t dedupe_hits = 0;       // sealed blocks whose identical stored copy replaced them
   int64_t dedupe_conflicts = 0;  // sealed blocks whose hash matched different stored bytes
   int64_t prefix_hits = 0;       // prompt blocks (all layers and heads) matched by LookupPrefix
+  // SSD tier (all zero without one).
+  bool ssd = false;
+  int64_t value_dram_blocks = 0;      // the values' DRAM budget
+  int64_t v_resident_blocks = 0;      // V blocks in use whose bytes are in DRAM
+  int64_t v_spilled_blocks = 0;       // V blocks in use whose bytes are only on SSD
+  int64_t spilled_total = 0;          // values spilled since Open
+  int64_t reloaded_total = 0;         // values made resident again (FetchValues)
+  int64_t streamed_total = 0;         // values read into caller buffers (LoadValues)
+  uint64_t ssd_bytes_read = 0;        // block bytes read from SSD by the store
+  int64_t ssd_prefix_entries = 0;     // prefix entries known on SSD
+  int64_t ssd_prefix_hits = 0;        // prompt blocks LookupPrefix found only on SSD
+  int64_t durability_errors = 0;      // write-throughs that failed
+  int64_t pending_durable_blocks = 0; // sealed blocks not yet written (retried by Maintain)
+  int64_t recovered_sequences = 0;
+  SsdTierStats tier;
 };
 
 class KvStore {
@@ -152,7 +189,24 @@ class KvStore {
   // same (sequence, layer) while it holds them: an append may seal the tail block and swap it
   // for an identical shared copy, so read again after appending. With verify_reads, DataLoss
   // naming the block when a full block's checksum does not match.
-  Status ReadBlocks(uint64_t seq_id, int layer, int kv_head, std::vector<BlockView>* out) const;
+  // With an SSD tier, spilled values come back as v == nullptr (keys are always in DRAM):
+  // read them with LoadValues or FetchValues. touch_values marks the resident values as used
+  // now (the spill order is least recently used first).
+  Status ReadBlocks(uint64_t seq_id, int layer, int kv_head, std::vector<BlockView>* out,
+                    bool touch_values = false) const;
+
+  // Copies the values of the given blocks (indexes into ReadBlocks' order) into dst[i]
+  // ([B, D] storage dtype each), from DRAM when resident, else streamed from SSD without
+  // making them resident (dense passes over spilled sequences). DataLoss naming the block
+  // when the stored checksum does not match; the tier's error when the disk fails.
+  Status LoadValues(uint64_t seq_id, int layer, int kv_head, std::span<const int> blocks,
+                    std::span<std::byte* const> dst, FetchStats* stats = nullptr) const;
+
+  // Makes the values of the given blocks resident (reloading spilled ones into DRAM) and
+  // marks them used; (*values)[i] is block blocks[i]'s V bytes. The sparse path's fetch:
+  // selected blocks stay resident for the next steps until Maintain spills them.
+  Status FetchValues(uint64_t seq_id, int layer, int kv_head, std::span<const int> blocks,
+                     std::vector<const std::byte*>* values, FetchStats* stats = nullptr);
 
   StatusOr<int> Length(uint64_t seq_id, int layer) const;
   StatusOr<SequenceInfo> GetSequence(uint64_t seq_id) const;
@@ -162,6 +216,22 @@ class KvStore {
   Status CloseSequence(uint64_t seq_id);
 
   KvStoreStats Stats() const;
+
+  // SSD tier upkeep, called between requests: spills values above the high watermark down to
+  // the low one (least recently used first; only sealed, durable blocks) and retries failed
+  // write-throughs. REQUIRES: no thread holds value views (v pointers from ReadBlocks or
+  // FetchValues) while it runs. Without a tier it does nothing.
+  MaintainStats Maintain();
+
+  // The prefill query sample of (sequence, layer), stored with the sequence's manifest so a
+  // restarted store can rebuild its retrieval index. Opaque bytes (the worker's encoding).
+  // Without a tier StoreSample does nothing and LoadSamples returns nothing.
+  Status StoreSample(uint64_t seq_id, int layer, std::string bytes);
+  StatusOr<std::vector<std::pair<int, std::string>>> LoadSamples(uint64_t seq_id) const;
+
+  // Sequences recovered from the SSD tier at Open, in id order.
+  std::vector<uint64_t> RecoveredSequences() const;
+  bool has_ssd_tier() const { return tier_ != nullptr; }
 
   // Recomputes every sealed block's checksums (sequences one at a time, then the prefix cache)
   // and checks the pools' bookkeeping. DataLoss naming sequence or prefix entry, layer, head,
@@ -181,14 +251,39 @@ class KvStore {
   Status AppendRows(kv_internal::Sequence& seq, int layer, const TensorView& k, const TensorView& v,
                     const char* op);
 
+  // SSD tier (kv_store_ssd.cc, kv_store_recovery.cc). REQUIRES for the first three: seq.mu.
+  // A prefill chunk's blocks and the new manifest, written before the chunk is committed.
+  Status WritePrefillThrough(kv_internal::Sequence& seq, int layer, const TensorView& k,
+                             const TensorView& v, int num_tokens);
+  // After the commit: marks the chunk's sealed values durable and advances the durable length.
+  void CommitPrefillDurable(kv_internal::Sequence& seq, int layer, int old_length);
+  // Blocks sealed by a token-major append (and any earlier failures), written after the commit;
+  // a failure leaves them pending.
+  void WriteSealedThrough(kv_internal::Sequence& seq, int layer, int old_length);
+  // Reads spilled values into dst (a slot of the V pool or a caller buffer) and checks them.
+  Status ReadSpilled(const kv_internal::Sequence& seq, int layer, int head_index,
+                     std::span<const size_t> blocks, std::span<std::byte* const> dst,
+                     std::span<const uint32_t> crcs) const;
+  void ForgetOnSsd(const kv_internal::Sequence& seq);
+  Status Recover();
+  Status RecoverSequence(const kv_internal::Manifest& manifest);
+  // Extends a LookupPrefix match with the entries found on SSD after the DRAM ones.
+  void ExtendPrefixFromSsd(const kv_internal::SequenceConfig& c,
+                           std::span<const uint64_t> hashes, kv_internal::PinResult* pin);
+
   const KvStoreOptions options_;
   // Declaration order is destruction order reversed: sequences go first, then the prefix
   // cache (which returns its blocks to the pools), then the pools, then the allocator.
   std::unique_ptr<SlabAllocator> owned_allocator_;
+  std::unique_ptr<SlabAllocator> value_allocator_;  // non-prefaulting V slab with a tier
   std::unique_ptr<kv_internal::BlockPool> k_pool_;
   std::unique_ptr<kv_internal::BlockPool> v_pool_;
   std::unique_ptr<kv_internal::PrefixCache> prefix_;
   std::atomic<int64_t> private_blocks_{0};
+  // The SSD tier and the store's bookkeeping of it (value residency, spill order, the prefix
+  // entries on SSD); both null without a tier. Destroyed after the sequences.
+  std::unique_ptr<SsdTier> tier_;
+  std::unique_ptr<kv_internal::SsdState> ssd_;
 
   // Held only to find, insert or erase a sequence (readers for lookups), never while taking
   // another lock, so appends to different sequences only share it in read mode.

@@ -7,6 +7,7 @@
 #include "kvstore/internal/block_pool.h"
 #include "kvstore/internal/prefix_cache.h"
 #include "kvstore/internal/sequence.h"
+#include "kvstore/internal/ssd_state.h"
 #include "kvstore/kv_store.h"
 
 namespace attic {
@@ -49,11 +50,14 @@ Status KvStore::AppendPrefill(uint64_t seq_id, int layer, const TensorView& k, c
         "; use AppendTokens after a partial block");
   }
   RETURN_IF_ERROR(kv_internal::CheckRoom(c, layer, old_length, num_tokens, "AppendPrefill"));
+  // Written through before anything changes: on a disk error the sequence is untouched.
+  if (tier_ != nullptr) RETURN_IF_ERROR(WritePrefillThrough(*seq, layer, k, v, num_tokens));
   std::vector<BlockRef> fresh;
   RETURN_IF_ERROR(AllocatePairs(static_cast<size_t>(blocks) * c.num_heads(), &fresh));
   const BlockPools pools{k_pool_.get(), v_pool_.get()};
   seq->WriteBlockMajor(layer, k, v, num_tokens, fresh, pools);
   SealAndPublish(*seq, layer, old_length, pools, *prefix_, private_blocks_);
+  if (tier_ != nullptr) CommitPrefillDurable(*seq, layer, old_length);
   return OkStatus();
 }
 
@@ -71,6 +75,7 @@ Status KvStore::AppendRows(Sequence& seq, int layer, const TensorView& k, const 
   const BlockPools pools{k_pool_.get(), v_pool_.get()};
   seq.WriteTokenMajor(layer, k, v, fresh, pools);
   SealAndPublish(seq, layer, old_length, pools, *prefix_, private_blocks_);
+  if (tier_ != nullptr) WriteSealedThrough(seq, layer, old_length);
   return OkStatus();
 }
 
@@ -90,15 +95,17 @@ Status KvStore::AppendDecodeToken(uint64_t seq_id, int layer, const TensorView& 
 }
 
 Status KvStore::ReadBlocks(uint64_t seq_id, int layer, int kv_head,
-                           std::vector<BlockView>* out) const {
+                           std::vector<BlockView>* out, bool touch_values) const {
   if (out == nullptr) return InvalidArgumentError("ReadBlocks: out is null");
   ASSIGN_OR_RETURN(std::shared_ptr<Sequence> seq, Find(seq_id));
   RETURN_IF_ERROR(kv_internal::CheckLayer(seq->config(), layer, "ReadBlocks"));
   RETURN_IF_ERROR(kv_internal::CheckKvHead(seq->config(), kv_head, "ReadBlocks"));
   MutexLock l(&seq->mu);
   RETURN_IF_ERROR(seq->CheckOpen());
+  kv_internal::ValueResidency* touch =
+      ssd_ != nullptr && touch_values ? &ssd_->residency : nullptr;
   return seq->Read(layer, kv_head, options_.verify_reads, BlockPools{k_pool_.get(), v_pool_.get()},
-                   out);
+                   touch, out);
 }
 
 }  // namespace attic

@@ -14,6 +14,7 @@
 
 #include "common/model_spec.h"
 #include "kvstore/slab_allocator.h"
+#include "kvstore/ssd/ssd_tier.h"
 
 namespace attic {
 
@@ -51,6 +52,22 @@ struct KvStoreOptions {
   // itself): meant for debugging and canaries. Verify() checks everything on demand either
   // way. Default: false.
   bool verify_reads = false;
+
+  // The SSD tier (docs/kvstore-ssd.md). Empty ssd.path: DRAM only, nothing is durable.
+  // With a path, every prefill chunk is written through to RocksDB before AppendPrefill
+  // returns, decode blocks when they seal; the store recovers the directory's sequences and
+  // prefix cache at Open; and values spill to SSD while keys stay in DRAM. The V pool then
+  // holds v_pool_blocks block ids (address space only: the slab is reserved, not committed)
+  // of which at most value_dram_blocks keep their bytes in DRAM. Default: DRAM only.
+  SsdTierOptions ssd;
+
+  // With the SSD tier: values kept in DRAM, in blocks. Maintain() spills the least recently
+  // used durable values once more than spill_high_watermark * value_dram_blocks are
+  // resident, down to spill_low_watermark * value_dram_blocks. Reads may overshoot the budget
+  // between two Maintain calls. 0 = v_pool_blocks (spill only when the V pool is full).
+  int64_t value_dram_blocks = 0;
+  double spill_high_watermark = 0.9;
+  double spill_low_watermark = 0.75;
 };
 
 struct SequenceOptions {

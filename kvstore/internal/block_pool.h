@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -32,6 +33,8 @@ using BlockId = uint32_t;
 inline constexpr BlockId kNoBlock = UINT32_MAX;
 // Block ids must stay below kNoBlock.
 inline constexpr int64_t kMaxPoolBlocks = int64_t{kNoBlock} - 1;
+
+class ValueResidency;
 
 // The K and V blocks of one (layer, KV head, block index), with their checksums once sealed.
 struct BlockRef {
@@ -76,6 +79,14 @@ class BlockPool {
   int64_t bad_frees() const { return bad_frees_.load(std::memory_order_relaxed); }
   MemoryRegion region() const { return MemoryRegion{base_, slab_bytes_, kind_}; }
 
+  // The V pool of a store with an SSD tier tracks where each block's bytes are: the pool
+  // tells `residency` of every allocation and free. nullptr detaches.
+  void AttachResidency(ValueResidency* residency) EXCLUDES(mu_);
+  // False only for a block whose bytes are spilled to SSD (never without residency).
+  bool resident(BlockId id) const;
+  // Calls fn(id) for every block in use, under the pool's mutex (fn must not call the pool).
+  void ForEachInUse(const std::function<void(BlockId)>& fn) const EXCLUDES(mu_);
+
  private:
   BlockPool(PoolKind kind, size_t block_bytes, int64_t num_blocks, std::byte* base,
             size_t slab_bytes, SlabAllocator* allocator);
@@ -87,7 +98,9 @@ class BlockPool {
   const size_t slab_bytes_;
   SlabAllocator* const allocator_;
 
-  Mutex mu_;
+  mutable Mutex mu_;
+  ValueResidency* residency_ GUARDED_BY(mu_) = nullptr;
+  std::atomic<ValueResidency*> residency_view_{nullptr};  // lock-free reads of residency_
   std::vector<BlockId> free_ GUARDED_BY(mu_);  // a stack: recently freed blocks are warm
   std::vector<bool> in_use_ GUARDED_BY(mu_);   // [num_blocks_], catches double frees
   std::atomic<int64_t> free_count_{0};         // mirrors free_.size() for lock-free figures

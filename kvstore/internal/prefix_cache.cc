@@ -220,6 +220,12 @@ void PrefixCache::Publish(std::span<PublishItem> items) {
   }
 }
 
+BlockRef PrefixCache::SlotRef(const PrefixEntry* entry, int layer, int kv_head) const {
+  MutexLock l(&mu_);
+  if (entry->slots.empty()) return BlockRef{};
+  return entry->slots[entry->slot(layer, kv_head)];
+}
+
 bool PrefixCache::EvictOne() {
   MutexLock l(&mu_);
   if (lru_.empty()) return false;

@@ -117,6 +117,10 @@ class PrefixCache {
   // REQUIRES: the caller pins every item's entry.
   void Publish(std::span<PublishItem> items) EXCLUDES(mu_);
 
+  // The block an entry holds for (layer, absolute KV head); invalid when it holds none.
+  // REQUIRES: the caller pins the entry.
+  BlockRef SlotRef(const PrefixEntry* entry, int layer, int kv_head) const EXCLUDES(mu_);
+
   // Frees the least recently used entry that no sequence pins. False when there is none.
   bool EvictOne() EXCLUDES(mu_);
 

@@ -17,6 +17,7 @@ Sequence::Sequence(SequenceConfig config) : config_(std::move(config)) {
   MutexLock l(&mu);
   const auto layers = static_cast<size_t>(config_.spec.num_layers);
   lengths_.assign(layers, 0);
+  durable_lengths_.assign(layers, 0);
   tables_.resize(layers * static_cast<size_t>(config_.num_heads()));
 }
 
@@ -150,7 +151,7 @@ int64_t Sequence::ApplyPublished(std::span<const PublishItem> items) {
 }
 
 Status Sequence::Read(int layer, int kv_head, bool verify, BlockPools pools,
-                      std::vector<BlockView>* out) const {
+                      ValueResidency* touch, std::vector<BlockView>* out) const {
   const int h = kv_head - config_.head_begin;
   const std::vector<BlockRef>& t = table(layer, h);
   const int len = length(layer);
@@ -168,7 +169,9 @@ Status Sequence::Read(int layer, int kv_head, bool verify, BlockPools pools,
   out->reserve(t.size());
   for (size_t b = 0; b < t.size(); ++b) {
     const int n = std::min(bsize, len - static_cast<int>(b) * bsize);
-    out->push_back(BlockView{pools.k->block(t[b].k), pools.v->block(t[b].v), n});
+    const bool resident = pools.v->resident(t[b].v);
+    if (resident && touch != nullptr) touch->Touch(t[b].v);
+    out->push_back(BlockView{pools.k->block(t[b].k), resident ? pools.v->block(t[b].v) : nullptr, n});
   }
   return OkStatus();
 }
@@ -218,7 +221,42 @@ SequenceInfo Sequence::Info() const {
   info.layer_lengths = lengths_;
   info.prefix_hashes = static_cast<int>(hashes_.size());
   info.matched_blocks = matched_blocks_;
+  info.durable_lengths = durable_lengths_;
+  info.recovered = recovered_;
   return info;
+}
+
+std::string Sequence::TierKey(int layer, int head_index, size_t b, bool shared,
+                              BlockKind kind) const {
+  const int head = config_.head_begin + head_index;
+  if (shared) return SharedBlockKey(config_.scope, hashes_[b], layer, head, kind);
+  return PrivateBlockKey(config_.id, layer, head, static_cast<int>(b), kind);
+}
+
+Manifest Sequence::ToManifest() const {
+  Manifest m;
+  m.id = config_.id;
+  m.tenant = config_.tenant;
+  m.spec = config_.spec;
+  m.model_fingerprint = config_.model_fingerprint;
+  m.head_begin = config_.head_begin;
+  m.head_end = config_.head_end;
+  m.hashes = hashes_;
+  m.durable_lengths = durable_lengths_;
+  return m;
+}
+
+void Sequence::Restore(const Manifest& m, std::vector<PrefixEntry*> entries, int matched_blocks,
+                       std::vector<std::vector<BlockRef>> tables) {
+  recovered_ = true;
+  looked_up_ = !m.hashes.empty();
+  hashes_ = m.hashes;
+  entries_ = std::move(entries);
+  matched_blocks_ = matched_blocks;
+  tables_ = std::move(tables);
+  lengths_ = m.durable_lengths;
+  durable_lengths_ = m.durable_lengths;
+  appended_ = std::any_of(lengths_.begin(), lengths_.end(), [](int n) { return n > 0; });
 }
 
 }  // namespace attic::kv_internal

@@ -25,8 +25,11 @@
 #include "common/tensor_view.h"
 #include "common/thread_annotations.h"
 #include "kvstore/internal/block_pool.h"
+#include "kvstore/internal/manifest.h"
 #include "kvstore/internal/prefix_cache.h"
+#include "kvstore/internal/value_residency.h"
 #include "kvstore/kv_store.h"
+#include "kvstore/ssd/ssd_tier.h"
 
 namespace attic::kv_internal {
 
@@ -97,7 +100,8 @@ class Sequence {
   // kv_head is absolute and validated. Refills *out with views of the layer's blocks; with
   // `verify`, DataLoss naming the first full block whose checksum does not match (*out
   // untouched).
-  Status Read(int layer, int kv_head, bool verify, BlockPools pools,
+  // Spilled values come back as v == nullptr; `touch` (may be null) marks resident ones used.
+  Status Read(int layer, int kv_head, bool verify, BlockPools pools, ValueResidency* touch,
               std::vector<BlockView>* out) const REQUIRES(mu);
   // Checks every sealed private block (shared ones are the prefix cache's to check).
   Status Verify(BlockPools pools) const REQUIRES(mu);
@@ -105,6 +109,43 @@ class Sequence {
   // Marks the sequence closed and hands over what it held.
   ReleasedBlocks Close() REQUIRES(mu);
   SequenceInfo Info() const REQUIRES(mu);
+
+  // --- SSD tier bookkeeping (docs/kvstore-ssd.md) ---
+  // A sealed block whose write-through failed, retried by the store's Maintain.
+  struct PendingBlock {
+    int layer = 0;
+    int head_index = 0;
+    size_t block = 0;
+  };
+  int durable_length(int layer) const REQUIRES(mu) {
+    return durable_lengths_[static_cast<size_t>(layer)];
+  }
+  void set_durable_length(int layer, int n) REQUIRES(mu) {
+    durable_lengths_[static_cast<size_t>(layer)] = n;
+  }
+  std::vector<PendingBlock>& pending() REQUIRES(mu) { return pending_; }
+  size_t num_blocks(int layer, int head_index) const REQUIRES(mu) {
+    return table(layer, head_index).size();
+  }
+  const BlockRef& ref(int layer, int head_index, size_t block) const REQUIRES(mu) {
+    return table(layer, head_index)[block];
+  }
+  // Whether block index b is a prompt block with a prefix entry: full, it is stored shared.
+  bool Shareable(size_t b) const REQUIRES(mu) {
+    return b < entries_.size() && entries_[b] != nullptr;
+  }
+  // The tier key of block b of (layer, head_index): shared blocks under the prefix scope and
+  // hashes[b], the rest under the sequence. `shared` says which.
+  std::string TierKey(int layer, int head_index, size_t b, bool shared, BlockKind kind) const
+      REQUIRES(mu);
+  Manifest ToManifest() const REQUIRES(mu);
+  std::string Name(int layer, int head_index, size_t block) const {
+    return BlockName(layer, head_index, block);
+  }
+  // Installs what recovery rebuilt from the manifest: pinned entries (one per hash), the
+  // tables ([num_layers][num_heads] blocks) and the durable lengths as lengths.
+  void Restore(const Manifest& m, std::vector<PrefixEntry*> entries, int matched_blocks,
+               std::vector<std::vector<BlockRef>> tables) REQUIRES(mu);
 
  private:
   std::vector<BlockRef>& table(int layer, int head_index) REQUIRES(mu);
@@ -119,6 +160,9 @@ class Sequence {
   std::vector<uint64_t> hashes_ GUARDED_BY(mu);
   std::vector<PrefixEntry*> entries_ GUARDED_BY(mu);  // [hashes_.size()], pinned
   std::vector<int> lengths_ GUARDED_BY(mu);           // [num_layers], tokens
+  std::vector<int> durable_lengths_ GUARDED_BY(mu);   // [num_layers], tokens on SSD
+  std::vector<PendingBlock> pending_ GUARDED_BY(mu);
+  bool recovered_ GUARDED_BY(mu) = false;
   // [num_layers][num_heads]: block b holds tokens [b*B, (b+1)*B); size ceil(length / B).
   std::vector<std::vector<BlockRef>> tables_ GUARDED_BY(mu);
 };

@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "attention_workers/merge.h"
+#include "attention_workers/retrieval/locality.h"
 #include "services/worker/payload.h"
 #include "transport/capnp_codec.h"
 #include "transport/proto/attic.capnp.h"
@@ -35,6 +36,7 @@ struct AttendExecutor::Item {
   int kv_head_begin = 0;
   int heads = 0;          // h
   int length = 0;         // tokens after the append
+  int durable = 0;        // of them, on the SSD tier
   size_t q_index = 0;     // first float of this item's queries in q_
   size_t slot_begin = 0;  // first of its h slots
   size_t out_index = 0;   // first float of its o in the reply payload (lse follows o)
@@ -66,12 +68,17 @@ struct AttendExecutor::Task {
   uint64_t keys = 0;       // exact dot products
   uint64_t selected = 0;   // tokens attended
   uint64_t bytes = 0;      // K, V and index bytes read
+  uint64_t ssd_bytes = 0;  // values read from the SSD tier
   bool fell_back = false;  // sparse task answered densely (index busy or gone)
 };
 
 struct AttendExecutor::SparseScratch {
   std::vector<const std::byte*> key_blocks;
   std::vector<KvRun> fallback_runs;
+  std::vector<KvRun> fetched_runs;  // the runs with reloaded values filled in
+  std::vector<int32_t> fixed;       // sinks + window + unfolded keys
+  std::vector<int> fetch;
+  std::vector<const std::byte*> values;
   retrieval::SearchResult result;
   std::vector<int32_t> selection;
 };
@@ -83,7 +90,9 @@ AttendExecutor::AttendExecutor(KvStore* store, ThreadPool* pool, const ModelSpec
       spec_(spec),
       group_(spec.group_size()),
       retrieval_(retrieval),
-      reply_buffers_(std::make_shared<ReplyBuffers>()) {}
+      reply_buffers_(std::make_shared<ReplyBuffers>()) {
+  locality_.block_size = spec.block_size;
+}
 
 std::shared_ptr<std::vector<float>> AttendExecutor::ReplyBuffers::Get(size_t floats) {
   std::vector<float>* buffer = nullptr;
@@ -246,11 +255,18 @@ Status AttendExecutor::Prepare(const IncomingMessage& request, int layer, Item& 
                                               TensorView(v, item.kv_dtype, {item.heads, d})));
   }
   ASSIGN_OR_RETURN(item.length, store_->Length(item.id, layer));
+  item.durable = 0;
+  if (store_->has_ssd_tier()) {
+    ASSIGN_OR_RETURN(SequenceInfo after, store_->GetSequence(item.id));
+    item.durable = after.durable_lengths[static_cast<size_t>(layer)];
+  }
   item.runs.clear();
   item.head_runs.assign(static_cast<size_t>(item.heads), 0);
   item.head_tokens.assign(static_cast<size_t>(item.heads), 0);
   for (int h = 0; h < item.heads; ++h) {
-    RETURN_IF_ERROR(store_->ReadBlocks(item.id, layer, item.kv_head_begin + h, &item.blocks));
+    // Dense passes use every resident value now; sparse steps mark what they select.
+    RETURN_IF_ERROR(store_->ReadBlocks(item.id, layer, item.kv_head_begin + h, &item.blocks,
+                                       /*touch_values=*/!sparse_.active));
     for (const BlockView& b : item.blocks) {
       item.runs.push_back(KvRun{b.k, b.v, b.num_tokens});
       item.head_tokens[static_cast<size_t>(h)] += b.num_tokens;
@@ -393,12 +409,13 @@ void AttendExecutor::Compute() {
     Task& task = tasks_[static_cast<size_t>(t)];
     float* out = partial_o_.data() + static_cast<size_t>(t) * gd;
     float* lse = partial_lse_.data() + static_cast<size_t>(t) * static_cast<size_t>(group_);
+    const Slot& slot = slots_[items_[task.item].slot_begin + static_cast<size_t>(task.head)];
     task_status_[static_cast<size_t>(t)] =
         task.sparse ? RunSparse(static_cast<size_t>(t), out, lse)
                     : RunDense(task,
                                std::span<const KvRun>(runs_.data() + task.run_begin,
                                                       task.run_end - task.run_begin),
-                               out, lse);
+                               static_cast<int>(task.run_begin - slot.run_begin), out, lse);
   });
   for (size_t t = 0; t < tasks_.size(); ++t) {
     Item& item = items_[tasks_[t].item];
@@ -406,9 +423,37 @@ void AttendExecutor::Compute() {
   }
 }
 
-Status AttendExecutor::RunDense(Task& task, std::span<const KvRun> runs, float* out, float* lse) {
+Status AttendExecutor::RunDense(Task& task, std::span<const KvRun> runs, int first_block,
+                               float* out, float* lse) {
   const Item& item = items_[task.item];
   const size_t gd = static_cast<size_t>(group_) * static_cast<size_t>(spec_.head_dim);
+  // Values spilled to SSD are streamed into this thread's staging buffer for the task (not
+  // made resident: a dense pass over a long spilled sequence would evict everything else).
+  // Tasks are chunks of the sequence on the pool's threads, so one task's reads overlap the
+  // others' kernels.
+  thread_local std::vector<KvRun> streamed;
+  thread_local std::vector<std::byte> staging;
+  thread_local std::vector<int> spilled;
+  thread_local std::vector<std::byte*> dst;
+  spilled.clear();
+  for (size_t r = 0; r < runs.size(); ++r) {
+    if (runs[r].v == nullptr) spilled.push_back(first_block + static_cast<int>(r));
+  }
+  if (!spilled.empty()) {
+    const size_t block_bytes = spec_.block_bytes();
+    staging.resize(spilled.size() * block_bytes);
+    dst.clear();
+    for (size_t i = 0; i < spilled.size(); ++i) dst.push_back(staging.data() + i * block_bytes);
+    FetchStats fs;
+    RETURN_IF_ERROR(store_->LoadValues(item.id, layer_, item.kv_head_begin + task.head, spilled,
+                                       dst, &fs));
+    task.ssd_bytes += fs.bytes_read;
+    streamed.assign(runs.begin(), runs.end());
+    for (size_t i = 0; i < spilled.size(); ++i) {
+      streamed[static_cast<size_t>(spilled[i] - first_block)].v = dst[i];
+    }
+    runs = streamed;
+  }
   uint64_t tokens = 0;
   for (const KvRun& r : runs) tokens += static_cast<uint64_t>(r.num_tokens);
   task.keys = tokens;
@@ -439,7 +484,7 @@ Status AttendExecutor::RunSparse(size_t t, float* out, float* lse) {
     if (item.selection.exclude_window) keep -= item.selection.window;
     scratch.fallback_runs.clear();
     AppendCut(runs, keep, &scratch.fallback_runs);
-    return RunDense(task, scratch.fallback_runs, out, lse);
+    return RunDense(task, scratch.fallback_runs, 0, out, lse);
   }
   const size_t gd = static_cast<size_t>(group_) * static_cast<size_t>(spec_.head_dim);
   scratch.key_blocks.clear();
@@ -458,21 +503,33 @@ Status AttendExecutor::RunSparse(size_t t, float* out, float* lse) {
                                       spec_.dtype);
   scratch.result.positions.clear();
   scratch.result.stats = {};
+  const bool spilled = std::any_of(runs.begin(), runs.end(),
+                                   [](const KvRun& r) { return r.v == nullptr; });
+  // With values on SSD, the search returns more candidates for the locality plan to choose
+  // the top k from (docs/retrieval-locality.md).
+  const int depth = spilled ? retrieval::CandidateDepth(locality_, sparse_.selection.top_k)
+                            : sparse_.selection.top_k;
   if (sparse_.selection.top_k > 0) {
-    RETURN_IF_ERROR(lease.index->Search(
-        keys, scorer, {.top_k = sparse_.selection.top_k, .effort = sparse_.effort},
-        &scratch.result));
+    RETURN_IF_ERROR(lease.index->Search(keys, scorer, {.top_k = depth, .effort = sparse_.effort},
+                                        &scratch.result));
   }
-  scratch.selection = retrieval::BuildSelection(
-      {.length = tokens, .indexed = lease.index->size(), .retrieved = scratch.result.positions},
-      item.selection);
+  const int64_t indexed = lease.index->size();
   lease = {};  // the index is not needed past the search
+  std::span<const KvRun> attend_runs = runs;
+  if (!spilled) {
+    scratch.selection = retrieval::BuildSelection(
+        {.length = tokens, .indexed = indexed, .retrieved = scratch.result.positions},
+        item.selection);
+  } else {
+    RETURN_IF_ERROR(FetchSelection(task, runs, tokens, indexed, scratch));
+    attend_runs = scratch.fetched_runs;
+  }
   RETURN_IF_ERROR(SparseDecodeAttention({.q = q,
                                          .group_size = group_,
                                          .head_dim = spec_.head_dim,
                                          .dtype = spec_.dtype,
                                          .scale = spec_.EffectiveScale(),
-                                         .blocks = runs,
+                                         .blocks = attend_runs,
                                          .block_size = spec_.block_size,
                                          .positions = scratch.selection,
                                          .out = out,
@@ -488,6 +545,50 @@ Status AttendExecutor::RunSparse(size_t t, float* out, float* lse) {
   task.selected = selected;
   task.bytes = static_cast<uint64_t>(scratch.result.stats.bytes_read) +
                (2 * selected - scored_selected) * row_bytes;
+  return OkStatus();
+}
+
+Status AttendExecutor::FetchSelection(Task& task, std::span<const KvRun> runs, int64_t tokens,
+                                      int64_t indexed, SparseScratch& scratch) {
+  const Item& item = items_[task.item];
+  const int top_k = sparse_.selection.top_k;
+  scratch.fixed = retrieval::BuildSelection({.length = tokens, .indexed = indexed, .retrieved = {}},
+                                            item.selection);
+  // The store's DRAM is the resident set: a block is available when its value is resident.
+  const retrieval::FetchPlan plan = retrieval::PlanLocalityFetch(
+      {.length = tokens,
+       .fixed = scratch.fixed,
+       .candidates = scratch.result.positions,
+       .scores = scratch.result.scores,
+       .top_k = std::min<int>(top_k, static_cast<int>(scratch.result.positions.size()))},
+      locality_, [&](int b) { return runs[static_cast<size_t>(b)].v != nullptr; });
+  scratch.fetch.assign(plan.blocks_fetched.begin(), plan.blocks_fetched.end());
+  scratch.fetch.insert(scratch.fetch.end(), plan.blocks_prefetched.begin(),
+                       plan.blocks_prefetched.end());
+  scratch.fetched_runs.assign(runs.begin(), runs.end());
+  if (!scratch.fetch.empty()) {
+    FetchStats fs;
+    RETURN_IF_ERROR(store_->FetchValues(item.id, layer_, item.kv_head_begin + task.head,
+                                        scratch.fetch, &scratch.values, &fs));
+    task.ssd_bytes += fs.bytes_read;
+    for (size_t i = 0; i < scratch.fetch.size(); ++i) {
+      scratch.fetched_runs[static_cast<size_t>(scratch.fetch[i])].v = scratch.values[i];
+    }
+  }
+  // The blocks used from DRAM are marked used too, so the spill order keeps them.
+  std::vector<int> used(plan.blocks_resident.begin(), plan.blocks_resident.end());
+  if (!used.empty()) {
+    RETURN_IF_ERROR(store_->FetchValues(item.id, layer_, item.kv_head_begin + task.head, used,
+                                        &scratch.values, nullptr));
+  }
+  scratch.selection = retrieval::BuildSelection(
+      {.length = tokens, .indexed = indexed, .retrieved = plan.retrieved}, item.selection);
+  for (int32_t p : scratch.selection) {
+    if (scratch.fetched_runs[static_cast<size_t>(p / spec_.block_size)].v == nullptr) {
+      return InternalError("sparse fetch: selected token " + std::to_string(p) +
+                           " has no value in DRAM after the fetch");
+    }
+  }
   return OkStatus();
 }
 
@@ -534,6 +635,7 @@ OutgoingMessage AttendExecutor::BuildReply(Figures* figures) {
     uint64_t keys = 0;
     uint64_t selected = 0;
     uint64_t bytes = 0;
+    uint64_t ssd_bytes = 0;
     uint32_t dense_heads = 0;
     for (int h = 0; h < item.heads; ++h) {
       const Slot& slot = slots_[item.slot_begin + static_cast<size_t>(h)];
@@ -542,6 +644,7 @@ OutgoingMessage AttendExecutor::BuildReply(Figures* figures) {
         keys += tasks_[t].keys;
         selected += tasks_[t].selected;
         bytes += tasks_[t].bytes;
+        ssd_bytes += tasks_[t].ssd_bytes;
         dense = dense || tasks_[t].fell_back;
       }
       dense_heads += dense ? 1 : 0;
@@ -550,6 +653,7 @@ OutgoingMessage AttendExecutor::BuildReply(Figures* figures) {
     figures->keys_scanned += keys;
     figures->selected_tokens += selected;
     figures->bytes_read += bytes;
+    figures->ssd_bytes_read += ssd_bytes;
     figures->dense_heads += dense_heads;
     r.setOutOffset(item.out_index * sizeof(float));
     r.setNumQHeads(static_cast<uint32_t>(static_cast<size_t>(item.heads) * g));
@@ -558,6 +662,7 @@ OutgoingMessage AttendExecutor::BuildReply(Figures* figures) {
     r.setSelectedTokens(selected);
     r.setBytesRead(bytes);
     r.setDenseHeads(dense_heads);
+    r.setDurableTokens(static_cast<uint32_t>(item.durable));
   }
   OutgoingMessage reply;
   reply.method = transport::Method::kAttend;

@@ -29,6 +29,7 @@
 
 #include "attention_workers/decode_attention.h"
 #include "attention_workers/retrieval/key_index.h"
+#include "attention_workers/retrieval/locality.h"
 #include "attention_workers/retrieval/selection.h"
 #include "attention_workers/thread_pool.h"
 #include "common/model_spec.h"
@@ -64,6 +65,7 @@ class AttendExecutor {
     uint64_t bytes_read = 0;
     uint64_t sparse_heads = 0;  // answered from an index
     uint64_t dense_heads = 0;   // sparse requests' heads answered densely
+    uint64_t ssd_bytes_read = 0;  // values read from the SSD tier (dense streams, sparse fetches)
   };
   StatusOr<transport::OutgoingMessage> Run(const transport::IncomingMessage& request,
                                            Figures* figures, Phases* phases);
@@ -98,7 +100,13 @@ class AttendExecutor {
   void Compute();
   // One sparse task: search, select, attend. Falls back to dense when the index is busy.
   Status RunSparse(size_t t, float* out, float* lse);
-  Status RunDense(Task& task, std::span<const KvRun> runs, float* out, float* lse);
+  // runs are consecutive blocks of the task's (item, head) starting at block first_block.
+  Status RunDense(Task& task, std::span<const KvRun> runs, int first_block, float* out,
+                  float* lse);
+  // A sparse step over a sequence with spilled values: chooses the top k with the locality
+  // plan, reloads the blocks it needs and fills scratch.selection and scratch.fetched_runs.
+  Status FetchSelection(Task& task, std::span<const KvRun> runs, int64_t tokens, int64_t indexed,
+                        SparseScratch& scratch);
   transport::OutgoingMessage BuildReply(Figures* figures);
 
   KvStore* const store_;
@@ -108,6 +116,7 @@ class AttendExecutor {
   RetrievalState* const retrieval_;
   int layer_ = 0;
   SparseRun sparse_;
+  retrieval::LocalityParams locality_;  // sparse fetch from SSD (its defaults)
 
   std::vector<Item> items_;
   std::vector<Slot> slots_;

@@ -1,0 +1,303 @@
+// KvStore's restart recovery from the SSD tier, and the prefix cache's SSD half (LookupPrefix
+// finding entries that DRAM evicted or never held). docs/kvstore-ssd.md, "Recovery".
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/hash.h"
+#include "common/log.h"
+#include "kvstore/internal/block_pool.h"
+#include "kvstore/internal/manifest.h"
+#include "kvstore/internal/prefix_cache.h"
+#include "kvstore/internal/sequence.h"
+#include "kvstore/internal/ssd_state.h"
+#include "kvstore/kv_store.h"
+
+namespace attic {
+
+using kv_internal::BlockId;
+using kv_internal::BlockRef;
+using kv_internal::Manifest;
+using kv_internal::PinResult;
+using kv_internal::PrefixEntry;
+using kv_internal::PublishItem;
+using kv_internal::PublishOutcome;
+using kv_internal::Sequence;
+using kv_internal::SequenceConfig;
+
+namespace {
+
+// One block to read back: where its K and V go and under which keys they are stored.
+struct Load {
+  int layer = 0;
+  int head_index = 0;
+  size_t block = 0;
+  bool full = false;
+  std::string k_key;
+  std::string v_key;
+  BlockRef ref;
+};
+
+}  // namespace
+
+Status KvStore::Recover() {
+  std::vector<std::string> manifests;
+  RETURN_IF_ERROR(tier_->ScanRecords(PrefixEntryKeyPrefix(),
+                                     [&](std::string_view, std::string_view value) -> Status {
+                                       if (value.size() != 16) return OkStatus();
+                                       uint64_t scope = 0, hash = 0;
+                                       std::memcpy(&scope, value.data(), 8);
+                                       std::memcpy(&hash, value.data() + 8, 8);
+                                       ssd_->AddEntry({scope, hash});
+                                       return OkStatus();
+                                     }));
+  RETURN_IF_ERROR(tier_->ScanRecords(ManifestKeyPrefix(),
+                                     [&](std::string_view, std::string_view value) -> Status {
+                                       manifests.emplace_back(value);
+                                       return OkStatus();
+                                     }));
+  for (const std::string& bytes : manifests) {
+    StatusOr<Manifest> m = kv_internal::DecodeManifest(bytes);
+    if (!m.ok()) {
+      ATTIC_LOG(kWarn, "kvstore") << "SSD tier " << tier_->path()
+                                     << ": skipping a damaged manifest: " << m.status().message();
+      continue;
+    }
+    Status s = RecoverSequence(*m);
+    if (!s.ok()) {
+      ATTIC_LOG(kWarn, "kvstore") << "SSD tier " << tier_->path() << ": sequence " << m->id
+                                     << " not recovered: " << s.message();
+      continue;
+    }
+    ssd_->recovered.push_back(m->id);
+    // Values beyond the budget go back to SSD as recovery proceeds.
+    const int64_t resident = ssd_->residency.resident_blocks();
+    if (resident > ssd_->high_blocks) ssd_->residency.SpillOldest(resident - ssd_->low_blocks);
+  }
+  std::sort(ssd_->recovered.begin(), ssd_->recovered.end());
+  return OkStatus();
+}
+
+Status KvStore::RecoverSequence(const Manifest& manifest) {
+  SequenceOptions o{.id = manifest.id,
+                    .tenant = manifest.tenant,
+                    .spec = manifest.spec,
+                    .model_fingerprint = manifest.model_fingerprint,
+                    .kv_head_begin = manifest.head_begin,
+                    .kv_head_end = manifest.head_end};
+  RETURN_IF_ERROR(OpenSequence(o));
+  ASSIGN_OR_RETURN(std::shared_ptr<Sequence> seq, Find(manifest.id));
+  const SequenceConfig& c = seq->config();
+  const int bsize = c.block_size();
+  const size_t bytes = c.block_bytes();
+  MutexLock l(&seq->mu);
+  PinResult pin = prefix_->PinChain({.scope = c.scope,
+                                     .num_layers = c.spec.num_layers,
+                                     .num_kv_heads = c.spec.num_kv_heads,
+                                     .head_begin = c.head_begin,
+                                     .head_end = c.head_end,
+                                     .block_bytes = bytes,
+                                     .hashes = manifest.hashes});
+  Manifest m = manifest;
+  const int heads = c.num_heads();
+  std::vector<std::vector<BlockRef>> tables(static_cast<size_t>(c.spec.num_layers) *
+                                            static_cast<size_t>(heads));
+  std::vector<Load> loads;
+  size_t matched_i = 0;
+  // Matched prompt blocks come first in pin.matched, block-major, then layer, then head.
+  for (int b = 0; b < pin.matched_blocks; ++b) {
+    for (int layer = 0; layer < c.spec.num_layers; ++layer) {
+      for (int h = 0; h < heads; ++h) {
+        BlockRef ref = pin.matched[matched_i++];
+        const int len = m.durable_lengths[static_cast<size_t>(layer)];
+        if ((b + 1) * bsize > len) continue;  // beyond this layer's durable length
+        tables[static_cast<size_t>(layer * heads + h)].push_back(ref);
+      }
+    }
+  }
+  for (int layer = 0; layer < c.spec.num_layers; ++layer) {
+    const int len = m.durable_lengths[static_cast<size_t>(layer)];
+    const auto nblocks = static_cast<size_t>((len + bsize - 1) / bsize);
+    for (int h = 0; h < heads; ++h) {
+      std::vector<BlockRef>& t = tables[static_cast<size_t>(layer * heads + h)];
+      for (size_t b = t.size(); b < nblocks; ++b) {
+        const bool full = static_cast<int>(b + 1) * bsize <= len;
+        const bool shared = full && b < pin.entries.size() && pin.entries[b] != nullptr;
+        if (shared) {
+          BlockRef held = prefix_->SlotRef(pin.entries[b], layer, c.head_begin + h);
+          if (held.valid()) {
+            t.push_back(held);
+            continue;
+          }
+        }
+        Load load{.layer = layer, .head_index = h, .block = b, .full = full};
+        load.k_key = PrivateBlockKey(c.id, layer, c.head_begin + h, static_cast<int>(b),
+                                     BlockKind::kKey);
+        load.v_key = PrivateBlockKey(c.id, layer, c.head_begin + h, static_cast<int>(b),
+                                     BlockKind::kValue);
+        if (shared) {
+          load.k_key = SharedBlockKey(c.scope, m.hashes[b], layer, c.head_begin + h,
+                                      BlockKind::kKey);
+          load.v_key = SharedBlockKey(c.scope, m.hashes[b], layer, c.head_begin + h,
+                                      BlockKind::kValue);
+        }
+        loads.push_back(std::move(load));
+        t.push_back(BlockRef{});  // filled below
+      }
+    }
+  }
+  // Read every missing block (keys and values: the values' checksums are needed, and the
+  // ones over budget are spilled again right after).
+  std::vector<BlockRef> fresh;
+  RETURN_IF_ERROR(AllocatePairs(loads.size(), &fresh));
+  std::vector<std::string> keys;
+  std::vector<std::span<std::byte>> dsts;
+  for (size_t i = 0; i < loads.size(); ++i) {
+    loads[i].ref = fresh[i];
+    keys.push_back(loads[i].k_key);
+    dsts.emplace_back(k_pool_->block(fresh[i].k), bytes);
+    keys.push_back(loads[i].v_key);
+    dsts.emplace_back(v_pool_->block(fresh[i].v), bytes);
+  }
+  std::vector<Status> statuses;
+  if (!keys.empty()) (void)tier_->ReadBlocks(keys, dsts, &statuses);
+  // A block that cannot be read truncates its layer there: what follows is unreachable.
+  for (size_t i = 0; i < loads.size(); ++i) {
+    const Status& sk = statuses[2 * i];
+    const Status& sv = statuses[2 * i + 1];
+    if (sk.ok() && sv.ok()) continue;
+    const Status& bad = sk.ok() ? sv : sk;
+    auto& len = m.durable_lengths[static_cast<size_t>(loads[i].layer)];
+    const int cut = static_cast<int>(loads[i].block) * bsize;
+    if (cut < len) {
+      ATTIC_LOG(kWarn, "kvstore")
+          << "SSD tier: " << seq->Name(loads[i].layer, loads[i].head_index, loads[i].block)
+          << " unreadable (" << bad.message() << "); layer truncated to " << cut << " tokens";
+      len = cut;
+    }
+  }
+  // Install: checksums, durability, prefix entries; drop what truncation cut off.
+  std::vector<BlockId> drop_k, drop_v;
+  std::vector<PublishItem> items;
+  size_t li = 0;
+  for (int layer = 0; layer < c.spec.num_layers; ++layer) {
+    const int len = m.durable_lengths[static_cast<size_t>(layer)];
+    const auto nblocks = static_cast<size_t>((len + bsize - 1) / bsize);
+    for (int h = 0; h < heads; ++h) {
+      std::vector<BlockRef>& t = tables[static_cast<size_t>(layer * heads + h)];
+      for (size_t b = 0; b < t.size(); ++b) {
+        if (t[b].valid() && t[b].shared) continue;  // held by a prefix entry already
+        Load& load = loads[li++];
+        if (b >= nblocks) {
+          drop_k.push_back(load.ref.k);
+          drop_v.push_back(load.ref.v);
+          continue;
+        }
+        BlockRef ref = load.ref;
+        if (load.full) {
+          ref.k_crc = Crc32c(k_pool_->block(ref.k), bytes);
+          ref.v_crc = Crc32c(v_pool_->block(ref.v), bytes);
+          ssd_->residency.SetDurable(ref.v);
+        }
+        t[b] = ref;
+        if (load.full && b < pin.entries.size() && pin.entries[b] != nullptr) {
+          items.push_back(PublishItem{.entry = pin.entries[b],
+                                      .layer = layer,
+                                      .kv_head = c.head_begin + h,
+                                      .block_index = static_cast<int>(b),
+                                      .ref = ref});
+        }
+      }
+      t.resize(std::min(t.size(), nblocks));
+    }
+  }
+  k_pool_->Free(drop_k);
+  v_pool_->Free(drop_v);
+  private_blocks_.fetch_sub(static_cast<int64_t>(drop_k.size()), std::memory_order_relaxed);
+  prefix_->Publish(items);
+  int64_t moved = 0;
+  for (const PublishItem& item : items) {
+    if (item.outcome == PublishOutcome::kConflict) continue;
+    tables[static_cast<size_t>(item.layer * heads + (item.kv_head - c.head_begin))]
+          [static_cast<size_t>(item.block_index)] = item.ref;
+    ++moved;
+  }
+  private_blocks_.fetch_sub(moved, std::memory_order_relaxed);
+  seq->Restore(m, std::move(pin.entries), pin.matched_blocks, std::move(tables));
+  return OkStatus();
+}
+
+void KvStore::ExtendPrefixFromSsd(const SequenceConfig& c, std::span<const uint64_t> hashes,
+                                  PinResult* pin) {
+  const size_t bytes = c.block_bytes();
+  for (size_t i = static_cast<size_t>(pin->matched_blocks); i < hashes.size(); ++i) {
+    PrefixEntry* e = pin->entries[i];
+    if (e == nullptr || !ssd_->HasEntry({c.scope, hashes[i]})) return;
+    // Slots the entry holds in DRAM are used as they are; the others are read from SSD.
+    std::vector<BlockRef> refs;
+    std::vector<PublishItem> items;
+    for (int layer = 0; layer < c.spec.num_layers; ++layer) {
+      for (int h = c.head_begin; h < c.head_end; ++h) {
+        refs.push_back(prefix_->SlotRef(e, layer, h));
+        if (!refs.back().valid()) {
+          items.push_back(PublishItem{.entry = e, .layer = layer, .kv_head = h,
+                                      .block_index = static_cast<int>(refs.size() - 1)});
+        }
+      }
+    }
+    std::vector<BlockRef> fresh;
+    if (!AllocatePairs(items.size(), &fresh).ok()) return;
+    std::vector<std::string> keys;
+    std::vector<std::span<std::byte>> dsts;
+    for (size_t j = 0; j < items.size(); ++j) {
+      items[j].ref = fresh[j];
+      keys.push_back(SharedBlockKey(c.scope, hashes[i], items[j].layer, items[j].kv_head,
+                                    BlockKind::kKey));
+      dsts.emplace_back(k_pool_->block(fresh[j].k), bytes);
+      keys.push_back(SharedBlockKey(c.scope, hashes[i], items[j].layer, items[j].kv_head,
+                                    BlockKind::kValue));
+      dsts.emplace_back(v_pool_->block(fresh[j].v), bytes);
+    }
+    std::vector<Status> statuses;
+    if (!keys.empty() && !tier_->ReadBlocks(keys, dsts, &statuses).ok()) {
+      std::vector<BlockId> ks, vs;
+      for (const BlockRef& r : fresh) {
+        ks.push_back(r.k);
+        vs.push_back(r.v);
+      }
+      k_pool_->Free(ks);
+      v_pool_->Free(vs);
+      private_blocks_.fetch_sub(static_cast<int64_t>(fresh.size()), std::memory_order_relaxed);
+      return;  // incomplete on SSD (a layer never written) or unreadable: the match ends here
+    }
+    for (PublishItem& item : items) {
+      item.ref.k_crc = Crc32c(k_pool_->block(item.ref.k), bytes);
+      item.ref.v_crc = Crc32c(v_pool_->block(item.ref.v), bytes);
+      ssd_->residency.SetDurable(item.ref.v);
+    }
+    prefix_->Publish(items);
+    private_blocks_.fetch_sub(static_cast<int64_t>(items.size()), std::memory_order_relaxed);
+    bool conflict = false;
+    for (PublishItem& item : items) {
+      if (item.outcome == PublishOutcome::kConflict) {
+        // Different bytes under the same key in DRAM: keep DRAM's, give ours back.
+        k_pool_->Free(item.ref.k);
+        v_pool_->Free(item.ref.v);
+        conflict = true;
+        continue;
+      }
+      refs[static_cast<size_t>(item.block_index)] = item.ref;
+    }
+    if (conflict) return;
+    for (BlockRef& r : refs) {
+      r.shared = true;
+      pin->matched.push_back(r);
+    }
+    ++pin->matched_blocks;
+    ssd_->ssd_prefix_hits.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+}  // namespace attic
