@@ -82,7 +82,14 @@ Status DecodeAttention(const DecodeAttentionParams& p, IsaLevel isa) {
 Status SparseDecodeAttention(const SparseDecodeAttentionParams& p, IsaLevel isa) {
   RETURN_IF_ERROR(
       CheckCommon(p.q, p.group_size, p.head_dim, p.dtype, p.scale, p.out, p.lse, isa));
-  RETURN_IF_ERROR(CheckRuns(p.blocks, "block"));
+  // Only blocks a position falls in must have their K and V (checked below): a caller may
+  // leave the values of unselected blocks out (e.g. still on SSD).
+  for (size_t b = 0; b < p.blocks.size(); ++b) {
+    if (p.blocks[b].num_tokens < 0) {
+      return InvalidArgumentError("sparse attention: block " + std::to_string(b) +
+                                  " has a negative length");
+    }
+  }
   if (p.block_size < 1) {
     return InvalidArgumentError("sparse attention: block_size " + std::to_string(p.block_size) +
                                 " must be positive");
@@ -114,6 +121,12 @@ Status SparseDecodeAttention(const SparseDecodeAttentionParams& p, IsaLevel isa)
                              "-token context");
     }
     const int32_t b = pos / p.block_size, i = pos % p.block_size;
+    if (p.blocks[static_cast<size_t>(b)].k == nullptr ||
+        p.blocks[static_cast<size_t>(b)].v == nullptr) {
+      return InvalidArgumentError("sparse attention: position " + std::to_string(pos) +
+                                  " falls in block " + std::to_string(b) +
+                                  ", which has a null K or V pointer");
+    }
     if (!runs.empty() && prev == pos - 1 && i != 0) {
       ++runs.back().num_tokens;  // extends the current run inside the same block
     } else {

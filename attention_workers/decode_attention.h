@@ -57,6 +57,7 @@ struct SparseDecodeAttentionParams {
   DType dtype = DType::kBFloat16;
   float scale = 0.0f;
   // The sequence's blocks in order; every block holds block_size tokens except the last.
+  // Blocks no position falls in may have null K or V.
   std::span<const KvRun> blocks;
   int block_size = 0;
   // Token positions to attend to: strictly increasing, each below the total token count.
