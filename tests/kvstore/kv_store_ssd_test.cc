@@ -8,6 +8,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kvstore/kv_store.h"
@@ -332,6 +333,36 @@ TEST_F(SsdStoreTest, FailedDecodeWriteThroughIsRetriedByMaintain) {
   ExpectAll(1, fn, 40);
   OpenStore();
   ExpectAll(1, fn, 32);
+}
+
+// Sequences sharing a prompt share its value blocks: concurrent fetches of one spilled shared
+// block load it once (the others wait for that load) and every thread sees the right bytes.
+TEST_F(SsdStoreTest, ConcurrentFetchesOfSharedBlocks) {
+  OpenStore(/*value_dram_blocks=*/8);
+  const KvFn fn = SeededContent(13);
+  const std::vector<uint64_t> hashes = Chain(21, 8);  // 128 tokens
+  for (uint64_t id : {1u, 2u, 3u, 4u}) {
+    ASSERT_OK(Open(id));
+    ASSERT_OK(store_->LookupPrefix(id, hashes).status());
+    ASSERT_OK(Prefill(id, fn, id == 1 ? 0 : 128, id == 1 ? 160 : 32));
+  }
+  store_->Maintain();
+  ASSERT_GT(store_->Stats().v_spilled_blocks, 0);
+  std::vector<std::thread> threads;
+  std::vector<Status> results(8);
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      const uint64_t id = 1 + static_cast<uint64_t>(i % 4);
+      std::vector<const std::byte*> values;
+      results[static_cast<size_t>(i)] =
+          store_->FetchValues(id, i % 2, (i / 2) % 2, std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7},
+                              &values);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const Status& r : results) EXPECT_OK(r);
+  EXPECT_LE(store_->Stats().reloaded_total, 32);  // 8 blocks x 2 layers x 2 heads, at most once
+  for (uint64_t id : {1u, 2u, 3u, 4u}) ExpectAll(id, fn, 160);
 }
 
 // Random opens, prefills, decode tokens, closes, spills, reloads and restarts against a model
