@@ -1,5 +1,6 @@
 // The sequence-lifecycle methods of WorkerService: OpenSequence, LookupPrefix, AppendKv,
-// CloseSequence and Stats. Attend lives in attend_executor.cc.
+// CloseSequence and Stats. Attend lives in attend_executor.cc, the SSD tier's side (recovery,
+// resume, stored query samples, durable lengths) in tier_handlers.cc.
 #include <limits>
 #include <string>
 
@@ -33,9 +34,11 @@ std::string SeqName(uint64_t id) { return "sequence " + std::to_string(id); }
 StatusOr<OutgoingMessage> WorkerService::OpenSequence(const IncomingMessage& req) {
   ASSIGN_OR_RETURN(CapnpMessage msg, CapnpMessage::Parse(req.header()));
   SequenceOptions seq;
+  bool resume = false;
   Status parsed = CatchKj("OpenSequenceRequest", [&]() -> Status {
     auto r = msg.Root<wire::OpenSequenceRequest>();
     seq.id = r.getSequenceId();
+    resume = r.getResume();
     seq.tenant = r.getTenant().cStr();
     ASSIGN_OR_RETURN(seq.spec, transport::SpecFromWire(r.getSpec()));
     seq.model_fingerprint = r.getModelFingerprint();
@@ -55,6 +58,8 @@ StatusOr<OutgoingMessage> WorkerService::OpenSequence(const IncomingMessage& req
                                    " differs from worker " + options_.name + "'s model " +
                                    options_.spec.ToString());
   }
+  if (resume) return Resume(seq);
+  RETURN_IF_ERROR(CheckNotRecovered(seq.id));
   RETURN_IF_ERROR(store_->OpenSequence(seq));
   capnp::MallocMessageBuilder builder;
   builder.initRoot<wire::OpenSequenceReply>();
@@ -148,15 +153,9 @@ StatusOr<OutgoingMessage> WorkerService::AppendKv(const IncomingMessage& req) {
     ASSIGN_OR_RETURN(sample, PayloadSlice(req.payload(), sample_offset,
                                           sample_floats * DTypeSize(sample_dtype), "query sample"));
   }
-  retrieval::IndexKind kind = options_.retrieval.kind;
-  if (kind_number != 0) {
-    const std::optional<retrieval::IndexKind> named =
-        retrieval::IndexKindFromNumber(kind_number - 1);
-    if (!named) {
-      return InvalidArgumentError(SeqName(id) + ": unknown index kind " +
-                                  std::to_string(kind_number));
-    }
-    kind = *named;
+  if (kind_number != 0 && !retrieval::IndexKindFromNumber(kind_number - 1)) {
+    return InvalidArgumentError(SeqName(id) + ": unknown index kind " +
+                                std::to_string(kind_number));
   }
   if (num_tokens == 0) {
     // Nothing to append: the request carries only a query sample or a build request.
@@ -170,15 +169,14 @@ StatusOr<OutgoingMessage> WorkerService::AppendKv(const IncomingMessage& req) {
     RETURN_IF_ERROR(store_->AppendTokens(id, layer, kv_k, kv_v));
   }
   ASSIGN_OR_RETURN(int length, store_->Length(id, layer));
-  if (sample_count > 0) {
-    std::vector<float> q(sample_floats);
-    ConvertToFloat(sample_dtype, sample, q.data(), q.size());
-    retrieval_->AddSample(id, layer, static_cast<int>(heads), std::move(q),
-                          std::move(sample_positions));
+  if (sample_count > 0 || build_index) {
+    AcceptSample(id, layer, static_cast<int>(heads), sample_dtype, sample,
+                 std::move(sample_positions), build_index, kind_number);
   }
-  if (build_index) retrieval_->RequestBuild(id, layer, static_cast<int>(heads), kind);
   capnp::MallocMessageBuilder builder;
-  builder.initRoot<wire::AppendKvReply>().setLength(static_cast<uint32_t>(length));
+  auto reply = builder.initRoot<wire::AppendKvReply>();
+  reply.setLength(static_cast<uint32_t>(length));
+  reply.setDurableTokens(static_cast<uint32_t>(DurableLength(id, layer)));
   return MakeReply(req.method(), builder);
 }
 
@@ -190,6 +188,7 @@ StatusOr<OutgoingMessage> WorkerService::CloseSequence(const IncomingMessage& re
   // Waits for an index build of this sequence in flight: it reads the blocks the store frees.
   retrieval_->Forget(id);
   RETURN_IF_ERROR(store_->CloseSequence(id));
+  std::erase_if(samples_, [id](const auto& entry) { return entry.first.first == id; });
   capnp::MallocMessageBuilder builder;
   builder.initRoot<wire::CloseSequenceReply>();
   return MakeReply(req.method(), builder);
@@ -209,6 +208,16 @@ StatusOr<OutgoingMessage> WorkerService::Stats(const IncomingMessage& req) {
   r.setCachedBlocks(static_cast<uint64_t>(s.cached_blocks));
   r.setPrefixHits(static_cast<uint64_t>(s.prefix_hits));
   r.setWorkerName(options_.name);
+  r.setSsdTier(s.ssd);
+  r.setValueDramBlocks(static_cast<uint64_t>(s.value_dram_blocks));
+  r.setVResidentBlocks(static_cast<uint64_t>(s.v_resident_blocks));
+  r.setVSpilledBlocks(static_cast<uint64_t>(s.v_spilled_blocks));
+  r.setSpilledBlocksTotal(static_cast<uint64_t>(s.spilled_total));
+  r.setSsdBytesRead(s.ssd_bytes_read);
+  r.setSsdBytesWritten(s.tier.block_bytes_written);
+  r.setDurabilityErrors(static_cast<uint64_t>(s.durability_errors));
+  r.setPendingDurableBlocks(static_cast<uint64_t>(s.pending_durable_blocks));
+  r.setRecoveredSequences(static_cast<uint64_t>(s.recovered_sequences));
   return MakeReply(req.method(), builder);
 }
 

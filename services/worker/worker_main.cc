@@ -1,15 +1,19 @@
-// attic-worker: the attention worker daemon. Holds KV caches in DRAM and answers the data
-// plane (UCX) with attention; serves /metrics, /healthz and /readyz over HTTP.
+// attic-worker: the attention worker daemon. Holds KV caches in DRAM (and, with data_dir, on
+// an SSD tier that survives restarts) and answers the data plane (UCX) with attention; serves
+// /metrics, /healthz and /readyz over HTTP.
 //
 //   attic-worker --config worker.yaml --data-port 7100 --control-port 7180
+//   attic-worker --data-dir /var/lib/attic/kv --value-dram-fraction 0.25
 //   attic-worker --help
 //
 // Control plane: /metrics (Prometheus), /healthz, /readyz, and the admin pages /configz
-// (effective configuration, token masked) and /statusz (KV and connection figures, JSON).
+// (effective configuration, token masked) and /statusz (KV and connection figures, JSON). It
+// comes up first: /healthz answers and /readyz says 503 "starting" while the SSD tier is
+// recovered, and turns to 200 once the data plane listens.
 //
 // SIGTERM or SIGINT drains: readiness turns to 503, new requests get UNAVAILABLE, requests
-// already queued finish (up to drain_timeout_ms), then the worker exits 0. Nothing is
-// durable yet: a restarted worker starts empty (docs/worker.md).
+// already queued finish (up to drain_timeout_ms), then the worker exits 0. Without data_dir
+// nothing is durable: a restarted worker starts empty (docs/worker.md).
 #include <signal.h>
 #include <unistd.h>
 
@@ -47,6 +51,131 @@ Status WriteReadyFile(const std::string& path, const std::string& name, uint16_t
   return OkStatus();
 }
 
+// What the control plane's handlers read. The service and the server are published once both
+// run; the control plane is stopped before either is destroyed.
+struct Serving {
+  enum Phase { kStarting, kReady, kDraining };
+  std::atomic<Phase> phase{kStarting};
+  std::atomic<WorkerService*> service{nullptr};
+  std::atomic<transport::RpcServer*> rpc{nullptr};
+};
+
+WorkerServiceOptions ServiceOptions(const WorkerConfig& config) {
+  WorkerServiceOptions o{.name = config.name,
+                         .spec = config.model,
+                         .model_fingerprint = config.model_fingerprint,
+                         .kv_memory_bytes = config.kv_memory_bytes,
+                         .populate = config.populate,
+                         .compute_threads = config.compute_threads};
+  o.retrieval = {
+      .kind = *retrieval::ParseIndexKind(config.retrieval.index_kind),  // a checked choice
+      .sinks = config.retrieval.sinks,
+      .window = config.retrieval.window,
+      .top_k = config.retrieval.top_k,
+      .min_tokens = config.retrieval.min_tokens,
+      .fold_tokens = config.retrieval.fold_tokens,
+      .build_threads = config.retrieval.build_threads,
+      .profile_heads = config.retrieval.profile_heads};
+  constexpr uint64_t kMiB = uint64_t{1} << 20;
+  o.ssd.path = config.data_dir;
+  o.ssd.block_cache_bytes = static_cast<size_t>(config.ssd.block_cache_mb) * kMiB;
+  o.ssd.background_threads = config.ssd.background_threads;
+  o.ssd.direct_io = config.ssd.direct_io;
+  o.ssd.sync = config.ssd.sync;
+  o.ssd.flush_bytes = static_cast<size_t>(config.ssd.flush_mb) * kMiB;
+  o.value_dram_fraction = config.value_dram_fraction;
+  o.value_dram_bytes = config.value_dram_mb * kMiB;
+  o.spill_high_watermark = config.spill_high_watermark;
+  o.spill_low_watermark = config.spill_low_watermark;
+  return o;
+}
+
+std::string StatusJson(const Serving& serving) {
+  WorkerService* svc = serving.service.load();
+  transport::RpcServer* rpc = serving.rpc.load();
+  std::string body = "{";
+  auto field = [&body](const char* name, int64_t v) {
+    body += (body.size() > 1 ? ", \"" : "\"") + std::string(name) + "\": " + std::to_string(v);
+  };
+  field("ready", serving.phase.load() == Serving::kReady ? 1 : 0);
+  if (svc != nullptr && rpc != nullptr) {
+    const KvStoreStats s = svc->store().Stats();
+    const transport::RpcServerStats& r = rpc->stats();
+    field("sequences", s.sequences);
+    field("k_blocks_used", s.k.used_blocks);
+    field("k_blocks_capacity", s.k.capacity_blocks);
+    field("v_blocks_used", s.v.used_blocks);
+    field("v_blocks_capacity", s.v.capacity_blocks);
+    field("prefix_blocks", s.prefix_blocks);
+    field("cached_blocks", s.cached_blocks);
+    field("ssd_tier", s.ssd ? 1 : 0);
+    field("v_resident_blocks", s.v_resident_blocks);
+    field("v_spilled_blocks", s.v_spilled_blocks);
+    field("pending_durable_blocks", s.pending_durable_blocks);
+    field("recovered_sequences", s.recovered_sequences);
+    field("queue_depth", svc->queue_depth());
+    field("connections", static_cast<int64_t>(r.connections_open.load()));
+    field("requests_received", static_cast<int64_t>(r.requests_received.load()));
+  }
+  return body + "}\n";
+}
+
+std::map<std::string, control::HttpHandler> ControlRoutes(const WorkerConfig& config,
+                                                          WorkerMetrics* metrics,
+                                                          Serving* serving) {
+  std::map<std::string, control::HttpHandler> routes;
+  routes["/metrics"] = [metrics, serving](const control::HttpRequest&) {
+    WorkerService* svc = serving->service.load();
+    transport::RpcServer* rpc = serving->rpc.load();
+    if (svc != nullptr) svc->RefreshMetrics();
+    if (rpc != nullptr) {
+      const transport::RpcServerStats& s = rpc->stats();
+      metrics->SetConnections(static_cast<int64_t>(s.connections_open.load()),
+                              s.handshakes_refused.load());
+    }
+    return control::HttpResponse{.status = 200,
+                                 .content_type = "text/plain; version=0.0.4; charset=utf-8",
+                                 .body = metrics->Serialize()};
+  };
+  routes["/healthz"] = [](const control::HttpRequest&) {
+    return control::HttpResponse{.status = 200, .body = "ok\n"};
+  };
+  routes["/readyz"] = [serving](const control::HttpRequest&) {
+    switch (serving->phase.load()) {
+      case Serving::kReady: return control::HttpResponse{.status = 200, .body = "ready\n"};
+      case Serving::kStarting:
+        return control::HttpResponse{.status = 503, .body = "starting (recovering)\n"};
+      case Serving::kDraining: break;
+    }
+    return control::HttpResponse{.status = 503, .body = "draining\n"};
+  };
+  // Admin: the effective configuration (token masked) and the store's figures.
+  const std::string described = DescribeConfig(config);
+  routes["/configz"] = [described](const control::HttpRequest&) {
+    return control::HttpResponse{.status = 200, .body = described};
+  };
+  routes["/statusz"] = [serving](const control::HttpRequest&) {
+    return control::HttpResponse{.status = 200, .content_type = "application/json",
+                                 .body = StatusJson(*serving)};
+  };
+  return routes;
+}
+
+transport::RpcServerOptions RpcOptions(const WorkerConfig& config, const WorkerService& svc) {
+  transport::RpcServerOptions o;
+  o.name = config.name;
+  o.listen_address = config.listen_address;
+  o.port = config.data_port;
+  o.model_fingerprint = svc.model_fingerprint();
+  o.token = config.token;
+  o.hello_reply_header = svc.HelloReplyHeader();
+  o.max_payload_bytes = config.max_message_bytes;
+  o.register_regions = svc.memory_regions();
+  o.busy_poll_us = config.busy_poll_us;
+  o.default_timeout_ms = config.default_timeout_ms;
+  return o;
+}
+
 int Serve(const WorkerConfig& config) {
   // Signals are taken synchronously by this thread; every thread started below inherits the
   // mask, so no library thread is interrupted by them.
@@ -57,40 +186,24 @@ int Serve(const WorkerConfig& config) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   WorkerMetrics metrics(config.name);
-  WorkerServiceOptions service_options{.name = config.name,
-                                       .spec = config.model,
-                                       .model_fingerprint = config.model_fingerprint,
-                                       .kv_memory_bytes = config.kv_memory_bytes,
-                                       .populate = config.populate,
-                                       .compute_threads = config.compute_threads};
-  service_options.retrieval = {
-      .kind = *retrieval::ParseIndexKind(config.retrieval.index_kind),  // a checked choice
-      .sinks = config.retrieval.sinks,
-      .window = config.retrieval.window,
-      .top_k = config.retrieval.top_k,
-      .min_tokens = config.retrieval.min_tokens,
-      .fold_tokens = config.retrieval.fold_tokens,
-      .build_threads = config.retrieval.build_threads,
-      .profile_heads = config.retrieval.profile_heads};
-  StatusOr<std::unique_ptr<WorkerService>> service = WorkerService::Create(service_options, &metrics);
+  Serving serving;
+  StatusOr<std::unique_ptr<control::HttpServer>> http = control::HttpServer::Start(
+      {.address = config.control_address, .port = config.control_port},
+      ControlRoutes(config, &metrics, &serving));
+  if (!http.ok()) {
+    ATTIC_LOG(kError, "worker") << "cannot serve the control plane: " << http.status();
+    return 1;
+  }
+  StatusOr<std::unique_ptr<WorkerService>> service =
+      WorkerService::Create(ServiceOptions(config), &metrics);
   if (!service.ok()) {
     ATTIC_LOG(kError, "worker") << "cannot start: " << service.status();
     return 1;
   }
-  transport::RpcServerOptions rpc_options;
-  rpc_options.name = config.name;
-  rpc_options.listen_address = config.listen_address;
-  rpc_options.port = config.data_port;
-  rpc_options.model_fingerprint = (*service)->model_fingerprint();
-  rpc_options.token = config.token;
-  rpc_options.hello_reply_header = (*service)->HelloReplyHeader();
-  rpc_options.max_payload_bytes = config.max_message_bytes;
-  rpc_options.register_regions = (*service)->memory_regions();
-  rpc_options.busy_poll_us = config.busy_poll_us;
-  rpc_options.default_timeout_ms = config.default_timeout_ms;
   WorkerService* svc = service->get();
   StatusOr<std::unique_ptr<transport::RpcServer>> server = transport::RpcServer::Start(
-      rpc_options, [svc](transport::IncomingMessage request, transport::Responder responder) {
+      RpcOptions(config, *svc), [svc](transport::IncomingMessage request,
+                                      transport::Responder responder) {
         svc->Submit(std::move(request), std::move(responder));
       });
   if (!server.ok()) {
@@ -99,62 +212,15 @@ int Serve(const WorkerConfig& config) {
     return 1;
   }
   transport::RpcServer* rpc = server->get();
-
-  std::atomic<bool> ready{true};
-  std::map<std::string, control::HttpHandler> routes;
-  routes["/metrics"] = [&](const control::HttpRequest&) {
-    svc->RefreshMetrics();
-    const transport::RpcServerStats& s = rpc->stats();
-    metrics.SetConnections(static_cast<int64_t>(s.connections_open.load()),
-                           s.handshakes_refused.load());
-    return control::HttpResponse{.status = 200,
-                                 .content_type = "text/plain; version=0.0.4; charset=utf-8",
-                                 .body = metrics.Serialize()};
-  };
-  routes["/healthz"] = [](const control::HttpRequest&) {
-    return control::HttpResponse{.status = 200, .body = "ok\n"};
-  };
-  routes["/readyz"] = [&](const control::HttpRequest&) {
-    return ready.load() ? control::HttpResponse{.status = 200, .body = "ready\n"}
-                        : control::HttpResponse{.status = 503, .body = "draining\n"};
-  };
-  // Admin: the effective configuration (token masked) and the store's figures.
-  const std::string described = DescribeConfig(config);
-  routes["/configz"] = [described](const control::HttpRequest&) {
-    return control::HttpResponse{.status = 200, .body = described};
-  };
-  routes["/statusz"] = [svc, rpc, &ready](const control::HttpRequest&) {
-    const KvStoreStats s = svc->store().Stats();
-    const transport::RpcServerStats& r = rpc->stats();
-    std::string body = "{";
-    auto field = [&body](const char* name, int64_t v, bool last = false) {
-      body += "\"" + std::string(name) + "\": " + std::to_string(v) + (last ? "" : ", ");
-    };
-    field("ready", ready.load() ? 1 : 0);
-    field("sequences", s.sequences);
-    field("k_blocks_used", s.k.used_blocks);
-    field("k_blocks_capacity", s.k.capacity_blocks);
-    field("v_blocks_used", s.v.used_blocks);
-    field("v_blocks_capacity", s.v.capacity_blocks);
-    field("prefix_blocks", s.prefix_blocks);
-    field("cached_blocks", s.cached_blocks);
-    field("queue_depth", svc->queue_depth());
-    field("connections", static_cast<int64_t>(r.connections_open.load()));
-    field("requests_received", static_cast<int64_t>(r.requests_received.load()), true);
-    body += "}\n";
-    return control::HttpResponse{.status = 200, .content_type = "application/json",
-                                 .body = body};
-  };
-  StatusOr<std::unique_ptr<control::HttpServer>> http = control::HttpServer::Start(
-      {.address = config.control_address, .port = config.control_port}, routes);
-  if (!http.ok()) {
-    ATTIC_LOG(kError, "worker") << "cannot serve the control plane: " << http.status();
-    return 1;
-  }
+  serving.service.store(svc);
+  serving.rpc.store(rpc);
+  serving.phase.store(Serving::kReady);
   ATTIC_LOG(kInfo, "worker") << config.name << " serving " << config.model.ToString()
                              << " on data port " << rpc->port() << ", control port "
                              << (*http)->port() << ", " << config.kv_memory_bytes
-                             << " bytes of KV memory";
+                             << " bytes of KV memory"
+                             << (config.data_dir.empty() ? ", DRAM only"
+                                                         : ", SSD tier " + config.data_dir);
   if (!config.ready_file.empty()) {
     Status s = WriteReadyFile(config.ready_file, config.name, rpc->port(), (*http)->port());
     if (!s.ok()) {
@@ -166,7 +232,7 @@ int Serve(const WorkerConfig& config) {
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   ATTIC_LOG(kInfo, "worker") << "signal " << signal_number << ": draining";
-  ready.store(false);
+  serving.phase.store(Serving::kDraining);
   rpc->StopAccepting();
   const bool idle = svc->WaitIdle(transport::DeadlineAfter(
       std::chrono::milliseconds(config.drain_timeout_ms)));
@@ -174,8 +240,9 @@ int Serve(const WorkerConfig& config) {
     ATTIC_LOG(kWarn, "worker") << "drain timeout: " << svc->queue_depth()
                                << " requests still queued are answered UNAVAILABLE";
   }
-  // Reverse order of creation: the control plane, then the data plane (its endpoints close
-  // after replies already queued), then the service and its memory.
+  // The control plane goes first although it started first: its handlers read the service and
+  // the server. Then the data plane (its endpoints close after replies already queued), then
+  // the service and its memory (and the SSD tier, closed cleanly).
   http->reset();
   server->reset();
   service->reset();

@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 
@@ -19,10 +20,10 @@ using transport::IncomingMessage;
 using transport::Method;
 using transport::OutgoingMessage;
 
-StatusOr<std::unique_ptr<WorkerService>> WorkerService::Create(
-    const WorkerServiceOptions& options, WorkerMetrics* metrics) {
-  RETURN_IF_ERROR(options.spec.Validate().WithContext("worker model"));
-  std::unique_ptr<WorkerService> service(new WorkerService(options, metrics));
+namespace {
+
+// The pools' sizes from kv_memory_bytes, and the SSD tier's options.
+StatusOr<KvStoreOptions> StoreOptions(const WorkerServiceOptions& options) {
   const size_t block_bytes = options.spec.block_bytes();
   KvStoreOptions kv;
   kv.block_bytes = block_bytes;
@@ -34,13 +35,47 @@ StatusOr<std::unique_ptr<WorkerService>> WorkerService::Create(
                                 " holds fewer than one " + std::to_string(block_bytes) +
                                 "-byte K and V block per KV head");
   }
-  ASSIGN_OR_RETURN(service->store_, KvStore::Open(kv));
+  if (options.ssd.path.empty()) return kv;
+  kv.ssd = options.ssd;
+  const auto budget =
+      options.value_dram_bytes > 0
+          ? static_cast<int64_t>(options.value_dram_bytes / block_bytes)
+          : static_cast<int64_t>(options.value_dram_fraction * static_cast<double>(kv.v_pool_blocks));
+  kv.value_dram_blocks = std::clamp<int64_t>(budget, 1, kv.v_pool_blocks);
+  kv.spill_high_watermark = options.spill_high_watermark;
+  kv.spill_low_watermark = options.spill_low_watermark;
+  return kv;
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<WorkerService>> WorkerService::Create(
+    const WorkerServiceOptions& options, WorkerMetrics* metrics) {
+  RETURN_IF_ERROR(options.spec.Validate().WithContext("worker model"));
+  std::unique_ptr<WorkerService> service(new WorkerService(options, metrics));
+  ASSIGN_OR_RETURN(const KvStoreOptions kv, StoreOptions(options));
+  const auto start = std::chrono::steady_clock::now();
+  StatusOr<std::unique_ptr<KvStore>> store = KvStore::Open(kv);
+  if (!store.ok() && !kv.ssd.path.empty()) {
+    return store.status().WithContext("SSD tier " + kv.ssd.path);
+  }
+  ASSIGN_OR_RETURN(service->store_, std::move(store));
   service->pool_ = std::make_unique<ThreadPool>(
       ThreadPoolOptions{.num_threads = options.compute_threads});
   service->retrieval_ = std::make_unique<worker_internal::RetrievalState>(
       service->store_.get(), options.spec, options.retrieval);
   service->attend_ = std::make_unique<worker_internal::AttendExecutor>(
       service->store_.get(), service->pool_.get(), options.spec, service->retrieval_.get());
+  RETURN_IF_ERROR(service->Recover());
+  service->recovery_.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (service->store_->has_ssd_tier()) {
+    const RecoveryReport& r = service->recovery_;
+    ATTIC_LOG(kInfo, "worker") << "SSD tier " << kv.ssd.path << ": recovered " << r.sequences
+                               << " sequences (" << r.tokens << " tokens over their layers) in "
+                               << r.seconds << " s; the retrieval indexes of " << r.sample_layers
+                               << " layers rebuild in the background";
+  }
   service->dispatcher_ = std::thread([s = service.get()] { s->DispatchLoop(); });
   return service;
 }
@@ -124,6 +159,8 @@ void WorkerService::Run(Pending pending) {
     metrics_->ObserveRequest(static_cast<int>(method), code, seconds);
     metrics_->AddBytes(in, out);
   }
+  // After the reply: the upkeep is off the request's latency, and no value view is held.
+  if (store_->has_ssd_tier()) MaintainTier();
 }
 
 StatusOr<OutgoingMessage> WorkerService::Handle(const IncomingMessage& request) {
@@ -135,6 +172,9 @@ StatusOr<OutgoingMessage> WorkerService::Handle(const IncomingMessage& request) 
       worker_internal::AttendExecutor::Figures figures;
       worker_internal::AttendExecutor::Phases phases;
       StatusOr<OutgoingMessage> reply = attend_->Run(request, &figures, &phases);
+      if (reply.ok() && store_->has_ssd_tier()) {
+        RETURN_IF_ERROR(AddDurableTokens(request, &*reply));
+      }
       if (metrics_ != nullptr) {
         metrics_->AddKeysScanned(figures.keys_scanned);
         metrics_->AddAttendHeads(figures.sparse_heads, figures.dense_heads);
@@ -195,6 +235,31 @@ void WorkerService::RefreshMetrics() const {
   metrics_->SetKv(f);
   metrics_->SetQueueDepth(queue_depth());
   const worker_internal::RetrievalState::Stats r = retrieval_->stats();
+  metrics_->SetSsd({.tier = s.ssd,
+                    .value_dram_blocks = s.value_dram_blocks,
+                    .v_resident_blocks = s.v_resident_blocks,
+                    .v_spilled_blocks = s.v_spilled_blocks,
+                    .pending_durable_blocks = s.pending_durable_blocks,
+                    .recovered_sequences = s.recovered_sequences,
+                    .prefix_entries = s.ssd_prefix_entries,
+                    .live_blob_bytes = s.tier.live_blob_bytes,
+                    .sst_bytes = s.tier.total_sst_bytes,
+                    .write_amplification = s.tier.write_amplification(),
+                    .direct_io = s.tier.direct_io,
+                    .spilled = static_cast<uint64_t>(std::max<int64_t>(0, s.spilled_total)),
+                    .reloaded = static_cast<uint64_t>(std::max<int64_t>(0, s.reloaded_total)),
+                    .streamed = static_cast<uint64_t>(std::max<int64_t>(0, s.streamed_total)),
+                    .durable_retries = durable_retries_.load(std::memory_order_relaxed),
+                    .bytes_read = s.ssd_bytes_read,
+                    .bytes_written = s.tier.block_bytes_written,
+                    .writes = s.tier.writes,
+                    .write_errors = s.tier.write_errors,
+                    .durability_errors =
+                        static_cast<uint64_t>(std::max<int64_t>(0, s.durability_errors)),
+                    .checksum_failures = s.tier.checksum_failures,
+                    .flushes = s.tier.flushes,
+                    .prefix_hits = static_cast<uint64_t>(std::max<int64_t>(0, s.ssd_prefix_hits)),
+                    .sample_store_errors = sample_store_errors_.load(std::memory_order_relaxed)});
   metrics_->SetRetrieval({.indexes = r.indexes,
                           .index_bytes = r.index_bytes,
                           .dense_heads = r.dense_heads,

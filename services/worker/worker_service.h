@@ -14,21 +14,33 @@
 // same sequence. A request whose deadline passed while it was queued is answered
 // DEADLINE_EXCEEDED without running.
 //
+// With an SSD tier (options.ssd.path, docs/worker.md "Durability and restart"): Create
+// recovers the directory's sequences and prefix cache and hands each recovered layer's stored
+// query sample to the retrieval state, whose indexes then rebuild in the background; AppendKv
+// and Attend replies carry each layer's durable length; OpenSequence with `resume` takes over
+// a recovered sequence; and after each request the dispatcher runs the store's upkeep
+// (KvStore::Maintain: spilling values, retrying failed write-throughs), never while an
+// Attend runs.
+//
 // Thread safety: Submit may be called from any thread; Handle only from one thread at a time
 // (the dispatcher's, or a test's while no dispatcher runs requests).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "attention_workers/thread_pool.h"
+#include "common/dtype.h"
 #include "common/model_spec.h"
 #include "common/status.h"
 #include "kvstore/kv_store.h"
@@ -59,12 +71,30 @@ struct WorkerServiceOptions {
   int compute_threads = 0;
   // Retrieval attention: index kind, default selection, background builds.
   worker_internal::RetrievalConfig retrieval;
+  // The SSD tier; an empty ssd.path = DRAM only. With a tier the K pool keeps its half of
+  // kv_memory_bytes, the V pool gets as many block ids, and value_dram_fraction of them (or
+  // value_dram_bytes when nonzero) keep their bytes in DRAM; the rest spill to SSD between the
+  // watermarks (KvStoreOptions).
+  SsdTierOptions ssd;
+  double value_dram_fraction = 1.0;
+  uint64_t value_dram_bytes = 0;
+  double spill_high_watermark = 0.9;
+  double spill_low_watermark = 0.75;
+};
+
+// What Create recovered from the SSD tier.
+struct RecoveryReport {
+  int64_t sequences = 0;
+  int64_t tokens = 0;           // over every layer of every recovered sequence
+  int64_t sample_layers = 0;    // layers whose query sample was restored (indexes rebuilding)
+  double seconds = 0;           // opening the store (its recovery included) and the samples
 };
 
 class WorkerService {
  public:
   // INVALID_ARGUMENT for a bad spec or a pool too small to hold one block per KV head;
-  // RESOURCE_EXHAUSTED if the pools cannot be allocated. metrics may be null; not owned.
+  // RESOURCE_EXHAUSTED if the pools cannot be allocated; the SSD tier's error when its
+  // directory cannot be opened or recovered. metrics may be null; not owned.
   static StatusOr<std::unique_ptr<WorkerService>> Create(const WorkerServiceOptions& options,
                                                          WorkerMetrics* metrics);
   // Stops the dispatcher; queued requests are answered UNAVAILABLE.
@@ -91,6 +121,7 @@ class WorkerService {
   worker_internal::RetrievalState& retrieval() { return *retrieval_; }
   // Copies the store's figures into the metrics (called before each scrape).
   void RefreshMetrics() const;
+  const RecoveryReport& recovery() const { return recovery_; }
 
  private:
   struct Pending {
@@ -108,6 +139,27 @@ class WorkerService {
   StatusOr<transport::OutgoingMessage> CloseSequence(const transport::IncomingMessage& req);
   StatusOr<transport::OutgoingMessage> Stats(const transport::IncomingMessage& req);
 
+  // The SSD tier's side (tier_handlers.cc). Resume answers OpenSequence with `resume`.
+  Status Recover();
+  Status RestoreSamples(const SequenceInfo& info, int layer, std::string blob);
+  StatusOr<transport::OutgoingMessage> Resume(const SequenceOptions& seq);
+  // ALREADY_EXISTS for a plain OpenSequence of a recovered sequence.
+  Status CheckNotRecovered(uint64_t id) const;
+  // A query sample (q [n, G * heads, D] in dtype at `q`, n = positions.size()) and/or a build
+  // request for (id, layer): to the retrieval state, and with a tier appended to the layer's
+  // stored sample.
+  void AcceptSample(uint64_t id, int layer, int heads, DType dtype, const std::byte* q,
+                    std::vector<int32_t> positions, bool build, int kind_number);
+  void FeedRetrieval(uint64_t id, int layer, int heads, DType dtype, const std::byte* q,
+                     std::vector<int32_t> positions, bool build, int kind_number);
+  // The layer's durable tokens; 0 without a tier or for an unknown sequence.
+  int DurableLength(uint64_t id, int layer) const;
+  // Fills AttendReply.Result.durableTokens of an Attend reply (the executor builds the rest).
+  Status AddDurableTokens(const transport::IncomingMessage& request,
+                          transport::OutgoingMessage* reply) const;
+  // KvStore::Maintain between requests, on the dispatcher thread.
+  void MaintainTier();
+
   const WorkerServiceOptions options_;
   uint64_t fingerprint_ = 0;
   WorkerMetrics* const metrics_;
@@ -116,6 +168,16 @@ class WorkerService {
   // Reads the store from its build threads: destroyed (joined) before the store.
   std::unique_ptr<worker_internal::RetrievalState> retrieval_;
   std::unique_ptr<worker_internal::AttendExecutor> attend_;
+  RecoveryReport recovery_;  // written by Create only
+
+  // SSD tier state, touched by the dispatcher thread only (and by Create before it starts):
+  // each (sequence, layer)'s encoded query sample as stored (query_sample_codec.h), and the
+  // last durability status Maintain reported.
+  std::map<std::pair<uint64_t, int>, std::string> samples_;
+  Status last_durability_;
+  // Read by RefreshMetrics on the control plane's thread.
+  std::atomic<uint64_t> sample_store_errors_{0};
+  std::atomic<uint64_t> durable_retries_{0};
 
   mutable std::mutex mu_;
   std::condition_variable wake_;

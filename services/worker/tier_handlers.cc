@@ -1,0 +1,243 @@
+// The SSD tier's side of WorkerService: recovery at start (the store recovers the sequences;
+// the worker restores their query samples so the retrieval indexes rebuild), OpenSequence with
+// resume, the stored query samples, durable lengths in replies, and the upkeep between requests.
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/log.h"
+#include "services/worker/query_sample_codec.h"
+#include "services/worker/worker_service.h"
+#include "transport/capnp_codec.h"
+#include "transport/proto/attic.capnp.h"
+
+namespace attic {
+
+using transport::CapnpMessage;
+using transport::CatchKj;
+using transport::IncomingMessage;
+using transport::OutgoingMessage;
+using worker_internal::QuerySampleRecord;
+
+namespace {
+
+std::string SeqName(uint64_t id) { return "sequence " + std::to_string(id); }
+
+std::string HeadRange(int begin, int end) {
+  return "[" + std::to_string(begin) + ", " + std::to_string(end) + ")";
+}
+
+// FAILED_PRECONDITION naming the first field in which the request differs from the recovered
+// sequence.
+Status CheckResumable(const SequenceOptions& want, const SequenceInfo& have) {
+  const std::string name = SeqName(want.id) + " recovered from the SSD tier";
+  if (want.tenant != have.tenant) {
+    return FailedPreconditionError(name + " belongs to tenant '" + have.tenant + "', not '" +
+                                   want.tenant + "'");
+  }
+  if (!(want.spec == have.spec)) {
+    return FailedPreconditionError(name + " has model " + have.spec.ToString() + ", not " +
+                                   want.spec.ToString());
+  }
+  const uint64_t fingerprint =
+      want.model_fingerprint != 0 ? want.model_fingerprint : want.spec.Fingerprint();
+  if (fingerprint != have.model_fingerprint) {
+    return FailedPreconditionError(name + " has model fingerprint " +
+                                   std::to_string(have.model_fingerprint) + ", not " +
+                                   std::to_string(fingerprint));
+  }
+  if (want.kv_head_begin != have.kv_head_begin || want.kv_head_end != have.kv_head_end) {
+    return FailedPreconditionError(name + " holds KV heads " +
+                                   HeadRange(have.kv_head_begin, have.kv_head_end) + ", not " +
+                                   HeadRange(want.kv_head_begin, want.kv_head_end));
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+Status WorkerService::Recover() {
+  if (!store_->has_ssd_tier()) return OkStatus();
+  for (uint64_t id : store_->RecoveredSequences()) {
+    ASSIGN_OR_RETURN(SequenceInfo info, store_->GetSequence(id));
+    ++recovery_.sequences;
+    for (int n : info.layer_lengths) recovery_.tokens += n;
+    StatusOr<std::vector<std::pair<int, std::string>>> samples = store_->LoadSamples(id);
+    if (!samples.ok()) {
+      // The sequence itself is intact: only its indexes are built without learned queries.
+      ATTIC_LOG(kWarn, "worker") << SeqName(id) << ": query samples not recovered: "
+                                 << samples.status();
+      continue;
+    }
+    for (auto& [layer, blob] : *samples) {
+      const Status s = RestoreSamples(info, layer, std::move(blob));
+      if (!s.ok()) {
+        ATTIC_LOG(kWarn, "worker") << SeqName(id) << " layer " << layer
+                                   << ": query sample not restored: " << s;
+      }
+    }
+  }
+  return OkStatus();
+}
+
+Status WorkerService::RestoreSamples(const SequenceInfo& info, int layer, std::string blob) {
+  const int heads = info.kv_head_end - info.kv_head_begin;
+  if (layer < 0 || layer >= options_.spec.num_layers) {
+    return DataLossError("stored query sample of layer " + std::to_string(layer) +
+                         " outside the model's " + std::to_string(options_.spec.num_layers));
+  }
+  ASSIGN_OR_RETURN(std::vector<QuerySampleRecord> records,
+                   worker_internal::DecodeQuerySamples(blob));
+  bool built = false;
+  for (const QuerySampleRecord& r : records) {
+    built = built || r.build;
+    if (!r.positions.empty() && (r.q_heads != options_.spec.group_size() * heads ||
+                                 r.head_dim != options_.spec.head_dim)) {
+      return DataLossError("stored query sample of " + std::to_string(r.q_heads) + " x " +
+                           std::to_string(r.head_dim) + " queries for " + std::to_string(heads) +
+                           " KV heads of " + options_.spec.ToString());
+    }
+  }
+  // A layer whose prompt was not complete (no build asked yet) starts over: the engine re-sends
+  // its prefill and sample after Resume, and that sample replaces the stored one.
+  if (!built) return OkStatus();
+  for (QuerySampleRecord& r : records) {
+    FeedRetrieval(info.id, layer, heads, r.dtype, reinterpret_cast<const std::byte*>(r.q.data()),
+                  std::move(r.positions), r.build, r.index_kind);
+  }
+  samples_[{info.id, layer}] = std::move(blob);
+  ++recovery_.sample_layers;
+  return OkStatus();
+}
+
+Status WorkerService::CheckNotRecovered(uint64_t id) const {
+  if (!store_->has_ssd_tier()) return OkStatus();
+  const StatusOr<SequenceInfo> info = store_->GetSequence(id);
+  if (info.ok() && info->recovered) {
+    return AlreadyExistsError(SeqName(id) + " was recovered from the SSD tier of worker " +
+                              options_.name + "; open it with resume");
+  }
+  return OkStatus();
+}
+
+StatusOr<OutgoingMessage> WorkerService::Resume(const SequenceOptions& seq) {
+  if (!store_->has_ssd_tier()) {
+    return NotFoundError(SeqName(seq.id) + ": worker " + options_.name +
+                         " has no SSD tier (data_dir), so it recovered nothing to resume");
+  }
+  const StatusOr<SequenceInfo> info = store_->GetSequence(seq.id);
+  if (!info.ok()) {
+    return NotFoundError(SeqName(seq.id) + " was not recovered from the SSD tier of worker " +
+                         options_.name);
+  }
+  if (!info->recovered) {
+    return AlreadyExistsError(SeqName(seq.id) + " is open on worker " + options_.name +
+                              " and was not recovered: only recovered sequences are resumed");
+  }
+  RETURN_IF_ERROR(CheckResumable(seq, *info));
+  capnp::MallocMessageBuilder builder;
+  auto reply = builder.initRoot<wire::OpenSequenceReply>();
+  reply.setResumed(true);
+  auto lengths = reply.initLayerLengths(static_cast<unsigned>(info->layer_lengths.size()));
+  for (size_t l = 0; l < info->layer_lengths.size(); ++l) {
+    lengths.set(static_cast<unsigned>(l), static_cast<uint32_t>(info->layer_lengths[l]));
+  }
+  auto durable = reply.initDurableLengths(static_cast<unsigned>(info->durable_lengths.size()));
+  for (size_t l = 0; l < info->durable_lengths.size(); ++l) {
+    durable.set(static_cast<unsigned>(l), static_cast<uint32_t>(info->durable_lengths[l]));
+  }
+  OutgoingMessage out;
+  out.method = transport::Method::kOpenSequence;
+  out.header = transport::EncodeCapnp(builder);
+  return out;
+}
+
+void WorkerService::FeedRetrieval(uint64_t id, int layer, int heads, DType dtype,
+                                  const std::byte* q, std::vector<int32_t> positions, bool build,
+                                  int kind_number) {
+  if (!positions.empty()) {
+    std::vector<float> qf(positions.size() * static_cast<size_t>(options_.spec.group_size()) *
+                          static_cast<size_t>(heads) * static_cast<size_t>(options_.spec.head_dim));
+    ConvertToFloat(dtype, q, qf.data(), qf.size());
+    retrieval_->AddSample(id, layer, heads, std::move(qf), std::move(positions));
+  }
+  if (!build) return;
+  const std::optional<retrieval::IndexKind> named =
+      kind_number == 0 ? std::nullopt : retrieval::IndexKindFromNumber(kind_number - 1);
+  retrieval_->RequestBuild(id, layer, heads, named.value_or(options_.retrieval.kind));
+}
+
+void WorkerService::AcceptSample(uint64_t id, int layer, int heads, DType dtype,
+                                 const std::byte* q, std::vector<int32_t> positions, bool build,
+                                 int kind_number) {
+  if (store_->has_ssd_tier()) {
+    const int q_heads = options_.spec.group_size() * heads;
+    QuerySampleRecord record{.q_heads = q_heads,
+                             .head_dim = options_.spec.head_dim,
+                             .dtype = dtype,
+                             .positions = positions,
+                             .build = build,
+                             .index_kind = kind_number};
+    if (!positions.empty()) {
+      record.q.assign(reinterpret_cast<const char*>(q),
+                      positions.size() * static_cast<size_t>(q_heads) *
+                          static_cast<size_t>(options_.spec.head_dim) * DTypeSize(dtype));
+    }
+    std::string& blob = samples_[{id, layer}];
+    worker_internal::AppendQuerySample(record, &blob);
+    const Status s = store_->StoreSample(id, layer, blob);
+    if (!s.ok()) {
+      // The appended data is durable regardless; only a restart's index rebuild loses it.
+      sample_store_errors_.fetch_add(1, std::memory_order_relaxed);
+      ATTIC_LOG(kWarn, "worker") << SeqName(id) << " layer " << layer
+                                 << ": query sample not stored on the SSD tier: " << s;
+    }
+  }
+  FeedRetrieval(id, layer, heads, dtype, q, std::move(positions), build, kind_number);
+}
+
+int WorkerService::DurableLength(uint64_t id, int layer) const {
+  if (!store_->has_ssd_tier()) return 0;
+  const StatusOr<SequenceInfo> info = store_->GetSequence(id);
+  if (!info.ok() || layer < 0 || static_cast<size_t>(layer) >= info->durable_lengths.size()) {
+    return 0;
+  }
+  return info->durable_lengths[static_cast<size_t>(layer)];
+}
+
+Status WorkerService::AddDurableTokens(const IncomingMessage& request,
+                                       OutgoingMessage* reply) const {
+  ASSIGN_OR_RETURN(CapnpMessage req, CapnpMessage::Parse(request.header()));
+  int layer = 0;
+  RETURN_IF_ERROR(CatchKj("AttendRequest", [&] {
+    layer = static_cast<int>(req.Root<wire::AttendRequest>().getLayer());
+  }));
+  ASSIGN_OR_RETURN(CapnpMessage built, CapnpMessage::Parse(std::as_bytes(std::span(reply->header))));
+  capnp::MallocMessageBuilder builder;
+  const Status copied = CatchKj("AttendReply", [&] {
+    builder.setRoot(built.Root<wire::AttendReply>());
+    for (auto item : builder.getRoot<wire::AttendReply>().getItems()) {
+      item.setDurableTokens(static_cast<uint32_t>(DurableLength(item.getSequenceId(), layer)));
+    }
+  });
+  if (!copied.ok()) return InternalError("durable lengths of the Attend reply: " + copied.ToString());
+  reply->header = transport::EncodeCapnp(builder);
+  return OkStatus();
+}
+
+void WorkerService::MaintainTier() {
+  const MaintainStats m = store_->Maintain();
+  durable_retries_.fetch_add(static_cast<uint64_t>(m.durable_retries), std::memory_order_relaxed);
+  // Logged when the state changes, not on every request while a disk stays full.
+  if (!m.durability.ok() && (last_durability_.ok() ||
+                             last_durability_.message() != m.durability.message())) {
+    ATTIC_LOG(kWarn, "worker") << "SSD tier write-through failing (tokens stay in DRAM and are "
+                                  "retried between requests): "
+                               << m.durability;
+  } else if (m.durability.ok() && !last_durability_.ok()) {
+    ATTIC_LOG(kInfo, "worker") << "SSD tier write-through recovered";
+  }
+  last_durability_ = m.durability;
+}
+
+}  // namespace attic
