@@ -19,6 +19,7 @@
 #include "kvstore/ssd/internal/db_options.h"
 #include "kvstore/ssd/internal/key_tags.h"
 #include "kvstore/ssd/internal/status_map.h"
+#include "kvstore/ssd/internal/sync_policy.h"
 #include "kvstore/ssd/internal/tier_impl.h"
 
 namespace attic {
@@ -28,8 +29,6 @@ using ssd_internal::Database;
 using ssd_internal::FromRocks;
 using ssd_internal::TierState;
 
-// Bytes a WriteBatch spends per entry beyond key and value (tag, column family, varints).
-constexpr size_t kBatchEntryOverhead = 16;
 constexpr size_t kWriteProbeBytes = 4096;
 
 rocksdb::Slice ToSlice(std::string_view s) { return {s.data(), s.size()}; }
@@ -52,12 +51,15 @@ Status PrepareDirectory(TierState* t) {
   return OkStatus();
 }
 
+// The file system RocksDB writes through: the default one, without fsyncs unless options.sync
+// (internal/sync_policy.h says why), under the fault injector when there is one.
 void SetUpEnvironment(TierState* t) {
   t->fs = rocksdb::FileSystem::Default();
+  if (!t->options.sync) t->fs = ssd_internal::NewSyncSkippingFileSystem(t->fs);
   if (t->options.faults != nullptr) {
     t->fs = NewFaultInjectingFileSystem(t->fs, t->options.faults);
-    t->env = rocksdb::NewCompositeEnv(t->fs);
   }
+  if (t->fs != rocksdb::FileSystem::Default()) t->env = rocksdb::NewCompositeEnv(t->fs);
   t->statistics = rocksdb::CreateDBStatistics();
 }
 
@@ -72,17 +74,6 @@ std::string DescribeBatch(const TierBatch& b) {
          std::to_string(b.delete_blocks.size() + b.delete_block_prefixes.size() +
                         b.delete_records.size()) +
          " deletions";
-}
-
-size_t EstimateBatchBytes(const TierBatch& b) {
-  size_t n = b.block_bytes();
-  for (const TierBlockWrite& w : b.blocks) {
-    n += w.key.size() + ssd_internal::kTrailerBytes + kBatchEntryOverhead;
-  }
-  for (const TierRecordWrite& r : b.records) {
-    n += r.key.size() + r.value.size() + kBatchEntryOverhead;
-  }
-  return n;
 }
 
 Status CheckKey(std::string_view key, const char* what) {
@@ -198,9 +189,9 @@ Status Commit(TierState* t, const Database& d, const TierBatch& batch, rocksdb::
 
 Status WriteLocked(TierState* t, const TierBatch& batch) REQUIRES_SHARED(t->mu) {
   ASSIGN_OR_RETURN(Database * d, ssd_internal::OpenDatabase(*t));
-  rocksdb::WriteBatch wb(EstimateBatchBytes(batch));
-  RETURN_IF_ERROR(BuildWriteBatch(batch, *d, t->options.path, &wb));
-  Status s = Commit(t, *d, batch, &wb);
+  ssd_internal::WriteBatchPool::Lease wb = t->batches.Take();
+  RETURN_IF_ERROR(BuildWriteBatch(batch, *d, t->options.path, wb.get()));
+  Status s = Commit(t, *d, batch, wb.get());
   if (!s.ok()) t->needs_recovery.store(true, std::memory_order_release);
   return s;
 }

@@ -67,8 +67,13 @@ struct SsdTierOptions {
   // returns: large writes hit the disk once (in a blob file, with direct I/O) instead of
   // twice (WAL, then blob file). Smaller writes go through the WAL.
   size_t flush_bytes = size_t{1} << 20;
-  // fsync the WAL on every write (and the flushed files): durable across power loss, not
-  // only across a process crash. Costs a device flush per write.
+  // Power-loss durability. true: every fsync RocksDB issues (the WAL on every small write;
+  // flushed blob and table files, the MANIFEST and the directory on every large one), so a
+  // Write that returned OK survives a power loss. false: no fsync at all; a Write that
+  // returned OK survives a process crash (SIGKILL) but not a power loss, after which recent
+  // writes may be gone and RocksDB may find the directory inconsistent (Open answers
+  // DATA_LOSS; the tier is a cache and can be wiped). One fsync costs about as much as
+  // writing 4 MiB on a VM disk, and a large write issues five.
   bool sync = false;
   // Test hook: every file the tier opens goes through it (ENOSPC and EIO injection). Not
   // owned; must outlive the tier. nullptr in production.

@@ -162,6 +162,7 @@ TEST_F(SsdFaultTest, CorruptBlobReadsAreDataLossNamingTheKey) {
   const Status one = tier_->ReadBlock(set.keys[7], dst);
   EXPECT_EQ(one.code(), StatusCode::kDataLoss) << one;
   EXPECT_THAT(std::string(one.message()), HasSubstr("private block seq 1 layer 0 head 0 block 7"));
+  EXPECT_THAT(std::string(one.message()), HasSubstr("checksum mismatch"));
   EXPECT_EQ(dst, std::vector<std::byte>(kBlock, std::byte{0})) << "dst written on failure";
 
   std::vector<std::vector<std::byte>> bufs(16, std::vector<std::byte>(kBlock));

@@ -253,6 +253,17 @@ TEST_F(SsdTierTest, ReopenKeepsWalAndFlushedWrites) {
   EXPECT_EQ(*m, "m11");
 }
 
+TEST_F(SsdTierTest, SyncedWritesRoundTripAndReopen) {
+  Open({.sync = true});
+  const BlockSet small = SequenceBlocks(12, 4, kBlock);
+  const BlockSet large = SequenceBlocks(13, 80, kBlock);
+  SSD_ASSERT_OK(tier_->Write(small.Batch()));
+  SSD_ASSERT_OK(tier_->Write(large.Batch()));
+  Open({.sync = true});
+  ExpectReadsBack(*tier_, small);
+  ExpectReadsBack(*tier_, large);
+}
+
 // The child writes one WAL batch and one flushed batch, then dies by SIGKILL without closing
 // anything; the parent reopens the directory and finds both. The "threadsafe" death test style
 // runs the child as a fresh process (a fork would inherit RocksDB's global thread pools without

@@ -139,7 +139,11 @@ RocksOptions BuildRocksOptions(const SsdTierOptions& o, bool direct_io, rocksdb:
   db.create_missing_column_families = true;
   if (env != nullptr) db.env = env;
   db.statistics = std::move(statistics);
+  // Half the threads flush: concurrent large writes each force a flush, and one flush thread
+  // would serialize them (RocksDB's own split gives flushes a quarter).
   db.max_background_jobs = o.background_threads;
+  db.max_background_flushes = std::max(1, o.background_threads / 2);
+  db.max_background_compactions = std::max(1, o.background_threads - db.max_background_flushes);
   // A forced flush writes both families at once, so a batch that put blocks and the record
   // naming them is never half on disk.
   db.atomic_flush = true;

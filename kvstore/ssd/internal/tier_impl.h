@@ -17,6 +17,7 @@
 #include <string>
 
 #include "common/thread_annotations.h"
+#include "kvstore/ssd/internal/batch_pool.h"
 #include "kvstore/ssd/internal/database.h"
 #include "kvstore/ssd/ssd_tier.h"
 
@@ -40,6 +41,8 @@ struct TierState {
   // Set when a write or flush failed: RocksDB may have stopped writes after a background
   // error, and the next Write recovers first (Recover in ssd_tier.cc).
   std::atomic<bool> needs_recovery{false};
+
+  WriteBatchPool batches;
 
   std::atomic<uint64_t> writes{0};
   std::atomic<uint64_t> write_errors{0};

@@ -1,0 +1,318 @@
+// ./attic bench ssd [--dir DIR] [--bytes N] [--json FILE] [--quick]
+//
+// The SSD tier against the disk under it, in one run (docs/kvstore-ssd.md):
+//
+//   disk_seq_write / disk_seq_read   raw O_DIRECT sequential throughput, 4 MiB transfers over a
+//                                    file of --bytes (the write timed with its fdatasync), on
+//                                    1, 2 and 4 threads (contiguous ranges); the best pass is
+//                                    the physical limit of the rows below.
+//   disk_random_read_latency         raw O_DIRECT 16 KiB reads at random aligned offsets.
+//   spill_throughput                 16 KiB blocks through SsdTier::Write in batches of 256
+//                                    (4 MiB: the forced-flush path) until --bytes, from 1 and 2
+//                                    writer threads (a row each; the best). Target:
+//                                    >= 0.7 x disk_seq_write. RocksDB's own bytes written
+//                                    (WAL, flush, compaction) are params: write amplification.
+//   reload_throughput                every block back through ReadBlocks (MultiGet, batches of
+//                                    256, key order) on 1, 2 and 4 threads, reopened (cold)
+//                                    before each; one row per thread count and the best.
+//                                    Target: >= 0.7 x disk_seq_read.
+//   random_block_read_latency        single ReadBlock of random keys (p50; p90/p99 as params),
+//                                    table files opened first (steady state). Limit:
+//                                    disk_random_read_latency p50.
+//
+// Sections run in order and append rows to one report; a later section may read what an
+// earlier one measured (SsdBenchContext). GB/s = 1e9 bytes/s.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "bench/bench_report.h"
+#include "bench/ssd/disk_throughput.h"
+#include "bench/ssd/tier_throughput.h"
+
+namespace attic::bench {
+namespace {
+
+constexpr double kTargetRatio = 0.7;
+
+struct Flags {
+  std::string dir;  // empty: a fresh directory under $TMPDIR or /tmp
+  size_t bytes = 0;  // 0: 1 GiB, or 256 MiB with --quick
+  std::string json;
+  bool quick = false;
+};
+
+// What the sections share: the flags, the scratch directory, and the figures measured so far.
+struct SsdBenchContext {
+  Flags flags;
+  std::string dir;
+  size_t bytes = 0;
+  DiskFigures disk;
+  SpillFigures spill;
+  std::vector<std::string> verdicts;  // printed after the table
+};
+
+using Section = Status (*)(SsdBenchContext&, BenchReport&);
+
+void Usage() {
+  std::printf(
+      "usage: attic-bench-ssd [--dir DIR] [--bytes N] [--json FILE] [--quick]\n"
+      "  The SSD tier (RocksDB) against raw O_DIRECT throughput of the same disk.\n"
+      "  --dir DIR    where to write (default: a fresh directory under $TMPDIR or /tmp);\n"
+      "               the disk under DIR is the one measured\n"
+      "  --bytes N    bytes to write and read back (suffix K, M or G; default 1G, --quick 256M)\n"
+      "  --json FILE  also write the result envelope as JSON\n"
+      "  --quick      256 MiB and fewer latency samples (a smoke run)\n");
+}
+
+size_t ParseBytes(const std::string& v) {
+  char* end = nullptr;
+  double n = std::strtod(v.c_str(), &end);
+  const std::string unit = end;
+  if (unit == "K" || unit == "k") n *= 1024.0;
+  if (unit == "M" || unit == "m") n *= 1024.0 * 1024.0;
+  if (unit == "G" || unit == "g") n *= 1024.0 * 1024.0 * 1024.0;
+  if (n <= 0 || (!unit.empty() && unit.find_first_not_of("KkMmGg") != std::string::npos)) {
+    std::fprintf(stderr, "attic-bench-ssd: --bytes takes a positive size, got '%s'\n", v.c_str());
+    std::exit(2);
+  }
+  return static_cast<size_t>(n);
+}
+
+bool ParseFlags(int argc, char** argv, Flags* f) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (a == "--dir" && has_value) {
+      f->dir = argv[++i];
+    } else if (a == "--bytes" && has_value) {
+      f->bytes = ParseBytes(argv[++i]);
+    } else if (a == "--json" && has_value) {
+      f->json = argv[++i];
+    } else if (a == "--quick") {
+      f->quick = true;
+    } else if (a == "--help" || a == "-h") {
+      Usage();
+      return false;
+    } else {
+      std::fprintf(stderr, "attic-bench-ssd: unknown argument '%s' (try --help)\n", a.c_str());
+      std::exit(2);
+    }
+  }
+  return true;
+}
+
+StatusOr<std::string> MakeDirectory(const Flags& f) {
+  if (!f.dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(f.dir, ec);
+    if (ec) return UnavailableError("creating " + f.dir + ": " + ec.message());
+    char pattern[] = "attic-bench-ssd-XXXXXX";
+    std::string p = f.dir + "/" + pattern;
+    if (mkdtemp(p.data()) == nullptr) return UnavailableError("mkdtemp under " + f.dir);
+    return p;
+  }
+  const char* tmp = std::getenv("TMPDIR");
+  std::string p = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") +
+                  "/attic-bench-ssd-XXXXXX";
+  if (mkdtemp(p.data()) == nullptr) return UnavailableError("mkdtemp " + p);
+  return p;
+}
+
+std::string Num(double v, const char* fmt = "%.3f") {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), fmt, v);
+  return buf;
+}
+
+std::string Verdict(const std::string& row, double value, double limit, const char* unit) {
+  const double ratio = limit > 0 ? value / limit : 0.0;
+  return row + ": " + Num(value) + " " + unit + " = " + Num(ratio, "%.2f") + " x limit " +
+         Num(limit) + " " + unit + " (target >= " + Num(kTargetRatio, "%.1f") + "): " +
+         (ratio >= kTargetRatio ? "MET" : "NOT MET");
+}
+
+// ---- sections ----
+
+// The per-thread-count passes as params ("gbps_2t": 1.9) and the thread count of the best.
+std::vector<Param> PassParams(const DiskFigures& d, const std::vector<DiskPass>& passes,
+                              double best) {
+  std::vector<Param> p = {{"bytes", std::to_string(d.bytes)},
+                          {"transfer_bytes", std::to_string(size_t{4} << 20)},
+                          {"direct_io", d.direct_io ? "true" : "false"}};
+  for (const DiskPass& pass : passes) {
+    if (pass.gbps == best) p.emplace_back("threads", std::to_string(pass.threads));
+  }
+  for (const DiskPass& pass : passes) {
+    p.emplace_back("gbps_" + std::to_string(pass.threads) + "t", Num(pass.gbps));
+  }
+  return p;
+}
+
+Status DiskSection(SsdBenchContext& c, BenchReport& report) {
+  ASSIGN_OR_RETURN(c.disk, MeasureDisk({.dir = c.dir,
+                                        .bytes = c.bytes,
+                                        .random_reads = c.flags.quick ? 500 : 2000}));
+  const DiskFigures& d = c.disk;
+  if (!d.direct_io) {
+    std::printf("WARNING: %s; the disk rows below are buffered I/O figures, not the device's\n",
+                d.note.c_str());
+  }
+  report.AddRow({.name = "disk_seq_write",
+                 .params = PassParams(d, d.writes, d.write_gbps),
+                 .value = d.write_gbps,
+                 .unit = "GB/s"});
+  report.AddRow({.name = "disk_seq_read",
+                 .params = PassParams(d, d.reads, d.read_gbps),
+                 .value = d.read_gbps,
+                 .unit = "GB/s"});
+  report.AddRow({.name = "disk_random_read_latency",
+                 .params = {{"read_bytes", "16384"},
+                            {"samples", std::to_string(d.random_read.samples)},
+                            {"p90_us", Num(d.random_read.p90_us, "%.1f")},
+                            {"p99_us", Num(d.random_read.p99_us, "%.1f")},
+                            {"direct_io", d.direct_io ? "true" : "false"}},
+                 .value = d.random_read.p50_us,
+                 .unit = "us",
+                 .better = "lower"});
+  return OkStatus();
+}
+
+TierBenchOptions TierOptions(const SsdBenchContext& c) {
+  TierBenchOptions o;
+  o.dir = c.dir + "/tier";
+  o.bytes = c.bytes;
+  o.random_reads = c.flags.quick ? 500 : 2000;
+  return o;
+}
+
+std::vector<Param> SpillParams(const SpillFigures& s) {
+  const SsdTierStats& st = s.stats;
+  return {{"writers", std::to_string(s.writers)},
+          {"blocks", std::to_string(s.blocks)},
+          {"block_bytes", "16384"},
+          {"batch_blocks", "256"},
+          {"seconds", Num(s.seconds)},
+          {"flushes", std::to_string(st.flushes)},
+          {"rocksdb_wal_bytes", std::to_string(st.wal_bytes)},
+          {"rocksdb_flush_bytes", std::to_string(st.flush_bytes_written)},
+          {"rocksdb_compaction_write_bytes", std::to_string(st.compact_bytes_written)},
+          {"rocksdb_compaction_read_bytes", std::to_string(st.compact_bytes_read)},
+          {"rocksdb_blob_bytes", std::to_string(st.blob_bytes_written)},
+          {"write_amplification", Num(st.write_amplification())},
+          {"live_blob_bytes", std::to_string(st.live_blob_bytes)},
+          {"sst_bytes", std::to_string(st.total_sst_bytes)},
+          {"direct_io", st.direct_io ? "true" : "false"}};
+}
+
+// One spill per writer count (each into a fresh tier; the last one's blocks stay for the
+// reload), a row each, and the best as spill_throughput.
+Status SpillSection(SsdBenchContext& c, BenchReport& report) {
+  const TierBenchOptions o = TierOptions(c);
+  SpillFigures best;
+  for (int writers : {1, 2}) {
+    ASSIGN_OR_RETURN(c.spill, MeasureSpill(o, writers));
+    report.AddRow({.name = "spill_throughput_writers",
+                   .params = SpillParams(c.spill),
+                   .value = c.spill.gbps,
+                   .unit = "GB/s",
+                   .limit = c.disk.write_gbps,
+                   .limit_source = "raw O_DIRECT sequential write, same run"});
+    if (c.spill.gbps > best.gbps) best = c.spill;
+  }
+  report.AddRow({.name = "spill_throughput",
+                 .params = SpillParams(best),
+                 .value = best.gbps,
+                 .unit = "GB/s",
+                 .limit = c.disk.write_gbps,
+                 .limit_source = "raw O_DIRECT sequential write, same run"});
+  c.verdicts.push_back(Verdict("spill_throughput", best.gbps, c.disk.write_gbps, "GB/s"));
+  return OkStatus();
+}
+
+Status ReloadSection(SsdBenchContext& c, BenchReport& report) {
+  ASSIGN_OR_RETURN(std::vector<ReloadFigures> runs, MeasureReload(TierOptions(c), c.spill));
+  const ReloadFigures* best = nullptr;
+  for (const ReloadFigures& r : runs) {
+    report.AddRow({.name = "reload_throughput_threads",
+                   .params = {{"threads", std::to_string(r.threads)},
+                              {"seconds", Num(r.seconds)},
+                              {"blob_bytes_read", std::to_string(r.stats.blob_bytes_read)}},
+                   .value = r.gbps,
+                   .unit = "GB/s",
+                   .limit = c.disk.read_gbps,
+                   .limit_source = "raw O_DIRECT sequential read, same run"});
+    if (best == nullptr || r.gbps > best->gbps) best = &r;
+  }
+  if (best == nullptr) return OkStatus();
+  report.AddRow({.name = "reload_throughput",
+                 .params = {{"threads", std::to_string(best->threads)},
+                            {"read_batch_blocks", "256"},
+                            {"blocks", std::to_string(c.spill.blocks)}},
+                 .value = best->gbps,
+                 .unit = "GB/s",
+                 .limit = c.disk.read_gbps,
+                 .limit_source = "raw O_DIRECT sequential read, same run"});
+  c.verdicts.push_back(Verdict("reload_throughput", best->gbps, c.disk.read_gbps, "GB/s"));
+  return OkStatus();
+}
+
+Status RandomReadSection(SsdBenchContext& c, BenchReport& report) {
+  ASSIGN_OR_RETURN(LatencyFigures lat, MeasureRandomBlockReads(TierOptions(c), c.spill));
+  report.AddRow({.name = "random_block_read_latency",
+                 .params = {{"samples", std::to_string(lat.samples)},
+                            {"p90_us", Num(lat.p90_us, "%.1f")},
+                            {"p99_us", Num(lat.p99_us, "%.1f")},
+                            {"mean_us", Num(lat.mean_us, "%.1f")}},
+                 .value = lat.p50_us,
+                 .unit = "us",
+                 .limit = c.disk.random_read.p50_us,
+                 .limit_source = "raw O_DIRECT 16 KiB random read p50, same run",
+                 .better = "lower"});
+  return OkStatus();
+}
+
+// New sections go at the end; each appends its rows (and verdicts) to the one report.
+constexpr Section kSections[] = {DiskSection, SpillSection, ReloadSection, RandomReadSection};
+
+int Run(const Flags& flags) {
+  SsdBenchContext c;
+  c.flags = flags;
+  c.bytes = flags.bytes != 0 ? flags.bytes : (flags.quick ? size_t{256} << 20 : size_t{1} << 30);
+  StatusOr<std::string> dir = MakeDirectory(flags);
+  if (!dir.ok()) {
+    std::fprintf(stderr, "attic-bench-ssd: %s\n", dir.status().ToString().c_str());
+    return 1;
+  }
+  c.dir = *dir;
+  std::printf("attic-bench-ssd: %zu bytes in %s\n", c.bytes, c.dir.c_str());
+  BenchReport report("ssd");
+  report.AddHostFact("dir", c.dir);
+  Status s;
+  for (Section section : kSections) {
+    s = section(c, report);
+    if (!s.ok()) break;
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(c.dir, ec);
+  if (!s.ok()) {
+    std::fprintf(stderr, "attic-bench-ssd: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  const int rc = report.Finish(flags.json, "attic-bench-ssd");
+  for (const std::string& v : c.verdicts) std::printf("%s\n", v.c_str());
+  return rc;
+}
+
+}  // namespace
+}  // namespace attic::bench
+
+int main(int argc, char** argv) {
+  attic::bench::Flags flags;
+  if (!attic::bench::ParseFlags(argc, argv, &flags)) return 0;
+  return attic::bench::Run(flags);
+}
