@@ -1,4 +1,5 @@
-// ./attic bench ssd [--dir DIR] [--bytes N] [--json FILE] [--quick]
+// ./attic bench ssd [--dir DIR] [--bytes N] [--json FILE] [--quick] [--data DIR]
+//                   [--dram-fraction F] [--skip-sparse]
 //
 // The SSD tier against the disk under it, in one run (docs/kvstore-ssd.md):
 //
@@ -19,6 +20,11 @@
 //   random_block_read_latency        single ReadBlock of random keys (p50; p90/p99 as params),
 //                                    table files opened first (steady state). Limit:
 //                                    disk_random_read_latency p50.
+//   locality_* / decode_step_*       sparse fetch (bench/ssd/sparse_fetch_section.h): value
+//                                    bytes per step with the locality plan on the activation
+//                                    dump (--data, else ../shared, else synthetic), and the
+//                                    decode-step latency with --dram-fraction of the values in
+//                                    DRAM against all of them (docs/retrieval-locality.md).
 //
 // Sections run in order and append rows to one report; a later section may read what an
 // earlier one measured (SsdBenchContext). GB/s = 1e9 bytes/s.
@@ -32,6 +38,7 @@
 
 #include "bench/bench_report.h"
 #include "bench/ssd/disk_throughput.h"
+#include "bench/ssd/sparse_fetch_section.h"
 #include "bench/ssd/tier_throughput.h"
 
 namespace attic::bench {
@@ -44,6 +51,9 @@ struct Flags {
   size_t bytes = 0;  // 0: 1 GiB, or 256 MiB with --quick
   std::string json;
   bool quick = false;
+  std::string data;            // activation dump of the sparse-fetch section
+  double dram_fraction = 0.1;  // values in DRAM in its spilled decode steps
+  bool skip_sparse = false;
 };
 
 // What the sections share: the flags, the scratch directory, and the figures measured so far.
@@ -66,7 +76,11 @@ void Usage() {
       "               the disk under DIR is the one measured\n"
       "  --bytes N    bytes to write and read back (suffix K, M or G; default 1G, --quick 256M)\n"
       "  --json FILE  also write the result envelope as JSON\n"
-      "  --quick      256 MiB and fewer latency samples (a smoke run)\n");
+      "  --quick      256 MiB and fewer latency samples (a smoke run)\n"
+      "  --data DIR   activation dump of the sparse-fetch section (default: ../shared's\n"
+      "               reference dump, else a synthetic one)\n"
+      "  --dram-fraction F  values in DRAM in its spilled decode steps (default 0.1)\n"
+      "  --skip-sparse      leave out the sparse-fetch section\n");
 }
 
 size_t ParseBytes(const std::string& v) {
@@ -95,6 +109,12 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
       f->json = argv[++i];
     } else if (a == "--quick") {
       f->quick = true;
+    } else if (a == "--data" && has_value) {
+      f->data = argv[++i];
+    } else if (a == "--dram-fraction" && has_value) {
+      f->dram_fraction = std::atof(argv[++i]);
+    } else if (a == "--skip-sparse") {
+      f->skip_sparse = true;
     } else if (a == "--help" || a == "-h") {
       Usage();
       return false;
@@ -276,8 +296,17 @@ Status RandomReadSection(SsdBenchContext& c, BenchReport& report) {
   return OkStatus();
 }
 
+Status SparseFetchSection(SsdBenchContext& c, BenchReport& report) {
+  if (c.flags.skip_sparse) return OkStatus();
+  retrieval::eval::SparseFetchOptions o{
+      .data_dir = c.flags.data, .scratch_dir = c.dir + "/sparse", .quick = c.flags.quick};
+  o.decode.dram_fraction = c.flags.dram_fraction;
+  return retrieval::eval::AddSparseFetchSection(o, &report);
+}
+
 // New sections go at the end; each appends its rows (and verdicts) to the one report.
-constexpr Section kSections[] = {DiskSection, SpillSection, ReloadSection, RandomReadSection};
+constexpr Section kSections[] = {DiskSection, SpillSection, ReloadSection, RandomReadSection,
+                                 SparseFetchSection};
 
 int Run(const Flags& flags) {
   SsdBenchContext c;
