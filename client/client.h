@@ -205,10 +205,13 @@ class Client {
   // restart (the workers must have been started with a data_dir). Tenant and plan must be
   // those the sequence was opened with. NOT_FOUND naming the worker when one of them did not
   // recover it; FAILED_PRECONDITION naming the field when tenant, model or heads differ;
-  // ALREADY_EXISTS if the id is open on this client. Afterwards Prefill and Append continue
-  // from ResumeInfo::lengths; LookupPrefix is not allowed (the sequence has content). A failed
-  // Resume leaves the workers' sequences in place, so it can be retried. Reconnects to
-  // restarted workers first, as Open does.
+  // ALREADY_EXISTS naming the worker when one holds the id as a sequence it did not recover.
+  // Afterwards Prefill and Append continue from ResumeInfo::lengths; LookupPrefix is not
+  // allowed (the sequence has content). If the id is open on this client (its workers
+  // restarted under it), a successful Resume replaces the client's bookkeeping of it; do not
+  // Close it first, which could reach the restarted worker and close the recovered sequence.
+  // A failed Resume changes nothing, on the client or the workers: it can be retried.
+  // Reconnects to restarted workers first, as Open does.
   virtual std::future<StatusOr<ResumeInfo>> Resume(const OpenOptions& options) = 0;
 
   // hashes: one chained hash per full B-token prompt block (prefix-cache keys). Each shard

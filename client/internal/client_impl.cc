@@ -150,9 +150,9 @@ std::future<StatusOr<ResumeInfo>> ClientImpl::Resume(const OpenOptions& options)
     return ReadyFuture(Result(s.WithContext(context)));
   }
   const int num_layers = options_.spec.num_layers;
+  // Entered into the table only once every shard answered: until then an entry of the same id
+  // (its workers restarted under it) stays as it was.
   auto seq = std::make_shared<SequenceState>(options.id, options.plan, num_layers);
-  if (Status s = table_->Insert(seq); !s.ok()) return ReadyFuture(Result(std::move(s)));
-
   auto shards = std::make_shared<std::vector<ResumedShard>>(seq->plan.shards.size());
   auto promise = std::make_shared<std::promise<Result>>();
   std::future<Result> future = promise->get_future();
@@ -161,11 +161,12 @@ std::future<StatusOr<ResumeInfo>> ClientImpl::Resume(const OpenOptions& options)
     // Nothing changed on the workers: a failed Resume may simply be tried again.
     const Status first = FirstError(results);
     if (!first.ok()) {
-      table->RemoveIfSame(seq.get());
       promise->set_value(Result(first));
       return;
     }
-    promise->set_value(Result(AdoptResumed(*seq, *shards)));
+    ResumeInfo info = AdoptResumed(*seq, *shards);
+    table->Put(seq);
+    promise->set_value(Result(std::move(info)));
   });
   const transport::Deadline deadline = CallDeadline();
   for (size_t i = 0; i < seq->plan.shards.size(); ++i) {

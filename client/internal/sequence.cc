@@ -45,6 +45,12 @@ Status SequenceTable::Insert(std::shared_ptr<SequenceState> seq) {
   return OkStatus();
 }
 
+void SequenceTable::Put(std::shared_ptr<SequenceState> seq) {
+  const uint64_t id = seq->id;
+  MutexLock lock(&mu_);
+  map_[id] = std::move(seq);
+}
+
 StatusOr<std::shared_ptr<SequenceState>> SequenceTable::Find(uint64_t id) const {
   MutexLock lock(&mu_);
   auto it = map_.find(id);

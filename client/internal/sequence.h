@@ -88,6 +88,8 @@ class SequenceTable {
  public:
   // ALREADY_EXISTS if the id is in the table.
   Status Insert(std::shared_ptr<SequenceState> seq) EXCLUDES(mu_);
+  // Inserts, or replaces the entry of the same id (a resumed sequence).
+  void Put(std::shared_ptr<SequenceState> seq) EXCLUDES(mu_);
   // NOT_FOUND if absent.
   StatusOr<std::shared_ptr<SequenceState>> Find(uint64_t id) const EXCLUDES(mu_);
   // Find, and FAILED_PRECONDITION while the sequence's Open has not completed.

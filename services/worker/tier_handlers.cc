@@ -228,16 +228,21 @@ Status WorkerService::AddDurableTokens(const IncomingMessage& request,
 void WorkerService::MaintainTier() {
   const MaintainStats m = store_->Maintain();
   durable_retries_.fetch_add(static_cast<uint64_t>(m.durable_retries), std::memory_order_relaxed);
-  // Logged when the state changes, not on every request while a disk stays full.
-  if (!m.durability.ok() && (last_durability_.ok() ||
-                             last_durability_.message() != m.durability.message())) {
-    ATTIC_LOG(kWarn, "worker") << "SSD tier write-through failing (tokens stay in DRAM and are "
-                                  "retried between requests): "
-                               << m.durability;
-  } else if (m.durability.ok() && !last_durability_.ok()) {
-    ATTIC_LOG(kInfo, "worker") << "SSD tier write-through recovered";
+  // Logged when the state changes, not on every request while a disk stays full. Maintain
+  // reports the errors since its previous call, so a quiet interval is not a recovery: that
+  // is when nothing waits to be written any more.
+  if (!m.durability.ok()) {
+    if (!durability_failing_) {
+      ATTIC_LOG(kWarn, "worker") << "SSD tier write-through failing (tokens stay in DRAM; "
+                                    "sealed blocks are retried between requests): "
+                                 << m.durability;
+    }
+    durability_failing_ = true;
+  } else if (durability_failing_ && store_->Stats().pending_durable_blocks == 0) {
+    ATTIC_LOG(kInfo, "worker") << "SSD tier write-through recovered: every sealed block is "
+                                  "durable again";
+    durability_failing_ = false;
   }
-  last_durability_ = m.durability;
 }
 
 }  // namespace attic

@@ -71,7 +71,11 @@ StatusOr<std::unique_ptr<WorkerService>> WorkerService::Create(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (service->store_->has_ssd_tier()) {
     const RecoveryReport& r = service->recovery_;
-    ATTIC_LOG(kInfo, "worker") << "SSD tier " << kv.ssd.path << ": recovered " << r.sequences
+    const KvStoreStats stats = service->store_->Stats();
+    ATTIC_LOG(kInfo, "worker") << "SSD tier " << kv.ssd.path << " (direct I/O "
+                               << (stats.tier.direct_io ? "on" : "off") << ", values of "
+                               << stats.value_dram_blocks << " of " << stats.v.capacity_blocks
+                               << " V blocks kept in DRAM): recovered " << r.sequences
                                << " sequences (" << r.tokens << " tokens over their layers) in "
                                << r.seconds << " s; the retrieval indexes of " << r.sample_layers
                                << " layers rebuild in the background";

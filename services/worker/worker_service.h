@@ -171,10 +171,10 @@ class WorkerService {
   RecoveryReport recovery_;  // written by Create only
 
   // SSD tier state, touched by the dispatcher thread only (and by Create before it starts):
-  // each (sequence, layer)'s encoded query sample as stored (query_sample_codec.h), and the
-  // last durability status Maintain reported.
+  // each (sequence, layer)'s encoded query sample as stored (query_sample_codec.h), and
+  // whether write-throughs are failing (logged once per episode).
   std::map<std::pair<uint64_t, int>, std::string> samples_;
-  Status last_durability_;
+  bool durability_failing_ = false;
   // Read by RefreshMetrics on the control plane's thread.
   std::atomic<uint64_t> sample_store_errors_{0};
   std::atomic<uint64_t> durable_retries_{0};

@@ -227,9 +227,9 @@ class SsdRecovery : public ::testing::Test {
 
   // After a restart: resumes (id), checks what survived against what was acknowledged, checks
   // attention over it, sends the lost tokens again and decodes on with every output checked.
-  void ResumeAndVerify(loadgen::EngineModel& model, uint64_t id,
+  // `client` is the one that sent the tokens (it resumes over its own entry) or a new one.
+  void ResumeAndVerify(Client* client, loadgen::EngineModel& model, uint64_t id,
                        const std::vector<int64_t>& acked) {
-    std::unique_ptr<Client> client = Connect();
     ASSERT_NE(client, nullptr);
     StatusOr<ResumeInfo> info = client->Resume(Options(id)).get();
     ASSERT_TRUE(info.ok()) << info.status();
@@ -266,19 +266,42 @@ class SsdRecovery : public ::testing::Test {
     EXPECT_TRUE(closed.ok()) << closed;
   }
 
-  const ModelSpec spec_ = Spec();
-  ScratchDir dir_;
-  std::unique_ptr<loadgen::WorkerProcess> worker_;
-};
+  // Decode steps of every layer until a random step and layer, where the worker is SIGKILLed
+  // `delay` after that step's Attend was sent. Returns the durable lengths acknowledged.
+  std::vector<int64_t> DecodeUntilKilled(Client& client, loadgen::EngineModel& model, uint64_t id,
+                                         std::mt19937_64& rng, std::chrono::microseconds delay) {
+    const int steps = 8 + static_cast<int>(rng() % 72);
+    const int kill_layer = static_cast<int>(rng() % static_cast<uint64_t>(spec_.num_layers));
+    SCOPED_TRACE("killed at step " + std::to_string(steps) + " layer " +
+                 std::to_string(kill_layer));
+    for (int step = 0; step <= steps; ++step) {
+      for (int layer = 0; layer < spec_.num_layers; ++layer) {
+        if (step == steps && layer == kill_layer) break;
+        StatusOr<loadgen::StepResult> r =
+            loadgen::DecodeStep(client, model, layer, {id}, /*check=*/step % 16 == 0);
+        EXPECT_TRUE(r.ok()) << r.status();
+        if (r.ok() && r->checked) {
+          EXPECT_LT(r->max_relative_error, kMaxRelativeError) << "layer " << layer;
+        }
+      }
+    }
+    std::thread step([&] {
+      loadgen::DecodeStep(client, model, kill_layer, {id}, false).status().IgnoreError();
+    });
+    std::this_thread::sleep_for(delay);
+    StatusOr<int> killed = worker_->Kill(SIGKILL);
+    step.join();
+    EXPECT_TRUE(killed.ok()) << killed.status();
+    std::vector<int64_t> acked;
+    for (int layer = 0; layer < spec_.num_layers; ++layer) {
+      acked.push_back(*client.DurableLength(id, layer));
+    }
+    return acked;
+  }
 
-// Rounds alternate between a kill during prefill and one during decode, at seeded random
-// points (chunk or step, layer, and delay after sending).
-TEST_F(SsdRecovery, KilledWorkerKeepsEveryAcknowledgedTokenAndResumes) {
-  SCOPED_TRACE("seed " + std::to_string(kSeed));
-  std::mt19937_64 rng(kSeed);
-  StartWorker();
-  constexpr int kRounds = 6;
-  for (int round = 0; round < kRounds; ++round) {
+  // One round on a fresh sequence: prefill (and, on odd rounds, decode), SIGKILL at a random
+  // point of the prefill (even rounds) or the decode, restart, resume and verify.
+  void CrashRound(std::mt19937_64& rng, int round) {
     const uint64_t id = 100 + static_cast<uint64_t>(round);
     const bool during_prefill = round % 2 == 0;
     const int prompt = 1600 + static_cast<int>(rng() % 600);  // a partial last block, usually
@@ -291,9 +314,9 @@ TEST_F(SsdRecovery, KilledWorkerKeepsEveryAcknowledgedTokenAndResumes) {
     std::unique_ptr<Client> client = Connect();
     ASSERT_NE(client, nullptr);
     ASSERT_TRUE(client->Open(Options(id)).get().ok());
-    const int chunks = (prompt + kChunk - 1) / kChunk;
     std::vector<int64_t> acked;
     if (during_prefill) {
+      const int chunks = (prompt + kChunk - 1) / kChunk;
       const int kill_chunk = static_cast<int>(rng() % static_cast<uint64_t>(chunks));
       SCOPED_TRACE("killed at chunk " + std::to_string(kill_chunk));
       acked = Prefill(*client, model, id, kill_chunk, delay);
@@ -302,41 +325,54 @@ TEST_F(SsdRecovery, KilledWorkerKeepsEveryAcknowledgedTokenAndResumes) {
         EXPECT_EQ(*client->DurableLength(id, layer), acked[static_cast<size_t>(layer)]);
       }
     } else {
-      acked = Prefill(*client, model, id, -1, delay);
-      const int steps = 8 + static_cast<int>(rng() % 72);
-      const int kill_layer = static_cast<int>(rng() % static_cast<uint64_t>(spec_.num_layers));
-      SCOPED_TRACE("killed at step " + std::to_string(steps) + " layer " +
-                   std::to_string(kill_layer));
-      for (int step = 0; step <= steps; ++step) {
-        for (int layer = 0; layer < spec_.num_layers; ++layer) {
-          if (step == steps && layer == kill_layer) break;
-          StatusOr<loadgen::StepResult> r =
-              loadgen::DecodeStep(*client, model, layer, {id}, /*check=*/step % 16 == 0);
-          ASSERT_TRUE(r.ok()) << r.status();
-        }
-      }
-      // The kill lands while this step's Attend is in flight (or just after it).
-      std::thread step([&] {
-        loadgen::DecodeStep(*client, model, kill_layer, {id}, false).status().IgnoreError();
-      });
-      std::this_thread::sleep_for(delay);
-      StatusOr<int> killed = worker_->Kill(SIGKILL);
-      step.join();
-      ASSERT_TRUE(killed.ok()) << killed.status();
-      for (int layer = 0; layer < spec_.num_layers; ++layer) {
-        acked[static_cast<size_t>(layer)] = *client->DurableLength(id, layer);
-      }
+      Prefill(*client, model, id, -1, delay);
+      acked = DecodeUntilKilled(*client, model, id, rng, delay);
     }
-    client.reset();
-    if (worker_->running()) {
+    if (worker_->running()) {  // the kill may have come after the last acknowledgement
       StatusOr<int> killed = worker_->Kill(SIGKILL);
       ASSERT_TRUE(killed.ok()) << killed.status();
     }
     const Status started = worker_->Start(seconds(30));
     ASSERT_TRUE(started.ok()) << started;
-    ResumeAndVerify(model, id, acked);
+    // Every other pair of rounds, an engine that restarted too (a new client).
+    if (round % 4 >= 2) client = Connect();
+    ResumeAndVerify(client.get(), model, id, acked);
+  }
+
+  const ModelSpec spec_ = Spec();
+  ScratchDir dir_;
+  std::unique_ptr<loadgen::WorkerProcess> worker_;
+};
+
+// Rounds alternate between a kill during prefill and one during decode, at seeded random
+// points (chunk or step, layer, and delay after sending).
+TEST_F(SsdRecovery, KilledWorkerKeepsEveryAcknowledgedTokenAndResumes) {
+  SCOPED_TRACE("seed " + std::to_string(kSeed));
+  std::mt19937_64 rng(kSeed);
+  StartWorker();
+  for (int round = 0; round < 6; ++round) {
+    CrashRound(rng, round);
     if (HasFatalFailure()) return;
   }
+}
+
+// The same with a values' DRAM budget below one sequence: values spill to SSD between
+// requests, dense Attend streams them back, and recovery starts with them on SSD.
+TEST_F(SsdRecovery, KilledWorkerWithSpilledValuesResumes) {
+  SCOPED_TRACE("seed " + std::to_string(kSeed + 1));
+  std::mt19937_64 rng(kSeed + 1);
+  StartWorker({"--value-dram-fraction", "0.05"});  // ~100 of the sequence's ~190 V blocks
+  for (int round = 0; round < 4; ++round) {
+    CrashRound(rng, round);
+    if (HasFatalFailure()) return;
+  }
+  StatusOr<control::HttpResponse> metrics =
+      control::HttpGet(worker_->control_address(), "/metrics", seconds(5));
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  const std::string series = "\nattic_worker_kv_spilled_blocks_total ";
+  const size_t at = metrics->body.find(series);
+  ASSERT_NE(at, std::string::npos) << metrics->body;
+  EXPECT_GT(std::stod(metrics->body.substr(at + series.size())), 0) << "nothing spilled";
 }
 
 TEST_F(SsdRecovery, ResumeChecksTheRecoveredSequence) {
