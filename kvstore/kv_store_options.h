@@ -64,7 +64,8 @@ struct KvStoreOptions {
   // With the SSD tier: values kept in DRAM, in blocks. Maintain() spills the least recently
   // used durable values once more than spill_high_watermark * value_dram_blocks are
   // resident, down to spill_low_watermark * value_dram_blocks. Reads may overshoot the budget
-  // between two Maintain calls. 0 = v_pool_blocks (spill only when the V pool is full).
+  // between two Maintain calls. 0 = v_pool_blocks: values spill as the V pool nears full
+  // (above spill_high_watermark of it).
   int64_t value_dram_blocks = 0;
   double spill_high_watermark = 0.9;
   double spill_low_watermark = 0.75;

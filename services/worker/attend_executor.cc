@@ -520,6 +520,16 @@ Status AttendExecutor::RunSparse(size_t t, float* out, float* lse) {
     scratch.selection = retrieval::BuildSelection(
         {.length = tokens, .indexed = indexed, .retrieved = scratch.result.positions},
         item.selection);
+    if (store_->has_ssd_tier()) {
+      // Mark the selected values used, so that the spill order keeps what sparse steps read.
+      scratch.fetch.clear();
+      for (int32_t p : scratch.selection) {
+        const int b = p / spec_.block_size;
+        if (scratch.fetch.empty() || scratch.fetch.back() != b) scratch.fetch.push_back(b);
+      }
+      RETURN_IF_ERROR(store_->FetchValues(item.id, layer_, item.kv_head_begin + task.head,
+                                          scratch.fetch, &scratch.values, nullptr));
+    }
   } else {
     RETURN_IF_ERROR(FetchSelection(task, runs, tokens, indexed, scratch));
     attend_runs = scratch.fetched_runs;
