@@ -1,4 +1,4 @@
-// ./attic bench ssd [--dir DIR] [--bytes N] [--json FILE] [--quick] [--data DIR]
+// ./attic bench ssd [--dir DIR] [--bytes N] [--json FILE] [--quick] [--sync] [--data DIR]
 //                   [--dram-fraction F] [--skip-sparse]
 //
 // The SSD tier against the disk under it, in one run (docs/kvstore-ssd.md):
@@ -51,6 +51,7 @@ struct Flags {
   size_t bytes = 0;  // 0: 1 GiB, or 256 MiB with --quick
   std::string json;
   bool quick = false;
+  bool sync = false;           // SsdTierOptions.sync: power-loss durable writes (every fsync)
   std::string data;            // activation dump of the sparse-fetch section
   double dram_fraction = 0.1;  // values in DRAM in its spilled decode steps
   bool skip_sparse = false;
@@ -70,13 +71,15 @@ using Section = Status (*)(SsdBenchContext&, BenchReport&);
 
 void Usage() {
   std::printf(
-      "usage: attic-bench-ssd [--dir DIR] [--bytes N] [--json FILE] [--quick]\n"
+      "usage: attic-bench-ssd [--dir DIR] [--bytes N] [--json FILE] [--quick] [--sync]\n"
+      "                       [--data DIR] [--dram-fraction F] [--skip-sparse]\n"
       "  The SSD tier (RocksDB) against raw O_DIRECT throughput of the same disk.\n"
       "  --dir DIR    where to write (default: a fresh directory under $TMPDIR or /tmp);\n"
       "               the disk under DIR is the one measured\n"
       "  --bytes N    bytes to write and read back (suffix K, M or G; default 1G, --quick 256M)\n"
       "  --json FILE  also write the result envelope as JSON\n"
       "  --quick      256 MiB and fewer latency samples (a smoke run)\n"
+      "  --sync       the tier with SsdTierOptions.sync (every fsync: power-loss durable)\n"
       "  --data DIR   activation dump of the sparse-fetch section (default: ../shared's\n"
       "               reference dump, else a synthetic one)\n"
       "  --dram-fraction F  values in DRAM in its spilled decode steps (default 0.1)\n"
@@ -109,6 +112,8 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
       f->json = argv[++i];
     } else if (a == "--quick") {
       f->quick = true;
+    } else if (a == "--sync") {
+      f->sync = true;
     } else if (a == "--data" && has_value) {
       f->data = argv[++i];
     } else if (a == "--dram-fraction" && has_value) {
@@ -207,6 +212,7 @@ TierBenchOptions TierOptions(const SsdBenchContext& c) {
   o.dir = c.dir + "/tier";
   o.bytes = c.bytes;
   o.random_reads = c.flags.quick ? 500 : 2000;
+  o.tier.sync = c.flags.sync;
   return o;
 }
 
@@ -226,7 +232,8 @@ std::vector<Param> SpillParams(const SpillFigures& s) {
           {"write_amplification", Num(st.write_amplification())},
           {"live_blob_bytes", std::to_string(st.live_blob_bytes)},
           {"sst_bytes", std::to_string(st.total_sst_bytes)},
-          {"direct_io", st.direct_io ? "true" : "false"}};
+          {"direct_io", st.direct_io ? "true" : "false"},
+          {"sync", s.sync ? "true" : "false"}};
 }
 
 // One spill per writer count (each into a fresh tier; the last one's blocks stay for the

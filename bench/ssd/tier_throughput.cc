@@ -95,6 +95,7 @@ StatusOr<SpillFigures> MeasureSpill(const TierBenchOptions& o, int writers) {
   const size_t batches = std::max<size_t>(1, o.bytes / (o.block_bytes * batch));
   SpillFigures fig;
   fig.writers = writers;
+  fig.sync = o.tier.sync;
   fig.blocks = batches * batch;
   fig.block_bytes = fig.blocks * o.block_bytes;
   auto write_share = [&](int w) -> Status {

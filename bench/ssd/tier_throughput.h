@@ -35,6 +35,7 @@ struct TierBenchOptions {
 
 struct SpillFigures {
   int writers = 0;
+  bool sync = false;       // options.tier.sync
   size_t blocks = 0;
   size_t block_bytes = 0;  // payload written
   double seconds = 0.0;
