@@ -221,9 +221,11 @@ class Client {
 
   // Tokens [first_token, first_token + n) of one layer: k and v [n, Hkv, D] token-major, in
   // any dtype (converted to the storage dtype). first_token must equal the layer's current
-  // length (tokens a shard already holds through the prefix cache are skipped), and chunks
-  // other than the last must be multiples of B. The client transposes each shard's part to
-  // block-major and ships it. The views may be released when the call returns.
+  // length (tokens a shard already holds, through the prefix cache or after a Resume, are
+  // skipped). The client transposes each shard's part to block-major and ships it; a shard
+  // whose last block is partial (after a chunk that was not a multiple of B, decode tokens or
+  // a Resume) first gets the tokens completing that block token-major. The views may be
+  // released when the call returns.
   virtual std::future<Status> Prefill(uint64_t id, int layer, int64_t first_token,
                                       const TensorView& k, const TensorView& v) = 0;
 

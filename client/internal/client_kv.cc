@@ -54,8 +54,45 @@ void SendNext(const std::shared_ptr<AppendChain>& c) {
               });
 }
 
+// Rows [t0, t1) of src ([n, Hkv, D]), heads [h0, h1), as [t1 - t0, h1 - h0, D] in `to`.
+void PackTokenMajor(const TensorView& src, int64_t t0, int64_t t1, int h0, int h1, DType to,
+                    std::byte* dst) {
+  const size_t row_bytes =
+      static_cast<size_t>(h1 - h0) * static_cast<size_t>(src.dim(2)) * DTypeSize(to);
+  for (int64_t t = t0; t < t1; ++t) {
+    const TensorView row(src.ElementPtr({t, 0, 0}), src.dtype(), {src.dim(1), src.dim(2)},
+                         {src.stride(1), src.stride(2)});
+    PackRows(row, h0, h1, to, dst + static_cast<size_t>(t - t0) * row_bytes);
+  }
+}
+
+// Tokens [a, b) of the chunk (k, v holding tokens [first, ...)) for one shard, token-major in
+// the storage dtype: what completes a partial last block.
+Request TokenMajorRequest(const ModelSpec& spec, uint64_t id, int layer, const Shard& shard,
+                          int64_t a, int64_t b, int64_t first, const TensorView& k,
+                          const TensorView& v) {
+  const size_t bytes = static_cast<size_t>(b - a) *
+                       static_cast<size_t>(shard.kv_head_end - shard.kv_head_begin) *
+                       static_cast<size_t>(spec.head_dim) * DTypeSize(spec.dtype);
+  auto payload = std::make_shared<std::vector<std::byte>>(2 * bytes);
+  PackTokenMajor(k, a - first, b - first, shard.kv_head_begin, shard.kv_head_end, spec.dtype,
+                 payload->data());
+  PackTokenMajor(v, a - first, b - first, shard.kv_head_begin, shard.kv_head_end, spec.dtype,
+                 payload->data() + bytes);
+  return Request{.method = Method::kAppendKv,
+                 .header = EncodeAppendKv({.id = id,
+                                           .layer = layer,
+                                           .block_major = false,
+                                           .num_tokens = b - a,
+                                           .dtype = spec.dtype,
+                                           .k_offset = 0,
+                                           .v_offset = bytes}),
+                 .payload = std::move(payload)};
+}
+
 // The AppendKv requests carrying one shard's slice of a prefill chunk, at most
-// kMaxAppendPayloadBytes each. k, v: [n, Hkv, D] holding tokens [first, first + n).
+// kMaxAppendPayloadBytes each: the tokens completing a partial last block token-major, then
+// whole blocks block-major. k, v: [n, Hkv, D] holding tokens [first, first + n).
 std::vector<Request> PrefillRequests(const ModelSpec& spec, uint64_t id, int layer,
                                      const Shard& shard, const ShardSlice& slice, int64_t first,
                                      const TensorView& k, const TensorView& v,
@@ -64,7 +101,15 @@ std::vector<Request> PrefillRequests(const ModelSpec& spec, uint64_t id, int lay
   const int64_t step =
       TokensPerMessage(heads, spec.block_size, spec.head_dim, spec.dtype, kMaxAppendPayloadBytes);
   std::vector<Request> requests;
-  for (int64_t a = slice.begin; a < slice.end; a += step) {
+  int64_t begin = slice.begin;
+  const int64_t partial = (begin - shard.token_begin) % spec.block_size;
+  if (partial != 0) {
+    const int64_t end = std::min(slice.end, begin + spec.block_size - partial);
+    requests.push_back(TokenMajorRequest(spec, id, layer, shard, begin, end, first, k, v));
+    expected->push_back(end - shard.token_begin);
+    begin = end;
+  }
+  for (int64_t a = begin; a < slice.end; a += step) {
     const int64_t b = std::min(slice.end, a + step);
     const size_t bytes = BlockMajorBytes(b - a, heads, spec.block_size, spec.head_dim, spec.dtype);
     auto payload = std::make_shared<std::vector<std::byte>>(2 * bytes);
@@ -160,7 +205,7 @@ std::future<Status> ClientImpl::Prefill(uint64_t id, int layer, int64_t first_to
     Status s = CheckAppendable(*seq, layer);
     if (s.ok()) s = CheckPrefillStart(first_token, seq->length[l], seq->prefix_tokens);
     if (s.ok()) {
-      slices = RoutePrefill(seq->plan, seq->local_len[l], first_token, n, spec.block_size);
+      slices = RoutePrefill(seq->plan, seq->local_len[l], first_token, n);
       s = slices.status();
     }
     if (!s.ok()) return ReadyFuture(s.WithContext(context + " layer " + std::to_string(layer)));

@@ -73,7 +73,7 @@ Status CheckPrefillStart(int64_t first, int64_t length, int64_t prefix) {
 
 StatusOr<std::vector<ShardSlice>> RoutePrefill(const ShardPlan& plan,
                                                std::span<const int64_t> local_len, int64_t first,
-                                               int64_t n, int block_size) {
+                                               int64_t n) {
   std::vector<ShardSlice> slices;
   for (size_t i = 0; i < plan.shards.size(); ++i) {
     const Shard& s = plan.shards[i];
@@ -87,10 +87,6 @@ StatusOr<std::vector<ShardSlice>> RoutePrefill(const ShardPlan& plan,
     if (begin != held_end) {
       return FailedPreconditionError(who + ": a prefill from token " + std::to_string(begin) +
                                      " would leave a gap");
-    }
-    if (local_len[i] % block_size != 0) {
-      return FailedPreconditionError(who + ", not a whole number of " + std::to_string(block_size) +
-                                     "-token blocks: only a prompt's last chunk may be partial");
     }
     slices.push_back(ShardSlice{.shard = i, .begin = begin, .end = end});
   }

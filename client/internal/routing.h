@@ -2,7 +2,7 @@
 // Pure functions over plain data, so the routing rules are tested without a network.
 //
 //   std::vector<HeadRange> ranges = HeadRanges(plan);
-//   ASSIGN_OR_RETURN(auto slices, RoutePrefill(plan, local_len, first_token, n, B));
+//   ASSIGN_OR_RETURN(auto slices, RoutePrefill(plan, local_len, first_token, n));
 //   for (const ShardSlice& s : slices) ...   // global tokens [s.begin, s.end) for s.shard
 //
 // Thread safety: stateless functions.
@@ -57,11 +57,11 @@ struct ShardSlice {
 // Routes the chunk [first, first + n) to the shards whose token range holds it, skipping the
 // tokens each shard already holds (local_len: shard-local tokens held per shard for this
 // layer). FAILED_PRECONDITION if a shard would receive tokens that do not start at its local
-// length, or if its local length is not a multiple of B (only a prompt's last chunk may be
-// partial, and decode tokens end the prefill).
+// length. A slice may start inside a block (the shard's local length is not a multiple of B):
+// the sender completes that block token-major.
 StatusOr<std::vector<ShardSlice>> RoutePrefill(const ShardPlan& plan,
                                                std::span<const int64_t> local_len, int64_t first,
-                                               int64_t n, int block_size);
+                                               int64_t n);
 
 // Tokens per AppendKv message (a multiple of B, at least B) so that k and v of `heads` heads,
 // block-major in `dtype`, fit in max_payload_bytes; one block if even one block does not fit.

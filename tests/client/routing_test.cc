@@ -80,7 +80,7 @@ TEST(RoutingTest, PrefillStartRule) {
 TEST(RoutingTest, PrefillRoutesByTokenRangeAndSkipsHeldTokens) {
   const ShardPlan plan = Mixed();
   std::vector<int64_t> held = {0, 0, 0};
-  auto slices = RoutePrefill(plan, held, 0, 300, kB);
+  auto slices = RoutePrefill(plan, held, 0, 300);
   ASSERT_TRUE(slices.ok()) << slices.status();
   ASSERT_EQ(slices->size(), 3u);
   EXPECT_EQ((*slices)[0].shard, 0u);  // plan order
@@ -93,7 +93,7 @@ TEST(RoutingTest, PrefillRoutesByTokenRangeAndSkipsHeldTokens) {
 
   // Prefix hits: shard 1 holds 128, shard 2 holds 192; a chunk from 0 skips them.
   held = {0, 128, 192};
-  slices = RoutePrefill(plan, held, 0, 256, kB);
+  slices = RoutePrefill(plan, held, 0, 256);
   ASSERT_TRUE(slices.ok()) << slices.status();
   ASSERT_EQ(slices->size(), 2u);
   EXPECT_EQ((*slices)[0].shard, 1u);
@@ -101,22 +101,26 @@ TEST(RoutingTest, PrefillRoutesByTokenRangeAndSkipsHeldTokens) {
   EXPECT_EQ((*slices)[1].shard, 2u);
   EXPECT_EQ((*slices)[1].begin, 192);
   // Everything already held: nothing to send.
-  slices = RoutePrefill(plan, held, 0, 128, kB);
+  slices = RoutePrefill(plan, held, 0, 128);
   ASSERT_TRUE(slices.ok());
   EXPECT_TRUE(slices->empty());
 }
 
-TEST(RoutingTest, PrefillRefusesGapsAndPartialBlocks) {
+TEST(RoutingTest, PrefillRefusesGapsAndContinuesPartialBlocks) {
   const ShardPlan plan = Mixed();
   std::vector<int64_t> held = {0, 0, 0};
   // Starting past what shard 2 holds leaves a gap.
-  auto slices = RoutePrefill(plan, held, 64, 64, kB);
+  auto slices = RoutePrefill(plan, held, 64, 64);
   EXPECT_EQ(slices.status().code(), StatusCode::kFailedPrecondition);
-  // After a partial chunk, the next one cannot start.
+  EXPECT_NE(slices.status().message().find("would leave a gap"), std::string::npos);
+  // After a partial chunk the next one continues inside the block (the sender completes it
+  // token-major).
   held = {0, 100, 100};
-  slices = RoutePrefill(plan, held, 100, 64, kB);
-  EXPECT_EQ(slices.status().code(), StatusCode::kFailedPrecondition);
-  EXPECT_NE(slices.status().message().find("only a prompt's last chunk"), std::string::npos);
+  slices = RoutePrefill(plan, held, 100, 64);
+  ASSERT_TRUE(slices.ok()) << slices.status();
+  ASSERT_EQ(slices->size(), 2u);
+  EXPECT_EQ((*slices)[0].begin, 100);
+  EXPECT_EQ((*slices)[0].end, 164);
 }
 
 TEST(RoutingTest, TokensPerMessageStaysUnderTheLimit) {

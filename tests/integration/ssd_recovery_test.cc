@@ -112,11 +112,6 @@ TensorView QueryView(const loadgen::EngineModel& model, uint64_t id, int layer) 
                     {model.spec().num_q_heads, model.spec().head_dim});
 }
 
-// One token's k or v of (id, layer) as the [Hkv, D] view Append takes.
-TensorView TokenView(const TensorView& rows, const ModelSpec& spec) {
-  return TensorView(rows.data(), spec.dtype, {spec.num_kv_heads, spec.head_dim});
-}
-
 class SsdRecovery : public ::testing::Test {
  protected:
   void StartWorker(std::vector<std::string> extra = {}) {
@@ -175,21 +170,13 @@ class SsdRecovery : public ::testing::Test {
     }
   }
 
-  // Sends tokens [from, model length) of (id, layer) again: one by one up to a block boundary
-  // (a recovered partial tail block is filled by decode appends), the rest as one prefill.
+  // Sends tokens [from, model length) of (id, layer) again, as one prefill (the client
+  // completes a recovered partial tail block token-major).
   Status ReSend(Client& client, const loadgen::EngineModel& model, uint64_t id, int layer,
                 int64_t from) {
-    const int64_t to = model.Length(id, layer);
-    int64_t t = from;
-    for (; t < to && t % spec_.block_size != 0; ++t) {
-      RETURN_IF_ERROR(client
-                          .Append(id, layer, TokenView(model.K(id, layer, t, 1), spec_),
-                                  TokenView(model.V(id, layer, t, 1), spec_))
-                          .get());
-    }
-    if (t == to) return OkStatus();
-    return client
-        .Prefill(id, layer, t, model.K(id, layer, t, to - t), model.V(id, layer, t, to - t))
+    const int64_t n = model.Length(id, layer) - from;
+    if (n == 0) return OkStatus();
+    return client.Prefill(id, layer, from, model.K(id, layer, from, n), model.V(id, layer, from, n))
         .get();
   }
 
