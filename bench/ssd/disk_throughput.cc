@@ -95,17 +95,16 @@ StatusOr<double> WritePass(const std::string& path, const DiskOptions& o, int th
   fig->direct_io = direct;
   if (!direct) fig->note = "O_DIRECT refused by the file system under " + o.dir;
   const Clock::time_point start = Clock::now();
-  RETURN_IF_ERROR(Parallel(fig->bytes, o.transfer_bytes, threads,
-                           [&](int t, size_t begin, size_t end) -> Status {
-                             for (size_t off = begin; off < end; off += o.transfer_bytes) {
-                               if (::pwrite(fd.get(), bufs[t].get(), o.transfer_bytes,
-                                            static_cast<off_t>(off)) !=
-                                   static_cast<ssize_t>(o.transfer_bytes)) {
-                                 return Errno("writing " + path);
-                               }
-                             }
-                             return OkStatus();
-                           }));
+  RETURN_IF_ERROR(Parallel(
+      fig->bytes, o.transfer_bytes, threads, [&](int t, size_t begin, size_t end) -> Status {
+        for (size_t off = begin; off < end; off += o.transfer_bytes) {
+          if (::pwrite(fd.get(), bufs[t].get(), o.transfer_bytes, static_cast<off_t>(off)) !=
+              static_cast<ssize_t>(o.transfer_bytes)) {
+            return Errno("writing " + path);
+          }
+        }
+        return OkStatus();
+      }));
   if (::fdatasync(fd.get()) != 0) return Errno("fdatasync " + path);
   return static_cast<double>(fig->bytes) / Seconds(start, Clock::now()) / 1e9;
 }
@@ -117,17 +116,16 @@ StatusOr<double> ReadPass(const std::string& path, const DiskOptions& o, int thr
   if (fd.get() < 0) return Errno("opening " + path);
   if (!direct) ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED);
   const Clock::time_point start = Clock::now();
-  RETURN_IF_ERROR(Parallel(fig.bytes, o.transfer_bytes, threads,
-                           [&](int t, size_t begin, size_t end) -> Status {
-                             for (size_t off = begin; off < end; off += o.transfer_bytes) {
-                               if (::pread(fd.get(), bufs[t].get(), o.transfer_bytes,
-                                           static_cast<off_t>(off)) !=
-                                   static_cast<ssize_t>(o.transfer_bytes)) {
-                                 return Errno("reading " + path);
-                               }
-                             }
-                             return OkStatus();
-                           }));
+  RETURN_IF_ERROR(Parallel(
+      fig.bytes, o.transfer_bytes, threads, [&](int t, size_t begin, size_t end) -> Status {
+        for (size_t off = begin; off < end; off += o.transfer_bytes) {
+          if (::pread(fd.get(), bufs[t].get(), o.transfer_bytes, static_cast<off_t>(off)) !=
+              static_cast<ssize_t>(o.transfer_bytes)) {
+            return Errno("reading " + path);
+          }
+        }
+        return OkStatus();
+      }));
   return static_cast<double>(fig.bytes) / Seconds(start, Clock::now()) / 1e9;
 }
 
@@ -190,8 +188,9 @@ LatencyFigures Percentiles(std::vector<double>* us) {
 StatusOr<DiskFigures> MeasureDisk(const DiskOptions& o) {
   if (o.transfer_bytes == 0 || o.transfer_bytes % kAlignment != 0 ||
       o.random_read_bytes % kAlignment != 0 || o.bytes < o.transfer_bytes) {
-    return InvalidArgumentError("MeasureDisk: sizes must be multiples of 4 KiB, bytes >= one "
-                                "transfer");
+    return InvalidArgumentError(
+        "MeasureDisk: sizes must be multiples of 4 KiB, bytes >= one "
+        "transfer");
   }
   DiskFigures fig;
   fig.bytes = o.bytes / o.transfer_bytes * o.transfer_bytes;

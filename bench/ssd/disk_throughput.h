@@ -36,7 +36,7 @@ struct DiskOptions {
   // Each pass splits the file into this many contiguous ranges, one thread each (the tier's
   // reload does the same); the best pass is the device's limit.
   std::vector<int> threads = {1, 2, 4};
-  size_t random_read_bytes = 16384;         // one random read (a KV block)
+  size_t random_read_bytes = 16384;  // one random read (a KV block)
   int random_reads = 2000;
 };
 
@@ -46,9 +46,9 @@ struct DiskPass {
 };
 
 struct DiskFigures {
-  bool direct_io = false;  // false: the file system refused O_DIRECT; buffered figures
-  std::string note;        // why not direct, when so
-  size_t bytes = 0;        // written and read per pass
+  bool direct_io = false;        // false: the file system refused O_DIRECT; buffered figures
+  std::string note;              // why not direct, when so
+  size_t bytes = 0;              // written and read per pass
   std::vector<DiskPass> writes;  // one per thread count; fdatasync included
   std::vector<DiskPass> reads;
   double write_gbps = 0.0;  // best of writes

@@ -23,24 +23,24 @@
 namespace attic::bench {
 
 struct TierBenchOptions {
-  std::string dir;                   // the RocksDB directory (created; emptied first)
-  size_t bytes = size_t{1} << 30;    // block bytes to spill, rounded down to whole batches
-  size_t block_bytes = 16384;        // one KV block: 64 tokens x 128 dims x bf16
-  int batch_blocks = 256;            // blocks per Write (256 x 16 KiB = 4 MiB: flush path)
+  std::string dir;                 // the RocksDB directory (created; emptied first)
+  size_t bytes = size_t{1} << 30;  // block bytes to spill, rounded down to whole batches
+  size_t block_bytes = 16384;      // one KV block: 64 tokens x 128 dims x bf16
+  int batch_blocks = 256;          // blocks per Write (256 x 16 KiB = 4 MiB: flush path)
   std::vector<int> reload_threads = {1, 2, 4};
-  int read_batch_blocks = 256;       // keys per ReadBlocks call
+  int read_batch_blocks = 256;  // keys per ReadBlocks call
   int random_reads = 2000;
-  SsdTierOptions tier;               // path is set from dir
+  SsdTierOptions tier;  // path is set from dir
 };
 
 struct SpillFigures {
   int writers = 0;
-  bool sync = false;       // options.tier.sync
+  bool sync = false;  // options.tier.sync
   size_t blocks = 0;
   size_t block_bytes = 0;  // payload written
   double seconds = 0.0;
-  double gbps = 0.0;       // payload, 1e9 bytes/s
-  SsdTierStats stats;      // after the last Write returned
+  double gbps = 0.0;   // payload, 1e9 bytes/s
+  SsdTierStats stats;  // after the last Write returned
 };
 
 struct ReloadFigures {

@@ -80,8 +80,7 @@ std::string DescribePrivateBlock(std::string_view key) {
 
 std::string DescribeSharedBlock(std::string_view key) {
   return "shared block scope " + Hex64(Get64(key, 1)) + " hash " + Hex64(Get64(key, 9)) +
-         " layer " + U64(Get32(key, 17)) + " head " + U64(Get32(key, 21)) + " " +
-         KindName(key[25]);
+         " layer " + U64(Get32(key, 17)) + " head " + U64(Get32(key, 21)) + " " + KindName(key[25]);
 }
 
 }  // namespace
@@ -96,8 +95,7 @@ std::string PrivateBlockKey(uint64_t seq_id, int layer, int kv_head, int block, 
   return s;
 }
 
-std::string SharedBlockKey(uint64_t scope, uint64_t hash, int layer, int kv_head,
-                           BlockKind kind) {
+std::string SharedBlockKey(uint64_t scope, uint64_t hash, int layer, int kv_head, BlockKind kind) {
   std::string s = Tagged(kSharedBlockTag, kSharedBlockKeyBytes);
   Put64(&s, scope);
   Put64(&s, hash);

@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <functional>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <utility>
 
@@ -59,8 +59,7 @@ class FaultInjectingFileSystem : public rocksdb::FileSystemWrapper {
   static bool CorruptNow(FaultInjector* faults);
 
   IOStatus NewSequentialFile(const std::string& f, const FileOptions& o,
-                             std::unique_ptr<FSSequentialFile>* r,
-                             IODebugContext* dbg) override;
+                             std::unique_ptr<FSSequentialFile>* r, IODebugContext* dbg) override;
   IOStatus NewRandomAccessFile(const std::string& f, const FileOptions& o,
                                std::unique_ptr<FSRandomAccessFile>* r,
                                IODebugContext* dbg) override;
@@ -68,9 +67,8 @@ class FaultInjectingFileSystem : public rocksdb::FileSystemWrapper {
                            std::unique_ptr<FSWritableFile>* r, IODebugContext* dbg) override;
   IOStatus ReopenWritableFile(const std::string& f, const FileOptions& o,
                               std::unique_ptr<FSWritableFile>* r, IODebugContext* dbg) override;
-  IOStatus ReuseWritableFile(const std::string& f, const std::string& old_f,
-                             const FileOptions& o, std::unique_ptr<FSWritableFile>* r,
-                             IODebugContext* dbg) override;
+  IOStatus ReuseWritableFile(const std::string& f, const std::string& old_f, const FileOptions& o,
+                             std::unique_ptr<FSWritableFile>* r, IODebugContext* dbg) override;
   IOStatus NewRandomRWFile(const std::string& f, const FileOptions& o,
                            std::unique_ptr<FSRandomRWFile>* r, IODebugContext* dbg) override;
 
@@ -104,8 +102,7 @@ bool IsBlobFile(const std::string& fname) { return fname.ends_with(".blob"); }
 
 class InjectingWritableFile : public rocksdb::FSWritableFileOwnerWrapper {
  public:
-  InjectingWritableFile(std::unique_ptr<FSWritableFile> f, FaultInjector* faults,
-                        std::string fname)
+  InjectingWritableFile(std::unique_ptr<FSWritableFile> f, FaultInjector* faults, std::string fname)
       : FSWritableFileOwnerWrapper(std::move(f)), faults_(faults), fname_(std::move(fname)) {}
 
   IOStatus Append(const Slice& data, const IOOptions& o, IODebugContext* dbg) override {
@@ -144,8 +141,7 @@ class InjectingWritableFile : public rocksdb::FSWritableFileOwnerWrapper {
     IOStatus s = Check(faults_, Op::kWrite, fname_);
     return s.ok() ? target()->RangeSync(offset, n, o, dbg) : s;
   }
-  IOStatus Allocate(uint64_t offset, uint64_t n, const IOOptions& o,
-                    IODebugContext* dbg) override {
+  IOStatus Allocate(uint64_t offset, uint64_t n, const IOOptions& o, IODebugContext* dbg) override {
     IOStatus s = Check(faults_, Op::kWrite, fname_);
     return s.ok() ? target()->Allocate(offset, n, o, dbg) : s;
   }
@@ -187,8 +183,7 @@ class InjectingRandomAccessFile : public rocksdb::FSRandomAccessFileOwnerWrapper
     }
     return s;
   }
-  IOStatus Prefetch(uint64_t offset, size_t n, const IOOptions& o,
-                    IODebugContext* dbg) override {
+  IOStatus Prefetch(uint64_t offset, size_t n, const IOOptions& o, IODebugContext* dbg) override {
     IOStatus s = Check(faults_, Op::kRead, fname_);
     return s.ok() ? target()->Prefetch(offset, n, o, dbg) : s;
   }
@@ -196,8 +191,7 @@ class InjectingRandomAccessFile : public rocksdb::FSRandomAccessFileOwnerWrapper
                      std::function<void(const FSReadRequest&, void*)> cb, void* cb_arg,
                      void** io_handle, IOHandleDeleter* del_fn, IODebugContext* dbg) override {
     IOStatus s = Check(faults_, Op::kRead, fname_);
-    return s.ok() ? target()->ReadAsync(req, o, std::move(cb), cb_arg, io_handle, del_fn, dbg)
-                  : s;
+    return s.ok() ? target()->ReadAsync(req, o, std::move(cb), cb_arg, io_handle, del_fn, dbg) : s;
   }
 
  private:
@@ -230,8 +224,7 @@ class InjectingSequentialFile : public rocksdb::FSSequentialFileOwnerWrapper {
 
 class InjectingRandomRWFile : public rocksdb::FSRandomRWFileOwnerWrapper {
  public:
-  InjectingRandomRWFile(std::unique_ptr<FSRandomRWFile> f, FaultInjector* faults,
-                        std::string fname)
+  InjectingRandomRWFile(std::unique_ptr<FSRandomRWFile> f, FaultInjector* faults, std::string fname)
       : FSRandomRWFileOwnerWrapper(std::move(f)), faults_(faults), fname_(std::move(fname)) {}
 
   IOStatus Write(uint64_t offset, const Slice& data, const IOOptions& o,
@@ -310,8 +303,7 @@ IOStatus FaultInjectingFileSystem::NewSequentialFile(const std::string& f, const
   });
 }
 
-IOStatus FaultInjectingFileSystem::NewRandomAccessFile(const std::string& f,
-                                                       const FileOptions& o,
+IOStatus FaultInjectingFileSystem::NewRandomAccessFile(const std::string& f, const FileOptions& o,
                                                        std::unique_ptr<FSRandomAccessFile>* r,
                                                        IODebugContext* dbg) {
   return OpenWrapped<InjectingRandomAccessFile>(faults_, Op::kOpenRead, f, r, [&](auto* file) {
@@ -335,8 +327,7 @@ IOStatus FaultInjectingFileSystem::ReopenWritableFile(const std::string& f, cons
   });
 }
 
-IOStatus FaultInjectingFileSystem::ReuseWritableFile(const std::string& f,
-                                                     const std::string& old_f,
+IOStatus FaultInjectingFileSystem::ReuseWritableFile(const std::string& f, const std::string& old_f,
                                                      const FileOptions& o,
                                                      std::unique_ptr<FSWritableFile>* r,
                                                      IODebugContext* dbg) {

@@ -39,7 +39,8 @@ Status PrepareDirectory(TierState* t) {
   if (!t->options.direct_io) {
     std::error_code ec;
     std::filesystem::create_directories(path, ec);
-    if (ec) return UnavailableError("creating the SSD tier directory " + path + ": " + ec.message());
+    if (ec)
+      return UnavailableError("creating the SSD tier directory " + path + ": " + ec.message());
     return OkStatus();
   }
   ASSIGN_OR_RETURN(ssd_internal::DirectIoProbe probe, ssd_internal::ProbeDirectIo(path));

@@ -88,19 +88,18 @@ enum class BlockKind : uint8_t { kKey = 0, kValue = 1 };
 // prefix scope and chain hash, layer and KV head, so two sequences with the same prefix store
 // it once. Big-endian fields: keys of one sequence (or one prefix entry) are adjacent.
 std::string PrivateBlockKey(uint64_t seq_id, int layer, int kv_head, int block, BlockKind kind);
-std::string SharedBlockKey(uint64_t scope, uint64_t hash, int layer, int kv_head,
-                           BlockKind kind);
+std::string SharedBlockKey(uint64_t scope, uint64_t hash, int layer, int kv_head, BlockKind kind);
 // Every private block key of a sequence starts with this (DeleteRange of a closed sequence).
 std::string PrivateBlockPrefix(uint64_t seq_id);
 // REQUIRES for the block and record keys: layer, kv_head and block are >= 0.
 
 // Record keys (the small column family).
-std::string ManifestKey(uint64_t seq_id);                        // a sequence's manifest
-std::string SampleKey(uint64_t seq_id, int layer);               // its prefill query sample
-std::string PrefixEntryKey(uint64_t scope, uint64_t hash);       // a prefix entry's record
-std::string_view ManifestKeyPrefix();                            // every manifest key's prefix
-std::string_view PrefixEntryKeyPrefix();                         // every prefix entry's prefix
-std::string SamplePrefix(uint64_t seq_id);                       // a sequence's samples
+std::string ManifestKey(uint64_t seq_id);                   // a sequence's manifest
+std::string SampleKey(uint64_t seq_id, int layer);          // its prefill query sample
+std::string PrefixEntryKey(uint64_t scope, uint64_t hash);  // a prefix entry's record
+std::string_view ManifestKeyPrefix();                       // every manifest key's prefix
+std::string_view PrefixEntryKeyPrefix();                    // every prefix entry's prefix
+std::string SamplePrefix(uint64_t seq_id);                  // a sequence's samples
 
 // The inverses for the record keys a recovery scan meets: false (outputs untouched) when the
 // key is not of that kind.
@@ -129,15 +128,15 @@ struct TierRecordWrite {
 struct TierBatch {
   std::vector<TierBlockWrite> blocks;
   std::vector<TierRecordWrite> records;
-  std::vector<std::string> delete_blocks;         // single block keys
+  std::vector<std::string> delete_blocks;          // single block keys
   std::vector<std::string> delete_block_prefixes;  // every block key with this prefix
   std::vector<std::string> delete_records;
   size_t block_bytes() const;  // sum of blocks[i].bytes.size()
 };
 
 struct SsdTierStats {
-  uint64_t writes = 0;             // Write calls that succeeded
-  uint64_t write_errors = 0;       // ... that failed
+  uint64_t writes = 0;        // Write calls that succeeded
+  uint64_t write_errors = 0;  // ... that failed
   uint64_t blocks_written = 0;
   uint64_t block_bytes_written = 0;  // payload bytes (without checksums)
   uint64_t blocks_read = 0;
@@ -146,17 +145,17 @@ struct SsdTierStats {
   uint64_t flushes = 0;            // flushes Write forced (large writes)
   uint64_t reopens = 0;            // database reopened after an error RocksDB cannot resume
   // From RocksDB's statistics: what actually reached and left the files.
-  uint64_t rocksdb_bytes_written = 0;   // BYTES_WRITTEN (WAL + memtable inserts)
-  uint64_t rocksdb_bytes_read = 0;      // BYTES_READ
-  uint64_t wal_bytes = 0;               // WAL_FILE_BYTES
-  uint64_t flush_bytes_written = 0;     // FLUSH_WRITE_BYTES
-  uint64_t compact_bytes_written = 0;   // COMPACT_WRITE_BYTES
-  uint64_t compact_bytes_read = 0;      // COMPACT_READ_BYTES
-  uint64_t blob_bytes_written = 0;      // BLOB_DB_BLOB_FILE_BYTES_WRITTEN
-  uint64_t blob_bytes_read = 0;         // BLOB_DB_BLOB_FILE_BYTES_READ
-  uint64_t live_blob_bytes = 0;         // rocksdb.live-blob-file-size
-  uint64_t total_sst_bytes = 0;         // rocksdb.total-sst-files-size
-  bool direct_io = false;               // direct_io_active()
+  uint64_t rocksdb_bytes_written = 0;  // BYTES_WRITTEN (WAL + memtable inserts)
+  uint64_t rocksdb_bytes_read = 0;     // BYTES_READ
+  uint64_t wal_bytes = 0;              // WAL_FILE_BYTES
+  uint64_t flush_bytes_written = 0;    // FLUSH_WRITE_BYTES
+  uint64_t compact_bytes_written = 0;  // COMPACT_WRITE_BYTES
+  uint64_t compact_bytes_read = 0;     // COMPACT_READ_BYTES
+  uint64_t blob_bytes_written = 0;     // BLOB_DB_BLOB_FILE_BYTES_WRITTEN
+  uint64_t blob_bytes_read = 0;        // BLOB_DB_BLOB_FILE_BYTES_READ
+  uint64_t live_blob_bytes = 0;        // rocksdb.live-blob-file-size
+  uint64_t total_sst_bytes = 0;        // rocksdb.total-sst-files-size
+  bool direct_io = false;              // direct_io_active()
   // Write amplification of the figures above: bytes RocksDB put on the disk (WAL, flushed SST
   // and blob files, compaction output) per payload byte written. 0 before any write.
   double write_amplification() const;
@@ -212,9 +211,9 @@ class FaultInjector {
  public:
   enum class Fault {
     kNone,
-    kNoSpace,  // writes, appends, syncs and file creation fail with ENOSPC
-    kIoError,  // every read and write fails with EIO
-    kReadIoError,  // reads fail with EIO, writes work
+    kNoSpace,       // writes, appends, syncs and file creation fail with ENOSPC
+    kIoError,       // every read and write fails with EIO
+    kReadIoError,   // reads fail with EIO, writes work
     kCorruptReads,  // reads of blob files (*.blob) succeed but return one flipped bit
   };
   FaultInjector();

@@ -39,8 +39,8 @@ class ScratchDir {
  public:
   ScratchDir() {
     const char* tmp = std::getenv("TMPDIR");
-    std::string pattern = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") +
-                          "/attic-ssd-test-XXXXXX";
+    std::string pattern =
+        std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/attic-ssd-test-XXXXXX";
     if (mkdtemp(pattern.data()) != nullptr) path_ = pattern;
   }
   ~ScratchDir() {
@@ -81,7 +81,8 @@ struct BlockSet {
   }
   TierBatch Batch() const {
     TierBatch b;
-    for (size_t i = 0; i < keys.size(); ++i) b.blocks.push_back({.key = keys[i], .bytes = bytes[i]});
+    for (size_t i = 0; i < keys.size(); ++i)
+      b.blocks.push_back({.key = keys[i], .bytes = bytes[i]});
     return b;
   }
 };

@@ -1,6 +1,8 @@
 // SsdTier on a real RocksDB directory: keys, block round trips through the WAL and the flush
 // path, batched reads, records, range deletes, reopening (also after SIGKILL), checksums and
 // figures. Fault injection is in ssd_fault_test.cc.
+#include "kvstore/ssd/ssd_tier.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -17,7 +19,6 @@
 
 #include "kvstore/ssd/internal/block_value.h"
 #include "kvstore/ssd/internal/key_tags.h"
-#include "kvstore/ssd/ssd_tier.h"
 #include "tests/kvstore/ssd_test_util.h"
 
 namespace attic::ssd_test {
@@ -49,15 +50,16 @@ class SsdTierTest : public ::testing::Test {
 
 TEST(SsdTierKeys, KeysOfOneSequenceSortTogetherInNumericOrder) {
   std::vector<std::string> keys = {
-      PrivateBlockKey(7, 0, 0, 0, BlockKind::kKey),  PrivateBlockKey(7, 0, 0, 0, BlockKind::kValue),
-      PrivateBlockKey(7, 0, 0, 1, BlockKind::kKey),  PrivateBlockKey(7, 0, 0, 256, BlockKind::kKey),
-      PrivateBlockKey(7, 0, 1, 0, BlockKind::kKey),  PrivateBlockKey(7, 1, 0, 0, BlockKind::kKey),
-      PrivateBlockKey(8, 0, 0, 0, BlockKind::kKey),  PrivateBlockKey(256, 0, 0, 0, BlockKind::kKey)};
+      PrivateBlockKey(7, 0, 0, 0, BlockKind::kKey), PrivateBlockKey(7, 0, 0, 0, BlockKind::kValue),
+      PrivateBlockKey(7, 0, 0, 1, BlockKind::kKey), PrivateBlockKey(7, 0, 0, 256, BlockKind::kKey),
+      PrivateBlockKey(7, 0, 1, 0, BlockKind::kKey), PrivateBlockKey(7, 1, 0, 0, BlockKind::kKey),
+      PrivateBlockKey(8, 0, 0, 0, BlockKind::kKey), PrivateBlockKey(256, 0, 0, 0, BlockKind::kKey)};
   for (size_t i = 1; i < keys.size(); ++i) EXPECT_LT(keys[i - 1], keys[i]) << i;
   const std::string prefix = PrivateBlockPrefix(7);
   EXPECT_TRUE(keys[5].starts_with(prefix));
   EXPECT_FALSE(keys[6].starts_with(prefix));
-  EXPECT_NE(SharedBlockKey(1, 2, 0, 0, BlockKind::kKey), SharedBlockKey(1, 2, 0, 0, BlockKind::kValue));
+  EXPECT_NE(SharedBlockKey(1, 2, 0, 0, BlockKind::kKey),
+            SharedBlockKey(1, 2, 0, 0, BlockKind::kValue));
 }
 
 TEST(SsdTierKeys, RecordKeysParseBackAndEveryKeyReadsInWords) {

@@ -46,9 +46,9 @@ Status CheckBlockValue(std::string_view stored, size_t expected_bytes, std::stri
   const uint64_t stored_sum = LoadLittleEndian64(stored.data() + expected_bytes);
   const uint64_t computed = BlockChecksum(std::as_bytes(std::span(stored.data(), expected_bytes)));
   if (stored_sum != computed) {
-    return DataLossError("checksum mismatch for " + std::string(what) + " in " +
-                         std::string(path) + ": stored " + Hex64(stored_sum) + ", computed " +
-                         Hex64(computed) + " over " + std::to_string(expected_bytes) + " bytes");
+    return DataLossError("checksum mismatch for " + std::string(what) + " in " + std::string(path) +
+                         ": stored " + Hex64(stored_sum) + ", computed " + Hex64(computed) +
+                         " over " + std::to_string(expected_bytes) + " bytes");
   }
   return OkStatus();
 }

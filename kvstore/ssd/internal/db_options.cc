@@ -1,11 +1,10 @@
 #include "kvstore/ssd/internal/db_options.h"
 
 #include <fcntl.h>
-#include <unistd.h>
-
 #include <rocksdb/cache.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/table.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -37,7 +36,8 @@ StatusOr<DirectIoProbe> ProbeFailed(int err, const std::string& dir, const char*
     return DirectIoProbe{
         .supported = false,
         .note = std::string("O_DIRECT refused by the file system under ") + dir + " (" + step +
-                ": " + std::strerror(err) + "); using buffered I/O: block reads and flushes "
+                ": " + std::strerror(err) +
+                "); using buffered I/O: block reads and flushes "
                 "go through the page cache, so reload figures are warm and the page cache "
                 "competes with the KV store for DRAM"};
   }
@@ -105,10 +105,10 @@ Status ValidateOptions(const SsdTierOptions& o) {
                                 std::to_string(o.write_buffer_bytes));
   }
   if (o.flush_bytes > o.write_buffer_bytes) {
-    return InvalidArgumentError(
-        "SsdTierOptions.flush_bytes (" + std::to_string(o.flush_bytes) +
-        ") exceeds write_buffer_bytes (" + std::to_string(o.write_buffer_bytes) +
-        "): a flushed write must fit in one memtable");
+    return InvalidArgumentError("SsdTierOptions.flush_bytes (" + std::to_string(o.flush_bytes) +
+                                ") exceeds write_buffer_bytes (" +
+                                std::to_string(o.write_buffer_bytes) +
+                                "): a flushed write must fit in one memtable");
   }
   if (o.blob_file_bytes < (uint64_t{1} << 20)) {
     return InvalidArgumentError("SsdTierOptions.blob_file_bytes must be at least 1 MiB, got " +
@@ -122,8 +122,7 @@ StatusOr<DirectIoProbe> ProbeDirectIo(const std::string& dir) {
   std::filesystem::create_directories(dir, ec);
   if (ec) return ErrnoStatus(ec.value(), "creating the SSD tier directory " + dir);
   const std::string scratch = dir + "/.attic-direct-io-probe";
-  const int fd = ::open(scratch.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_DIRECT | O_CLOEXEC,
-                        0600);
+  const int fd = ::open(scratch.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_DIRECT | O_CLOEXEC, 0600);
   if (fd < 0) return ProbeFailed(errno, dir, "open");
   StatusOr<DirectIoProbe> probe = WriteOneAlignedPage(fd, dir);
   ::close(fd);

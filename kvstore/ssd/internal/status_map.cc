@@ -10,8 +10,8 @@ StatusCode CodeOf(const rocksdb::Status& s) {
   if (s.IsNoSpace() || s.IsMemoryLimit()) return StatusCode::kResourceExhausted;
   if (s.IsCorruption()) return StatusCode::kDataLoss;
   if (s.IsNotFound()) return StatusCode::kNotFound;
-  if (s.IsIOError() || s.IsShutdownInProgress() || s.IsBusy() || s.IsTryAgain() ||
-      s.IsTimedOut() || s.IsIncomplete() || s.IsColumnFamilyDropped()) {
+  if (s.IsIOError() || s.IsShutdownInProgress() || s.IsBusy() || s.IsTryAgain() || s.IsTimedOut() ||
+      s.IsIncomplete() || s.IsColumnFamilyDropped()) {
     return StatusCode::kUnavailable;
   }
   if (s.IsInvalidArgument()) return StatusCode::kInvalidArgument;

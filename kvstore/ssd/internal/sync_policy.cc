@@ -49,14 +49,13 @@ class SyncSkippingFileSystem : public rocksdb::FileSystemWrapper {
                               IODebugContext* dbg) override {
     return Wrap(target()->ReopenWritableFile(f, o, r, dbg), r);
   }
-  IOStatus ReuseWritableFile(const std::string& f, const std::string& old_f,
-                             const FileOptions& o, std::unique_ptr<rocksdb::FSWritableFile>* r,
+  IOStatus ReuseWritableFile(const std::string& f, const std::string& old_f, const FileOptions& o,
+                             std::unique_ptr<rocksdb::FSWritableFile>* r,
                              IODebugContext* dbg) override {
     return Wrap(target()->ReuseWritableFile(f, old_f, o, r, dbg), r);
   }
   IOStatus NewDirectory(const std::string& name, const IOOptions& o,
-                        std::unique_ptr<rocksdb::FSDirectory>* r,
-                        IODebugContext* dbg) override {
+                        std::unique_ptr<rocksdb::FSDirectory>* r, IODebugContext* dbg) override {
     IOStatus s = target()->NewDirectory(name, o, r, dbg);
     if (s.ok()) *r = std::make_unique<SyncSkippingDirectory>(std::move(*r));
     return s;

@@ -30,8 +30,8 @@ struct TierState {
 
   // Declaration order is destruction order in reverse: the file system and environment
   // outlive the database.
-  std::shared_ptr<rocksdb::FileSystem> fs;  // what RocksDB writes through (faults included)
-  std::unique_ptr<rocksdb::Env> env;        // the composite env over fs when faults are set
+  std::shared_ptr<rocksdb::FileSystem> fs;          // what RocksDB writes through (faults included)
+  std::unique_ptr<rocksdb::Env> env;                // the composite env over fs when faults are set
   std::shared_ptr<rocksdb::Statistics> statistics;  // kept across reopens
 
   SharedMutex mu;
