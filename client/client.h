@@ -201,12 +201,12 @@ class Client {
   // connect_timeout: the one case where a call waits on the network before returning.
   virtual std::future<Status> Open(const OpenOptions& options) = 0;
 
-  // Takes over a sequence that the plan's workers recovered from their SSD tiers after a
-  // restart (the workers must have been started with a data_dir). Tenant and plan must be
-  // those the sequence was opened with. NOT_FOUND naming the worker when one of them did not
-  // recover it; FAILED_PRECONDITION naming the field when tenant, model or heads differ;
-  // ALREADY_EXISTS naming the worker when one holds the id as a sequence it did not recover.
-  // Afterwards Prefill and Append continue from ResumeInfo::lengths; LookupPrefix is not
+  // Takes over a sequence that the plan's workers hold: recovered from their SSD tiers after
+  // a restart (workers started with a data_dir), or still open on workers that did not
+  // restart (a plan whose other workers did, or an engine that restarted itself). Tenant and
+  // plan must be those the sequence was opened with. NOT_FOUND naming the worker when one of
+  // them holds no such sequence; FAILED_PRECONDITION naming the field when tenant, model or
+  // heads differ. Afterwards Prefill and Append continue from ResumeInfo::lengths; LookupPrefix is not
   // allowed (the sequence has content). If the id is open on this client (its workers
   // restarted under it), a successful Resume replaces the client's bookkeeping of it; do not
   // Close it first, which could reach the restarted worker and close the recovered sequence.

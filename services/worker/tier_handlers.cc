@@ -121,18 +121,13 @@ Status WorkerService::CheckNotRecovered(uint64_t id) const {
 }
 
 StatusOr<OutgoingMessage> WorkerService::Resume(const SequenceOptions& seq) {
-  if (!store_->has_ssd_tier()) {
-    return NotFoundError(SeqName(seq.id) + ": worker " + options_.name +
-                         " has no SSD tier (data_dir), so it recovered nothing to resume");
-  }
+  // Recovered after a restart, or still open here while another shard's worker restarted (or
+  // the engine did): either way the caller takes over what this worker holds.
   const StatusOr<SequenceInfo> info = store_->GetSequence(seq.id);
   if (!info.ok()) {
-    return NotFoundError(SeqName(seq.id) + " was not recovered from the SSD tier of worker " +
-                         options_.name);
-  }
-  if (!info->recovered) {
-    return AlreadyExistsError(SeqName(seq.id) + " is open on worker " + options_.name +
-                              " and was not recovered: only recovered sequences are resumed");
+    return NotFoundError(SeqName(seq.id) + " is neither open on worker " + options_.name +
+                         " nor recovered from " +
+                         (store_->has_ssd_tier() ? "its SSD tier" : "an SSD tier (it has none)"));
   }
   RETURN_IF_ERROR(CheckResumable(seq, *info));
   capnp::MallocMessageBuilder builder;

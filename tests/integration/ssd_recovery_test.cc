@@ -132,9 +132,21 @@ class SsdRecovery : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s;
   }
 
+  // A second worker with its own directory, for head-sharded plans.
+  void StartSecondWorker() {
+    std::vector<std::string> args = loadgen::WorkerModelArgs(spec_);
+    args.insert(args.end(), {"--kv-memory-bytes", "64MiB", "--compute-threads", "1",
+                             "--log-level", "warn", "--data-dir", second_dir_.path()});
+    second_ = std::make_unique<loadgen::WorkerProcess>(loadgen::WorkerProcessOptions{
+        .binary = ATTIC_WORKER_BINARY, .args = std::move(args), .name = "ssd-w1"});
+    const Status s = second_->Start(seconds(30));
+    ASSERT_TRUE(s.ok()) << s;
+  }
+
   std::unique_ptr<Client> Connect() {
     ClientOptions options;
     options.workers = {worker_->data_address()};
+    if (second_ != nullptr) options.workers.push_back(second_->data_address());
     options.spec = spec_;
     options.name = "ssd-recovery-test";
     options.timeout = seconds(20);
@@ -328,7 +340,9 @@ class SsdRecovery : public ::testing::Test {
 
   const ModelSpec spec_ = Spec();
   ScratchDir dir_;
+  ScratchDir second_dir_;
   std::unique_ptr<loadgen::WorkerProcess> worker_;
+  std::unique_ptr<loadgen::WorkerProcess> second_;
 };
 
 // Rounds alternate between a kill during prefill and one during decode, at seeded random
@@ -362,6 +376,68 @@ TEST_F(SsdRecovery, KilledWorkerWithSpilledValuesResumes) {
   EXPECT_GT(std::stod(metrics->body.substr(at + series.size())), 0) << "nothing spilled";
 }
 
+// KV heads split over two workers; only one is killed, so after the restart it holds fewer
+// tokens than the other. Resume reports the smaller length; re-sent tokens (appended, then
+// prefilled) reach only the shard that lost them.
+TEST_F(SsdRecovery, OneOfTwoHeadShardsRestartsAndOnlyItGetsTheLostTokens) {
+  StartWorker();
+  StartSecondWorker();
+  constexpr uint64_t kId = 300;
+  constexpr int kPrompt = 1000;  // 15 blocks and 40 tokens
+  constexpr int kSteps = 20;     // decode tokens 1000..1019 stay in the unsealed last block
+  loadgen::EngineModel model(spec_, kSeed);
+  model.AddSequence({.id = kId, .prompt_tokens = kPrompt});
+  const OpenOptions options{.id = kId, .tenant = "acme",
+                            .plan = ShardPlan::SplitHeads(spec_, {0, 1})};
+  std::unique_ptr<Client> client = Connect();
+  ASSERT_NE(client, nullptr);
+  ASSERT_TRUE(client->Open(options).get().ok());
+  Prefill(*client, model, kId, -1, {});
+  for (int step = 0; step < kSteps; ++step) {
+    for (int layer = 0; layer < spec_.num_layers; ++layer) {
+      ASSERT_TRUE(loadgen::DecodeStep(*client, model, layer, {kId}, step % 8 == 0).ok());
+    }
+  }
+  for (int layer = 0; layer < spec_.num_layers; ++layer) {
+    EXPECT_EQ(*client->DurableLength(kId, layer), kPrompt);  // the decode block is not sealed
+  }
+  StatusOr<int> killed = second_->Kill(SIGKILL);
+  ASSERT_TRUE(killed.ok()) << killed.status();
+  const Status started = second_->Start(seconds(30));
+  ASSERT_TRUE(started.ok()) << started;
+
+  StatusOr<ResumeInfo> info = client->Resume(options).get();  // the same client
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->lengths, std::vector<int64_t>(3, kPrompt));
+  for (int layer = 0; layer < spec_.num_layers; ++layer) {
+    // Three tokens appended one by one (the first worker holds them: skipped there), the rest
+    // in one prefill (likewise).
+    for (int64_t t = kPrompt; t < kPrompt + 3; ++t) {
+      const TensorView k = model.K(kId, layer, t, 1), v = model.V(kId, layer, t, 1);
+      const Status s = client
+                           ->Append(kId, layer,
+                                    TensorView(k.data(), spec_.dtype,
+                                               {spec_.num_kv_heads, spec_.head_dim}),
+                                    TensorView(v.data(), spec_.dtype,
+                                               {spec_.num_kv_heads, spec_.head_dim}))
+                           .get();
+      ASSERT_TRUE(s.ok()) << s;
+    }
+    const Status s = ReSend(*client, model, kId, layer, kPrompt + 3);
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_EQ(*client->Length(kId, layer), kPrompt + kSteps);
+    ExpectAttentionOver(*client, model, kId, layer, kPrompt + kSteps);
+  }
+  for (int step = 0; step < 2; ++step) {
+    for (int layer = 0; layer < spec_.num_layers; ++layer) {
+      StatusOr<loadgen::StepResult> r = loadgen::DecodeStep(*client, model, layer, {kId}, true);
+      ASSERT_TRUE(r.ok()) << r.status();
+      EXPECT_LT(r->max_relative_error, kMaxRelativeError) << "layer " << layer;
+    }
+  }
+  EXPECT_TRUE(client->Close(kId).get().ok());
+}
+
 TEST_F(SsdRecovery, ResumeChecksTheRecoveredSequence) {
   StartWorker();
   loadgen::EngineModel model(spec_, kSeed);
@@ -371,10 +447,12 @@ TEST_F(SsdRecovery, ResumeChecksTheRecoveredSequence) {
     ASSERT_NE(client, nullptr);
     ASSERT_TRUE(client->Open(Options(7)).get().ok());
     Prefill(*client, model, 7, -1, {});
-    // Without a restart nothing was recovered: resume is refused, naming the reason.
+    // Without a restart, another client (an engine that restarted) takes the open sequence
+    // over as it is.
     std::unique_ptr<Client> other = Connect();
     StatusOr<ResumeInfo> r = other->Resume(Options(7)).get();
-    EXPECT_EQ(r.status().code(), StatusCode::kAlreadyExists) << r.status();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->lengths, (std::vector<int64_t>(3, 300)));
   }
   KillAndRestart();
   std::unique_ptr<Client> client = Connect();

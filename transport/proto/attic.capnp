@@ -69,18 +69,19 @@ struct OpenSequenceRequest {
   kvHeadBegin @4 :UInt32;        # held KV heads [kvHeadBegin, kvHeadEnd)
   kvHeadEnd @5 :UInt32;
   tokenBegin @6 :UInt64;         # first global token position this shard holds (token sharding)
-  # Take over a sequence the worker recovered from its SSD tier (docs/worker.md, "Durability
-  # and restart"). NOT_FOUND unless it holds a recovered sequence of this id;
-  # FAILED_PRECONDITION naming the field when tenant, spec, fingerprint or head range differ
-  # from the recovered one. Without it, opening a recovered id is ALREADY_EXISTS.
+  # Take over a sequence the worker holds: one it recovered from its SSD tier after a restart
+  # (docs/worker.md, "Durability and restart"), or one still open on it (another shard's
+  # worker, or the engine, restarted). NOT_FOUND when it holds no sequence of this id;
+  # FAILED_PRECONDITION naming the field when tenant, spec, fingerprint or head range differ.
+  # Without it, opening a recovered id is ALREADY_EXISTS.
   resume @7 :Bool;
 }
 
 struct OpenSequenceReply {
-  resumed @0 :Bool;                 # the request resumed a recovered sequence
-  # With resumed: [numLayers] tokens each layer holds (what survived the restart; the client
-  # re-sends from here on) and tokens each layer holds on the SSD tier (equal right after a
-  # restart).
+  resumed @0 :Bool;                 # the request resumed a sequence
+  # With resumed: [numLayers] tokens each layer holds (after a restart, what survived it; the
+  # client re-sends from here on) and tokens each layer holds on the SSD tier (equal right
+  # after a restart; 0 without a tier).
   layerLengths @1 :List(UInt32);
   durableLengths @2 :List(UInt32);
 }
