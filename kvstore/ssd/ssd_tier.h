@@ -12,14 +12,15 @@
 //   RETURN_IF_ERROR(tier->ReadBlock(key, dst));   // DataLoss if the checksum does not match
 //
 // Blocks live in one column family with blob files enabled (values at or above
-// min_blob_bytes go to blob files and are never rewritten by compaction); each stored value is
-// the block's bytes followed by an 8-byte checksum (Hash64 of the bytes, little-endian) that
-// every read verifies. Records (manifests, prefix entries, query samples) live in a second
-// column family of small values. Reads and flushes use direct I/O unless the file system
-// refuses it (direct_io_active() and direct_io_note() say so).
+// min_blob_bytes go to blob files, which compaction rewrites only to collect garbage); each
+// stored value is the block's bytes followed by an 8-byte checksum (Hash64 of the bytes,
+// little-endian) that every read verifies. Records (manifests, prefix entries, query samples)
+// live in a second column family of small values. Reads and flushes use direct I/O unless the
+// file system refuses it (direct_io_active() and direct_io_note() say so).
 //
 // Errors: RocksDB's NoSpace -> RESOURCE_EXHAUSTED; IOError and a database stopped by a
-// background error -> UNAVAILABLE (the next Write tries to resume it); Corruption or a checksum
+// background error -> UNAVAILABLE (once the disk takes writes again, the next Write resumes the
+// database, or reopens it when RocksDB cannot resume); Corruption or a checksum
 // mismatch -> DATA_LOSS naming the key; a missing key -> NOT_FOUND. The tier never crashes on
 // a bad disk. Every message names the operation, the directory and RocksDB's own text.
 //
@@ -51,7 +52,8 @@ struct SsdTierOptions {
   // of the block column family's blob indexes). Block bytes themselves bypass it: blob reads
   // go to the disk with direct I/O, and the KV store's DRAM pools are the cache of blocks.
   size_t block_cache_bytes = size_t{32} << 20;
-  // RocksDB background threads (flushes and compactions).
+  // RocksDB background threads: half flush (concurrent large writes flush in parallel), the
+  // rest compact.
   int background_threads = 2;
   // use_direct_reads and use_direct_io_for_flush_and_compaction. If the file system refuses
   // O_DIRECT, the tier opens with buffered I/O and says why in direct_io_note().
