@@ -31,7 +31,7 @@
 namespace attic::worker_internal {
 
 struct QuerySampleRecord {
-  int q_heads = 0;   // G * h: the query heads of the held KV heads
+  int q_heads = 0;  // G * h: the query heads of the held KV heads
   int head_dim = 0;
   DType dtype = DType::kFloat32;
   std::vector<int32_t> positions;  // shard-local, ascending; may be empty (a build alone)

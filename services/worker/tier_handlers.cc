@@ -30,7 +30,8 @@ std::string HeadRange(int begin, int end) {
 // FAILED_PRECONDITION naming the first field in which the request differs from the recovered
 // sequence.
 Status CheckResumable(const SequenceOptions& want, const SequenceInfo& have) {
-  const std::string name = SeqName(want.id) + " recovered from the SSD tier";
+  const std::string name =
+      SeqName(want.id) + (have.recovered ? " recovered from the SSD tier" : " open here");
   if (want.tenant != have.tenant) {
     return FailedPreconditionError(name + " belongs to tenant '" + have.tenant + "', not '" +
                                    want.tenant + "'");
@@ -65,15 +66,15 @@ Status WorkerService::Recover() {
     StatusOr<std::vector<std::pair<int, std::string>>> samples = store_->LoadSamples(id);
     if (!samples.ok()) {
       // The sequence itself is intact: only its indexes are built without learned queries.
-      ATTIC_LOG(kWarn, "worker") << SeqName(id) << ": query samples not recovered: "
-                                 << samples.status();
+      ATTIC_LOG(kWarn, "worker") << SeqName(id)
+                                 << ": query samples not recovered: " << samples.status();
       continue;
     }
     for (auto& [layer, blob] : *samples) {
       const Status s = RestoreSamples(info, layer, std::move(blob));
       if (!s.ok()) {
-        ATTIC_LOG(kWarn, "worker") << SeqName(id) << " layer " << layer
-                                   << ": query sample not restored: " << s;
+        ATTIC_LOG(kWarn, "worker")
+            << SeqName(id) << " layer " << layer << ": query sample not restored: " << s;
       }
     }
   }
@@ -91,8 +92,8 @@ Status WorkerService::RestoreSamples(const SequenceInfo& info, int layer, std::s
   bool built = false;
   for (const QuerySampleRecord& r : records) {
     built = built || r.build;
-    if (!r.positions.empty() && (r.q_heads != options_.spec.group_size() * heads ||
-                                 r.head_dim != options_.spec.head_dim)) {
+    if (!r.positions.empty() &&
+        (r.q_heads != options_.spec.group_size() * heads || r.head_dim != options_.spec.head_dim)) {
       return DataLossError("stored query sample of " + std::to_string(r.q_heads) + " x " +
                            std::to_string(r.head_dim) + " queries for " + std::to_string(heads) +
                            " KV heads of " + options_.spec.ToString());
@@ -162,9 +163,8 @@ void WorkerService::FeedRetrieval(uint64_t id, int layer, int heads, DType dtype
   retrieval_->RequestBuild(id, layer, heads, named.value_or(options_.retrieval.kind));
 }
 
-void WorkerService::AcceptSample(uint64_t id, int layer, int heads, DType dtype,
-                                 const std::byte* q, std::vector<int32_t> positions, bool build,
-                                 int kind_number) {
+void WorkerService::AcceptSample(uint64_t id, int layer, int heads, DType dtype, const std::byte* q,
+                                 std::vector<int32_t> positions, bool build, int kind_number) {
   if (store_->has_ssd_tier()) {
     const int q_heads = options_.spec.group_size() * heads;
     QuerySampleRecord record{.q_heads = q_heads,
@@ -207,7 +207,8 @@ Status WorkerService::AddDurableTokens(const IncomingMessage& request,
   RETURN_IF_ERROR(CatchKj("AttendRequest", [&] {
     layer = static_cast<int>(req.Root<wire::AttendRequest>().getLayer());
   }));
-  ASSIGN_OR_RETURN(CapnpMessage built, CapnpMessage::Parse(std::as_bytes(std::span(reply->header))));
+  ASSIGN_OR_RETURN(CapnpMessage built,
+                   CapnpMessage::Parse(std::as_bytes(std::span(reply->header))));
   capnp::MallocMessageBuilder builder;
   const Status copied = CatchKj("AttendReply", [&] {
     builder.setRoot(built.Root<wire::AttendReply>());
@@ -215,7 +216,8 @@ Status WorkerService::AddDurableTokens(const IncomingMessage& request,
       item.setDurableTokens(static_cast<uint32_t>(DurableLength(item.getSequenceId(), layer)));
     }
   });
-  if (!copied.ok()) return InternalError("durable lengths of the Attend reply: " + copied.ToString());
+  if (!copied.ok())
+    return InternalError("durable lengths of the Attend reply: " + copied.ToString());
   reply->header = transport::EncodeCapnp(builder);
   return OkStatus();
 }

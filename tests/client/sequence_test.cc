@@ -22,10 +22,9 @@ TEST(SequenceStateTest, ResumedLengthsAreContiguousAndTheMinimumOverHeads) {
   SequenceState seq(7, Mixed(), /*num_layers=*/2);
   // Layer 0: heads [0,4) hold 256 + 200 = 456 tokens, heads [4,8) lost more (440).
   // Layer 1: the first token shard lost its tail: only 192 tokens are contiguous from 0.
-  const std::vector<ResumedShard> shards = {
-      {.lengths = {256, 192}, .durable = {256, 192}},
-      {.lengths = {200, 100}, .durable = {192, 100}},
-      {.lengths = {440, 400}, .durable = {384, 400}}};
+  const std::vector<ResumedShard> shards = {{.lengths = {256, 192}, .durable = {256, 192}},
+                                            {.lengths = {200, 100}, .durable = {192, 100}},
+                                            {.lengths = {440, 400}, .durable = {384, 400}}};
   const ResumeInfo info = AdoptResumed(seq, shards);
   EXPECT_EQ(info.lengths, (std::vector<int64_t>{440, 192}));
   EXPECT_EQ(info.durable_lengths, (std::vector<int64_t>{384, 192}));

@@ -33,7 +33,7 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 constexpr uint64_t kSeed = 20240611;
-constexpr int kChunk = 256;                // prefill tokens per Prefill call
+constexpr int kChunk = 256;                 // prefill tokens per Prefill call
 constexpr double kMaxRelativeError = 5e-3;  // as the other offload tests
 constexpr double kMaxLseError = 2e-3;
 
@@ -70,8 +70,8 @@ class ScratchDir {
 };
 
 // fp64 attention of q [Hq, D] over tokens [0, n) of (id, layer): out [Hq, D], lse [Hq].
-void Reference(const loadgen::EngineModel& model, uint64_t id, int layer, int64_t n,
-               const float* q, std::vector<double>* out, std::vector<double>* lse) {
+void Reference(const loadgen::EngineModel& model, uint64_t id, int layer, int64_t n, const float* q,
+               std::vector<double>* out, std::vector<double>* lse) {
   const ModelSpec& spec = model.spec();
   const int hkv = spec.num_kv_heads, d = spec.head_dim, g = spec.group_size();
   const size_t count = static_cast<size_t>(n) * static_cast<size_t>(hkv * d);
@@ -116,8 +116,8 @@ class SsdRecovery : public ::testing::Test {
  protected:
   void StartWorker(std::vector<std::string> extra = {}) {
     std::vector<std::string> args = loadgen::WorkerModelArgs(spec_);
-    args.insert(args.end(), {"--kv-memory-bytes", "64MiB", "--compute-threads", "1",
-                             "--log-level", "warn", "--data-dir", dir_.path()});
+    args.insert(args.end(), {"--kv-memory-bytes", "64MiB", "--compute-threads", "1", "--log-level",
+                             "warn", "--data-dir", dir_.path()});
     args.insert(args.end(), extra.begin(), extra.end());
     worker_ = std::make_unique<loadgen::WorkerProcess>(loadgen::WorkerProcessOptions{
         .binary = ATTIC_WORKER_BINARY, .args = std::move(args), .name = "ssd-w0"});
@@ -135,8 +135,8 @@ class SsdRecovery : public ::testing::Test {
   // A second worker with its own directory, for head-sharded plans.
   void StartSecondWorker() {
     std::vector<std::string> args = loadgen::WorkerModelArgs(spec_);
-    args.insert(args.end(), {"--kv-memory-bytes", "64MiB", "--compute-threads", "1",
-                             "--log-level", "warn", "--data-dir", second_dir_.path()});
+    args.insert(args.end(), {"--kv-memory-bytes", "64MiB", "--compute-threads", "1", "--log-level",
+                             "warn", "--data-dir", second_dir_.path()});
     second_ = std::make_unique<loadgen::WorkerProcess>(loadgen::WorkerProcessOptions{
         .binary = ATTIC_WORKER_BINARY, .args = std::move(args), .name = "ssd-w1"});
     const Status s = second_->Start(seconds(30));
@@ -167,10 +167,8 @@ class SsdRecovery : public ::testing::Test {
     std::vector<float> out(static_cast<size_t>(spec_.num_q_heads * spec_.head_dim));
     std::vector<float> lse(static_cast<size_t>(spec_.num_q_heads));
     AttendBatch batch{.layer = layer};
-    batch.items.push_back({.id = id,
-                           .q = QueryView(model, id, layer),
-                           .out = out.data(),
-                           .lse = lse.data()});
+    batch.items.push_back(
+        {.id = id, .q = QueryView(model, id, layer), .out = out.data(), .lse = lse.data()});
     StatusOr<AttendStats> stats = client.Attend(std::move(batch)).get();
     ASSERT_TRUE(stats.ok()) << stats.status();
     std::vector<double> ref_o, ref_lse;
@@ -306,8 +304,8 @@ class SsdRecovery : public ::testing::Test {
     const int prompt = 1600 + static_cast<int>(rng() % 600);  // a partial last block, usually
     const auto delay = std::chrono::microseconds(rng() % 3000);
     SCOPED_TRACE("round " + std::to_string(round) + (during_prefill ? ", prefill" : ", decode") +
-                 ", prompt " + std::to_string(prompt) + ", delay " +
-                 std::to_string(delay.count()) + " us");
+                 ", prompt " + std::to_string(prompt) + ", delay " + std::to_string(delay.count()) +
+                 " us");
     loadgen::EngineModel model(spec_, kSeed + static_cast<uint64_t>(round));
     model.AddSequence({.id = id, .prompt_tokens = prompt});
     std::unique_ptr<Client> client = Connect();
@@ -387,8 +385,8 @@ TEST_F(SsdRecovery, OneOfTwoHeadShardsRestartsAndOnlyItGetsTheLostTokens) {
   constexpr int kSteps = 20;     // decode tokens 1000..1019 stay in the unsealed last block
   loadgen::EngineModel model(spec_, kSeed);
   model.AddSequence({.id = kId, .prompt_tokens = kPrompt});
-  const OpenOptions options{.id = kId, .tenant = "acme",
-                            .plan = ShardPlan::SplitHeads(spec_, {0, 1})};
+  const OpenOptions options{
+      .id = kId, .tenant = "acme", .plan = ShardPlan::SplitHeads(spec_, {0, 1})};
   std::unique_ptr<Client> client = Connect();
   ASSERT_NE(client, nullptr);
   ASSERT_TRUE(client->Open(options).get().ok());
@@ -414,13 +412,12 @@ TEST_F(SsdRecovery, OneOfTwoHeadShardsRestartsAndOnlyItGetsTheLostTokens) {
     // in one prefill (likewise).
     for (int64_t t = kPrompt; t < kPrompt + 3; ++t) {
       const TensorView k = model.K(kId, layer, t, 1), v = model.V(kId, layer, t, 1);
-      const Status s = client
-                           ->Append(kId, layer,
-                                    TensorView(k.data(), spec_.dtype,
-                                               {spec_.num_kv_heads, spec_.head_dim}),
-                                    TensorView(v.data(), spec_.dtype,
-                                               {spec_.num_kv_heads, spec_.head_dim}))
-                           .get();
+      const Status s =
+          client
+              ->Append(kId, layer,
+                       TensorView(k.data(), spec_.dtype, {spec_.num_kv_heads, spec_.head_dim}),
+                       TensorView(v.data(), spec_.dtype, {spec_.num_kv_heads, spec_.head_dim}))
+              .get();
       ASSERT_TRUE(s.ok()) << s;
     }
     const Status s = ReSend(*client, model, kId, layer, kPrompt + 3);
@@ -484,9 +481,13 @@ TEST_F(SsdRecovery, PrefixCacheSurvivesRestart) {
   StartWorker();
   loadgen::EngineModel model(spec_, kSeed);
   constexpr int kShared = 1024;
-  model.AddSequence({.id = 1, .prompt_tokens = kShared + 100, .shared_prefix_tokens = kShared,
+  model.AddSequence({.id = 1,
+                     .prompt_tokens = kShared + 100,
+                     .shared_prefix_tokens = kShared,
                      .prefix_content = 77});
-  model.AddSequence({.id = 2, .prompt_tokens = kShared + 50, .shared_prefix_tokens = kShared,
+  model.AddSequence({.id = 2,
+                     .prompt_tokens = kShared + 50,
+                     .shared_prefix_tokens = kShared,
                      .prefix_content = 77});
   {
     std::unique_ptr<Client> client = Connect();
@@ -556,8 +557,7 @@ TEST_F(SsdRecovery, RetrievalIndexesAreRebuiltFromTheStoredSample) {
   for (float& x : q) x = normal(rng);
   std::vector<int64_t> positions;
   for (int i = 0; i < kSample; ++i) positions.push_back(int64_t{i} * (kPrompt / kSample));
-  const TensorView sample(q.data(), DType::kFloat32,
-                          {kSample, spec_.num_q_heads, spec_.head_dim});
+  const TensorView sample(q.data(), DType::kFloat32, {kSample, spec_.num_q_heads, spec_.head_dim});
   {
     std::unique_ptr<Client> client = Connect();
     ASSERT_NE(client, nullptr);
