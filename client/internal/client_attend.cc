@@ -130,6 +130,7 @@ class AttendCall {
   }
   static std::vector<std::shared_ptr<SequenceState>> Seqs(const std::vector<ItemState>& items) {
     std::vector<std::shared_ptr<SequenceState>> seqs;
+    seqs.reserve(items.size());
     for (const ItemState& item : items) seqs.push_back(item.seq);
     return seqs;
   }

@@ -6,11 +6,11 @@
 // indexes are rebuilt from the stored query samples. Synthetic data (EngineModel): no
 // ../shared needed.
 #include <gtest/gtest.h>
-#include <signal.h>
-#include <stdlib.h>
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <future>
 #include <random>
@@ -79,7 +79,7 @@ void Reference(const loadgen::EngineModel& model, uint64_t id, int layer, int64_
   ConvertToFloat(spec.dtype, model.K(id, layer, 0, n).data(), k.data(), count);
   ConvertToFloat(spec.dtype, model.V(id, layer, 0, n).data(), v.data(), count);
   const double scale = spec.EffectiveScale();
-  out->assign(static_cast<size_t>(spec.num_q_heads * d), 0.0);
+  out->assign(static_cast<size_t>(spec.num_q_heads) * static_cast<size_t>(d), 0.0);
   lse->assign(static_cast<size_t>(spec.num_q_heads), 0.0);
   std::vector<double> logits(static_cast<size_t>(n));
   for (int h = 0; h < spec.num_q_heads; ++h) {
@@ -197,10 +197,11 @@ class SsdRecovery : public ::testing::Test {
                                int kill_chunk, std::chrono::microseconds delay) {
     std::vector<int64_t> acked(static_cast<size_t>(spec_.num_layers), 0);
     const int64_t prompt = model.Length(id, 0);
-    for (int c = 0; c * kChunk < prompt; ++c) {
+    for (int c = 0; int64_t{c} * kChunk < prompt; ++c) {
       const int64_t first = int64_t{c} * kChunk;
       const int64_t n = std::min<int64_t>(kChunk, prompt - first);
       std::vector<std::future<Status>> pending;
+      pending.reserve(static_cast<size_t>(spec_.num_layers));
       for (int layer = 0; layer < spec_.num_layers; ++layer) {
         pending.push_back(client.Prefill(id, layer, first, model.K(id, layer, first, n),
                                          model.V(id, layer, first, n)));
@@ -289,9 +290,9 @@ class SsdRecovery : public ::testing::Test {
     StatusOr<int> killed = worker_->Kill(SIGKILL);
     step.join();
     EXPECT_TRUE(killed.ok()) << killed.status();
-    std::vector<int64_t> acked;
+    std::vector<int64_t> acked(static_cast<size_t>(spec_.num_layers));
     for (int layer = 0; layer < spec_.num_layers; ++layer) {
-      acked.push_back(*client.DurableLength(id, layer));
+      acked[static_cast<size_t>(layer)] = *client.DurableLength(id, layer);
     }
     return acked;
   }
@@ -555,8 +556,9 @@ TEST_F(SsdRecovery, RetrievalIndexesAreRebuiltFromTheStoredSample) {
   std::normal_distribution<float> normal(0.0f, 3.0f);
   std::vector<float> q(static_cast<size_t>(kSample * spec_.num_q_heads * spec_.head_dim));
   for (float& x : q) x = normal(rng);
-  std::vector<int64_t> positions;
-  for (int i = 0; i < kSample; ++i) positions.push_back(int64_t{i} * (kPrompt / kSample));
+  std::vector<int64_t> positions(kSample);
+  for (int i = 0; i < kSample; ++i)
+    positions[static_cast<size_t>(i)] = int64_t{i} * (kPrompt / kSample);
   const TensorView sample(q.data(), DType::kFloat32, {kSample, spec_.num_q_heads, spec_.head_dim});
   {
     std::unique_ptr<Client> client = Connect();
