@@ -244,6 +244,14 @@ StatusOr<int> KvStore::Length(uint64_t seq_id, int layer) const {
   return seq->length(layer);
 }
 
+StatusOr<int> KvStore::DurableLength(uint64_t seq_id, int layer) const {
+  ASSIGN_OR_RETURN(std::shared_ptr<Sequence> seq, Find(seq_id));
+  RETURN_IF_ERROR(kv_internal::CheckLayer(seq->config(), layer, "DurableLength"));
+  MutexLock l(&seq->mu);
+  RETURN_IF_ERROR(seq->CheckOpen());
+  return seq->durable_length(layer);
+}
+
 StatusOr<SequenceInfo> KvStore::GetSequence(uint64_t seq_id) const {
   ASSIGN_OR_RETURN(std::shared_ptr<Sequence> seq, Find(seq_id));
   MutexLock l(&seq->mu);

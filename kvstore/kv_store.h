@@ -209,6 +209,8 @@ class KvStore {
                      std::vector<const std::byte*>* values, FetchStats* stats = nullptr);
 
   StatusOr<int> Length(uint64_t seq_id, int layer) const;
+  // Tokens of (sequence, layer) on the SSD tier (0 without one).
+  StatusOr<int> DurableLength(uint64_t seq_id, int layer) const;
   StatusOr<SequenceInfo> GetSequence(uint64_t seq_id) const;
 
   // Frees the sequence's private blocks; its full prompt blocks stay in the prefix cache.

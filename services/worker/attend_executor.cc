@@ -257,8 +257,7 @@ Status AttendExecutor::Prepare(const IncomingMessage& request, int layer, Item& 
   ASSIGN_OR_RETURN(item.length, store_->Length(item.id, layer));
   item.durable = 0;
   if (store_->has_ssd_tier()) {
-    ASSIGN_OR_RETURN(SequenceInfo after, store_->GetSequence(item.id));
-    item.durable = after.durable_lengths[static_cast<size_t>(layer)];
+    ASSIGN_OR_RETURN(item.durable, store_->DurableLength(item.id, layer));
   }
   item.runs.clear();
   item.head_runs.assign(static_cast<size_t>(item.heads), 0);

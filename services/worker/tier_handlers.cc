@@ -200,28 +200,6 @@ int WorkerService::DurableLength(uint64_t id, int layer) const {
   return info->durable_lengths[static_cast<size_t>(layer)];
 }
 
-Status WorkerService::AddDurableTokens(const IncomingMessage& request,
-                                       OutgoingMessage* reply) const {
-  ASSIGN_OR_RETURN(CapnpMessage req, CapnpMessage::Parse(request.header()));
-  int layer = 0;
-  RETURN_IF_ERROR(CatchKj("AttendRequest", [&] {
-    layer = static_cast<int>(req.Root<wire::AttendRequest>().getLayer());
-  }));
-  ASSIGN_OR_RETURN(CapnpMessage built,
-                   CapnpMessage::Parse(std::as_bytes(std::span(reply->header))));
-  capnp::MallocMessageBuilder builder;
-  const Status copied = CatchKj("AttendReply", [&] {
-    builder.setRoot(built.Root<wire::AttendReply>());
-    for (auto item : builder.getRoot<wire::AttendReply>().getItems()) {
-      item.setDurableTokens(static_cast<uint32_t>(DurableLength(item.getSequenceId(), layer)));
-    }
-  });
-  if (!copied.ok())
-    return InternalError("durable lengths of the Attend reply: " + copied.ToString());
-  reply->header = transport::EncodeCapnp(builder);
-  return OkStatus();
-}
-
 void WorkerService::MaintainTier() {
   const MaintainStats m = store_->Maintain();
   durable_retries_.fetch_add(static_cast<uint64_t>(m.durable_retries), std::memory_order_relaxed);

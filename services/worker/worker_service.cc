@@ -175,10 +175,8 @@ StatusOr<OutgoingMessage> WorkerService::Handle(const IncomingMessage& request) 
     case Method::kAttend: {
       worker_internal::AttendExecutor::Figures figures;
       worker_internal::AttendExecutor::Phases phases;
+      // The executor fills each item's durableTokens from the store.
       StatusOr<OutgoingMessage> reply = attend_->Run(request, &figures, &phases);
-      if (reply.ok() && store_->has_ssd_tier()) {
-        RETURN_IF_ERROR(AddDurableTokens(request, &*reply));
-      }
       if (metrics_ != nullptr) {
         metrics_->AddKeysScanned(figures.keys_scanned);
         metrics_->AddAttendHeads(figures.sparse_heads, figures.dense_heads);

@@ -154,9 +154,6 @@ class WorkerService {
                      std::vector<int32_t> positions, bool build, int kind_number);
   // The layer's durable tokens; 0 without a tier or for an unknown sequence.
   int DurableLength(uint64_t id, int layer) const;
-  // Fills AttendReply.Result.durableTokens of an Attend reply (the executor builds the rest).
-  Status AddDurableTokens(const transport::IncomingMessage& request,
-                          transport::OutgoingMessage* reply) const;
   // KvStore::Maintain between requests, on the dispatcher thread.
   void MaintainTier();
 
