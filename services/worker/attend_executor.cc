@@ -92,6 +92,8 @@ AttendExecutor::AttendExecutor(KvStore* store, ThreadPool* pool, const ModelSpec
       retrieval_(retrieval),
       reply_buffers_(std::make_shared<ReplyBuffers>()) {
   locality_.block_size = spec.block_size;
+  locality_.fetch_budget = retrieval->config().fetch_budget;
+  locality_.score_slack = retrieval->config().score_slack;
 }
 
 std::shared_ptr<std::vector<float>> AttendExecutor::ReplyBuffers::Get(size_t floats) {

@@ -68,6 +68,10 @@ struct RetrievalConfig {
   // the fields above.
   bool profile_heads = true;
   retrieval::ProfileOptions profile;
+  // Sparse fetch from the SSD tier: most value blocks read per (item, head) and step
+  // (0 = no limit), and the preference for resident values (LocalityParams::score_slack).
+  int fetch_budget = 16;
+  float score_slack = 0.02f;
 };
 
 enum class HeadPlan {

@@ -230,6 +230,12 @@ std::vector<config::Setting> ServingSettings(WorkerConfig* c) {
       config::BoolSetting("retrieval.profile_heads", &c->retrieval.profile_heads,
                           "Decide per (layer, head) at build whether attention is diffuse "
                           "(then answered densely)."),
+      IntSetting("retrieval.fetch_budget", &c->retrieval.fetch_budget, 0, 1 << 20,
+                 "With values on SSD: most value blocks a sparse step reads per KV head; "
+                 "0 = no limit"),
+      IntSetting("retrieval.score_slack_pct", &c->retrieval.score_slack_pct, 0, 1000,
+                 "With values on SSD: preference for tokens whose values are in DRAM, in "
+                 "percent of the spread of the top-k scores; 0 = none"),
   };
 }
 

@@ -84,6 +84,11 @@ struct WorkerConfig {
     int fold_tokens = 256;
     int build_threads = 1;
     bool profile_heads = true;
+    // Sparse fetch from the SSD tier (docs/retrieval-locality.md): most value blocks one
+    // (sequence, layer, KV head) reads per step (0 = no limit), and the preference for
+    // resident blocks, in percent of the spread of the top-k scores.
+    int fetch_budget = 16;
+    int score_slack_pct = 2;
   };
   Retrieval retrieval;
   // The SSD tier (docs/worker.md, "Durability and restart"): the RocksDB directory, created if

@@ -450,6 +450,12 @@ TEST(WorkerConfigTest, RetrievalSettings) {
   EXPECT_EQ(r->config.retrieval.top_k, 64);
   EXPECT_FALSE(r->config.retrieval.profile_heads);
   EXPECT_EQ(r->config.retrieval.window, 64);  // default
+  EXPECT_EQ(r->config.retrieval.fetch_budget, 16);
+  EXPECT_EQ(r->config.retrieval.score_slack_pct, 2);
+  r = Load({"--retrieval-fetch-budget", "0", "--retrieval-score-slack-pct", "10"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.retrieval.fetch_budget, 0);
+  EXPECT_EQ(r->config.retrieval.score_slack_pct, 10);
   r = Load({"--retrieval-index-kind", "hnsw"});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("retrieval.index_kind"), std::string::npos) << r.status();
@@ -537,7 +543,7 @@ TEST(WorkerConfigTest, DescribeConfigMasksTheToken) {
   EXPECT_NE(text.find("name = w1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("model.num_layers = 6\n"), std::string::npos) << text;
   EXPECT_NE(text.find("kv_memory_bytes = 1GiB\n"), std::string::npos) << text;
-  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 43);  // one line per setting
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 45);  // one line per setting
   r = Load({});
   ASSERT_TRUE(r.ok());
   EXPECT_NE(DescribeConfig(r->config).find("token = \n"), std::string::npos);
