@@ -70,7 +70,7 @@ struct RetrievalConfig {
   retrieval::ProfileOptions profile;
   // Sparse fetch from the SSD tier: most value blocks read per (item, head) and step
   // (0 = no limit), and the preference for resident values (LocalityParams::score_slack).
-  int fetch_budget = 16;
+  int fetch_budget = 0;
   float score_slack = 0.02f;
 };
 

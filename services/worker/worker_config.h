@@ -87,7 +87,7 @@ struct WorkerConfig {
     // Sparse fetch from the SSD tier (docs/retrieval-locality.md): most value blocks one
     // (sequence, layer, KV head) reads per step (0 = no limit), and the preference for
     // resident blocks, in percent of the spread of the top-k scores.
-    int fetch_budget = 16;
+    int fetch_budget = 0;
     int score_slack_pct = 2;
   };
   Retrieval retrieval;

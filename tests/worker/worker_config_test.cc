@@ -450,11 +450,11 @@ TEST(WorkerConfigTest, RetrievalSettings) {
   EXPECT_EQ(r->config.retrieval.top_k, 64);
   EXPECT_FALSE(r->config.retrieval.profile_heads);
   EXPECT_EQ(r->config.retrieval.window, 64);  // default
-  EXPECT_EQ(r->config.retrieval.fetch_budget, 16);
-  EXPECT_EQ(r->config.retrieval.score_slack_pct, 2);
-  r = Load({"--retrieval-fetch-budget", "0", "--retrieval-score-slack-pct", "10"});
-  ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->config.retrieval.fetch_budget, 0);
+  EXPECT_EQ(r->config.retrieval.score_slack_pct, 2);
+  r = Load({"--retrieval-fetch-budget", "16", "--retrieval-score-slack-pct", "10"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.retrieval.fetch_budget, 16);
   EXPECT_EQ(r->config.retrieval.score_slack_pct, 10);
   r = Load({"--retrieval-index-kind", "hnsw"});
   ASSERT_FALSE(r.ok());
