@@ -17,10 +17,55 @@ using Clock = std::chrono::steady_clock;
 // Distinct block contents; block i reuses pattern i % kPatterns (no layer of the tier
 // compresses or deduplicates, so repeats cost the same as fresh bytes).
 constexpr size_t kPatterns = 512;
-constexpr size_t kBlocksPerSequence = 4096;
+
+struct BlockAddress {
+  uint64_t seq = 0;
+  int layer = 0;
+  int head = 0;
+  int block = 0;
+  BlockKind kind = BlockKind::kKey;
+};
 
 double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
+}
+
+size_t Streams(const TierBenchOptions& o) { return static_cast<size_t>(o.layers * o.heads); }
+
+size_t BlocksPerSequence(const TierBenchOptions& o) {
+  return Streams(o) * static_cast<size_t>(o.stream_blocks) * 2;
+}
+
+// Spilled block i in write order: batch b holds chunk b % chunks of sequence b / chunks, and
+// within a batch each stream's K blocks of the chunk, then its V blocks.
+BlockAddress AddressOf(const TierBenchOptions& o, size_t i) {
+  const auto per_batch = static_cast<size_t>(o.batch_blocks());
+  const auto chunk = static_cast<size_t>(o.chunk_blocks);
+  const size_t chunks = static_cast<size_t>(o.stream_blocks) / chunk;
+  const size_t b = i / per_batch;
+  const size_t r = i % per_batch;
+  const size_t stream = r / (2 * chunk);
+  const size_t rest = r % (2 * chunk);
+  return {.seq = b / chunks,
+          .layer = static_cast<int>(stream) / o.heads,
+          .head = static_cast<int>(stream) % o.heads,
+          .block = static_cast<int>((b % chunks) * chunk + rest % chunk),
+          .kind = rest < chunk ? BlockKind::kKey : BlockKind::kValue};
+}
+
+std::string KeyOf(uint64_t seq, size_t stream, int block, BlockKind kind, int heads) {
+  return PrivateBlockKey(seq, static_cast<int>(stream) / heads, static_cast<int>(stream) % heads,
+                         block, kind);
+}
+
+Status CheckShape(const TierBenchOptions& o) {
+  if (o.layers < 1 || o.heads < 1 || o.chunk_blocks < 1 || o.stream_blocks < o.chunk_blocks ||
+      o.stream_blocks % o.chunk_blocks != 0 || o.read_batch_blocks < 1) {
+    return InvalidArgumentError(
+        "tier bench: layers, heads and chunk_blocks must be positive, stream_blocks a multiple "
+        "of chunk_blocks, read_batch_blocks positive");
+  }
+  return OkStatus();
 }
 
 std::vector<std::byte> RandomPatterns(size_t block_bytes) {
@@ -39,62 +84,87 @@ StatusOr<std::unique_ptr<SsdTier>> OpenTier(const TierBenchOptions& o) {
   return SsdTier::Open(t);
 }
 
-// Reads blocks [begin, end) in batches; fails on the first block that does not read.
-Status ReadRange(SsdTier& tier, const TierBenchOptions& o, size_t begin, size_t end) {
-  const size_t batch = static_cast<size_t>(o.read_batch_blocks);
-  std::vector<std::byte> buf(batch * o.block_bytes);
+// The keys one reload thread reads, in order: its streams (sequence-major), each stream's
+// blocks in block order, K and V of a block together (kAll) or V alone.
+std::vector<std::string> ReloadKeys(const TierBenchOptions& o, size_t first_stream,
+                                    size_t end_stream, ReloadKind kind) {
   std::vector<std::string> keys;
+  const size_t streams = Streams(o);
+  for (size_t s = first_stream; s < end_stream; ++s) {
+    const uint64_t seq = s / streams;
+    for (int b = 0; b < o.stream_blocks; ++b) {
+      if (kind == ReloadKind::kAll) {
+        keys.push_back(KeyOf(seq, s % streams, b, BlockKind::kKey, o.heads));
+      }
+      keys.push_back(KeyOf(seq, s % streams, b, BlockKind::kValue, o.heads));
+    }
+  }
+  return keys;
+}
+
+// Reads keys in batches; fails on the first block that does not read.
+Status ReadKeys(SsdTier& tier, const TierBenchOptions& o, std::span<const std::string> keys,
+                size_t batch) {
+  std::vector<std::byte> buf(batch * o.block_bytes);
   std::vector<std::span<std::byte>> dsts;
   std::vector<Status> statuses;
-  for (size_t i = begin; i < end; i += batch) {
-    const size_t n = std::min(batch, end - i);
-    keys.clear();
+  for (size_t i = 0; i < keys.size(); i += batch) {
+    const size_t n = std::min(batch, keys.size() - i);
     dsts.clear();
-    for (size_t j = 0; j < n; ++j) {
-      keys.push_back(SpilledBlockKey(i + j));
-      dsts.emplace_back(buf.data() + j * o.block_bytes, o.block_bytes);
-    }
-    RETURN_IF_ERROR(tier.ReadBlocks(keys, dsts, &statuses));
+    for (size_t j = 0; j < n; ++j) dsts.emplace_back(buf.data() + j * o.block_bytes, o.block_bytes);
+    RETURN_IF_ERROR(tier.ReadBlocks(keys.subspan(i, n), dsts, &statuses));
   }
   return OkStatus();
 }
 
 StatusOr<ReloadFigures> ReloadOnce(const TierBenchOptions& o, const SpillFigures& spill,
-                                   int threads) {
+                                   ReloadKind kind, int threads) {
+  const size_t streams = spill.blocks / BlocksPerSequence(o) * Streams(o);
+  const size_t batch = kind == ReloadKind::kAll ? static_cast<size_t>(o.read_batch_blocks)
+                                                : static_cast<size_t>(o.stream_blocks);
+  std::vector<std::vector<std::string>> keys(threads);
+  size_t blocks = 0;
+  for (int t = 0; t < threads; ++t) {
+    keys[t] = ReloadKeys(o, streams * t / threads, streams * (t + 1) / threads, kind);
+    blocks += keys[t].size();
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<SsdTier> tier, OpenTier(o));
   std::vector<Status> results(threads);
   std::vector<std::thread> pool;
   const Clock::time_point start = Clock::now();
   for (int t = 0; t < threads; ++t) {
-    const size_t begin = spill.blocks * t / threads;
-    const size_t end = spill.blocks * (t + 1) / threads;
-    pool.emplace_back([&, t, begin, end] { results[t] = ReadRange(*tier, o, begin, end); });
+    pool.emplace_back([&, t] { results[t] = ReadKeys(*tier, o, keys[t], batch); });
   }
   for (std::thread& th : pool) th.join();
   const double seconds = Seconds(start, Clock::now());
   for (const Status& s : results) RETURN_IF_ERROR(s);
+  const size_t bytes = blocks * o.block_bytes;
   return ReloadFigures{.threads = threads,
+                       .bytes = bytes,
                        .seconds = seconds,
-                       .gbps = static_cast<double>(spill.block_bytes) / seconds / 1e9,
+                       .gbps = static_cast<double>(bytes) / seconds / 1e9,
                        .stats = tier->Stats()};
 }
 
 }  // namespace
 
-std::string SpilledBlockKey(size_t i) {
-  return PrivateBlockKey(i / kBlocksPerSequence, 0, 0, static_cast<int>(i % kBlocksPerSequence),
-                         BlockKind::kValue);
+std::string SpilledBlockKey(const TierBenchOptions& o, size_t i) {
+  const BlockAddress a = AddressOf(o, i);
+  return PrivateBlockKey(a.seq, a.layer, a.head, a.block, a.kind);
 }
 
 StatusOr<SpillFigures> MeasureSpill(const TierBenchOptions& o, int writers) {
+  RETURN_IF_ERROR(CheckShape(o));
   std::error_code ec;
   std::filesystem::remove_all(o.dir, ec);
   const std::vector<std::byte> patterns = RandomPatterns(o.block_bytes);
   ASSIGN_OR_RETURN(std::unique_ptr<SsdTier> tier, OpenTier(o));
-  const size_t batch = static_cast<size_t>(o.batch_blocks);
-  const size_t batches = std::max<size_t>(1, o.bytes / (o.block_bytes * batch));
+  const auto batch = static_cast<size_t>(o.batch_blocks());
+  const size_t sequences = std::max<size_t>(1, o.bytes / (BlocksPerSequence(o) * o.block_bytes));
+  const size_t batches = sequences * BlocksPerSequence(o) / batch;
   SpillFigures fig;
   fig.writers = writers;
+  fig.shards = 1;
   fig.sync = o.tier.sync;
   fig.blocks = batches * batch;
   fig.block_bytes = fig.blocks * o.block_bytes;
@@ -104,7 +174,7 @@ StatusOr<SpillFigures> MeasureSpill(const TierBenchOptions& o, int writers) {
     for (size_t b = static_cast<size_t>(w); b < batches; b += static_cast<size_t>(writers)) {
       for (size_t j = 0; j < batch; ++j) {
         const size_t i = b * batch + j;
-        tb.blocks[j].key = SpilledBlockKey(i);
+        tb.blocks[j].key = SpilledBlockKey(o, i);
         tb.blocks[j].bytes =
             std::span(patterns).subspan((i % kPatterns) * o.block_bytes, o.block_bytes);
       }
@@ -125,10 +195,11 @@ StatusOr<SpillFigures> MeasureSpill(const TierBenchOptions& o, int writers) {
 }
 
 StatusOr<std::vector<ReloadFigures>> MeasureReload(const TierBenchOptions& o,
-                                                   const SpillFigures& spill) {
+                                                   const SpillFigures& spill, ReloadKind kind) {
+  RETURN_IF_ERROR(CheckShape(o));
   std::vector<ReloadFigures> out;
   for (int threads : o.reload_threads) {
-    ASSIGN_OR_RETURN(ReloadFigures f, ReloadOnce(o, spill, threads));
+    ASSIGN_OR_RETURN(ReloadFigures f, ReloadOnce(o, spill, kind, threads));
     out.push_back(f);
   }
   return out;
@@ -138,14 +209,14 @@ StatusOr<LatencyFigures> MeasureRandomBlockReads(const TierBenchOptions& o,
                                                  const SpillFigures& spill) {
   ASSIGN_OR_RETURN(std::unique_ptr<SsdTier> tier, OpenTier(o));
   std::vector<std::byte> dst(o.block_bytes);
-  for (size_t i = 0; i < spill.blocks; i += static_cast<size_t>(o.batch_blocks)) {
-    RETURN_IF_ERROR(tier->ReadBlock(SpilledBlockKey(i), dst));
+  for (size_t i = 0; i < spill.blocks; i += static_cast<size_t>(o.batch_blocks())) {
+    RETURN_IF_ERROR(tier->ReadBlock(SpilledBlockKey(o, i), dst));
   }
   std::mt19937_64 rng(99);
   std::vector<double> us;
   us.reserve(o.random_reads);
   for (int r = 0; r < o.random_reads; ++r) {
-    const std::string key = SpilledBlockKey(rng() % spill.blocks);
+    const std::string key = SpilledBlockKey(o, rng() % spill.blocks);
     const Clock::time_point start = Clock::now();
     RETURN_IF_ERROR(tier->ReadBlock(key, dst));
     us.push_back(Seconds(start, Clock::now()) * 1e6);

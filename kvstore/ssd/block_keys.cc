@@ -1,5 +1,8 @@
 // Tier keys: one tag byte, then big-endian fixed-width fields, so that keys of one sequence
-// (or one prefix entry) sort together and in numeric order.
+// (or one prefix entry) sort together and in numeric order. In block keys the kind comes right
+// after the owner (sequence, or scope and hash): an owner's V blocks sort apart from its K
+// blocks, so a flush writes them contiguously into blob files and a reload of values alone
+// reads runs of adjacent blobs.
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -18,8 +21,8 @@ using ssd_internal::kSampleTag;
 using ssd_internal::kSharedBlockTag;
 
 // Sizes of the keys with every field present.
-constexpr size_t kPrivateBlockKeyBytes = 1 + 8 + 4 + 4 + 4 + 1;
-constexpr size_t kSharedBlockKeyBytes = 1 + 8 + 8 + 4 + 4 + 1;
+constexpr size_t kPrivateBlockKeyBytes = 1 + 8 + 1 + 4 + 4 + 4;
+constexpr size_t kSharedBlockKeyBytes = 1 + 8 + 8 + 1 + 4 + 4;
 constexpr size_t kManifestKeyBytes = 1 + 8;
 constexpr size_t kSampleKeyBytes = 1 + 8 + 4;
 constexpr size_t kPrefixEntryKeyBytes = 1 + 8 + 8;
@@ -74,13 +77,13 @@ std::string Hex64(uint64_t v) {
 const char* KindName(char kind) { return kind == 0 ? "K" : kind == 1 ? "V" : "?"; }
 
 std::string DescribePrivateBlock(std::string_view key) {
-  return "private block seq " + U64(Get64(key, 1)) + " layer " + U64(Get32(key, 9)) + " head " +
-         U64(Get32(key, 13)) + " block " + U64(Get32(key, 17)) + " " + KindName(key[21]);
+  return "private block seq " + U64(Get64(key, 1)) + " layer " + U64(Get32(key, 10)) + " head " +
+         U64(Get32(key, 14)) + " block " + U64(Get32(key, 18)) + " " + KindName(key[9]);
 }
 
 std::string DescribeSharedBlock(std::string_view key) {
   return "shared block scope " + Hex64(Get64(key, 1)) + " hash " + Hex64(Get64(key, 9)) +
-         " layer " + U64(Get32(key, 17)) + " head " + U64(Get32(key, 21)) + " " + KindName(key[25]);
+         " layer " + U64(Get32(key, 18)) + " head " + U64(Get32(key, 22)) + " " + KindName(key[17]);
 }
 
 }  // namespace
@@ -88,10 +91,10 @@ std::string DescribeSharedBlock(std::string_view key) {
 std::string PrivateBlockKey(uint64_t seq_id, int layer, int kv_head, int block, BlockKind kind) {
   std::string s = Tagged(kPrivateBlockTag, kPrivateBlockKeyBytes);
   Put64(&s, seq_id);
+  s.push_back(static_cast<char>(kind));
   Put32(&s, layer);
   Put32(&s, kv_head);
   Put32(&s, block);
-  s.push_back(static_cast<char>(kind));
   return s;
 }
 
@@ -99,9 +102,9 @@ std::string SharedBlockKey(uint64_t scope, uint64_t hash, int layer, int kv_head
   std::string s = Tagged(kSharedBlockTag, kSharedBlockKeyBytes);
   Put64(&s, scope);
   Put64(&s, hash);
+  s.push_back(static_cast<char>(kind));
   Put32(&s, layer);
   Put32(&s, kv_head);
-  s.push_back(static_cast<char>(kind));
   return s;
 }
 

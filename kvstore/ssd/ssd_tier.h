@@ -88,7 +88,9 @@ enum class BlockKind : uint8_t { kKey = 0, kValue = 1 };
 // Block keys. Private blocks (a sequence's own: decode tokens, unshared prompt, tails) are
 // named by sequence, layer, absolute KV head and block index; shareable prompt blocks by the
 // prefix scope and chain hash, layer and KV head, so two sequences with the same prefix store
-// it once. Big-endian fields: keys of one sequence (or one prefix entry) are adjacent.
+// it once. Big-endian fields, the kind right after the owner (sequence, or scope and hash):
+// keys of one sequence (or one prefix entry) are adjacent, and within them all its V blocks
+// are, ordered by layer, head and block, so values are stored contiguously.
 std::string PrivateBlockKey(uint64_t seq_id, int layer, int kv_head, int block, BlockKind kind);
 std::string SharedBlockKey(uint64_t scope, uint64_t hash, int layer, int kv_head, BlockKind kind);
 // Every private block key of a sequence starts with this (DeleteRange of a closed sequence).

@@ -49,17 +49,34 @@ class SsdTierTest : public ::testing::Test {
 };
 
 TEST(SsdTierKeys, KeysOfOneSequenceSortTogetherInNumericOrder) {
+  // Kind first after the sequence: every K block of sequence 7, then every V block, each by
+  // layer, head and block; then sequence 8.
   std::vector<std::string> keys = {
-      PrivateBlockKey(7, 0, 0, 0, BlockKind::kKey), PrivateBlockKey(7, 0, 0, 0, BlockKind::kValue),
-      PrivateBlockKey(7, 0, 0, 1, BlockKind::kKey), PrivateBlockKey(7, 0, 0, 256, BlockKind::kKey),
-      PrivateBlockKey(7, 0, 1, 0, BlockKind::kKey), PrivateBlockKey(7, 1, 0, 0, BlockKind::kKey),
-      PrivateBlockKey(8, 0, 0, 0, BlockKind::kKey), PrivateBlockKey(256, 0, 0, 0, BlockKind::kKey)};
+      PrivateBlockKey(7, 0, 0, 0, BlockKind::kKey),   PrivateBlockKey(7, 0, 0, 1, BlockKind::kKey),
+      PrivateBlockKey(7, 0, 0, 256, BlockKind::kKey), PrivateBlockKey(7, 0, 1, 0, BlockKind::kKey),
+      PrivateBlockKey(7, 1, 0, 0, BlockKind::kKey),   PrivateBlockKey(7, 0, 0, 0, BlockKind::kValue),
+      PrivateBlockKey(7, 0, 0, 1, BlockKind::kValue), PrivateBlockKey(7, 1, 0, 0, BlockKind::kValue),
+      PrivateBlockKey(8, 0, 0, 0, BlockKind::kKey),   PrivateBlockKey(256, 0, 0, 0, BlockKind::kKey)};
   for (size_t i = 1; i < keys.size(); ++i) EXPECT_LT(keys[i - 1], keys[i]) << i;
   const std::string prefix = PrivateBlockPrefix(7);
-  EXPECT_TRUE(keys[5].starts_with(prefix));
-  EXPECT_FALSE(keys[6].starts_with(prefix));
+  for (size_t i = 0; i < 8; ++i) EXPECT_TRUE(keys[i].starts_with(prefix)) << i;
+  EXPECT_FALSE(keys[8].starts_with(prefix));
   EXPECT_NE(SharedBlockKey(1, 2, 0, 0, BlockKind::kKey),
             SharedBlockKey(1, 2, 0, 0, BlockKind::kValue));
+}
+
+TEST(SsdTierKeys, ValueBlocksOfOneOwnerAreAdjacent) {
+  // No K block sorts between two V blocks of one sequence, nor of one prefix entry.
+  EXPECT_LT(PrivateBlockKey(7, 3, 3, 999, BlockKind::kKey),
+            PrivateBlockKey(7, 0, 0, 0, BlockKind::kValue));
+  EXPECT_LT(PrivateBlockKey(7, 31, 7, 9, BlockKind::kValue),
+            PrivateBlockKey(8, 0, 0, 0, BlockKind::kKey));
+  EXPECT_LT(SharedBlockKey(1, 2, 31, 7, BlockKind::kKey),
+            SharedBlockKey(1, 2, 0, 0, BlockKind::kValue));
+  EXPECT_LT(SharedBlockKey(1, 2, 0, 1, BlockKind::kValue),
+            SharedBlockKey(1, 2, 1, 0, BlockKind::kValue));
+  EXPECT_LT(SharedBlockKey(1, 2, 31, 7, BlockKind::kValue),
+            SharedBlockKey(1, 3, 0, 0, BlockKind::kKey));
 }
 
 TEST(SsdTierKeys, RecordKeysParseBackAndEveryKeyReadsInWords) {
