@@ -1,5 +1,5 @@
-// ./attic bench ssd [--dir DIR] [--bytes N] [--json FILE] [--quick] [--sync] [--data DIR]
-//                   [--dram-fraction F] [--skip-sparse]
+// ./attic bench ssd [--dir DIR] [--bytes N] [--json FILE] [--quick] [--sync] [--shards LIST]
+//                   [--data DIR] [--dram-fraction F] [--skip-sparse]
 //
 // The SSD tier against the disk under it, in one run (docs/kvstore-ssd.md):
 //
@@ -10,15 +10,17 @@
 //   disk_random_read_latency         raw O_DIRECT 16 KiB reads at random aligned offsets.
 //   spill_throughput                 16 KiB blocks through SsdTier::Write in batches of 256
 //                                    (4 MiB: the forced-flush path) until --bytes, from 1, 2
-//                                    and 4 writer threads (a row each; the best). A batch is
+//                                    and 4 writer threads, for each block shard count of
+//                                    --shards (a row each; the best). A batch is
 //                                    shaped like the KV store's prefill write-through: K and V
 //                                    of 4 blocks of each of 4 layers x 8 heads. Target:
 //                                    >= 0.7 x disk_seq_write. RocksDB's own bytes written
 //                                    (WAL, flush, compaction) are params: write amplification.
-//   reload_throughput                every block back through ReadBlocks (MultiGet, batches of
-//                                    256, one stream's K and V after another) on 1, 2 and 4
-//                                    threads, reopened (cold) before each; one row per thread
-//                                    count and the best. Target: >= 0.7 x disk_seq_read.
+//   reload_throughput                the last spill's blocks back through ReadBlocks
+//                                    (MultiGet, batches of 256, one stream's K and V after
+//                                    another) on 1, 2 and 4 threads, reopened (cold) before
+//                                    each; one row per thread count and the best. Target:
+//                                    >= 0.7 x disk_seq_read.
 //   reload_values_only_throughput    the V blocks alone, one ReadBlocks per (layer, head)
 //                                    stream in block order: what a dense attention step over
 //                                    spilled values reads. Same rows and target.
@@ -35,6 +37,7 @@
 // earlier one measured (SsdBenchContext). GB/s = 1e9 bytes/s.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -52,13 +55,14 @@ namespace {
 constexpr double kTargetRatio = 0.7;
 
 struct Flags {
-  std::string dir;  // empty: a fresh directory under $TMPDIR or /tmp
+  std::string dir;   // empty: a fresh directory under $TMPDIR or /tmp
   size_t bytes = 0;  // 0: 1 GiB, or 256 MiB with --quick
   std::string json;
   bool quick = false;
-  bool sync = false;           // SsdTierOptions.sync: power-loss durable writes (every fsync)
-  std::string data;            // activation dump of the sparse-fetch section
-  double dram_fraction = 0.1;  // values in DRAM in its spilled decode steps
+  bool sync = false;              // SsdTierOptions.sync: power-loss durable writes (every fsync)
+  std::vector<int> shards = {0};  // SsdTierOptions.block_shards of each spill (0: default)
+  std::string data;               // activation dump of the sparse-fetch section
+  double dram_fraction = 0.1;     // values in DRAM in its spilled decode steps
   bool skip_sparse = false;
 };
 
@@ -77,7 +81,7 @@ using Section = Status (*)(SsdBenchContext&, BenchReport&);
 void Usage() {
   std::printf(
       "usage: attic-bench-ssd [--dir DIR] [--bytes N] [--json FILE] [--quick] [--sync]\n"
-      "                       [--data DIR] [--dram-fraction F] [--skip-sparse]\n"
+      "                       [--shards LIST] [--data DIR] [--dram-fraction F] [--skip-sparse]\n"
       "  The SSD tier (RocksDB) against raw O_DIRECT throughput of the same disk.\n"
       "  --dir DIR    where to write (default: a fresh directory under $TMPDIR or /tmp);\n"
       "               the disk under DIR is the one measured\n"
@@ -85,6 +89,8 @@ void Usage() {
       "  --json FILE  also write the result envelope as JSON\n"
       "  --quick      256 MiB and fewer latency samples (a smoke run)\n"
       "  --sync       the tier with SsdTierOptions.sync (every fsync: power-loss durable)\n"
+      "  --shards LIST  block shard counts to spill with, e.g. 1,4,8 (default: the tier's\n"
+      "               default, min(8, hardware threads)); reloads read the last one's blocks\n"
       "  --data DIR   activation dump of the sparse-fetch section (default: ../shared's\n"
       "               reference dump, else a synthetic one)\n"
       "  --dram-fraction F  values in DRAM in its spilled decode steps (default 0.1)\n"
@@ -105,6 +111,23 @@ size_t ParseBytes(const std::string& v) {
   return static_cast<size_t>(n);
 }
 
+std::vector<int> ParseShards(const std::string& v) {
+  std::vector<int> out;
+  size_t at = 0;
+  while (at <= v.size()) {
+    const size_t comma = std::min(v.find(',', at), v.size());
+    const int n = std::atoi(v.substr(at, comma - at).c_str());
+    if (n < 1 || n > 64) {
+      std::fprintf(stderr, "attic-bench-ssd: --shards takes counts in [1, 64], got '%s'\n",
+                   v.c_str());
+      std::exit(2);
+    }
+    out.push_back(n);
+    at = comma + 1;
+  }
+  return out;
+}
+
 bool ParseFlags(int argc, char** argv, Flags* f) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -119,6 +142,8 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
       f->quick = true;
     } else if (a == "--sync") {
       f->sync = true;
+    } else if (a == "--shards" && has_value) {
+      f->shards = ParseShards(argv[++i]);
     } else if (a == "--data" && has_value) {
       f->data = argv[++i];
     } else if (a == "--dram-fraction" && has_value) {
@@ -147,8 +172,8 @@ StatusOr<std::string> MakeDirectory(const Flags& f) {
     return p;
   }
   const char* tmp = std::getenv("TMPDIR");
-  std::string p = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") +
-                  "/attic-bench-ssd-XXXXXX";
+  std::string p =
+      std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/attic-bench-ssd-XXXXXX";
   if (mkdtemp(p.data()) == nullptr) return UnavailableError("mkdtemp " + p);
   return p;
 }
@@ -162,8 +187,8 @@ std::string Num(double v, const char* fmt = "%.3f") {
 std::string Verdict(const std::string& row, double value, double limit, const char* unit) {
   const double ratio = limit > 0 ? value / limit : 0.0;
   return row + ": " + Num(value) + " " + unit + " = " + Num(ratio, "%.2f") + " x limit " +
-         Num(limit) + " " + unit + " (target >= " + Num(kTargetRatio, "%.1f") + "): " +
-         (ratio >= kTargetRatio ? "MET" : "NOT MET");
+         Num(limit) + " " + unit + " (target >= " + Num(kTargetRatio, "%.1f") +
+         "): " + (ratio >= kTargetRatio ? "MET" : "NOT MET");
 }
 
 // ---- sections ----
@@ -184,9 +209,9 @@ std::vector<Param> PassParams(const DiskFigures& d, const std::vector<DiskPass>&
 }
 
 Status DiskSection(SsdBenchContext& c, BenchReport& report) {
-  ASSIGN_OR_RETURN(c.disk, MeasureDisk({.dir = c.dir,
-                                        .bytes = c.bytes,
-                                        .random_reads = c.flags.quick ? 500 : 2000}));
+  ASSIGN_OR_RETURN(
+      c.disk,
+      MeasureDisk({.dir = c.dir, .bytes = c.bytes, .random_reads = c.flags.quick ? 500 : 2000}));
   const DiskFigures& d = c.disk;
   if (!d.direct_io) {
     std::printf("WARNING: %s; the disk rows below are buffered I/O figures, not the device's\n",
@@ -212,9 +237,11 @@ Status DiskSection(SsdBenchContext& c, BenchReport& report) {
   return OkStatus();
 }
 
+// The reloads and the latency run open the last spill's directory with its shard count.
 TierBenchOptions TierOptions(const SsdBenchContext& c) {
   TierBenchOptions o;
   o.dir = c.dir + "/tier";
+  o.tier.block_shards = c.flags.shards.back();
   o.bytes = c.bytes;
   o.random_reads = c.flags.quick ? 500 : 2000;
   o.tier.sync = c.flags.sync;
@@ -224,6 +251,7 @@ TierBenchOptions TierOptions(const SsdBenchContext& c) {
 std::vector<Param> SpillParams(const SpillFigures& s) {
   const SsdTierStats& st = s.stats;
   return {{"writers", std::to_string(s.writers)},
+          {"shards", std::to_string(s.shards)},
           {"blocks", std::to_string(s.blocks)},
           {"block_bytes", "16384"},
           {"batch_blocks", std::to_string(TierBenchOptions().batch_blocks())},
@@ -241,20 +269,23 @@ std::vector<Param> SpillParams(const SpillFigures& s) {
           {"sync", s.sync ? "true" : "false"}};
 }
 
-// One spill per writer count (each into a fresh tier; the last one's blocks stay for the
-// reload), a row each, and the best as spill_throughput.
+// One spill per shard count and writer count (each into a fresh tier; the last one's blocks
+// stay for the reload), a row each, and the best as spill_throughput.
 Status SpillSection(SsdBenchContext& c, BenchReport& report) {
-  const TierBenchOptions o = TierOptions(c);
+  TierBenchOptions o = TierOptions(c);
   SpillFigures best;
-  for (int writers : {1, 2, 4}) {
-    ASSIGN_OR_RETURN(c.spill, MeasureSpill(o, writers));
-    report.AddRow({.name = "spill_throughput_writers",
-                   .params = SpillParams(c.spill),
-                   .value = c.spill.gbps,
-                   .unit = "GB/s",
-                   .limit = c.disk.write_gbps,
-                   .limit_source = "raw O_DIRECT sequential write, same run"});
-    if (c.spill.gbps > best.gbps) best = c.spill;
+  for (int shards : c.flags.shards) {
+    o.tier.block_shards = shards;
+    for (int writers : {1, 2, 4}) {
+      ASSIGN_OR_RETURN(c.spill, MeasureSpill(o, writers));
+      report.AddRow({.name = "spill_throughput_writers",
+                     .params = SpillParams(c.spill),
+                     .value = c.spill.gbps,
+                     .unit = "GB/s",
+                     .limit = c.disk.write_gbps,
+                     .limit_source = "raw O_DIRECT sequential write, same run"});
+      if (c.spill.gbps > best.gbps) best = c.spill;
+    }
   }
   report.AddRow({.name = "spill_throughput",
                  .params = SpillParams(best),

@@ -164,7 +164,6 @@ StatusOr<SpillFigures> MeasureSpill(const TierBenchOptions& o, int writers) {
   const size_t batches = sequences * BlocksPerSequence(o) / batch;
   SpillFigures fig;
   fig.writers = writers;
-  fig.shards = 1;
   fig.sync = o.tier.sync;
   fig.blocks = batches * batch;
   fig.block_bytes = fig.blocks * o.block_bytes;
@@ -190,6 +189,7 @@ StatusOr<SpillFigures> MeasureSpill(const TierBenchOptions& o, int writers) {
   fig.seconds = Seconds(start, Clock::now());
   for (const Status& s : results) RETURN_IF_ERROR(s);
   fig.gbps = static_cast<double>(fig.block_bytes) / fig.seconds / 1e9;
+  fig.shards = tier->block_shards();
   fig.stats = tier->Stats();
   return fig;
 }

@@ -1,5 +1,6 @@
-// SsdTier: opening, the write path (WAL for small batches, a forced flush for large ones) and
-// recovery after a failed write. Reads are in ssd_tier_read.cc.
+// SsdTier: opening, the write path (WAL for small batches; for large ones, flushed block
+// shards, then the records through the WAL) and recovery after a failed write. Reads are in
+// ssd_tier_read.cc.
 #include "kvstore/ssd/ssd_tier.h"
 
 #include <rocksdb/db.h>
@@ -10,11 +11,15 @@
 
 #include <array>
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "common/log.h"
 #include "kvstore/ssd/fault_injection.h"
+#include "kvstore/ssd/internal/block_shards.h"
 #include "kvstore/ssd/internal/block_value.h"
 #include "kvstore/ssd/internal/db_options.h"
 #include "kvstore/ssd/internal/key_tags.h"
@@ -82,40 +87,63 @@ Status CheckKey(std::string_view key, const char* what) {
   return OkStatus();
 }
 
-// Every put and delete of the tier batch into one WriteBatch. Block values are the block's
-// bytes and its trailer, appended without an intermediate copy (SliceParts).
-Status BuildWriteBatch(const TierBatch& b, const Database& d, const std::string& path,
-                       rocksdb::WriteBatch* wb) {
+// Every key of the batch is usable, so a large batch never fails half written on a bad key.
+Status CheckBatch(const TierBatch& b) {
+  for (const TierBlockWrite& w : b.blocks) RETURN_IF_ERROR(CheckKey(w.key, "block"));
+  for (const std::string& key : b.delete_blocks) RETURN_IF_ERROR(CheckKey(key, "block deletion"));
+  for (const std::string& prefix : b.delete_block_prefixes) {
+    if (!ssd_internal::PrefixEnd(prefix)) {
+      return InvalidArgumentError("TierBatch: block prefix " + DescribeTierKey(prefix) +
+                                  " bounds no range (empty or all 0xff bytes)");
+    }
+  }
+  for (const TierRecordWrite& r : b.records) RETURN_IF_ERROR(CheckKey(r.key, "record"));
+  for (const std::string& key : b.delete_records) {
+    RETURN_IF_ERROR(CheckKey(key, "record deletion"));
+  }
+  return OkStatus();
+}
+
+// The batch's block puts, each into its shard's family; `touched` gets the shards written.
+// Values are the block's bytes and its trailer, appended without an intermediate copy
+// (SliceParts).
+Status AddBlockPuts(const TierBatch& b, const Database& d, const std::string& path,
+                    rocksdb::WriteBatch* wb, std::vector<bool>* touched) {
+  touched->assign(static_cast<size_t>(d.block_shards()), false);
   for (const TierBlockWrite& w : b.blocks) {
-    RETURN_IF_ERROR(CheckKey(w.key, "block"));
+    const int shard = ssd_internal::BlockShardOf(w.key, d.block_shards());
+    (*touched)[static_cast<size_t>(shard)] = true;
     const ssd_internal::BlockTrailer trailer = ssd_internal::MakeTrailer(w.bytes);
     const rocksdb::Slice key = ToSlice(w.key);
     const std::array<rocksdb::Slice, 2> value = {
         rocksdb::Slice(reinterpret_cast<const char*>(w.bytes.data()), w.bytes.size()),
         rocksdb::Slice(trailer.data(), trailer.size())};
-    RETURN_IF_ERROR(FromRocks(
-        wb->Put(d.blocks(), rocksdb::SliceParts(&key, 1), rocksdb::SliceParts(value.data(), 2)),
-        "batching a block put", path));
+    RETURN_IF_ERROR(FromRocks(wb->Put(d.blocks(shard), rocksdb::SliceParts(&key, 1),
+                                      rocksdb::SliceParts(value.data(), 2)),
+                              "batching a block put", path));
   }
+  return OkStatus();
+}
+
+// The batch's deletions and record puts. A prefix deletion goes to every shard: the streams
+// of one sequence are spread over all of them.
+Status AddRecordsAndDeletions(const TierBatch& b, const Database& d, const std::string& path,
+                              rocksdb::WriteBatch* wb) {
   for (const std::string& key : b.delete_blocks) {
-    RETURN_IF_ERROR(CheckKey(key, "block deletion"));
-    RETURN_IF_ERROR(FromRocks(wb->Delete(d.blocks(), key), "batching a block deletion", path));
+    RETURN_IF_ERROR(
+        FromRocks(wb->Delete(d.blocks_of(key), key), "batching a block deletion", path));
   }
   for (const std::string& prefix : b.delete_block_prefixes) {
-    const std::optional<std::string> end = ssd_internal::PrefixEnd(prefix);
-    if (!end) {
-      return InvalidArgumentError("TierBatch: block prefix " + DescribeTierKey(prefix) +
-                                  " bounds no range (empty or all 0xff bytes)");
+    const std::optional<std::string> end = ssd_internal::PrefixEnd(prefix);  // CheckBatch: set
+    for (rocksdb::ColumnFamilyHandle* shard : d.all_blocks()) {
+      RETURN_IF_ERROR(
+          FromRocks(wb->DeleteRange(shard, prefix, *end), "batching a block range deletion", path));
     }
-    RETURN_IF_ERROR(FromRocks(wb->DeleteRange(d.blocks(), prefix, *end),
-                              "batching a block range deletion", path));
   }
   for (const TierRecordWrite& r : b.records) {
-    RETURN_IF_ERROR(CheckKey(r.key, "record"));
     RETURN_IF_ERROR(FromRocks(wb->Put(d.records(), r.key, r.value), "batching a record put", path));
   }
   for (const std::string& key : b.delete_records) {
-    RETURN_IF_ERROR(CheckKey(key, "record deletion"));
     RETURN_IF_ERROR(FromRocks(wb->Delete(d.records(), key), "batching a record deletion", path));
   }
   return OkStatus();
@@ -169,30 +197,73 @@ Status RecoverIfNeeded(TierState* t) {
   return OkStatus();
 }
 
-Status FlushBoth(const Database& d, const std::string& why, const std::string& path) {
+Status FlushEverything(const Database& d, const std::string& why, const std::string& path) {
+  std::vector<rocksdb::ColumnFamilyHandle*> families = d.all_blocks();
+  families.push_back(d.records());
   rocksdb::FlushOptions fo;
   fo.wait = true;
-  return FromRocks(d.db()->Flush(fo, {d.blocks(), d.records()}), why, path);
+  return FromRocks(d.db()->Flush(fo, families), why, path);
 }
 
-// The batch reaches the disk: through the WAL, or (large) straight into a flushed memtable.
-Status Commit(TierState* t, const Database& d, const TierBatch& batch, rocksdb::WriteBatch* wb) {
-  const bool large = batch.block_bytes() >= t->options.flush_bytes;
-  rocksdb::WriteOptions wo;
-  wo.disableWAL = large;
-  wo.sync = t->options.sync && !large;
-  RETURN_IF_ERROR(FromRocks(d.db()->Write(wo, wb), DescribeBatch(batch), t->options.path));
-  if (!large) return OkStatus();
-  RETURN_IF_ERROR(FlushBoth(d, "flush after the " + DescribeBatch(batch), t->options.path));
-  t->flushes.fetch_add(1, std::memory_order_relaxed);
+// Flushes the touched shards side by side (one RocksDB flush thread each, waited for by the
+// caller and the tier's crew) and returns the first error.
+Status FlushShards(TierState* t, const Database& d, const std::vector<bool>& touched,
+                   const std::string& why) {
+  std::vector<std::function<Status()>> flushes;
+  for (size_t i = 0; i < touched.size(); ++i) {
+    if (!touched[i]) continue;
+    rocksdb::ColumnFamilyHandle* shard = d.blocks(static_cast<int>(i));
+    flushes.emplace_back([&d, shard, &why, t] {
+      rocksdb::FlushOptions fo;
+      fo.wait = true;
+      return FromRocks(d.db()->Flush(fo, shard), why, t->options.path);
+    });
+  }
+  std::vector<Status> results(flushes.size());
+  t->flush_crew->RunAll(flushes, results);
+  t->flushes.fetch_add(flushes.size(), std::memory_order_relaxed);
+  for (Status& s : results) RETURN_IF_ERROR(std::move(s));
   return OkStatus();
 }
 
+// A small batch: one WAL write, atomic.
+Status CommitSmall(TierState* t, const Database& d, const TierBatch& batch,
+                   rocksdb::WriteBatch* wb) {
+  std::vector<bool> touched;
+  RETURN_IF_ERROR(AddBlockPuts(batch, d, t->options.path, wb, &touched));
+  RETURN_IF_ERROR(AddRecordsAndDeletions(batch, d, t->options.path, wb));
+  rocksdb::WriteOptions wo;
+  wo.sync = t->options.sync;
+  return FromRocks(d.db()->Write(wo, wb), DescribeBatch(batch), t->options.path);
+}
+
+// A large batch: the block puts skip the WAL and their shards are flushed (the blocks reach
+// the disk once, in blob files); only then do the records and deletions go through the WAL,
+// so no record is ever durable before the blocks of its batch (docs/kvstore-ssd.md).
+Status CommitLarge(TierState* t, const Database& d, const TierBatch& batch,
+                   rocksdb::WriteBatch* wb) {
+  const std::string& path = t->options.path;
+  std::vector<bool> touched;
+  RETURN_IF_ERROR(AddBlockPuts(batch, d, path, wb, &touched));
+  rocksdb::WriteOptions no_wal;
+  no_wal.disableWAL = true;
+  RETURN_IF_ERROR(FromRocks(d.db()->Write(no_wal, wb), DescribeBatch(batch), path));
+  RETURN_IF_ERROR(FlushShards(t, d, touched, "flush after the " + DescribeBatch(batch)));
+  wb->Clear();
+  RETURN_IF_ERROR(AddRecordsAndDeletions(batch, d, path, wb));
+  if (wb->Count() == 0) return OkStatus();
+  rocksdb::WriteOptions wo;
+  wo.sync = t->options.sync;
+  return FromRocks(d.db()->Write(wo, wb), "records and deletions of the " + DescribeBatch(batch),
+                   path);
+}
+
 Status WriteLocked(TierState* t, const TierBatch& batch) REQUIRES_SHARED(t->mu) {
+  RETURN_IF_ERROR(CheckBatch(batch));
   ASSIGN_OR_RETURN(Database * d, ssd_internal::OpenDatabase(*t));
   ssd_internal::WriteBatchPool::Lease wb = t->batches.Take();
-  RETURN_IF_ERROR(BuildWriteBatch(batch, *d, t->options.path, wb.get()));
-  Status s = Commit(t, *d, batch, wb.get());
+  const bool large = batch.block_bytes() >= t->options.flush_bytes;
+  Status s = large ? CommitLarge(t, *d, batch, wb.get()) : CommitSmall(t, *d, batch, wb.get());
   if (!s.ok()) t->needs_recovery.store(true, std::memory_order_release);
   return s;
 }
@@ -240,7 +311,14 @@ StatusOr<std::unique_ptr<SsdTier>> SsdTier::Open(const SsdTierOptions& options) 
   {
     WriterLock lock(&t->mu);
     ASSIGN_OR_RETURN(t->database, OpenRocks(*t));
+    t->block_shards = t->database->block_shards();
   }
+  if (options.block_shards != 0 && options.block_shards != t->block_shards) {
+    ATTIC_LOG(kInfo, "ssd") << "the SSD tier at " << options.path << " keeps the "
+                            << t->block_shards << " block shards it was created with ("
+                            << options.block_shards << " asked for)";
+  }
+  t->flush_crew = std::make_unique<ssd_internal::TaskCrew>(t->block_shards - 1);
   return std::unique_ptr<SsdTier>(new SsdTier(std::move(t)));
 }
 
@@ -264,7 +342,7 @@ Status SsdTier::Flush() {
   RETURN_IF_ERROR(RecoverIfNeeded(impl_.get()));
   ReaderLock lock(&impl_->mu);
   ASSIGN_OR_RETURN(Database * d, ssd_internal::OpenDatabase(*impl_));
-  Status s = FlushBoth(*d, "flush", impl_->options.path);
+  Status s = FlushEverything(*d, "flush", impl_->options.path);
   if (!s.ok()) impl_->needs_recovery.store(true, std::memory_order_release);
   return s;
 }
@@ -272,5 +350,6 @@ Status SsdTier::Flush() {
 bool SsdTier::direct_io_active() const { return impl_->direct_io; }
 const std::string& SsdTier::direct_io_note() const { return impl_->direct_io_note; }
 const std::string& SsdTier::path() const { return impl_->options.path; }
+int SsdTier::block_shards() const { return impl_->block_shards; }
 
 }  // namespace attic

@@ -11,12 +11,14 @@
 //   RETURN_IF_ERROR(tier->Write(batch));          // durable when it returns OK
 //   RETURN_IF_ERROR(tier->ReadBlock(key, dst));   // DataLoss if the checksum does not match
 //
-// Blocks live in one column family with blob files enabled (values at or above
-// min_blob_bytes go to blob files, which compaction rewrites only to collect garbage); each
-// stored value is the block's bytes followed by an 8-byte checksum (Hash64 of the bytes,
-// little-endian) that every read verifies. Records (manifests, prefix entries, query samples)
-// live in a second column family of small values. Reads and flushes use direct I/O unless the
-// file system refuses it (direct_io_active() and direct_io_note() say so).
+// Blocks live in block_shards column families with blob files enabled (values at or above
+// min_blob_bytes go to blob files, which compaction rewrites only to collect garbage), a block's
+// shard chosen from its key's (owner, layer, head) stream, so one (layer, head)'s blocks stay
+// together and a write covering many streams flushes its shards in parallel. Each stored value
+// is the block's bytes followed by an 8-byte checksum (Hash64 of the bytes, little-endian) that
+// every read verifies. Records (manifests, prefix entries, query samples) live in a column
+// family of small values. Reads and flushes use direct I/O unless the file system refuses it
+// (direct_io_active() and direct_io_note() say so).
 //
 // Errors: RocksDB's NoSpace -> RESOURCE_EXHAUSTED; IOError and a database stopped by a
 // background error -> UNAVAILABLE (once the disk takes writes again, the next Write resumes the
@@ -52,14 +54,20 @@ struct SsdTierOptions {
   // of the block column family's blob indexes). Block bytes themselves bypass it: blob reads
   // go to the disk with direct I/O, and the KV store's DRAM pools are the cache of blocks.
   size_t block_cache_bytes = size_t{32} << 20;
-  // RocksDB background threads: half flush (concurrent large writes flush in parallel), the
-  // rest compact.
+  // Block column families ("shards"). A large write flushes each shard it touched on its own
+  // RocksDB thread, side by side, so spill throughput grows with the shards up to the cores
+  // (or the disk): RocksDB's flush of one family is single-threaded and CPU-bound. 0: min(8,
+  // hardware threads). Fixed when the directory is created: an existing directory keeps its
+  // count whatever this says (block_shards() tells). At most 64.
+  int block_shards = 0;
+  // RocksDB background threads besides the flush threads: half of them flush too (flush
+  // threads = max(shards, background_threads / 2)), the rest compact.
   int background_threads = 2;
   // use_direct_reads and use_direct_io_for_flush_and_compaction. If the file system refuses
   // O_DIRECT, the tier opens with buffered I/O and says why in direct_io_note().
   bool direct_io = true;
-  // Memtable size of the block column family; a Write larger than flush_bytes skips the WAL
-  // and is flushed at once, so it must fit in one memtable.
+  // Memtable size of each block shard; a Write larger than flush_bytes skips the WAL and is
+  // flushed at once, so it must fit in one memtable.
   size_t write_buffer_bytes = size_t{128} << 20;
   // Target size of one blob file.
   uint64_t blob_file_bytes = uint64_t{256} << 20;
@@ -125,10 +133,15 @@ struct TierRecordWrite {
   std::string value;
 };
 
-// One atomic write: all of it is durable when Write returns OK. After an error it is all or
-// nothing, never a part: usually nothing, but a large batch whose forced flush failed stays in
-// RocksDB's memtable and becomes durable if a later Write resumes the database. Callers treat
-// a failed batch as not written and may write it again (puts and deletes are idempotent).
+// One write: all of it is durable when Write returns OK. A small batch (block bytes below
+// flush_bytes) is atomic: after an error or a crash it is all there or not at all. A large one
+// is written in two steps — its block puts, flushed; then its records and deletions, at once —
+// so after an error or a crash it may be partly there, but only as block puts without the
+// batch's records and deletions: never a record without the blocks of the same batch, never a
+// deletion without the rest of the batch. Blocks no record names are invisible to the KV store
+// (they are reached through manifests and prefix entries) and go with their sequence's range
+// delete, or are overwritten when written again. Callers treat a failed batch as not written
+// and may write it again (puts and deletes are idempotent). docs/kvstore-ssd.md, "Durability".
 struct TierBatch {
   std::vector<TierBlockWrite> blocks;
   std::vector<TierRecordWrite> records;
@@ -200,6 +213,9 @@ class SsdTier {
   // system under /x: Invalid argument; using buffered I/O").
   const std::string& direct_io_note() const;
   const std::string& path() const;
+  // The directory's block shard count (SsdTierOptions::block_shards, or what the directory
+  // was created with).
+  int block_shards() const;
 
   // Flushes memtables and waits (tests, orderly shutdown).
   Status Flush();

@@ -74,7 +74,8 @@ Status SsdTier::ReadBlock(std::string_view key, std::span<std::byte> dst) {
   ReaderLock lock(&impl_->mu);
   ASSIGN_OR_RETURN(Database * d, ssd_internal::OpenDatabase(*impl_));
   rocksdb::PinnableSlice value;
-  const rocksdb::Status s = d->db()->Get(BlockReadOptions(), d->blocks(), ToSlice(key), &value);
+  const rocksdb::Status s =
+      d->db()->Get(BlockReadOptions(), d->blocks_of(key), ToSlice(key), &value);
   return FinishBlockRead(impl_.get(), key, s, value, dst);
 }
 
@@ -95,11 +96,16 @@ Status SsdTier::ReadBlocks(std::span<const std::string> keys,
     return d.status();
   }
   std::vector<rocksdb::Slice> slices;
+  std::vector<rocksdb::ColumnFamilyHandle*> families;
   slices.reserve(n);
-  for (const std::string& k : keys) slices.push_back(ToSlice(k));
+  families.reserve(n);
+  for (const std::string& k : keys) {
+    slices.push_back(ToSlice(k));
+    families.push_back((*d)->blocks_of(k));
+  }
   std::vector<rocksdb::PinnableSlice> values(n);
   std::vector<rocksdb::Status> results(n);
-  (*d)->db()->MultiGet(BlockReadOptions(), (*d)->blocks(), n, slices.data(), values.data(),
+  (*d)->db()->MultiGet(BlockReadOptions(), n, families.data(), slices.data(), values.data(),
                        results.data());
   Status first;
   for (size_t i = 0; i < n; ++i) {
@@ -115,7 +121,8 @@ StatusOr<bool> SsdTier::HasBlock(std::string_view key) {
   ReaderLock lock(&impl_->mu);
   ASSIGN_OR_RETURN(Database * d, ssd_internal::OpenDatabase(*impl_));
   rocksdb::PinnableSlice value;
-  const rocksdb::Status s = d->db()->Get(BlockReadOptions(), d->blocks(), ToSlice(key), &value);
+  const rocksdb::Status s =
+      d->db()->Get(BlockReadOptions(), d->blocks_of(key), ToSlice(key), &value);
   if (s.IsNotFound()) return false;
   RETURN_IF_ERROR(FromRocks(s, "looking up " + DescribeTierKey(key), impl_->options.path));
   return true;
@@ -184,8 +191,10 @@ SsdTierStats SsdTier::Stats() const {
   if (m.database == nullptr) return s;
   rocksdb::DB* db = m.database->db();
   uint64_t v = 0;
-  if (db->GetIntProperty(m.database->blocks(), rocksdb::DB::Properties::kLiveBlobFileSize, &v)) {
-    s.live_blob_bytes = v;
+  for (rocksdb::ColumnFamilyHandle* shard : m.database->all_blocks()) {
+    if (db->GetIntProperty(shard, rocksdb::DB::Properties::kLiveBlobFileSize, &v)) {
+      s.live_blob_bytes += v;
+    }
   }
   if (db->GetAggregatedIntProperty(rocksdb::DB::Properties::kTotalSstFilesSize, &v)) {
     s.total_sst_bytes = v;

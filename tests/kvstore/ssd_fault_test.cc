@@ -1,7 +1,7 @@
-// SsdTier against a failing disk (FaultInjector): ENOSPC on the WAL and on a forced flush,
-// EIO on reads and on everything, and corrupted blob reads. Each case checks the status code,
-// that the message names what failed, that nothing written before the fault is lost (also
-// across a reopen), and that writes resume once the fault is gone.
+// SsdTier against a failing disk (FaultInjector): ENOSPC on the WAL and on a forced flush
+// (also one over every block shard), EIO on reads and on everything, and corrupted blob reads. Each
+// case checks the status code, that the message names what failed, that nothing written before the
+// fault is lost (also across a reopen), and that writes resume once the fault is gone.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -115,6 +115,40 @@ TEST_F(SsdFaultTest, NoSpaceOnAForcedFlushIsResourceExhaustedAndWritesResume) {
   ExpectReadsBack(*tier_, wal);
   ExpectReadsBack(*tier_, after);
   ExpectWholeOrAbsent(failed);
+}
+
+// A large batch reaches the disk in two steps (flushed block shards, then its records through
+// the WAL): a failed flush leaves at most blocks that no record names, never the record.
+TEST_F(SsdFaultTest, AFailedShardFlushLeavesNoRecordWithoutItsBlocks) {
+  const BlockSet before = StreamBlocks(1, 2, 8, 4, kBlock);
+  SSD_ASSERT_OK(tier_->Write(before.Batch()));
+
+  faults_.Set(Fault::kNoSpace);
+  const BlockSet failed = StreamBlocks(3, 2, 8, 4, kBlock);  // every shard, >= flush_bytes
+  TierBatch batch = failed.Batch();
+  batch.records.push_back({.key = ManifestKey(3), .value = "manifest of 3"});
+  const Status s = tier_->Write(batch);
+  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted) << s;
+  EXPECT_EQ(tier_->GetRecord(ManifestKey(3)).status().code(), StatusCode::kNotFound);
+
+  faults_.Set(Fault::kNone);
+  SSD_ASSERT_OK(tier_->Write(SequenceBlocks(5, 80, kBlock).Batch()));  // resumes
+  Open();
+  ExpectReadsBack(*tier_, before);
+  EXPECT_EQ(tier_->GetRecord(ManifestKey(3)).status().code(), StatusCode::kNotFound);
+  for (size_t i = 0; i < failed.keys.size(); ++i) {  // any subset, each whole or absent
+    std::vector<std::byte> got(kBlock);
+    const Status r = tier_->ReadBlock(failed.keys[i], got);
+    if (r.ok()) {
+      EXPECT_TRUE(got == failed.bytes[i]) << DescribeTierKey(failed.keys[i]);
+    } else {
+      EXPECT_EQ(r.code(), StatusCode::kNotFound) << r;
+    }
+  }
+  // Written again, the batch is whole.
+  SSD_ASSERT_OK(tier_->Write(batch));
+  ExpectReadsBack(*tier_, failed);
+  EXPECT_TRUE(tier_->GetRecord(ManifestKey(3)).ok());
 }
 
 TEST_F(SsdFaultTest, ReadErrorsAreUnavailableAndPass) {

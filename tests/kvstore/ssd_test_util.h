@@ -96,6 +96,23 @@ inline BlockSet SequenceBlocks(uint64_t seq, int n, size_t bytes) {
   return set;
 }
 
+// K and V of blocks [0, n) of every (layer, head) stream of a sequence, each `bytes` long: a
+// batch shaped like the store's prefill write-through, spread over the tier's block shards.
+inline BlockSet StreamBlocks(uint64_t seq, int layers, int heads, int n, size_t bytes) {
+  BlockSet set;
+  for (int l = 0; l < layers; ++l) {
+    for (int h = 0; h < heads; ++h) {
+      for (int b = 0; b < n; ++b) {
+        for (BlockKind kind : {BlockKind::kKey, BlockKind::kValue}) {
+          const uint64_t seed = ((seq * 64 + l) * 64 + h) * 4096 + b * 2 + static_cast<int>(kind);
+          set.Add(PrivateBlockKey(seq, l, h, b, kind), seed, bytes);
+        }
+      }
+    }
+  }
+  return set;
+}
+
 // Reads every block of the set back and compares it.
 inline void ExpectReadsBack(SsdTier& tier, const BlockSet& set) {
   for (size_t i = 0; i < set.keys.size(); ++i) {

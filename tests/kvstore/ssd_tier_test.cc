@@ -5,20 +5,26 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "kvstore/ssd/internal/block_shards.h"
 #include "kvstore/ssd/internal/block_value.h"
 #include "kvstore/ssd/internal/key_tags.h"
+#include "kvstore/ssd/internal/task_crew.h"
 #include "tests/kvstore/ssd_test_util.h"
 
 namespace attic::ssd_test {
@@ -27,6 +33,7 @@ namespace {
 using ::testing::HasSubstr;
 
 constexpr size_t kBlock = 16384;
+constexpr int kShards = 4;  // the fixture's block_shards
 
 class SsdTierTest : public ::testing::Test {
  protected:
@@ -37,6 +44,7 @@ class SsdTierTest : public ::testing::Test {
   void Open(SsdTierOptions options = {}) {
     tier_.reset();
     options.path = dir_.db();
+    if (options.block_shards == 0) options.block_shards = kShards;
     options.block_cache_bytes = size_t{8} << 20;
     options.write_buffer_bytes = size_t{16} << 20;
     auto tier = SsdTier::Open(options);
@@ -51,12 +59,16 @@ class SsdTierTest : public ::testing::Test {
 TEST(SsdTierKeys, KeysOfOneSequenceSortTogetherInNumericOrder) {
   // Kind first after the sequence: every K block of sequence 7, then every V block, each by
   // layer, head and block; then sequence 8.
-  std::vector<std::string> keys = {
-      PrivateBlockKey(7, 0, 0, 0, BlockKind::kKey),   PrivateBlockKey(7, 0, 0, 1, BlockKind::kKey),
-      PrivateBlockKey(7, 0, 0, 256, BlockKind::kKey), PrivateBlockKey(7, 0, 1, 0, BlockKind::kKey),
-      PrivateBlockKey(7, 1, 0, 0, BlockKind::kKey),   PrivateBlockKey(7, 0, 0, 0, BlockKind::kValue),
-      PrivateBlockKey(7, 0, 0, 1, BlockKind::kValue), PrivateBlockKey(7, 1, 0, 0, BlockKind::kValue),
-      PrivateBlockKey(8, 0, 0, 0, BlockKind::kKey),   PrivateBlockKey(256, 0, 0, 0, BlockKind::kKey)};
+  std::vector<std::string> keys = {PrivateBlockKey(7, 0, 0, 0, BlockKind::kKey),
+                                   PrivateBlockKey(7, 0, 0, 1, BlockKind::kKey),
+                                   PrivateBlockKey(7, 0, 0, 256, BlockKind::kKey),
+                                   PrivateBlockKey(7, 0, 1, 0, BlockKind::kKey),
+                                   PrivateBlockKey(7, 1, 0, 0, BlockKind::kKey),
+                                   PrivateBlockKey(7, 0, 0, 0, BlockKind::kValue),
+                                   PrivateBlockKey(7, 0, 0, 1, BlockKind::kValue),
+                                   PrivateBlockKey(7, 1, 0, 0, BlockKind::kValue),
+                                   PrivateBlockKey(8, 0, 0, 0, BlockKind::kKey),
+                                   PrivateBlockKey(256, 0, 0, 0, BlockKind::kKey)};
   for (size_t i = 1; i < keys.size(); ++i) EXPECT_LT(keys[i - 1], keys[i]) << i;
   const std::string prefix = PrivateBlockPrefix(7);
   for (size_t i = 0; i < 8; ++i) EXPECT_TRUE(keys[i].starts_with(prefix)) << i;
@@ -233,8 +245,9 @@ TEST_F(SsdTierTest, RecordsPutGetScanAndDelete) {
 }
 
 TEST_F(SsdTierTest, DeletePrefixRemovesOneSequencesPrivateBlocksOnly) {
-  const BlockSet a = SequenceBlocks(0xff, 8, 4096);
-  const BlockSet b = SequenceBlocks(0x100, 8, 4096);
+  // Every stream of a sequence, so its blocks are in every shard.
+  const BlockSet a = StreamBlocks(0xff, 2, 4, 2, 4096);
+  const BlockSet b = StreamBlocks(0x100, 2, 4, 2, 4096);
   SSD_ASSERT_OK(tier_->Write(a.Batch()));
   SSD_ASSERT_OK(tier_->Write(b.Batch()));
   SSD_ASSERT_OK(tier_->Flush());
@@ -255,6 +268,152 @@ TEST_F(SsdTierTest, DeletePrefixRemovesOneSequencesPrivateBlocksOnly) {
   TierBatch bad;
   bad.delete_block_prefixes = {std::string("\xff\xff", 2)};
   EXPECT_EQ(tier_->Write(bad).code(), StatusCode::kInvalidArgument);
+}
+
+// Distinct block shards the keys of a set fall in.
+std::set<int> ShardsOf(const BlockSet& set, int shards) {
+  std::set<int> out;
+  for (const std::string& k : set.keys) out.insert(ssd_internal::BlockShardOf(k, shards));
+  return out;
+}
+
+TEST(SsdTierShards, AStreamStaysInOneShardAndAChunksStreamsSpread) {
+  using ssd_internal::BlockShardOf;
+  std::set<int> streams;
+  for (int l = 0; l < 4; ++l) {
+    for (int h = 0; h < 8; ++h) {
+      const int shard = BlockShardOf(PrivateBlockKey(9, l, h, 0, BlockKind::kKey), 8);
+      ASSERT_GE(shard, 0);
+      ASSERT_LT(shard, 8);
+      for (int b : {1, 63, 4095}) {
+        EXPECT_EQ(BlockShardOf(PrivateBlockKey(9, l, h, b, BlockKind::kKey), 8), shard);
+        EXPECT_EQ(BlockShardOf(PrivateBlockKey(9, l, h, b, BlockKind::kValue), 8), shard);
+      }
+      EXPECT_EQ(BlockShardOf(SharedBlockKey(1, 2, l, h, BlockKind::kKey), 8),
+                BlockShardOf(SharedBlockKey(1, 2, l, h, BlockKind::kValue), 8));
+      streams.insert(shard);
+    }
+  }
+  EXPECT_GE(streams.size(), 6u) << "32 streams over 8 shards";
+  EXPECT_EQ(BlockShardOf(PrivateBlockKey(9, 1, 2, 3, BlockKind::kKey), 1), 0);
+  const int other = BlockShardOf("some other key", 8);
+  EXPECT_TRUE(other >= 0 && other < 8);
+  EXPECT_EQ(ssd_internal::BlockFamilyName(3), "blocks.3");
+  EXPECT_EQ(ssd_internal::ParseBlockFamilyName("blocks.12"), 12);
+  for (const char* bad : {"blocks", "blocks.", "blocks.01", "blocks.-1", "blocks.1x", "records"}) {
+    EXPECT_EQ(ssd_internal::ParseBlockFamilyName(bad), -1) << bad;
+  }
+}
+
+TEST(SsdTierTaskCrew, CallersShareHelpersAndGetEveryResult) {
+  ssd_internal::TaskCrew crew(3);
+  std::atomic<int> running{0}, most{0};
+  auto run_call = [&](int call) {
+    std::vector<std::function<Status()>> tasks;
+    for (int i = 0; i < 5; ++i) {
+      tasks.emplace_back([&, call, i]() -> Status {
+        const int now = running.fetch_add(1) + 1;
+        int seen = most.load();
+        while (now > seen && !most.compare_exchange_weak(seen, now)) {
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        running.fetch_sub(1);
+        if (i == 3)
+          return UnavailableError("task " + std::to_string(call) + "." + std::to_string(i));
+        return OkStatus();
+      });
+    }
+    std::vector<Status> results(tasks.size());
+    crew.RunAll(tasks, results);
+    for (int i = 0; i < 5; ++i) {
+      EXPECT_EQ(results[i].ok(), i != 3) << call << "." << i;
+    }
+    EXPECT_THAT(std::string(results[3].message()), HasSubstr(std::to_string(call) + ".3"));
+  };
+  std::vector<std::thread> callers;
+  for (int c = 0; c < 3; ++c) callers.emplace_back(run_call, c);
+  for (std::thread& t : callers) t.join();
+  EXPECT_GT(most.load(), 1) << "tasks ran side by side";
+  crew.RunAll({}, {});  // nothing to do
+}
+
+TEST_F(SsdTierTest, ALargeBatchFlushesEveryShardItTouchedAndReadsBack) {
+  ASSERT_EQ(tier_->block_shards(), kShards);
+  BlockSet set = StreamBlocks(11, 4, 8, 4, 4096);  // 256 blocks, 1 MiB: the flush path
+  const std::set<int> shards = ShardsOf(set, kShards);
+  ASSERT_GE(shards.size(), 2u);
+  TierBatch batch = set.Batch();
+  batch.records.push_back({.key = ManifestKey(11), .value = "m11"});
+  SSD_ASSERT_OK(tier_->Write(batch));
+  EXPECT_EQ(tier_->Stats().flushes, shards.size());
+  EXPECT_LT(tier_->Stats().wal_bytes, 4096u) << "only the record goes through the WAL";
+  ExpectReadsBack(*tier_, set);
+  std::vector<std::vector<std::byte>> bufs(set.keys.size(), std::vector<std::byte>(4096));
+  std::vector<std::span<std::byte>> dsts(bufs.begin(), bufs.end());
+  SSD_ASSERT_OK(tier_->ReadBlocks(set.keys, dsts, nullptr));  // one MultiGet over every shard
+  for (size_t i = 0; i < bufs.size(); ++i) EXPECT_TRUE(bufs[i] == set.bytes[i]) << i;
+  Open();
+  ExpectReadsBack(*tier_, set);
+  auto record = tier_->GetRecord(ManifestKey(11));
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_EQ(*record, "m11");
+}
+
+TEST_F(SsdTierTest, ConcurrentLargeWritesOverSharedShards) {
+  constexpr int kWriters = 4;
+  std::vector<BlockSet> sets;
+  for (int w = 0; w < kWriters; ++w) sets.push_back(StreamBlocks(40 + w, 2, 8, 8, 4096));
+  std::vector<Status> results(kWriters);
+  std::vector<std::thread> threads;
+  for (int w = 0; w < kWriters; ++w) {
+    threads.emplace_back([&, w] {
+      for (int round = 0; round < 3 && results[w].ok(); ++round) {
+        results[w] = tier_->Write(sets[w].Batch());
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const Status& s : results) SSD_EXPECT_OK(s);
+  for (const BlockSet& set : sets) ExpectReadsBack(*tier_, set);
+}
+
+TEST_F(SsdTierTest, ADirectoryKeepsTheShardCountItWasCreatedWith) {
+  const BlockSet set = StreamBlocks(12, 2, 8, 2, kBlock);
+  SSD_ASSERT_OK(tier_->Write(set.Batch()));
+  for (int asked : {2, 8, 0}) {
+    Open({.block_shards = asked});
+    EXPECT_EQ(tier_->block_shards(), kShards) << asked;
+    ExpectReadsBack(*tier_, set);
+  }
+  ScratchDir fresh;
+  auto tier = SsdTier::Open({.path = fresh.db(), .block_shards = 3});
+  ASSERT_TRUE(tier.ok()) << tier.status();
+  EXPECT_EQ((*tier)->block_shards(), 3);
+  tier->reset();
+  tier = SsdTier::Open({.path = fresh.db()});
+  ASSERT_TRUE(tier.ok()) << tier.status();
+  EXPECT_EQ((*tier)->block_shards(), 3);
+}
+
+TEST(SsdTierOpen, TheUnshardedLayoutOfEarlierReleasesIsRefused) {
+  ScratchDir dir;
+  {
+    rocksdb::Options o;
+    o.create_if_missing = true;
+    o.create_missing_column_families = true;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+        {rocksdb::kDefaultColumnFamilyName, {}}, {"blocks", {}}, {"records", {}}};
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(o, dir.db(), families, &handles, &db).ok());
+    for (rocksdb::ColumnFamilyHandle* h : handles)
+      ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    delete db;
+  }
+  const auto tier = SsdTier::Open({.path = dir.db()});
+  EXPECT_EQ(tier.status().code(), StatusCode::kFailedPrecondition) << tier.status();
+  EXPECT_THAT(std::string(tier.status().message()), HasSubstr("remove the directory"));
+  EXPECT_THAT(std::string(tier.status().message()), HasSubstr(dir.db()));
 }
 
 TEST_F(SsdTierTest, ReopenKeepsWalAndFlushedWrites) {
@@ -410,6 +569,10 @@ TEST(SsdTierOpen, BadOptionsAreInvalidArgument) {
   ScratchDir dir;
   EXPECT_EQ(SsdTier::Open({}).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(SsdTier::Open({.path = dir.db(), .background_threads = 0}).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(SsdTier::Open({.path = dir.db(), .block_shards = -1}).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(SsdTier::Open({.path = dir.db(), .block_shards = 65}).status().code(),
             StatusCode::kInvalidArgument);
   const auto too_big = SsdTier::Open(
       {.path = dir.db(), .write_buffer_bytes = size_t{2} << 20, .flush_bytes = size_t{4} << 20});

@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <system_error>
 
+#include "kvstore/ssd/internal/block_shards.h"
+
 namespace attic::ssd_internal {
 namespace {
 
@@ -23,6 +25,7 @@ constexpr size_t kRecordsWriteBufferBytes = size_t{16} << 20;
 constexpr size_t kCompactionReadaheadBytes = size_t{2} << 20;
 // Flush and compaction output buffer: one direct write per this many bytes.
 constexpr size_t kWritableFileBufferBytes = size_t{4} << 20;
+constexpr uint64_t kMaxTotalWalBytes = uint64_t{512} << 20;
 
 Status ErrnoStatus(int err, const std::string& what) {
   std::string message = what + ": " + std::strerror(err);
@@ -100,6 +103,11 @@ Status ValidateOptions(const SsdTierOptions& o) {
     return InvalidArgumentError("SsdTierOptions.background_threads must be in [1, 256], got " +
                                 std::to_string(o.background_threads));
   }
+  if (o.block_shards < 0 || o.block_shards > kMaxBlockShards) {
+    return InvalidArgumentError("SsdTierOptions.block_shards must be in [0, " +
+                                std::to_string(kMaxBlockShards) + "], got " +
+                                std::to_string(o.block_shards));
+  }
   if (o.write_buffer_bytes < (size_t{1} << 20)) {
     return InvalidArgumentError("SsdTierOptions.write_buffer_bytes must be at least 1 MiB, got " +
                                 std::to_string(o.write_buffer_bytes));
@@ -130,22 +138,26 @@ StatusOr<DirectIoProbe> ProbeDirectIo(const std::string& dir) {
   return probe;
 }
 
-RocksOptions BuildRocksOptions(const SsdTierOptions& o, bool direct_io, rocksdb::Env* env,
-                               std::shared_ptr<rocksdb::Statistics> statistics) {
+RocksOptions BuildRocksOptions(const SsdTierOptions& o, int shards, bool direct_io,
+                               rocksdb::Env* env, std::shared_ptr<rocksdb::Statistics> statistics) {
   RocksOptions r;
   rocksdb::DBOptions& db = r.db;
   db.create_if_missing = true;
   db.create_missing_column_families = true;
   if (env != nullptr) db.env = env;
   db.statistics = std::move(statistics);
-  // Half the threads flush: concurrent large writes each force a flush, and one flush thread
-  // would serialize them (RocksDB's own split gives flushes a quarter).
-  db.max_background_jobs = o.background_threads;
-  db.max_background_flushes = std::max(1, o.background_threads / 2);
-  db.max_background_compactions = std::max(1, o.background_threads - db.max_background_flushes);
-  // A forced flush writes both families at once, so a batch that put blocks and the record
-  // naming them is never half on disk.
-  db.atomic_flush = true;
+  // A large write flushes every shard it touched at once, and concurrent writes flush side by
+  // side: one flush thread per shard at least. The rest of background_threads compact.
+  db.max_background_flushes = std::max(shards, o.background_threads / 2);
+  db.max_background_compactions = std::max(1, o.background_threads - o.background_threads / 2);
+  db.max_background_jobs = db.max_background_flushes + db.max_background_compactions;
+  // No atomic flush: RocksDB runs the families of one atomic flush one after another on one
+  // thread. A large write orders its parts instead (ssd_tier.cc, docs/kvstore-ssd.md
+  // "Durability"): block puts flushed first, then records and deletions through the WAL.
+  db.atomic_flush = false;
+  // Small writes leave data in up to every shard's memtable, each holding its WAL alive;
+  // past this much WAL RocksDB flushes the families that hold the oldest one.
+  db.max_total_wal_size = kMaxTotalWalBytes;
   db.use_direct_reads = direct_io;
   db.use_direct_io_for_flush_and_compaction = direct_io;
   db.compaction_readahead_size = kCompactionReadaheadBytes;
@@ -158,8 +170,9 @@ RocksOptions BuildRocksOptions(const SsdTierOptions& o, bool direct_io, rocksdb:
   rocksdb::ColumnFamilyOptions unused;  // "default": nothing is stored there
   unused.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   r.column_families.emplace_back(rocksdb::kDefaultColumnFamilyName, unused);
-  r.column_families.emplace_back(kBlocksFamily, BlocksFamily(o, table));
   r.column_families.emplace_back(kRecordsFamily, RecordsFamily(o, table));
+  const rocksdb::ColumnFamilyOptions blocks = BlocksFamily(o, table);
+  for (int i = 0; i < shards; ++i) r.column_families.emplace_back(BlockFamilyName(i), blocks);
   return r;
 }
 

@@ -2,7 +2,7 @@
 // the choices are explained in docs/kvstore-ssd.md ("Layout" and "Direct I/O").
 //
 //   ASSIGN_OR_RETURN(DirectIoProbe probe, ProbeDirectIo(options.path));
-//   RocksOptions ro = BuildRocksOptions(options, probe.supported, env, statistics);
+//   RocksOptions ro = BuildRocksOptions(options, shards, probe.supported, env, statistics);
 //   rocksdb::DB::Open(ro.db, options.path, ro.column_families, &handles, &db);
 //
 // Thread safety: pure functions (the probe creates and removes one file in the directory).
@@ -22,12 +22,12 @@
 
 namespace attic::ssd_internal {
 
-inline constexpr const char* kBlocksFamily = "blocks";
 inline constexpr const char* kRecordsFamily = "records";
-// Column family order of RocksOptions::column_families (RocksDB insists on "default").
+// Column family order of RocksOptions::column_families (RocksDB insists on "default"): then
+// the records, then the block shards "blocks.0" .. "blocks.N-1" (internal/block_shards.h).
 inline constexpr int kDefaultIndex = 0;
-inline constexpr int kBlocksIndex = 1;
-inline constexpr int kRecordsIndex = 2;
+inline constexpr int kRecordsIndex = 1;
+inline constexpr int kFirstBlocksIndex = 2;
 
 // INVALID_ARGUMENT naming the field when options are out of range.
 Status ValidateOptions(const SsdTierOptions& options);
@@ -45,11 +45,15 @@ StatusOr<DirectIoProbe> ProbeDirectIo(const std::string& dir);
 
 struct RocksOptions {
   rocksdb::DBOptions db;
-  std::vector<rocksdb::ColumnFamilyDescriptor> column_families;  // default, blocks, records
+  // default, records, blocks.0 .. blocks.<shards - 1>
+  std::vector<rocksdb::ColumnFamilyDescriptor> column_families;
 };
 
-// env may be null (the default Env). The block cache is shared by both column families.
-RocksOptions BuildRocksOptions(const SsdTierOptions& options, bool direct_io, rocksdb::Env* env,
-                               std::shared_ptr<rocksdb::Statistics> statistics);
+// env may be null (the default Env). The block cache is shared by every column family.
+// `shards` is the directory's block shard count (Database::Open resolves it), not
+// options.block_shards. RocksDB gets one flush thread per shard (at least), so every shard
+// of a large write flushes at once.
+RocksOptions BuildRocksOptions(const SsdTierOptions& options, int shards, bool direct_io,
+                               rocksdb::Env* env, std::shared_ptr<rocksdb::Statistics> statistics);
 
 }  // namespace attic::ssd_internal

@@ -4,7 +4,7 @@
 // Thread safety: `mu` guards which Database is open. Every operation holds it shared for its
 // whole length (an uncontended shared lock: noise next to a disk read); only recovery after an
 // unrecoverable RocksDB error holds it exclusively, to close and reopen the database. The
-// counters are atomics; everything else is set once by Open.
+// counters are atomics; the crew is thread-safe; everything else is set once by Open.
 #pragma once
 
 #include <rocksdb/env.h>
@@ -19,6 +19,7 @@
 #include "common/thread_annotations.h"
 #include "kvstore/ssd/internal/batch_pool.h"
 #include "kvstore/ssd/internal/database.h"
+#include "kvstore/ssd/internal/task_crew.h"
 #include "kvstore/ssd/ssd_tier.h"
 
 namespace attic::ssd_internal {
@@ -37,6 +38,10 @@ struct TierState {
   SharedMutex mu;
   // Null only after an unrecoverable error whose reopen failed; the next Write retries.
   std::unique_ptr<Database> database GUARDED_BY(mu);
+  // The directory's block shard count (set by Open; a reopen finds the same).
+  int block_shards = 0;
+  // Waits for the shard flushes of large writes side by side: block_shards - 1 helpers.
+  std::unique_ptr<TaskCrew> flush_crew;
 
   // Set when a write or flush failed: RocksDB may have stopped writes after a background
   // error, and the next Write recovers first (Recover in ssd_tier.cc).
