@@ -1,5 +1,5 @@
-// ./attic bench ssd [--dir DIR] [--bytes N] [--json FILE] [--quick] [--sync] [--shards LIST]
-//                   [--data DIR] [--dram-fraction F] [--skip-sparse]
+// ./attic bench ssd [--dir DIR] [--bytes N] [--json FILE] [--quick] [--sync] [--buffered]
+//                   [--shards LIST] [--data DIR] [--dram-fraction F] [--skip-sparse]
 //
 // The SSD tier against the disk under it, in one run (docs/kvstore-ssd.md):
 //
@@ -61,6 +61,7 @@ struct Flags {
   bool quick = false;
   bool sync = false;              // SsdTierOptions.sync: power-loss durable writes (every fsync)
   std::vector<int> shards = {0};  // SsdTierOptions.block_shards of each spill (0: default)
+  bool buffered = false;          // SsdTierOptions.direct_io = false
   std::string data;               // activation dump of the sparse-fetch section
   double dram_fraction = 0.1;     // values in DRAM in its spilled decode steps
   bool skip_sparse = false;
@@ -81,7 +82,8 @@ using Section = Status (*)(SsdBenchContext&, BenchReport&);
 void Usage() {
   std::printf(
       "usage: attic-bench-ssd [--dir DIR] [--bytes N] [--json FILE] [--quick] [--sync]\n"
-      "                       [--shards LIST] [--data DIR] [--dram-fraction F] [--skip-sparse]\n"
+      "                       [--buffered] [--shards LIST] [--data DIR] [--dram-fraction F]\n"
+      "                       [--skip-sparse]\n"
       "  The SSD tier (RocksDB) against raw O_DIRECT throughput of the same disk.\n"
       "  --dir DIR    where to write (default: a fresh directory under $TMPDIR or /tmp);\n"
       "               the disk under DIR is the one measured\n"
@@ -89,6 +91,7 @@ void Usage() {
       "  --json FILE  also write the result envelope as JSON\n"
       "  --quick      256 MiB and fewer latency samples (a smoke run)\n"
       "  --sync       the tier with SsdTierOptions.sync (every fsync: power-loss durable)\n"
+      "  --buffered   the tier without direct I/O (flushes and reads through the page cache)\n"
       "  --shards LIST  block shard counts to spill with, e.g. 1,4,8 (default: the tier's\n"
       "               default, min(8, hardware threads)); reloads read the last one's blocks\n"
       "  --data DIR   activation dump of the sparse-fetch section (default: ../shared's\n"
@@ -142,6 +145,8 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
       f->quick = true;
     } else if (a == "--sync") {
       f->sync = true;
+    } else if (a == "--buffered") {
+      f->buffered = true;
     } else if (a == "--shards" && has_value) {
       f->shards = ParseShards(argv[++i]);
     } else if (a == "--data" && has_value) {
@@ -245,6 +250,7 @@ TierBenchOptions TierOptions(const SsdBenchContext& c) {
   o.bytes = c.bytes;
   o.random_reads = c.flags.quick ? 500 : 2000;
   o.tier.sync = c.flags.sync;
+  o.tier.direct_io = !c.flags.buffered;
   return o;
 }
 

@@ -173,6 +173,9 @@ struct SsdTierStats {
   uint64_t live_blob_bytes = 0;        // rocksdb.live-blob-file-size
   uint64_t total_sst_bytes = 0;        // rocksdb.total-sst-files-size
   bool direct_io = false;              // direct_io_active()
+  // RocksDB's own CRC-32C (blob records, WAL, table blocks) runs on the SSE4.2 instruction
+  // instead of the distribution build's software loop (kvstore/ssd/internal/rocksdb_crc32c.h).
+  bool rocksdb_crc32c_accelerated = false;
   // Write amplification of the figures above: bytes RocksDB put on the disk (WAL, flushed SST
   // and blob files, compaction output) per payload byte written. 0 before any write.
   double write_amplification() const;

@@ -13,6 +13,7 @@
 
 #include "kvstore/ssd/internal/block_value.h"
 #include "kvstore/ssd/internal/key_tags.h"
+#include "kvstore/ssd/internal/rocksdb_crc32c.h"
 #include "kvstore/ssd/internal/status_map.h"
 #include "kvstore/ssd/internal/tier_impl.h"
 #include "kvstore/ssd/ssd_tier.h"
@@ -187,6 +188,7 @@ SsdTierStats SsdTier::Stats() const {
   s.blob_bytes_read = Ticker(m, rocksdb::BLOB_DB_BLOB_FILE_BYTES_READ);
   s.reopens = m.reopens.load(std::memory_order_relaxed);
   s.direct_io = m.direct_io;
+  s.rocksdb_crc32c_accelerated = ssd_internal::RocksDbCrc32cAccelerated();
   ReaderLock lock(&impl_->mu);
   if (m.database == nullptr) return s;
   rocksdb::DB* db = m.database->db();

@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
+#include <rocksdb/file_checksum.h>
 
 #include <atomic>
 #include <chrono>
@@ -18,12 +19,14 @@
 #include <set>
 #include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "kvstore/ssd/internal/block_shards.h"
 #include "kvstore/ssd/internal/block_value.h"
 #include "kvstore/ssd/internal/key_tags.h"
+#include "kvstore/ssd/internal/rocksdb_crc32c.h"
 #include "kvstore/ssd/internal/task_crew.h"
 #include "tests/kvstore/ssd_test_util.h"
 
@@ -303,6 +306,34 @@ TEST(SsdTierShards, AStreamStaysInOneShardAndAChunksStreamsSpread) {
   for (const char* bad : {"blocks", "blocks.", "blocks.01", "blocks.-1", "blocks.1x", "records"}) {
     EXPECT_EQ(ssd_internal::ParseBlockFamilyName(bad), -1) << bad;
   }
+}
+
+// RocksDB's CRC-32C, whichever implementation runs it, as RocksDB's file checksum (4 bytes,
+// big-endian).
+std::string RocksDbCrc32c(std::string_view bytes) {
+  const auto gen = rocksdb::GetFileChecksumGenCrc32cFactory()->CreateFileChecksumGenerator({});
+  gen->Update(bytes.data(), bytes.size());
+  gen->Finalize();
+  return gen->GetChecksum();
+}
+
+std::string BigEndian32(uint32_t v) {
+  return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+          static_cast<char>(v)};
+}
+
+TEST(SsdTierCrc32c, RocksDbsChecksumsAreTheStandardCrc32cAndAcceleratedWhereBuiltIn) {
+  EXPECT_EQ(RocksDbCrc32c("123456789"), std::string("\xe3\x06\x92\x83", 4));
+  const std::vector<std::byte> bytes = BlockBytes(5, (size_t{1} << 20) + 13);
+  const std::string_view view(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  EXPECT_EQ(RocksDbCrc32c(view), BigEndian32(Crc32c(bytes.data(), bytes.size())));
+  EXPECT_EQ(RocksDbCrc32c(view.substr(3, 1000)), BigEndian32(Crc32c(view.data() + 3, 1000)));
+#if ATTIC_ROCKSDB_HW_CRC32C
+  EXPECT_TRUE(ssd_internal::RocksDbCrc32cAccelerated())
+      << "RocksDB's calls of crc32c::Extend do not reach the replacement (shared librocksdb?)";
+#else
+  EXPECT_FALSE(ssd_internal::RocksDbCrc32cAccelerated());
+#endif
 }
 
 TEST(SsdTierTaskCrew, CallersShareHelpersAndGetEveryResult) {
