@@ -9,6 +9,7 @@
 #include <functional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "kvstore/ssd/ssd_tier.h"
 
@@ -71,6 +72,14 @@ class FaultInjectingFileSystem : public rocksdb::FileSystemWrapper {
                              std::unique_ptr<FSWritableFile>* r, IODebugContext* dbg) override;
   IOStatus NewRandomRWFile(const std::string& f, const FileOptions& o,
                            std::unique_ptr<FSRandomRWFile>* r, IODebugContext* dbg) override;
+  // Passed on (RocksDB 7's wrapper does not): the POSIX file system caches the directories'
+  // logical block sizes (internal/sync_policy.cc).
+  rocksdb::Status RegisterDbPaths(const std::vector<std::string>& paths) override {
+    return target()->RegisterDbPaths(paths);
+  }
+  rocksdb::Status UnregisterDbPaths(const std::vector<std::string>& paths) override {
+    return target()->UnregisterDbPaths(paths);
+  }
 
  private:
   FaultInjector* faults_;

@@ -2,6 +2,7 @@
 
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace attic::ssd_internal {
 namespace {
@@ -59,6 +60,16 @@ class SyncSkippingFileSystem : public rocksdb::FileSystemWrapper {
     IOStatus s = target()->NewDirectory(name, o, r, dbg);
     if (s.ok()) *r = std::make_unique<SyncSkippingDirectory>(std::move(*r));
     return s;
+  }
+  // RocksDB 7's FileSystemWrapper keeps these to itself. The POSIX file system caches each
+  // registered directory's logical block size; without the registration it looks it up in
+  // sysfs (a dozen readlinks and a file read) on every direct-I/O file it opens, three times
+  // per flush.
+  rocksdb::Status RegisterDbPaths(const std::vector<std::string>& paths) override {
+    return target()->RegisterDbPaths(paths);
+  }
+  rocksdb::Status UnregisterDbPaths(const std::vector<std::string>& paths) override {
+    return target()->UnregisterDbPaths(paths);
   }
 
  private:
