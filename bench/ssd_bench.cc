@@ -1,5 +1,6 @@
 // ./attic bench ssd [--dir DIR] [--bytes N] [--json FILE] [--quick] [--sync] [--buffered]
-//                   [--shards LIST] [--data DIR] [--dram-fraction F] [--skip-sparse]
+//                   [--writers LIST] [--shards LIST] [--data DIR] [--dram-fraction F]
+//                   [--skip-sparse]
 //
 // The SSD tier against the disk under it, in one run (docs/kvstore-ssd.md):
 //
@@ -10,15 +11,16 @@
 //   disk_random_read_latency         raw O_DIRECT 16 KiB reads at random aligned offsets.
 //   spill_throughput                 16 KiB blocks through SsdTier::Write in batches of 256
 //                                    (4 MiB: the forced-flush path) until --bytes, from 1, 2
-//                                    and 4 writer threads, for each block shard count of
-//                                    --shards (a row each; the best). A batch is
+//                                    and 4 writer threads (--writers; each writes its own
+//                                    sequences), for each block shard count of --shards (a
+//                                    row each; the best). A batch is
 //                                    shaped like the KV store's prefill write-through: K and V
 //                                    of 4 blocks of each of 4 layers x 8 heads. Target:
 //                                    >= 0.7 x disk_seq_write. RocksDB's own bytes written
 //                                    (WAL, flush, compaction) are params: write amplification.
 //   reload_throughput                the last spill's blocks back through ReadBlocks
 //                                    (MultiGet, batches of 256, one stream's K and V after
-//                                    another) on 1, 2 and 4 threads, reopened (cold) before
+//                                    another) on 1, 2, 4 and 8 threads, reopened (cold) before
 //                                    each; one row per thread count and the best. Target:
 //                                    >= 0.7 x disk_seq_read.
 //   reload_values_only_throughput    the V blocks alone, one ReadBlocks per (layer, head)
@@ -61,9 +63,10 @@ struct Flags {
   bool quick = false;
   bool sync = false;              // SsdTierOptions.sync: power-loss durable writes (every fsync)
   std::vector<int> shards = {0};  // SsdTierOptions.block_shards of each spill (0: default)
-  bool buffered = false;          // SsdTierOptions.direct_io = false
-  std::string data;               // activation dump of the sparse-fetch section
-  double dram_fraction = 0.1;     // values in DRAM in its spilled decode steps
+  std::vector<int> writers = {1, 2, 4};  // writer threads of each spill
+  bool buffered = false;                 // SsdTierOptions.direct_io = false
+  std::string data;                      // activation dump of the sparse-fetch section
+  double dram_fraction = 0.1;            // values in DRAM in its spilled decode steps
   bool skip_sparse = false;
 };
 
@@ -82,8 +85,8 @@ using Section = Status (*)(SsdBenchContext&, BenchReport&);
 void Usage() {
   std::printf(
       "usage: attic-bench-ssd [--dir DIR] [--bytes N] [--json FILE] [--quick] [--sync]\n"
-      "                       [--buffered] [--shards LIST] [--data DIR] [--dram-fraction F]\n"
-      "                       [--skip-sparse]\n"
+      "                       [--buffered] [--writers LIST] [--shards LIST] [--data DIR]\n"
+      "                       [--dram-fraction F] [--skip-sparse]\n"
       "  The SSD tier (RocksDB) against raw O_DIRECT throughput of the same disk.\n"
       "  --dir DIR    where to write (default: a fresh directory under $TMPDIR or /tmp);\n"
       "               the disk under DIR is the one measured\n"
@@ -92,6 +95,7 @@ void Usage() {
       "  --quick      256 MiB and fewer latency samples (a smoke run)\n"
       "  --sync       the tier with SsdTierOptions.sync (every fsync: power-loss durable)\n"
       "  --buffered   the tier without direct I/O (flushes and reads through the page cache)\n"
+      "  --writers LIST  writer thread counts to spill with (default 1,2,4)\n"
       "  --shards LIST  block shard counts to spill with, e.g. 1,4,8 (default: the tier's\n"
       "               default, min(8, hardware threads)); reloads read the last one's blocks\n"
       "  --data DIR   activation dump of the sparse-fetch section (default: ../shared's\n"
@@ -114,14 +118,14 @@ size_t ParseBytes(const std::string& v) {
   return static_cast<size_t>(n);
 }
 
-std::vector<int> ParseShards(const std::string& v) {
+std::vector<int> ParseCounts(const char* flag, const std::string& v) {
   std::vector<int> out;
   size_t at = 0;
   while (at <= v.size()) {
     const size_t comma = std::min(v.find(',', at), v.size());
     const int n = std::atoi(v.substr(at, comma - at).c_str());
     if (n < 1 || n > 64) {
-      std::fprintf(stderr, "attic-bench-ssd: --shards takes counts in [1, 64], got '%s'\n",
+      std::fprintf(stderr, "attic-bench-ssd: %s takes counts in [1, 64], got '%s'\n", flag,
                    v.c_str());
       std::exit(2);
     }
@@ -148,7 +152,9 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
     } else if (a == "--buffered") {
       f->buffered = true;
     } else if (a == "--shards" && has_value) {
-      f->shards = ParseShards(argv[++i]);
+      f->shards = ParseCounts("--shards", argv[++i]);
+    } else if (a == "--writers" && has_value) {
+      f->writers = ParseCounts("--writers", argv[++i]);
     } else if (a == "--data" && has_value) {
       f->data = argv[++i];
     } else if (a == "--dram-fraction" && has_value) {
@@ -269,9 +275,11 @@ std::vector<Param> SpillParams(const SpillFigures& s) {
           {"rocksdb_compaction_read_bytes", std::to_string(st.compact_bytes_read)},
           {"rocksdb_blob_bytes", std::to_string(st.blob_bytes_written)},
           {"write_amplification", Num(st.write_amplification())},
+          {"rocksdb_stall_us", std::to_string(st.stall_micros)},
           {"live_blob_bytes", std::to_string(st.live_blob_bytes)},
           {"sst_bytes", std::to_string(st.total_sst_bytes)},
           {"direct_io", st.direct_io ? "true" : "false"},
+          {"rocksdb_crc32c_accelerated", st.rocksdb_crc32c_accelerated ? "true" : "false"},
           {"sync", s.sync ? "true" : "false"}};
 }
 
@@ -282,7 +290,7 @@ Status SpillSection(SsdBenchContext& c, BenchReport& report) {
   SpillFigures best;
   for (int shards : c.flags.shards) {
     o.tier.block_shards = shards;
-    for (int writers : {1, 2, 4}) {
+    for (int writers : c.flags.writers) {
       ASSIGN_OR_RETURN(c.spill, MeasureSpill(o, writers));
       report.AddRow({.name = "spill_throughput_writers",
                      .params = SpillParams(c.spill),

@@ -167,10 +167,12 @@ StatusOr<SpillFigures> MeasureSpill(const TierBenchOptions& o, int writers) {
   fig.sync = o.tier.sync;
   fig.blocks = batches * batch;
   fig.block_bytes = fig.blocks * o.block_bytes;
+  const size_t chunks = batches / sequences;
   auto write_share = [&](int w) -> Status {
     TierBatch tb;
     tb.blocks.resize(batch);
-    for (size_t b = static_cast<size_t>(w); b < batches; b += static_cast<size_t>(writers)) {
+    for (size_t b = 0; b < batches; ++b) {
+      if ((b / chunks) % static_cast<size_t>(writers) != static_cast<size_t>(w)) continue;
       for (size_t j = 0; j < batch; ++j) {
         const size_t i = b * batch + j;
         tb.blocks[j].key = SpilledBlockKey(o, i);

@@ -38,7 +38,9 @@ struct TierBenchOptions {
   int heads = 8;
   int stream_blocks = 64;  // 4096 tokens
   int chunk_blocks = 4;    // a 256-token prefill chunk
-  std::vector<int> reload_threads = {1, 2, 4};
+  // Reads go one MultiGet at a time per thread (Debian's RocksDB has no io_uring): the queue
+  // depth the disk sees is the thread count.
+  std::vector<int> reload_threads = {1, 2, 4, 8};
   int read_batch_blocks = 256;  // keys per ReadBlocks call (every-block reload)
   int random_reads = 2000;
   SsdTierOptions tier;  // path is set from dir
@@ -71,7 +73,8 @@ struct ReloadFigures {
 };
 
 // Writes options.bytes of blocks (random bytes) in batches of batch_blocks() into a fresh
-// tier, from `writers` threads at once (batch b from thread b % writers).
+// tier, from `writers` threads at once: sequence s from thread s % writers, its chunks in
+// order, as the KV store writes a sequence through.
 StatusOr<SpillFigures> MeasureSpill(const TierBenchOptions& options, int writers);
 // Reads the spilled blocks back, once per thread count (each thread a contiguous share of the
 // sequences' streams), reopening the tier before each run; every block's checksum is verified.

@@ -127,8 +127,8 @@ Status AddBlockPuts(const TierBatch& b, const Database& d, const std::string& pa
   return OkStatus();
 }
 
-// The batch's deletions and record puts. A prefix deletion goes to every shard: the streams
-// of one sequence are spread over all of them.
+// The batch's deletions and record puts. A prefix deletion goes to the one shard of the owner
+// it names (PrivateBlockPrefix), or to every shard when it is shorter than an owner.
 Status AddRecordsAndDeletions(const TierBatch& b, const Database& d, const std::string& path,
                               rocksdb::WriteBatch* wb) {
   for (const std::string& key : b.delete_blocks) {
@@ -137,9 +137,11 @@ Status AddRecordsAndDeletions(const TierBatch& b, const Database& d, const std::
   }
   for (const std::string& prefix : b.delete_block_prefixes) {
     const std::optional<std::string> end = ssd_internal::PrefixEnd(prefix);  // CheckBatch: set
-    for (rocksdb::ColumnFamilyHandle* shard : d.all_blocks()) {
-      RETURN_IF_ERROR(
-          FromRocks(wb->DeleteRange(shard, prefix, *end), "batching a block range deletion", path));
+    const int one = ssd_internal::BlockShardOfPrefix(prefix, d.block_shards());
+    for (int shard = 0; shard < d.block_shards(); ++shard) {
+      if (one >= 0 && shard != one) continue;
+      RETURN_IF_ERROR(FromRocks(wb->DeleteRange(d.blocks(shard), prefix, *end),
+                                "batching a block range deletion", path));
     }
   }
   for (const TierRecordWrite& r : b.records) {

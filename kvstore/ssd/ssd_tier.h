@@ -13,8 +13,8 @@
 //
 // Blocks live in block_shards column families with blob files enabled (values at or above
 // min_blob_bytes go to blob files, which compaction rewrites only to collect garbage), a block's
-// shard chosen from its key's (owner, layer, head) stream, so one (layer, head)'s blocks stay
-// together and a write covering many streams flushes its shards in parallel. Each stored value
+// shard chosen from its key's owner (the sequence, or the prefix entry), so one sequence's blocks
+// stay together and writes of different sequences flush in parallel. Each stored value
 // is the block's bytes followed by an 8-byte checksum (Hash64 of the bytes, little-endian) that
 // every read verifies. Records (manifests, prefix entries, query samples) live in a column
 // family of small values. Reads and flushes use direct I/O unless the file system refuses it
@@ -54,11 +54,12 @@ struct SsdTierOptions {
   // of the block column family's blob indexes). Block bytes themselves bypass it: blob reads
   // go to the disk with direct I/O, and the KV store's DRAM pools are the cache of blocks.
   size_t block_cache_bytes = size_t{32} << 20;
-  // Block column families ("shards"). A large write flushes each shard it touched on its own
-  // RocksDB thread, side by side, so spill throughput grows with the shards up to the cores
-  // (or the disk): RocksDB's flush of one family is single-threaded and CPU-bound. 0: min(8,
-  // hardware threads). Fixed when the directory is created: an existing directory keeps its
-  // count whatever this says (block_shards() tells). At most 64.
+  // Block column families ("shards"), a sequence's blocks in one. Large writes of different
+  // sequences flush side by side, each shard on its own RocksDB flush thread, so spill
+  // throughput grows with concurrent writers up to the cores or the disk: RocksDB's flush of
+  // one memtable is single-threaded and CPU-bound, and one family's flushes queue behind each
+  // other. 0: min(8, hardware threads). Fixed when the directory is created: an existing
+  // directory keeps its count whatever this says (block_shards() tells). At most 64.
   int block_shards = 0;
   // RocksDB background threads besides the flush threads: half of them flush too (flush
   // threads = max(shards, background_threads / 2)), the rest compact.
@@ -170,6 +171,7 @@ struct SsdTierStats {
   uint64_t compact_bytes_read = 0;     // COMPACT_READ_BYTES
   uint64_t blob_bytes_written = 0;     // BLOB_DB_BLOB_FILE_BYTES_WRITTEN
   uint64_t blob_bytes_read = 0;        // BLOB_DB_BLOB_FILE_BYTES_READ
+  uint64_t stall_micros = 0;           // STALL_MICROS: writes RocksDB delayed or stopped
   uint64_t live_blob_bytes = 0;        // rocksdb.live-blob-file-size
   uint64_t total_sst_bytes = 0;        // rocksdb.total-sst-files-size
   bool direct_io = false;              // direct_io_active()

@@ -186,6 +186,7 @@ SsdTierStats SsdTier::Stats() const {
   s.compact_bytes_read = Ticker(m, rocksdb::COMPACT_READ_BYTES);
   s.blob_bytes_written = Ticker(m, rocksdb::BLOB_DB_BLOB_FILE_BYTES_WRITTEN);
   s.blob_bytes_read = Ticker(m, rocksdb::BLOB_DB_BLOB_FILE_BYTES_READ);
+  s.stall_micros = Ticker(m, rocksdb::STALL_MICROS);
   s.reopens = m.reopens.load(std::memory_order_relaxed);
   s.direct_io = m.direct_io;
   s.rocksdb_crc32c_accelerated = ssd_internal::RocksDbCrc32cAccelerated();

@@ -1,7 +1,7 @@
 // SsdTier against a failing disk (FaultInjector): ENOSPC on the WAL and on a forced flush
-// (also one over every block shard), EIO on reads and on everything, and corrupted blob reads. Each
-// case checks the status code, that the message names what failed, that nothing written before the
-// fault is lost (also across a reopen), and that writes resume once the fault is gone.
+// (also one over several block shards), EIO on reads and on everything, and corrupted blob reads.
+// Each case checks the status code, that the message names what failed, that nothing written before
+// the fault is lost (also across a reopen), and that writes resume once the fault is gone.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -124,7 +124,10 @@ TEST_F(SsdFaultTest, AFailedShardFlushLeavesNoRecordWithoutItsBlocks) {
   SSD_ASSERT_OK(tier_->Write(before.Batch()));
 
   faults_.Set(Fault::kNoSpace);
-  const BlockSet failed = StreamBlocks(3, 2, 8, 4, kBlock);  // every shard, >= flush_bytes
+  BlockSet failed;  // several sequences, so several shards; >= flush_bytes
+  for (uint64_t seq = 30; seq < 38; ++seq) {
+    failed.Append(StreamBlocks(seq, 1, 2, 2, kBlock));
+  }
   TierBatch batch = failed.Batch();
   batch.records.push_back({.key = ManifestKey(3), .value = "manifest of 3"});
   const Status s = tier_->Write(batch);

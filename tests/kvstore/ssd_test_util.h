@@ -79,6 +79,10 @@ struct BlockSet {
     keys.push_back(std::move(key));
     bytes.push_back(BlockBytes(seed, n));
   }
+  void Append(const BlockSet& other) {
+    keys.insert(keys.end(), other.keys.begin(), other.keys.end());
+    bytes.insert(bytes.end(), other.bytes.begin(), other.bytes.end());
+  }
   TierBatch Batch() const {
     TierBatch b;
     for (size_t i = 0; i < keys.size(); ++i)

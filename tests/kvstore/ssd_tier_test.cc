@@ -248,7 +248,6 @@ TEST_F(SsdTierTest, RecordsPutGetScanAndDelete) {
 }
 
 TEST_F(SsdTierTest, DeletePrefixRemovesOneSequencesPrivateBlocksOnly) {
-  // Every stream of a sequence, so its blocks are in every shard.
   const BlockSet a = StreamBlocks(0xff, 2, 4, 2, 4096);
   const BlockSet b = StreamBlocks(0x100, 2, 4, 2, 4096);
   SSD_ASSERT_OK(tier_->Write(a.Batch()));
@@ -280,27 +279,29 @@ std::set<int> ShardsOf(const BlockSet& set, int shards) {
   return out;
 }
 
-TEST(SsdTierShards, AStreamStaysInOneShardAndAChunksStreamsSpread) {
+TEST(SsdTierShards, AnOwnersBlocksShareAShardAndOwnersSpread) {
   using ssd_internal::BlockShardOf;
-  std::set<int> streams;
-  for (int l = 0; l < 4; ++l) {
-    for (int h = 0; h < 8; ++h) {
-      const int shard = BlockShardOf(PrivateBlockKey(9, l, h, 0, BlockKind::kKey), 8);
-      ASSERT_GE(shard, 0);
-      ASSERT_LT(shard, 8);
-      for (int b : {1, 63, 4095}) {
-        EXPECT_EQ(BlockShardOf(PrivateBlockKey(9, l, h, b, BlockKind::kKey), 8), shard);
-        EXPECT_EQ(BlockShardOf(PrivateBlockKey(9, l, h, b, BlockKind::kValue), 8), shard);
-      }
-      EXPECT_EQ(BlockShardOf(SharedBlockKey(1, 2, l, h, BlockKind::kKey), 8),
-                BlockShardOf(SharedBlockKey(1, 2, l, h, BlockKind::kValue), 8));
-      streams.insert(shard);
+  using ssd_internal::BlockShardOfPrefix;
+  std::set<int> owners;
+  for (uint64_t seq = 0; seq < 64; ++seq) {
+    const int shard = BlockShardOf(PrivateBlockKey(seq, 0, 0, 0, BlockKind::kKey), 8);
+    ASSERT_GE(shard, 0);
+    ASSERT_LT(shard, 8);
+    for (int x : {1, 7, 4095}) {
+      EXPECT_EQ(BlockShardOf(PrivateBlockKey(seq, x, x % 8, x, BlockKind::kValue), 8), shard);
     }
+    EXPECT_EQ(BlockShardOfPrefix(PrivateBlockPrefix(seq), 8), shard);
+    const int entry = BlockShardOf(SharedBlockKey(seq, 2, 0, 0, BlockKind::kKey), 8);
+    EXPECT_EQ(BlockShardOf(SharedBlockKey(seq, 2, 31, 7, BlockKind::kValue), 8), entry);
+    owners.insert(shard);
   }
-  EXPECT_GE(streams.size(), 6u) << "32 streams over 8 shards";
+  EXPECT_EQ(owners.size(), 8u) << "64 sequences over 8 shards";
   EXPECT_EQ(BlockShardOf(PrivateBlockKey(9, 1, 2, 3, BlockKind::kKey), 1), 0);
   const int other = BlockShardOf("some other key", 8);
   EXPECT_TRUE(other >= 0 && other < 8);
+  // Shorter than an owner: keys with the prefix may be anywhere.
+  EXPECT_EQ(BlockShardOfPrefix("p", 8), -1);
+  EXPECT_EQ(BlockShardOfPrefix("x-whatever-long-enough", 8), -1);
   EXPECT_EQ(ssd_internal::BlockFamilyName(3), "blocks.3");
   EXPECT_EQ(ssd_internal::ParseBlockFamilyName("blocks.12"), 12);
   for (const char* bad : {"blocks", "blocks.", "blocks.01", "blocks.-1", "blocks.1x", "records"}) {
@@ -370,24 +371,28 @@ TEST(SsdTierTaskCrew, CallersShareHelpersAndGetEveryResult) {
 
 TEST_F(SsdTierTest, ALargeBatchFlushesEveryShardItTouchedAndReadsBack) {
   ASSERT_EQ(tier_->block_shards(), kShards);
-  BlockSet set = StreamBlocks(11, 4, 8, 4, 4096);  // 256 blocks, 1 MiB: the flush path
+  // Blocks of 8 sequences in one batch (1 MiB: the flush path), so several shards.
+  BlockSet set;
+  for (uint64_t seq = 20; seq < 28; ++seq) {
+    set.Append(StreamBlocks(seq, 2, 4, 4, 4096));
+  }
   const std::set<int> shards = ShardsOf(set, kShards);
   ASSERT_GE(shards.size(), 2u);
   TierBatch batch = set.Batch();
-  batch.records.push_back({.key = ManifestKey(11), .value = "m11"});
+  batch.records.push_back({.key = ManifestKey(20), .value = "m20"});
   SSD_ASSERT_OK(tier_->Write(batch));
   EXPECT_EQ(tier_->Stats().flushes, shards.size());
   EXPECT_LT(tier_->Stats().wal_bytes, 4096u) << "only the record goes through the WAL";
   ExpectReadsBack(*tier_, set);
   std::vector<std::vector<std::byte>> bufs(set.keys.size(), std::vector<std::byte>(4096));
   std::vector<std::span<std::byte>> dsts(bufs.begin(), bufs.end());
-  SSD_ASSERT_OK(tier_->ReadBlocks(set.keys, dsts, nullptr));  // one MultiGet over every shard
+  SSD_ASSERT_OK(tier_->ReadBlocks(set.keys, dsts, nullptr));  // one MultiGet over the shards
   for (size_t i = 0; i < bufs.size(); ++i) EXPECT_TRUE(bufs[i] == set.bytes[i]) << i;
   Open();
   ExpectReadsBack(*tier_, set);
-  auto record = tier_->GetRecord(ManifestKey(11));
+  auto record = tier_->GetRecord(ManifestKey(20));
   ASSERT_TRUE(record.ok()) << record.status();
-  EXPECT_EQ(*record, "m11");
+  EXPECT_EQ(*record, "m20");
 }
 
 TEST_F(SsdTierTest, ConcurrentLargeWritesOverSharedShards) {

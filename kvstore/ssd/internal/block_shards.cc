@@ -14,34 +14,35 @@ namespace {
 // Fixed forever: it decides which family holds a stored block.
 constexpr uint64_t kShardSeed = 0x5eed'b10c'5a4d'0001ULL;
 
-// Block key shapes (block_keys.cc): tag, owner, kind, layer (4), head (4)[, block (4)]. The
-// stream is everything but the kind and the block index.
-constexpr size_t kPrivateOwnerEnd = 1 + 8;
-constexpr size_t kPrivateKeyBytes = kPrivateOwnerEnd + 1 + 4 + 4 + 4;
-constexpr size_t kSharedOwnerEnd = 1 + 8 + 8;
-constexpr size_t kSharedKeyBytes = kSharedOwnerEnd + 1 + 4 + 4;
-constexpr size_t kLayerHeadBytes = 4 + 4;
-
-uint64_t StreamHash(std::string_view key, size_t owner_end) {
-  const uint64_t layer_head = Hash64(key.data() + owner_end + 1, kLayerHeadBytes, kShardSeed);
-  return Hash64(key.data(), owner_end, layer_head);
+// The owner: the bytes that open every block key of one sequence (tag, sequence id) or of one
+// prefix entry (tag, scope, chain hash); see block_keys.cc. 0 for a key of neither kind.
+size_t OwnerBytes(std::string_view key) {
+  constexpr size_t kPrivateOwner = 1 + 8;
+  constexpr size_t kSharedOwner = 1 + 8 + 8;
+  if (key.empty()) return 0;
+  if (key[0] == kPrivateBlockTag) return key.size() >= kPrivateOwner ? kPrivateOwner : 0;
+  if (key[0] == kSharedBlockTag) return key.size() >= kSharedOwner ? kSharedOwner : 0;
+  return 0;
 }
 
-uint64_t KeyHash(std::string_view key) {
-  if (key.size() == kPrivateKeyBytes && key[0] == kPrivateBlockTag) {
-    return StreamHash(key, kPrivateOwnerEnd);
-  }
-  if (key.size() == kSharedKeyBytes && key[0] == kSharedBlockTag) {
-    return StreamHash(key, kSharedOwnerEnd);
-  }
-  return Hash64(key.data(), key.size(), kShardSeed);
+int ShardOfHash(uint64_t hash, int shards) {
+  return static_cast<int>(hash % static_cast<uint64_t>(shards));
 }
 
 }  // namespace
 
 int BlockShardOf(std::string_view key, int shards) {
   if (shards <= 1) return 0;
-  return static_cast<int>(KeyHash(key) % static_cast<uint64_t>(shards));
+  const size_t owner = OwnerBytes(key);
+  const size_t n = owner != 0 ? owner : key.size();
+  return ShardOfHash(Hash64(key.data(), n, kShardSeed), shards);
+}
+
+int BlockShardOfPrefix(std::string_view prefix, int shards) {
+  if (shards <= 1) return 0;
+  const size_t owner = OwnerBytes(prefix);
+  if (owner == 0) return -1;
+  return ShardOfHash(Hash64(prefix.data(), owner, kShardSeed), shards);
 }
 
 std::string BlockFamilyName(int shard) {

@@ -1,16 +1,16 @@
 // How block keys are spread over the tier's block column families ("blocks.0" .. "blocks.N-1")
-// so that large writes flush in parallel, one flush per shard. Private to kvstore/ssd; the
-// reasons are in docs/kvstore-ssd.md ("Shards").
+// so that concurrent large writes flush side by side, one flush thread per shard. Private to
+// kvstore/ssd; the reasons are in docs/kvstore-ssd.md ("Shards").
 //
 //   const int shard = BlockShardOf(PrivateBlockKey(seq, layer, head, b, BlockKind::kValue), 8);
 //   batch.Put(database.blocks(shard), key, value);
 //
-// A key's shard is a hash of its stream: the tag, the owner (sequence, or prefix scope and
-// hash), the layer and the KV head; neither the kind nor the block index. So one (layer, head)
-// stream's K and V blocks live in one shard, contiguous in its blob files, while the streams
-// of one prefill chunk (every layer and head) spread over all shards and flush in parallel.
-// Keys of no known block shape are hashed whole. The mapping is stable across releases: it
-// names where stored blocks are.
+// A key's shard is a hash of its owner: the tag and the sequence id of a private block, the
+// tag, scope and chain hash of a shared one. So a sequence's blocks live in one shard (its
+// write-through batches flush as one memtable, its values stay contiguous in that shard's blob
+// files, and closing it is one range deletion), while writes of different sequences go to
+// different shards and flush in parallel. Keys of no known block shape are hashed whole. The
+// mapping is stable across releases: it names where stored blocks are.
 //
 // Thread safety: constants and pure functions.
 #pragma once
@@ -27,6 +27,10 @@ inline constexpr std::string_view kUnshardedBlocksFamily = "blocks";
 
 // The shard of a block key, in [0, shards). REQUIRES: 1 <= shards <= kMaxBlockShards.
 int BlockShardOf(std::string_view key, int shards);
+
+// The one shard that holds every key starting with prefix, or -1 when such keys may be in any
+// shard (the prefix is shorter than an owner).
+int BlockShardOfPrefix(std::string_view prefix, int shards);
 
 // "blocks.<shard>".
 std::string BlockFamilyName(int shard);
