@@ -172,19 +172,17 @@ Status ProbeWritable(const TierState& t) {
   return FromRocks(s, "checking that the disk takes writes again", t.options.path);
 }
 
-// After a failed write: once the disk takes writes, Resume() clears RocksDB's background
-// error; an error RocksDB cannot resume from (an EIO on the WAL is fatal to it) closes and
-// reopens the database, which replays the WAL, so nothing acknowledged is lost.
+// After a failed write: once the disk takes writes, the database is closed and reopened,
+// which replays the WAL, so nothing acknowledged is lost (an acknowledged large write was
+// flushed; the unflushed memtable of a failed one is dropped, as a failed batch may be).
+// DB::Resume() is not used: with shards flushing side by side, a flush that fails after
+// another one set the background error rolls its memtable back without queueing it again, and
+// Resume's own flush then waits for that memtable forever (RocksDB issue 15030; seen here with
+// ENOSPC on two shards at once).
 Status Recover(TierState* t) REQUIRES(t->mu) {
   RETURN_IF_ERROR(ProbeWritable(*t));
   if (t->database != nullptr) {
-    const rocksdb::Status s = t->database->db()->Resume();
-    if (s.ok()) return OkStatus();
-    if (s.severity() < rocksdb::Status::Severity::kFatalError) {
-      return FromRocks(s, "resuming writes after an earlier error", t->options.path);
-    }
-    ATTIC_LOG(kWarn, "ssd") << "reopening " << t->options.path
-                            << " after an error RocksDB cannot resume from: " << s.ToString();
+    ATTIC_LOG(kWarn, "ssd") << "reopening " << t->options.path << " after a failed write";
     t->database.reset();
   }
   ASSIGN_OR_RETURN(t->database, OpenRocks(*t));

@@ -21,8 +21,8 @@
 // (direct_io_active() and direct_io_note() say so).
 //
 // Errors: RocksDB's NoSpace -> RESOURCE_EXHAUSTED; IOError and a database stopped by a
-// background error -> UNAVAILABLE (once the disk takes writes again, the next Write resumes the
-// database, or reopens it when RocksDB cannot resume); Corruption or a checksum
+// background error -> UNAVAILABLE (once the disk takes writes again, the next Write reopens the
+// database, which replays its WAL); Corruption or a checksum
 // mismatch -> DATA_LOSS naming the key; a missing key -> NOT_FOUND. The tier never crashes on
 // a bad disk. Every message names the operation, the directory and RocksDB's own text.
 //
@@ -161,7 +161,7 @@ struct SsdTierStats {
   uint64_t block_bytes_read = 0;
   uint64_t checksum_failures = 0;  // block reads answered DATA_LOSS (ours or RocksDB's check)
   uint64_t flushes = 0;            // flushes Write forced (large writes)
-  uint64_t reopens = 0;            // database reopened after an error RocksDB cannot resume
+  uint64_t reopens = 0;            // database reopened to recover from a failed write
   // From RocksDB's statistics: what actually reached and left the files.
   uint64_t rocksdb_bytes_written = 0;  // BYTES_WRITTEN (WAL + memtable inserts)
   uint64_t rocksdb_bytes_read = 0;     // BYTES_READ

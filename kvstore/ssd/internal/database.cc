@@ -15,8 +15,8 @@ namespace attic::ssd_internal {
 namespace {
 
 // RocksDB would retry a stopped database on its own (for ENOSPC, through its SstFileManager)
-// while the disk may still be failing, and a recovery flush that fails there turns a
-// resumable stop into a fatal one. The tier resumes itself, after checking that the disk takes
+// while the disk may still be failing, and its recovery flush can wait forever on a memtable a
+// failed shard flush left behind. The tier recovers itself, by reopening once the disk takes
 // writes again (ssd_tier.cc), so RocksDB's own attempts are switched off.
 class ManualRecoveryOnly : public rocksdb::EventListener {
  public:

@@ -1,7 +1,7 @@
 // Database: one open RocksDB instance of the SSD tier — the DB and its column family handles
 // ("records" and the block shards "blocks.0" .. "blocks.N-1"), closed in the exact reverse
-// order of opening. The tier replaces it when RocksDB stops on an error it cannot resume from
-// (ssd_tier.cc). Private to kvstore/ssd.
+// order of opening. The tier replaces it to recover from a failed write (ssd_tier.cc). Private
+// to kvstore/ssd.
 //
 //   ASSIGN_OR_RETURN(auto database, Database::Open(options, direct_io, env, statistics));
 //   database->db()->Get(ro, database->blocks_of(key), key, &value);

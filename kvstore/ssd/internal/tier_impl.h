@@ -2,9 +2,9 @@
 // flush, recovery; ssd_tier_read.cc: reads, scans, figures). Private to kvstore/ssd.
 //
 // Thread safety: `mu` guards which Database is open. Every operation holds it shared for its
-// whole length (an uncontended shared lock: noise next to a disk read); only recovery after an
-// unrecoverable RocksDB error holds it exclusively, to close and reopen the database. The
-// counters are atomics; the crew is thread-safe; everything else is set once by Open.
+// whole length (an uncontended shared lock: noise next to a disk read); only recovery after a
+// failed write holds it exclusively, to close and reopen the database. The counters are
+// atomics; the crew is thread-safe; everything else is set once by Open.
 #pragma once
 
 #include <rocksdb/env.h>
@@ -36,7 +36,7 @@ struct TierState {
   std::shared_ptr<rocksdb::Statistics> statistics;  // kept across reopens
 
   SharedMutex mu;
-  // Null only after an unrecoverable error whose reopen failed; the next Write retries.
+  // Null only after a failed write whose reopen failed; the next Write retries.
   std::unique_ptr<Database> database GUARDED_BY(mu);
   // The directory's block shard count (set by Open; a reopen finds the same).
   int block_shards = 0;
