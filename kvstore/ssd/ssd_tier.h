@@ -13,8 +13,8 @@
 //
 // Blocks live in block_shards column families with blob files enabled (values at or above
 // min_blob_bytes go to blob files, which compaction rewrites only to collect garbage), a block's
-// shard chosen from its key's owner (the sequence, or the prefix entry), so one sequence's blocks
-// stay together and writes of different sequences flush in parallel. Each stored value
+// shard chosen from its key's owner (the sequence, or the prefix scope), so one sequence's
+// blocks stay together and writes of different sequences flush in parallel. Each stored value
 // is the block's bytes followed by an 8-byte checksum (Hash64 of the bytes, little-endian) that
 // every read verifies. Records (manifests, prefix entries, query samples) live in a column
 // family of small values. Reads and flushes use direct I/O unless the file system refuses it
@@ -54,7 +54,8 @@ struct SsdTierOptions {
   // of the block column family's blob indexes). Block bytes themselves bypass it: blob reads
   // go to the disk with direct I/O, and the KV store's DRAM pools are the cache of blocks.
   size_t block_cache_bytes = size_t{32} << 20;
-  // Block column families ("shards"), a sequence's blocks in one. Large writes of different
+  // Block column families ("shards"), a sequence's private blocks in one, a prefix scope's
+  // shared blocks in one. Large writes of different
   // sequences flush side by side, each shard on its own RocksDB flush thread, so spill
   // throughput grows with concurrent writers up to the cores or the disk: RocksDB's flush of
   // one memtable is single-threaded and CPU-bound, and one family's flushes queue behind each

@@ -291,8 +291,9 @@ TEST(SsdTierShards, AnOwnersBlocksShareAShardAndOwnersSpread) {
       EXPECT_EQ(BlockShardOf(PrivateBlockKey(seq, x, x % 8, x, BlockKind::kValue), 8), shard);
     }
     EXPECT_EQ(BlockShardOfPrefix(PrivateBlockPrefix(seq), 8), shard);
-    const int entry = BlockShardOf(SharedBlockKey(seq, 2, 0, 0, BlockKind::kKey), 8);
-    EXPECT_EQ(BlockShardOf(SharedBlockKey(seq, 2, 31, 7, BlockKind::kValue), 8), entry);
+    const int scope = BlockShardOf(SharedBlockKey(seq, 2, 0, 0, BlockKind::kKey), 8);
+    EXPECT_EQ(BlockShardOf(SharedBlockKey(seq, 3, 31, 7, BlockKind::kValue), 8), scope)
+        << "every chain hash of a scope";
     owners.insert(shard);
   }
   EXPECT_EQ(owners.size(), 8u) << "64 sequences over 8 shards";

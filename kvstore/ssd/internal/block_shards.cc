@@ -15,10 +15,12 @@ namespace {
 constexpr uint64_t kShardSeed = 0x5eed'b10c'5a4d'0001ULL;
 
 // The owner: the bytes that open every block key of one sequence (tag, sequence id) or of one
-// prefix entry (tag, scope, chain hash); see block_keys.cc. 0 for a key of neither kind.
+// prefix scope (tag, scope); see block_keys.cc. 0 for a key of neither kind. Not the chain
+// hash: a prefill chunk's shared blocks are one block index each, and spreading them over the
+// shards would turn one flush into a flush per block.
 size_t OwnerBytes(std::string_view key) {
   constexpr size_t kPrivateOwner = 1 + 8;
-  constexpr size_t kSharedOwner = 1 + 8 + 8;
+  constexpr size_t kSharedOwner = 1 + 8;
   if (key.empty()) return 0;
   if (key[0] == kPrivateBlockTag) return key.size() >= kPrivateOwner ? kPrivateOwner : 0;
   if (key[0] == kSharedBlockTag) return key.size() >= kSharedOwner ? kSharedOwner : 0;

@@ -6,11 +6,13 @@
 //   batch.Put(database.blocks(shard), key, value);
 //
 // A key's shard is a hash of its owner: the tag and the sequence id of a private block, the
-// tag, scope and chain hash of a shared one. So a sequence's blocks live in one shard (its
-// write-through batches flush as one memtable, its values stay contiguous in that shard's blob
-// files, and closing it is one range deletion), while writes of different sequences go to
-// different shards and flush in parallel. Keys of no known block shape are hashed whole. The
-// mapping is stable across releases: it names where stored blocks are.
+// tag and the prefix scope of a shared one. So a sequence's private blocks live in one shard
+// (its write-through batches flush as one memtable, its values stay contiguous in that shard's
+// blob files, and closing it is one range deletion), and so do a scope's shared blocks (a
+// prefill chunk's shared blocks, one chain hash per block, flush together), while writes of
+// different sequences go to different shards and flush in parallel. Keys of no known block
+// shape are hashed whole. The mapping is stable across releases: it names where stored blocks
+// are.
 //
 // Thread safety: constants and pure functions.
 #pragma once
