@@ -12,9 +12,9 @@
 //   RETURN_IF_ERROR(tier->ReadBlock(key, dst));   // DataLoss if the checksum does not match
 //
 // Blocks live in block_shards column families with blob files enabled (values at or above
-// min_blob_bytes go to blob files, which compaction rewrites only to collect garbage), a block's
-// shard chosen from its key's owner (the sequence, or the prefix scope), so one sequence's
-// blocks stay together and writes of different sequences flush in parallel. Each stored value
+// min_blob_bytes go to blob files, which compaction never rewrites), a block's shard chosen
+// from its key's owner (the sequence, or the prefix scope), so one sequence's blocks stay
+// together and writes of different sequences flush in parallel. Each stored value
 // is the block's bytes followed by an 8-byte checksum (Hash64 of the bytes, little-endian) that
 // every read verifies. Records (manifests, prefix entries, query samples) live in a column
 // family of small values. Reads and flushes use direct I/O unless the file system refuses it
@@ -22,9 +22,10 @@
 //
 // Errors: RocksDB's NoSpace -> RESOURCE_EXHAUSTED; IOError and a database stopped by a
 // background error -> UNAVAILABLE (once the disk takes writes again, the next Write reopens the
-// database, which replays its WAL); Corruption or a checksum
-// mismatch -> DATA_LOSS naming the key; a missing key -> NOT_FOUND. The tier never crashes on
-// a bad disk. Every message names the operation, the directory and RocksDB's own text.
+// database, which replays its WAL); Corruption or a checksum mismatch -> DATA_LOSS naming the
+// key; a missing key -> NOT_FOUND; a directory of the earlier unsharded layout ->
+// FAILED_PRECONDITION. The tier never crashes on a bad disk. Every message names the
+// operation, the directory and RocksDB's own text.
 //
 // Thread safety: every method may be called concurrently from any thread.
 #pragma once
@@ -50,17 +51,16 @@ struct TierState;
 struct SsdTierOptions {
   // The RocksDB directory: the worker's durable state. Created if missing.
   std::string path;
-  // RocksDB's block cache (SST index, filter and data blocks of the small column family, and
-  // of the block column family's blob indexes). Block bytes themselves bypass it: blob reads
+  // RocksDB's block cache (SST index, filter and data blocks of the records family, and of the
+  // block shards' blob indexes). Block bytes themselves bypass it: blob reads
   // go to the disk with direct I/O, and the KV store's DRAM pools are the cache of blocks.
   size_t block_cache_bytes = size_t{32} << 20;
-  // Block column families ("shards"), a sequence's private blocks in one, a prefix scope's
-  // shared blocks in one. Large writes of different
-  // sequences flush side by side, each shard on its own RocksDB flush thread, so spill
-  // throughput grows with concurrent writers up to the cores or the disk: RocksDB's flush of
-  // one memtable is single-threaded and CPU-bound, and one family's flushes queue behind each
-  // other. 0: min(8, hardware threads). Fixed when the directory is created: an existing
-  // directory keeps its count whatever this says (block_shards() tells). At most 64.
+  // Block column families ("shards"): a sequence's private blocks in one, a prefix scope's
+  // shared blocks in one. Large writes of different sequences flush side by side, each shard
+  // on its own RocksDB flush thread, so spill throughput grows with concurrent writers (one
+  // memtable's flush is single-threaded, and one family's flushes queue behind each other).
+  // 0: min(8, hardware threads). Fixed when the directory is created: an existing directory
+  // keeps its count whatever this says (block_shards() tells). At most 64.
   int block_shards = 0;
   // RocksDB background threads besides the flush threads: half of them flush too (flush
   // threads = max(shards, background_threads / 2)), the rest compact.
