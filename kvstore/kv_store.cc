@@ -283,6 +283,19 @@ Status KvStore::AllocatePairs(size_t n, std::vector<BlockRef>* out) {
   return OkStatus();
 }
 
+void KvStore::FreePairs(std::span<const BlockRef> pairs) {
+  std::vector<BlockId> ks, vs;
+  ks.reserve(pairs.size());
+  vs.reserve(pairs.size());
+  for (const BlockRef& r : pairs) {
+    ks.push_back(r.k);
+    vs.push_back(r.v);
+  }
+  k_pool_->Free(ks);
+  v_pool_->Free(vs);
+  private_blocks_.fetch_sub(static_cast<int64_t>(pairs.size()), std::memory_order_relaxed);
+}
+
 Status KvStore::ExhaustedError(size_t needed) const {
   const KvStoreStats s = Stats();
   return ResourceExhaustedError(

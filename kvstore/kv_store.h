@@ -49,6 +49,7 @@ struct BlockRef;
 struct Manifest;
 struct PinResult;
 struct SequenceConfig;
+struct SpilledReads;
 }  // namespace kv_internal
 
 // The scope prefix blocks are shared within: a digest of tenant, model fingerprint (0 = derive
@@ -190,7 +191,8 @@ class KvStore {
   // for an identical shared copy, so read again after appending. With verify_reads, DataLoss
   // naming the block when a full block's checksum does not match.
   // With an SSD tier, spilled values come back as v == nullptr (keys are always in DRAM):
-  // read them with LoadValues or FetchValues. touch_values marks the resident values as used
+  // read them with LoadValues or FetchValues; a value pointer is good until the next
+  // Maintain, which may spill it. touch_values marks the resident values as used
   // now (the spill order is least recently used first).
   Status ReadBlocks(uint64_t seq_id, int layer, int kv_head, std::vector<BlockView>* out,
                     bool touch_values = false) const;
@@ -248,24 +250,36 @@ class KvStore {
 
   StatusOr<std::shared_ptr<kv_internal::Sequence>> Find(uint64_t seq_id) const;
   Status AllocatePairs(size_t n, std::vector<kv_internal::BlockRef>* out);
+  // Gives back private pairs AllocatePairs handed out (never used by a sequence).
+  void FreePairs(std::span<const kv_internal::BlockRef> pairs);
   Status ExhaustedError(size_t needed) const;
   // The token-major append behind AppendTokens and AppendDecodeToken; k, v: [n, Hkv_shard, D].
   Status AppendRows(kv_internal::Sequence& seq, int layer, const TensorView& k, const TensorView& v,
                     const char* op);
 
-  // SSD tier (kv_store_ssd.cc, kv_store_recovery.cc). REQUIRES for the first three: seq.mu.
-  // A prefill chunk's blocks and the new manifest, written before the chunk is committed.
+  // SSD tier (kv_store_ssd.cc, kv_store_recovery.cc). REQUIRES for those taking a
+  // sequence, unless said otherwise: seq.mu.
+  // A prefill chunk's blocks, the sequence's pending blocks and the new manifest, written
+  // before the chunk is committed.
   Status WritePrefillThrough(kv_internal::Sequence& seq, int layer, const TensorView& k,
                              const TensorView& v, int num_tokens);
   // After the commit: marks the chunk's sealed values durable and advances the durable length.
   void CommitPrefillDurable(kv_internal::Sequence& seq, int layer, int old_length);
-  // Blocks sealed by a token-major append (and any earlier failures), written after the commit;
-  // a failure leaves them pending.
+  // Blocks sealed by a token-major append join the pending ones, which are then written.
   void WriteSealedThrough(kv_internal::Sequence& seq, int layer, int old_length);
-  // Reads spilled values into dst (a slot of the V pool or a caller buffer) and checks them.
+  // Writes the pending blocks; false (they stay pending, the error recorded) on failure.
+  bool WritePending(kv_internal::Sequence& seq);
+  // Adds the pending blocks to batch, advances m's durable lengths over them and lists the
+  // prompt hashes of the shared ones.
+  void AddPendingBlocks(const kv_internal::Sequence& seq, TierBatch* batch,
+                        kv_internal::Manifest* m, std::vector<uint64_t>* shared_hashes) const;
+  // Writes batch with the prefix-entry records the hashes need and manifest m; on success the
+  // pending blocks are durable and their layers' durable lengths taken from m.
+  Status WriteThrough(kv_internal::Sequence& seq, TierBatch batch,
+                      const kv_internal::Manifest& m, std::vector<uint64_t> shared_hashes);
+  // Reads spilled values into their destinations and checks them. Does not lock seq.
   Status ReadSpilled(const kv_internal::Sequence& seq, int layer, int head_index,
-                     std::span<const size_t> blocks, std::span<std::byte* const> dst,
-                     std::span<const uint32_t> crcs) const;
+                     const kv_internal::SpilledReads& reads) const;
   void ForgetOnSsd(const kv_internal::Sequence& seq);
   Status Recover();
   Status RecoverSequence(const kv_internal::Manifest& manifest);

@@ -50,10 +50,16 @@ Status KvStore::AppendPrefill(uint64_t seq_id, int layer, const TensorView& k, c
         "; use AppendTokens after a partial block");
   }
   RETURN_IF_ERROR(kv_internal::CheckRoom(c, layer, old_length, num_tokens, "AppendPrefill"));
-  // Written through before anything changes: on a disk error the sequence is untouched.
-  if (tier_ != nullptr) RETURN_IF_ERROR(WritePrefillThrough(*seq, layer, k, v, num_tokens));
   std::vector<BlockRef> fresh;
   RETURN_IF_ERROR(AllocatePairs(static_cast<size_t>(blocks) * c.num_heads(), &fresh));
+  // Written through before the sequence changes: on a disk error it is untouched.
+  if (tier_ != nullptr) {
+    Status written = WritePrefillThrough(*seq, layer, k, v, num_tokens);
+    if (!written.ok()) {
+      FreePairs(fresh);
+      return written;
+    }
+  }
   const BlockPools pools{k_pool_.get(), v_pool_.get()};
   seq->WriteBlockMajor(layer, k, v, num_tokens, fresh, pools);
   SealAndPublish(*seq, layer, old_length, pools, *prefix_, private_blocks_);

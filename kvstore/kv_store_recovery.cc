@@ -179,7 +179,7 @@ Status KvStore::RecoverSequence(const Manifest& manifest) {
     }
   }
   // Install: checksums, durability, prefix entries; drop what truncation cut off.
-  std::vector<BlockId> drop_k, drop_v;
+  std::vector<BlockRef> dropped;
   std::vector<PublishItem> items;
   size_t li = 0;
   for (int layer = 0; layer < c.spec.num_layers; ++layer) {
@@ -191,8 +191,7 @@ Status KvStore::RecoverSequence(const Manifest& manifest) {
         if (t[b].valid() && t[b].shared) continue;  // held by a prefix entry already
         Load& load = loads[li++];
         if (b >= nblocks) {
-          drop_k.push_back(load.ref.k);
-          drop_v.push_back(load.ref.v);
+          dropped.push_back(load.ref);
           continue;
         }
         BlockRef ref = load.ref;
@@ -213,9 +212,7 @@ Status KvStore::RecoverSequence(const Manifest& manifest) {
       t.resize(std::min(t.size(), nblocks));
     }
   }
-  k_pool_->Free(drop_k);
-  v_pool_->Free(drop_v);
-  private_blocks_.fetch_sub(static_cast<int64_t>(drop_k.size()), std::memory_order_relaxed);
+  FreePairs(dropped);
   prefix_->Publish(items);
   int64_t moved = 0;
   for (const PublishItem& item : items) {
@@ -262,14 +259,7 @@ void KvStore::ExtendPrefixFromSsd(const SequenceConfig& c, std::span<const uint6
     }
     std::vector<Status> statuses;
     if (!keys.empty() && !tier_->ReadBlocks(keys, dsts, &statuses).ok()) {
-      std::vector<BlockId> ks, vs;
-      for (const BlockRef& r : fresh) {
-        ks.push_back(r.k);
-        vs.push_back(r.v);
-      }
-      k_pool_->Free(ks);
-      v_pool_->Free(vs);
-      private_blocks_.fetch_sub(static_cast<int64_t>(fresh.size()), std::memory_order_relaxed);
+      FreePairs(fresh);
       return;  // incomplete on SSD (a layer never written) or unreadable: the match ends here
     }
     for (PublishItem& item : items) {

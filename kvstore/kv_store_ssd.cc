@@ -3,7 +3,6 @@
 // rules these functions follow.
 #include <algorithm>
 #include <cstring>
-#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -36,67 +35,50 @@ std::string EntryValue(uint64_t scope, uint64_t hash) {
   return v;
 }
 
+// Adds the K and V of one block to a write-through batch, under its tier keys.
+void AddBlockPair(const Sequence& seq, int layer, int head_index, size_t block, bool shared,
+                  const void* k, const void* v, TierBatch* batch) {
+  const size_t bytes = seq.config().block_bytes();
+  batch->blocks.push_back({seq.TierKey(layer, head_index, block, shared, BlockKind::kKey),
+                           Bytes(static_cast<const std::byte*>(k), bytes)});
+  batch->blocks.push_back({seq.TierKey(layer, head_index, block, shared, BlockKind::kValue),
+                           Bytes(static_cast<const std::byte*>(v), bytes)});
+}
+
 }  // namespace
 
-Status KvStore::WritePrefillThrough(Sequence& seq, int layer, const TensorView& k,
-                                    const TensorView& v, int num_tokens) {
-  const kv_internal::SequenceConfig& c = seq.config();
-  const int bsize = c.block_size();
-  const size_t bytes = c.block_bytes();
-  const int old_length = seq.length(layer);
-  const auto first = static_cast<size_t>(old_length / bsize);
-  const int64_t blocks = k.dim(1);
-  TierBatch batch;
-  std::set<uint64_t> entry_hashes;
-  for (int h = 0; h < c.num_heads(); ++h) {
-    for (int64_t b = 0; b < blocks; ++b) {
-      const size_t index = first + static_cast<size_t>(b);
-      const bool full = (b + 1) * bsize <= num_tokens;
-      const bool shared = full && seq.Shareable(index);
-      batch.blocks.push_back({seq.TierKey(layer, h, index, shared, BlockKind::kKey),
-                              Bytes(static_cast<const std::byte*>(k.ElementPtr({h, b, 0, 0})),
-                                    bytes)});
-      batch.blocks.push_back({seq.TierKey(layer, h, index, shared, BlockKind::kValue),
-                              Bytes(static_cast<const std::byte*>(v.ElementPtr({h, b, 0, 0})),
-                                    bytes)});
-      if (shared) entry_hashes.insert(index);
-    }
-  }
-  const std::vector<uint64_t>& hashes = seq.ToManifest().hashes;
-  for (uint64_t index : entry_hashes) {
-    const uint64_t hash = hashes[static_cast<size_t>(index)];
-    if (ssd_->HasEntry({c.scope, hash})) continue;
-    batch.records.push_back({PrefixEntryKey(c.scope, hash), EntryValue(c.scope, hash)});
-  }
-  // Blocks of earlier decode appends whose write failed go first: the durable length may only
-  // advance over a gap-free run.
-  const BlockPools pools{k_pool_.get(), v_pool_.get()};
+void KvStore::AddPendingBlocks(const Sequence& seq, TierBatch* batch, Manifest* m,
+                               std::vector<uint64_t>* shared_hashes) const {
+  const int bsize = seq.config().block_size();
   for (const Sequence::PendingBlock& p : seq.pending()) {
     const BlockRef& ref = seq.ref(p.layer, p.head_index, p.block);
-    batch.blocks.push_back({seq.TierKey(p.layer, p.head_index, p.block, ref.shared,
-                                        BlockKind::kKey),
-                            Bytes(pools.k->block(ref.k), bytes)});
-    batch.blocks.push_back({seq.TierKey(p.layer, p.head_index, p.block, ref.shared,
-                                        BlockKind::kValue),
-                            Bytes(pools.v->block(ref.v), bytes)});
+    AddBlockPair(seq, p.layer, p.head_index, p.block, ref.shared, k_pool_->block(ref.k),
+                 v_pool_->block(ref.v), batch);
+    if (ref.shared) shared_hashes->push_back(m->hashes[p.block]);
+    int& durable = m->durable_lengths[static_cast<size_t>(p.layer)];
+    durable = std::max(durable, static_cast<int>(p.block + 1) * bsize);
   }
-  Manifest m = seq.ToManifest();
-  for (const Sequence::PendingBlock& p : seq.pending()) {
-    const auto l = static_cast<size_t>(p.layer);
-    m.durable_lengths[l] = std::max(
-        m.durable_lengths[l], std::min(seq.length(p.layer), static_cast<int>(p.block + 1) * bsize));
+}
+
+Status KvStore::WriteThrough(Sequence& seq, TierBatch batch, const Manifest& m,
+                             std::vector<uint64_t> shared_hashes) {
+  const uint64_t scope = seq.config().scope;
+  std::sort(shared_hashes.begin(), shared_hashes.end());
+  shared_hashes.erase(std::unique(shared_hashes.begin(), shared_hashes.end()),
+                      shared_hashes.end());
+  for (uint64_t hash : shared_hashes) {
+    if (!ssd_->HasEntry({scope, hash})) {
+      batch.records.push_back({PrefixEntryKey(scope, hash), EntryValue(scope, hash)});
+    }
   }
-  m.durable_lengths[static_cast<size_t>(layer)] = old_length + num_tokens;
-  batch.records.push_back({ManifestKey(c.id), EncodeManifest(m)});
+  batch.records.push_back({ManifestKey(seq.config().id), EncodeManifest(m)});
   Status s = tier_->Write(batch);
   if (!s.ok()) {
     ssd_->RecordError(s);
-    return s.WithContext("AppendPrefill(sequence " + std::to_string(c.id) + ", layer " +
-                         std::to_string(layer) + "): write-through to the SSD tier");
+    return s;
   }
-  for (uint64_t index : entry_hashes) {
-    ssd_->AddEntry({c.scope, hashes[static_cast<size_t>(index)]});
-  }
+  for (uint64_t hash : shared_hashes) ssd_->AddEntry({scope, hash});
+  // The pending blocks went with the batch: durable now, and their layers' lengths with them.
   for (const Sequence::PendingBlock& p : seq.pending()) {
     ssd_->residency.SetDurable(seq.ref(p.layer, p.head_index, p.block).v);
     seq.set_durable_length(p.layer, m.durable_lengths[static_cast<size_t>(p.layer)]);
@@ -105,6 +87,33 @@ Status KvStore::WritePrefillThrough(Sequence& seq, int layer, const TensorView& 
                                  std::memory_order_relaxed);
   seq.pending().clear();
   return OkStatus();
+}
+
+Status KvStore::WritePrefillThrough(Sequence& seq, int layer, const TensorView& k,
+                                    const TensorView& v, int num_tokens) {
+  const kv_internal::SequenceConfig& c = seq.config();
+  const int bsize = c.block_size();
+  const int old_length = seq.length(layer);
+  const auto first = static_cast<size_t>(old_length / bsize);
+  Manifest m = seq.ToManifest();
+  TierBatch batch;
+  std::vector<uint64_t> shared_hashes;
+  for (int h = 0; h < c.num_heads(); ++h) {
+    for (int64_t b = 0; b < k.dim(1); ++b) {
+      const size_t index = first + static_cast<size_t>(b);
+      const bool shared = (b + 1) * bsize <= num_tokens && seq.Shareable(index);
+      AddBlockPair(seq, layer, h, index, shared, k.ElementPtr({h, b, 0, 0}),
+                   v.ElementPtr({h, b, 0, 0}), &batch);
+      if (shared) shared_hashes.push_back(m.hashes[index]);
+    }
+  }
+  // Blocks of earlier decode appends whose write failed go too: a durable length may only
+  // advance over a gap-free run.
+  AddPendingBlocks(seq, &batch, &m, &shared_hashes);
+  m.durable_lengths[static_cast<size_t>(layer)] = old_length + num_tokens;
+  return WriteThrough(seq, std::move(batch), m, std::move(shared_hashes))
+      .WithContext("AppendPrefill(sequence " + std::to_string(c.id) + ", layer " +
+                   std::to_string(layer) + "): write-through to the SSD tier");
 }
 
 void KvStore::CommitPrefillDurable(Sequence& seq, int layer, int old_length) {
@@ -128,91 +137,73 @@ void KvStore::WriteSealedThrough(Sequence& seq, int layer, int old_length) {
   const int bsize = seq.config().block_size();
   const auto first = static_cast<size_t>(old_length / bsize);
   const auto end = static_cast<size_t>(seq.length(layer) / bsize);
-  if (first == end && seq.pending().empty()) return;
-  const int64_t added = static_cast<int64_t>(end - first) * seq.config().num_heads();
   for (int h = 0; h < seq.config().num_heads(); ++h) {
     for (size_t b = first; b < end; ++b) seq.pending().push_back({layer, h, b});
   }
-  ssd_->pending_blocks.fetch_add(added, std::memory_order_relaxed);
-  const size_t bytes = seq.config().block_bytes();
-  TierBatch batch;
-  Manifest m = seq.ToManifest();
-  std::set<uint64_t> entry_hashes;
-  for (const Sequence::PendingBlock& p : seq.pending()) {
-    const BlockRef& ref = seq.ref(p.layer, p.head_index, p.block);
-    batch.blocks.push_back({seq.TierKey(p.layer, p.head_index, p.block, ref.shared,
-                                        BlockKind::kKey),
-                            Bytes(k_pool_->block(ref.k), bytes)});
-    batch.blocks.push_back({seq.TierKey(p.layer, p.head_index, p.block, ref.shared,
-                                        BlockKind::kValue),
-                            Bytes(v_pool_->block(ref.v), bytes)});
-    if (ref.shared) entry_hashes.insert(m.hashes[p.block]);
-    const auto l = static_cast<size_t>(p.layer);
-    m.durable_lengths[l] =
-        std::max(m.durable_lengths[l], static_cast<int>(p.block + 1) * bsize);
-  }
-  const uint64_t scope = seq.config().scope;
-  for (uint64_t hash : entry_hashes) {
-    if (!ssd_->HasEntry({scope, hash})) {
-      batch.records.push_back({PrefixEntryKey(scope, hash), EntryValue(scope, hash)});
-    }
-  }
-  batch.records.push_back({ManifestKey(seq.config().id), EncodeManifest(m)});
-  Status s = tier_->Write(batch);
-  if (!s.ok()) {
-    ssd_->RecordError(s.WithContext("sequence " + std::to_string(seq.config().id) +
-                                    ": write-through of sealed blocks"));
-    return;
-  }
-  for (uint64_t hash : entry_hashes) ssd_->AddEntry({scope, hash});
-  for (const Sequence::PendingBlock& p : seq.pending()) {
-    ssd_->residency.SetDurable(seq.ref(p.layer, p.head_index, p.block).v);
-  }
-  for (int l = 0; l < seq.config().spec.num_layers; ++l) {
-    seq.set_durable_length(l, m.durable_lengths[static_cast<size_t>(l)]);
-  }
-  ssd_->pending_blocks.fetch_sub(static_cast<int64_t>(seq.pending().size()),
+  ssd_->pending_blocks.fetch_add(static_cast<int64_t>(end - first) * seq.config().num_heads(),
                                  std::memory_order_relaxed);
-  seq.pending().clear();
+  WritePending(seq);
 }
 
+bool KvStore::WritePending(Sequence& seq) {
+  if (seq.pending().empty()) return true;
+  Manifest m = seq.ToManifest();
+  TierBatch batch;
+  std::vector<uint64_t> shared_hashes;
+  AddPendingBlocks(seq, &batch, &m, &shared_hashes);
+  // A failure leaves the blocks pending (recorded for Maintain's report); the append stands.
+  return WriteThrough(seq, std::move(batch), m, std::move(shared_hashes)).ok();
+}
+
+// Reads the listed spilled values into their destinations and checks each against the
+// block's seal-time checksum.
 Status KvStore::ReadSpilled(const Sequence& seq, int layer, int head_index,
-                            std::span<const size_t> blocks, std::span<std::byte* const> dst,
-                            std::span<const uint32_t> crcs) const {
-  if (blocks.empty()) return OkStatus();
+                            const kv_internal::SpilledReads& reads) const {
+  if (reads.blocks.empty()) return OkStatus();
   const size_t bytes = seq.config().block_bytes();
-  std::vector<std::string> keys;
   std::vector<std::span<std::byte>> spans;
-  keys.reserve(blocks.size());
-  spans.reserve(blocks.size());
-  {
-    // Keys need the table's shared flags and the hashes: read them under the mutex.
-    MutexLock l(&seq.mu);
-    RETURN_IF_ERROR(seq.CheckOpen());
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      const BlockRef& ref = seq.ref(layer, head_index, blocks[i]);
-      keys.push_back(seq.TierKey(layer, head_index, blocks[i], ref.shared, BlockKind::kValue));
-      spans.emplace_back(dst[i], bytes);
-    }
-  }
+  spans.reserve(reads.dst.size());
+  for (std::byte* d : reads.dst) spans.emplace_back(d, bytes);
   std::vector<Status> statuses;
-  Status s = tier_->ReadBlocks(keys, spans, &statuses);
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    if (!statuses[i].ok()) {
-      return statuses[i].WithContext(seq.Name(layer, head_index, blocks[i]) + " value");
-    }
-    const uint32_t got = Crc32c(dst[i], bytes);
-    if (crcs[i] != got) {
-      return DataLossError(seq.Name(layer, head_index, blocks[i]) +
-                           ": value reloaded from SSD does not match the block's checksum "
-                           "(stored " + std::to_string(crcs[i]) + ", read " +
+  Status s = tier_->ReadBlocks(reads.keys, spans, &statuses);
+  for (size_t i = 0; i < reads.blocks.size(); ++i) {
+    const std::string name = "value of " + seq.Name(layer, head_index, reads.blocks[i]);
+    if (!statuses[i].ok()) return statuses[i].WithContext(name);
+    const uint32_t got = Crc32c(reads.dst[i], bytes);
+    if (reads.crcs[i] != got) {
+      return DataLossError(name + ": reloaded from SSD, it does not match the block's checksum "
+                           "(stored " + std::to_string(reads.crcs[i]) + ", read " +
                            std::to_string(got) + ")");
     }
   }
   RETURN_IF_ERROR(s);
-  ssd_->bytes_read.fetch_add(bytes * blocks.size(), std::memory_order_relaxed);
+  ssd_->bytes_read.fetch_add(bytes * reads.blocks.size(), std::memory_order_relaxed);
   return OkStatus();
 }
+
+namespace {
+
+// The tier key of a block's value. REQUIRES: seq.mu.
+std::string ValueKey(const Sequence& seq, int layer, int head_index, size_t block) {
+  return seq.TierKey(layer, head_index, block, seq.ref(layer, head_index, block).shared,
+                     BlockKind::kValue);
+}
+
+// OUT_OF_RANGE naming the first index that is not a block of (layer, head). REQUIRES: seq.mu.
+Status CheckBlockIndexes(const Sequence& seq, int layer, int head_index,
+                         std::span<const int> blocks, const char* op) {
+  const size_t n = seq.num_blocks(layer, head_index);
+  for (int b : blocks) {
+    if (b < 0 || static_cast<size_t>(b) >= n) {
+      return OutOfRangeError(std::string(op) + ": " +
+                             seq.Name(layer, head_index, static_cast<size_t>(b)) +
+                             " does not exist (" + std::to_string(n) + " blocks)");
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace
 
 Status KvStore::LoadValues(uint64_t seq_id, int layer, int kv_head, std::span<const int> blocks,
                            std::span<std::byte* const> dst, FetchStats* stats) const {
@@ -226,37 +217,29 @@ Status KvStore::LoadValues(uint64_t seq_id, int layer, int kv_head, std::span<co
   RETURN_IF_ERROR(kv_internal::CheckKvHead(c, kv_head, "LoadValues"));
   const int h = kv_head - c.head_begin;
   const size_t bytes = c.block_bytes();
-  std::vector<size_t> spilled;
-  std::vector<std::byte*> spilled_dst;
-  std::vector<uint32_t> crcs;
+  kv_internal::SpilledReads spilled;
   {
     MutexLock l(&seq->mu);
     RETURN_IF_ERROR(seq->CheckOpen());
-    const size_t n = seq->num_blocks(layer, h);
+    RETURN_IF_ERROR(CheckBlockIndexes(*seq, layer, h, blocks, "LoadValues"));
     for (size_t i = 0; i < blocks.size(); ++i) {
-      if (blocks[i] < 0 || static_cast<size_t>(blocks[i]) >= n) {
-        return OutOfRangeError("LoadValues: " + seq->Name(layer, h, static_cast<size_t>(blocks[i])) +
-                               " does not exist (" + std::to_string(n) + " blocks)");
-      }
-      const BlockRef& ref = seq->ref(layer, h, static_cast<size_t>(blocks[i]));
-      if (v_pool_->resident(ref.v)) {
-        std::memcpy(dst[i], v_pool_->block(ref.v), bytes);
+      const auto b = static_cast<size_t>(blocks[i]);
+      const BlockId v = seq->ref(layer, h, b).v;
+      if (v_pool_->resident(v)) {
+        std::memcpy(dst[i], v_pool_->block(v), bytes);
       } else {
-        spilled.push_back(static_cast<size_t>(blocks[i]));
-        spilled_dst.push_back(dst[i]);
-        crcs.push_back(ref.v_crc);
+        spilled.Add(b, seq->ref(layer, h, b), ValueKey(*seq, layer, h, b), dst[i]);
       }
     }
   }
-  RETURN_IF_ERROR(ReadSpilled(*seq, layer, h, spilled, spilled_dst, crcs));
-  if (ssd_ != nullptr) {
-    ssd_->streamed.fetch_add(static_cast<int64_t>(spilled.size()), std::memory_order_relaxed);
-  }
+  RETURN_IF_ERROR(ReadSpilled(*seq, layer, h, spilled));
+  const auto read = static_cast<int64_t>(spilled.blocks.size());
+  if (ssd_ != nullptr) ssd_->streamed.fetch_add(read, std::memory_order_relaxed);
   if (stats != nullptr) {
     stats->blocks_requested += static_cast<int64_t>(blocks.size());
-    stats->blocks_resident += static_cast<int64_t>(blocks.size() - spilled.size());
-    stats->blocks_read += static_cast<int64_t>(spilled.size());
-    stats->bytes_read += spilled.size() * bytes;
+    stats->blocks_resident += static_cast<int64_t>(blocks.size()) - read;
+    stats->blocks_read += read;
+    stats->bytes_read += static_cast<uint64_t>(read) * bytes;
   }
   return OkStatus();
 }
@@ -270,54 +253,40 @@ Status KvStore::FetchValues(uint64_t seq_id, int layer, int kv_head, std::span<c
   RETURN_IF_ERROR(kv_internal::CheckKvHead(c, kv_head, "FetchValues"));
   const int h = kv_head - c.head_begin;
   std::vector<BlockId> ids(blocks.size());
-  std::vector<uint32_t> all_crcs(blocks.size());
+  std::vector<size_t> waiting;  // indexes into blocks another call is loading
+  kv_internal::SpilledReads mine;  // the spilled blocks this call loads into their slots
+  kv_internal::ValueResidency* res = ssd_ != nullptr ? &ssd_->residency : nullptr;
   {
     MutexLock l(&seq->mu);
     RETURN_IF_ERROR(seq->CheckOpen());
-    const size_t n = seq->num_blocks(layer, h);
+    RETURN_IF_ERROR(CheckBlockIndexes(*seq, layer, h, blocks, "FetchValues"));
     for (size_t i = 0; i < blocks.size(); ++i) {
-      if (blocks[i] < 0 || static_cast<size_t>(blocks[i]) >= n) {
-        return OutOfRangeError("FetchValues: " +
-                               seq->Name(layer, h, static_cast<size_t>(blocks[i])) +
-                               " does not exist (" + std::to_string(n) + " blocks)");
+      const auto b = static_cast<size_t>(blocks[i]);
+      ids[i] = seq->ref(layer, h, b).v;
+      if (res == nullptr || res->resident(ids[i])) continue;
+      if (res->Claim(ids[i])) {
+        mine.Add(b, seq->ref(layer, h, b), ValueKey(*seq, layer, h, b), v_pool_->block(ids[i]));
+      } else {
+        waiting.push_back(i);
       }
-      const BlockRef& ref = seq->ref(layer, h, static_cast<size_t>(blocks[i]));
-      ids[i] = ref.v;
-      all_crcs[i] = ref.v_crc;
     }
   }
-  values->resize(blocks.size());
-  int64_t read = 0;
-  if (ssd_ != nullptr) {
-    kv_internal::ValueResidency& res = ssd_->residency;
-    std::vector<size_t> mine;  // indexes into blocks this call loads
-    std::vector<size_t> waiting;
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      if (res.resident(ids[i])) continue;
-      (res.Claim(ids[i]) ? mine : waiting).push_back(i);
-    }
-    std::vector<size_t> which;
-    std::vector<std::byte*> dst;
-    std::vector<uint32_t> crcs;
-    for (size_t i : mine) {
-      which.push_back(static_cast<size_t>(blocks[i]));
-      dst.push_back(v_pool_->block(ids[i]));
-      crcs.push_back(all_crcs[i]);
-    }
-    Status s = ReadSpilled(*seq, layer, h, which, dst, crcs);
-    for (size_t i : mine) res.FinishLoad(ids[i], s.ok());
+  const auto read = static_cast<int64_t>(mine.blocks.size());
+  if (res != nullptr) {
+    Status s = ReadSpilled(*seq, layer, h, mine);
+    for (BlockId id : mine.ids) res->FinishLoad(id, s.ok());
     RETURN_IF_ERROR(s);
-    read = static_cast<int64_t>(mine.size());
     for (size_t i : waiting) {
-      if (!res.WaitLoaded(ids[i])) {
+      if (!res->WaitLoaded(ids[i])) {
         return UnavailableError("FetchValues: " +
                                 seq->Name(layer, h, static_cast<size_t>(blocks[i])) +
                                 ": a concurrent reload of the value failed");
       }
     }
-    for (BlockId id : ids) res.Touch(id);
+    for (BlockId id : ids) res->Touch(id);
     ssd_->reloaded.fetch_add(read, std::memory_order_relaxed);
   }
+  values->resize(blocks.size());
   for (size_t i = 0; i < blocks.size(); ++i) (*values)[i] = v_pool_->block(ids[i]);
   if (stats != nullptr) {
     stats->blocks_requested += static_cast<int64_t>(blocks.size());
@@ -342,8 +311,7 @@ MaintainStats KvStore::Maintain() {
       MutexLock l(&seq->mu);
       if (seq->pending().empty() || !seq->CheckOpen().ok()) continue;
       const auto before = static_cast<int64_t>(seq->pending().size());
-      WriteSealedThrough(*seq, 0, seq->length(0));
-      if (seq->pending().empty()) out.durable_retries += before;
+      if (WritePending(*seq)) out.durable_retries += before;
     }
   }
   const int64_t resident = ssd_->residency.resident_blocks();

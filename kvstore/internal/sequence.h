@@ -124,6 +124,7 @@ class Sequence {
     durable_lengths_[static_cast<size_t>(layer)] = n;
   }
   std::vector<PendingBlock>& pending() REQUIRES(mu) { return pending_; }
+  const std::vector<PendingBlock>& pending() const REQUIRES(mu) { return pending_; }
   size_t num_blocks(int layer, int head_index) const REQUIRES(mu) {
     return table(layer, head_index).size();
   }

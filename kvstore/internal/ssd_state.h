@@ -6,7 +6,10 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <unordered_set>
 #include <vector>
 
@@ -17,6 +20,25 @@
 #include "kvstore/internal/value_residency.h"
 
 namespace attic::kv_internal {
+
+// Spilled values one call reads from the tier: block indexes of one (layer, head), their
+// value keys, where each goes ([B, D] bytes) and the checksum each must match. Filled under
+// the sequence's mutex, read without it.
+struct SpilledReads {
+  std::vector<size_t> blocks;
+  std::vector<BlockId> ids;  // V block ids
+  std::vector<std::string> keys;
+  std::vector<std::byte*> dst;
+  std::vector<uint32_t> crcs;
+
+  void Add(size_t block, const BlockRef& ref, std::string key, std::byte* to) {
+    blocks.push_back(block);
+    ids.push_back(ref.v);
+    keys.push_back(std::move(key));
+    dst.push_back(to);
+    crcs.push_back(ref.v_crc);
+  }
+};
 
 class SsdState {
  public:

@@ -168,7 +168,7 @@ StatusOr<OutgoingMessage> WorkerService::AppendKv(const IncomingMessage& req) {
     const TensorView kv_v(v, dtype, {num_tokens, heads, d});
     RETURN_IF_ERROR(store_->AppendTokens(id, layer, kv_k, kv_v));
   }
-  ASSIGN_OR_RETURN(int length, store_->Length(id, layer));
+  ASSIGN_OR_RETURN(const int length, store_->Length(id, layer));
   if (sample_count > 0 || build_index) {
     AcceptSample(id, layer, static_cast<int>(heads), sample_dtype, sample,
                  std::move(sample_positions), build_index, kind_number);
@@ -176,7 +176,8 @@ StatusOr<OutgoingMessage> WorkerService::AppendKv(const IncomingMessage& req) {
   capnp::MallocMessageBuilder builder;
   auto reply = builder.initRoot<wire::AppendKvReply>();
   reply.setLength(static_cast<uint32_t>(length));
-  reply.setDurableTokens(static_cast<uint32_t>(DurableLength(id, layer)));
+  ASSIGN_OR_RETURN(const int durable, store_->DurableLength(id, layer));
+  reply.setDurableTokens(static_cast<uint32_t>(durable));
   return MakeReply(req.method(), builder);
 }
 

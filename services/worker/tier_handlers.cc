@@ -191,15 +191,6 @@ void WorkerService::AcceptSample(uint64_t id, int layer, int heads, DType dtype,
   FeedRetrieval(id, layer, heads, dtype, q, std::move(positions), build, kind_number);
 }
 
-int WorkerService::DurableLength(uint64_t id, int layer) const {
-  if (!store_->has_ssd_tier()) return 0;
-  const StatusOr<SequenceInfo> info = store_->GetSequence(id);
-  if (!info.ok() || layer < 0 || static_cast<size_t>(layer) >= info->durable_lengths.size()) {
-    return 0;
-  }
-  return info->durable_lengths[static_cast<size_t>(layer)];
-}
-
 void WorkerService::MaintainTier() {
   const MaintainStats m = store_->Maintain();
   durable_retries_.fetch_add(static_cast<uint64_t>(m.durable_retries), std::memory_order_relaxed);

@@ -152,8 +152,6 @@ class WorkerService {
                     std::vector<int32_t> positions, bool build, int kind_number);
   void FeedRetrieval(uint64_t id, int layer, int heads, DType dtype, const std::byte* q,
                      std::vector<int32_t> positions, bool build, int kind_number);
-  // The layer's durable tokens; 0 without a tier or for an unknown sequence.
-  int DurableLength(uint64_t id, int layer) const;
   // KvStore::Maintain between requests, on the dispatcher thread.
   void MaintainTier();
 
