@@ -66,6 +66,21 @@ void PackTokenMajor(const TensorView& src, int64_t t0, int64_t t1, int h0, int h
   }
 }
 
+// An AppendKv request whose payload holds K in its first half and V in its second.
+Request AppendRequest(uint64_t id, int layer, bool block_major, int64_t num_tokens, DType dtype,
+                      std::shared_ptr<std::vector<std::byte>> payload) {
+  const size_t half = payload->size() / 2;
+  return Request{.method = Method::kAppendKv,
+                 .header = EncodeAppendKv({.id = id,
+                                           .layer = layer,
+                                           .block_major = block_major,
+                                           .num_tokens = num_tokens,
+                                           .dtype = dtype,
+                                           .k_offset = 0,
+                                           .v_offset = half}),
+                 .payload = std::move(payload)};
+}
+
 // Tokens [a, b) of the chunk (k, v holding tokens [first, ...)) for one shard, token-major in
 // the storage dtype: what completes a partial last block.
 Request TokenMajorRequest(const ModelSpec& spec, uint64_t id, int layer, const Shard& shard,
@@ -79,15 +94,7 @@ Request TokenMajorRequest(const ModelSpec& spec, uint64_t id, int layer, const S
                  payload->data());
   PackTokenMajor(v, a - first, b - first, shard.kv_head_begin, shard.kv_head_end, spec.dtype,
                  payload->data() + bytes);
-  return Request{.method = Method::kAppendKv,
-                 .header = EncodeAppendKv({.id = id,
-                                           .layer = layer,
-                                           .block_major = false,
-                                           .num_tokens = b - a,
-                                           .dtype = spec.dtype,
-                                           .k_offset = 0,
-                                           .v_offset = bytes}),
-                 .payload = std::move(payload)};
+  return AppendRequest(id, layer, /*block_major=*/false, b - a, spec.dtype, std::move(payload));
 }
 
 // The AppendKv requests carrying one shard's slice of a prefill chunk, at most
@@ -117,15 +124,8 @@ std::vector<Request> PrefillRequests(const ModelSpec& spec, uint64_t id, int lay
                    spec.dtype, payload->data());
     PackBlockMajor(v, a - first, b - first, shard.kv_head_begin, shard.kv_head_end, spec.block_size,
                    spec.dtype, payload->data() + bytes);
-    requests.push_back(Request{.method = Method::kAppendKv,
-                               .header = EncodeAppendKv({.id = id,
-                                                         .layer = layer,
-                                                         .block_major = true,
-                                                         .num_tokens = b - a,
-                                                         .dtype = spec.dtype,
-                                                         .k_offset = 0,
-                                                         .v_offset = bytes}),
-                               .payload = std::move(payload)});
+    requests.push_back(
+        AppendRequest(id, layer, /*block_major=*/true, b - a, spec.dtype, std::move(payload)));
     expected->push_back(b - shard.token_begin);
   }
   return requests;
@@ -139,15 +139,7 @@ Request DecodeRequest(uint64_t id, int layer, int h0, int h1, const TensorView& 
   auto payload = std::make_shared<std::vector<std::byte>>(2 * bytes);
   PackRows(k, h0, h1, k.dtype(), payload->data());
   PackRows(v, h0, h1, k.dtype(), payload->data() + bytes);
-  return Request{.method = Method::kAppendKv,
-                 .header = EncodeAppendKv({.id = id,
-                                           .layer = layer,
-                                           .block_major = false,
-                                           .num_tokens = 1,
-                                           .dtype = k.dtype(),
-                                           .k_offset = 0,
-                                           .v_offset = bytes}),
-                 .payload = std::move(payload)};
+  return AppendRequest(id, layer, /*block_major=*/false, 1, k.dtype(), std::move(payload));
 }
 
 }  // namespace
