@@ -1,0 +1,138 @@
+// What attic-replay measured, and its renderings: the summary table, the JSON file and the
+// self-contained HTML report (inline SVG charts, no external assets), plus the progress line.
+//
+//   ReplayReport r = driver.Run();
+//   ReplaySummary s = Summarize(r);
+//   std::cout << RenderTable(r, s);
+//   WriteFile(json_path, RenderJson(r, s));
+//   WriteFile(html_path, RenderHtml(r, s));
+//
+// Honest accounting: every request of the slice is admitted; each ends completed (code OK) or
+// failed with its code, so completed + failed = admitted always holds in the summary.
+//
+// Thread safety: stateless functions over const data.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace attic::replay {
+
+// The configuration a replay ran with (the JSON's "config" object, field for field).
+struct ReplayConfig {
+  std::string trace;            // file path
+  std::string format;           // "mooncake" / "azure"
+  int64_t start = 0;
+  int64_t limit = -1;
+  double speedup = 1.0;
+  std::string model;            // preset name
+  int layers = 0;               // layers replayed (the preset's, or --layers)
+  int num_q_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int block_tokens = 0;
+  std::string dtype;
+  int64_t kv_bytes_per_token = 0;  // over all replayed layers
+  int max_concurrency = 0;      // requests prefilling or decoding at once
+  int max_queue = 0;            // requests waiting for a slot; one more fails RESOURCE_EXHAUSTED
+  int prefill_threads = 0;
+  uint64_t seed = 0;
+  std::string scheduler;        // host:port
+  int workers = 0;              // workers alive when the replay started
+  std::string tenant;
+};
+
+struct RequestRecord {
+  int64_t index = 0;            // request number in the trace file
+  double arrival_ms = 0;        // scheduled issue time (trace time / speedup), from the start
+  double start_ms = -1;         // got a concurrency slot (-1: never)
+  double first_token_ms = -1;   // prefill done, joined the decode batch (-1: never)
+  double end_ms = -1;           // completed or failed
+  int64_t input_tokens = 0;
+  int64_t output_tokens = 0;
+  int64_t prefix_tokens = 0;    // prompt tokens served from the prefix cache
+  int64_t decode_steps = 0;     // decode steps done
+  double prefill_ms = -1;       // place + open + lookup + prefill, -1 if it did not finish
+  StatusCode code = StatusCode::kOk;
+  std::string error;            // the failure's message (empty when completed)
+  std::string placement;        // the scheduler's reason ("prefix-affinity", ...)
+};
+
+// One sample of the run's state, taken about every 100-500 ms.
+struct TimelineSample {
+  double t_ms = 0;
+  int64_t completed = 0;        // cumulative
+  int64_t failed = 0;           // cumulative
+  int64_t decoding = 0;         // requests in the decode batch now
+  int64_t prefilling = 0;
+  int64_t queued = 0;
+  int64_t decode_tokens = 0;    // cumulative
+  uint64_t kv_bytes_dram = 0;   // over the fleet (from the scheduler's fleet figures)
+  uint64_t kv_bytes_ssd = 0;
+  uint64_t bytes_sent = 0;      // cumulative, client to workers
+};
+
+struct ReplayReport {
+  ReplayConfig config;
+  std::vector<RequestRecord> requests;  // every admitted request, in trace order
+  std::vector<float> step_latency_ms;   // every decode step of the batch (all layers)
+  std::vector<int32_t> step_batch;      // requests in the batch at each step
+  std::vector<TimelineSample> timeline;
+  double wall_s = 0;                    // first arrival to last request's end
+  int64_t decode_tokens = 0;            // decode tokens generated (one per request per step)
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+  uint64_t kv_bytes_dram_peak = 0;
+  uint64_t kv_bytes_ssd_peak = 0;
+  std::string started_at;               // ISO 8601 UTC wall-clock time the run started
+};
+
+struct Percentiles {
+  double p50 = 0, p90 = 0, p99 = 0, max = 0, mean = 0;
+  int64_t count = 0;
+};
+
+// Nearest-rank percentiles; all zero for no values.
+Percentiles ComputePercentiles(std::vector<double> values);
+
+struct ReplaySummary {
+  int64_t requests_admitted = 0;
+  int64_t requests_completed = 0;
+  int64_t requests_failed = 0;
+  std::map<std::string, int64_t> failures_by_code;  // "RESOURCE_EXHAUSTED" -> n
+  double decode_tokens_per_s = 0;       // decode_tokens / wall_s
+  double request_rate = 0;              // completed requests per second of wall time
+  Percentiles step_latency_ms;
+  Percentiles prefill_latency_ms;       // completed prefills
+  Percentiles ttft_ms;                  // arrival to first decode step
+  double prefix_hit_ratio = 0;          // prefix-cache prompt tokens / prompt tokens of requests
+                                        // that got past their lookup
+  int64_t prompt_tokens = 0;
+  int64_t prefix_tokens = 0;
+};
+
+ReplaySummary Summarize(const ReplayReport& report);
+
+// A fixed-width text table of the summary, ending in a newline.
+std::string RenderTable(const ReplayReport& report, const ReplaySummary& summary);
+
+// The JSON file: every ReplaySummary figure under the names the issue lists
+// (requests_admitted, requests_completed, requests_failed, failures_by_code,
+// decode_tokens_per_s, step_latency_ms{p50,p90,p99}, prefill_latency_ms{...}, kv_bytes{dram,ssd},
+// prefix_hit_ratio, bytes_sent, config{...}) plus the timeline and per-request records.
+std::string RenderJson(const ReplayReport& report, const ReplaySummary& summary);
+
+// One HTML page, no external assets: the summary table, the step-latency CDF, throughput
+// (decode tokens/s) and KV memory (DRAM, SSD) over time, requests in flight over time.
+std::string RenderHtml(const ReplayReport& report, const ReplaySummary& summary);
+
+// One progress line (no newline), at most `width` columns:
+// "[#########.........] 120/300 done 3 failed | decoding 24 prefilling 2 queued 5 | 1830 tok/s".
+std::string ProgressLine(const TimelineSample& now, int64_t total, double decode_tokens_per_s,
+                         int width);
+
+}  // namespace attic::replay
