@@ -61,4 +61,16 @@ std::string ModelSpec::ToString() const {
          std::string(DTypeName(dtype)) + " scale=" + std::to_string(EffectiveScale()) + "}";
 }
 
+namespace {
+constexpr uint64_t kTenantSeed = 0x61747469632d746eULL;
+}  // namespace
+
+uint64_t ScopeFingerprint(std::string_view tenant, uint64_t model_fingerprint,
+                          const ModelSpec& spec) {
+  const uint64_t spec_fp = spec.Fingerprint();
+  const uint64_t model = model_fingerprint != 0 ? model_fingerprint : spec_fp;
+  const uint64_t t = Hash64(tenant.data(), tenant.size(), kTenantSeed);
+  return HashCombine(HashCombine(t, model), spec_fp);
+}
+
 }  // namespace attic

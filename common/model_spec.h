@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "common/dtype.h"
 #include "common/status.h"
@@ -50,5 +51,11 @@ struct ModelSpec {
 
   friend bool operator==(const ModelSpec&, const ModelSpec&) = default;
 };
+
+// The scope prefix-cache blocks are shared within: a digest of tenant, model fingerprint (0 =
+// derive from spec) and spec. Workers key their prefix caches by it; the scheduler's prefix
+// summaries use it too.
+uint64_t ScopeFingerprint(std::string_view tenant, uint64_t model_fingerprint,
+                          const ModelSpec& spec);
 
 }  // namespace attic

@@ -24,7 +24,6 @@ using kv_internal::SequenceConfig;
 
 namespace {
 
-constexpr uint64_t kTenantSeed = 0x61747469632d746eULL;
 
 std::string Str(int64_t v) { return std::to_string(v); }
 
@@ -107,14 +106,6 @@ Status CheckHashes(uint64_t seq_id, std::span<const uint64_t> hashes) {
 }
 
 }  // namespace
-
-uint64_t ScopeFingerprint(std::string_view tenant, uint64_t model_fingerprint,
-                          const ModelSpec& spec) {
-  const uint64_t spec_fp = spec.Fingerprint();
-  const uint64_t model = model_fingerprint != 0 ? model_fingerprint : spec_fp;
-  const uint64_t t = Hash64(tenant.data(), tenant.size(), kTenantSeed);
-  return HashCombine(HashCombine(t, model), spec_fp);
-}
 
 KvStore::KvStore(const KvStoreOptions& options) : options_(options) {}
 

@@ -52,10 +52,8 @@ struct SequenceConfig;
 struct SpilledReads;
 }  // namespace kv_internal
 
-// The scope prefix blocks are shared within: a digest of tenant, model fingerprint (0 = derive
-// from spec) and spec. The store computes it itself, so equal hashes of two tenants never meet.
-uint64_t ScopeFingerprint(std::string_view tenant, uint64_t model_fingerprint,
-                          const ModelSpec& spec);
+// Prefix blocks are shared within a scope, ScopeFingerprint(tenant, model, spec)
+// (common/model_spec.h). The store computes it itself, so equal hashes of two tenants never meet.
 
 struct PrefixMatch {
   int matched_blocks = 0;  // leading prompt blocks the store already holds (all layers, heads)
