@@ -59,7 +59,12 @@ namespace attic {
 
 struct ClientOptions {
   // Data-plane addresses "host:port" of the workers; shard plans refer to them by index.
+  // With a scheduler it may be empty: workers named by placements are added (and connected to)
+  // as Place() and Locate() meet them, at the next free index.
   std::vector<std::string> workers;
+  // The scheduler's control address "host:port" (docs/scheduler.md), or empty for a fixed
+  // fleet. The client asks it for placements and still talks to the workers directly.
+  std::string scheduler;
   // The model every sequence of this client uses. Its fingerprint (or model_fingerprint when
   // nonzero) is checked by every worker at connection time.
   ModelSpec spec;
@@ -180,6 +185,24 @@ struct AttendStats {
   uint64_t dense_heads = 0;      // sparse mode: (item, KV head)s answered densely
 };
 
+// What the scheduler needs to place a new sequence.
+struct PlaceOptions {
+  uint64_t id = 0;
+  std::string tenant;
+  int64_t prompt_tokens = 0;
+  // Prompt plus expected decode tokens: what the placement sizes memory for.
+  int64_t expected_tokens = 0;
+  // The prompt's chained block hashes (as for LookupPrefix): the scheduler prefers workers
+  // whose prefix caches hold a leading run of them.
+  std::vector<uint64_t> prompt_hashes;
+};
+
+struct Placement {
+  ShardPlan plan;                     // worker indices into the client's (grown) worker list
+  int64_t prefix_blocks_matched = 0;  // leading blocks the scheduler expects to find cached
+  std::string reason;                 // the policy's reason: "prefix-affinity", "headroom", ...
+};
+
 struct ClientStats {
   uint64_t requests = 0;
   uint64_t errors = 0;
@@ -248,8 +271,20 @@ class Client {
   // workers are still written.
   virtual std::future<StatusOr<AttendStats>> Attend(AttendBatch batch) = 0;
 
+  // Asks the scheduler for a shard plan for a new sequence (then Open it with that plan).
+  // Workers the plan names that the client does not know yet are connected to first.
+  // FAILED_PRECONDITION without a scheduler; the scheduler's refusal otherwise
+  // (RESOURCE_EXHAUSTED when no worker has room, UNAVAILABLE when none is alive), and
+  // UNAVAILABLE / DEADLINE_EXCEEDED naming the scheduler when it cannot be reached in time.
+  virtual std::future<StatusOr<Placement>> Place(const PlaceOptions& options) = 0;
+
+  // Where the scheduler says sequence `id` lives now (after a scheduler restart, as its
+  // workers re-announced it). UNAVAILABLE naming the worker when one of them is dead;
+  // NOT_FOUND when no live worker holds it.
+  virtual std::future<StatusOr<Placement>> Locate(uint64_t id) = 0;
+
   // Closes the sequence on every worker of its plan (best effort: every worker is asked, the
-  // first error is returned) and forgets it.
+  // first error is returned) and forgets it. With a scheduler, also tells it (best effort).
   virtual std::future<Status> Close(uint64_t id) = 0;
 
   // Tokens the client has sent for (sequence, layer), prefix-cache hits included.

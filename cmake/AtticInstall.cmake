@@ -1,29 +1,29 @@
 # The installable package: `find_package(Attic)` then `target_link_libraries(app Attic::client)`.
 #
-# Installed: client/client.h and the common/ headers it includes (no transport, UCX or Cap'n
+# Installed: client/client.h, client/scheduler.h and the common/ headers they include (no transport, UCX or Cap'n
 # Proto header is part of the public API), the static libraries behind Attic::client (its
 # transport and wire code are linked, not exposed), AtticTargets.cmake, AtticConfig.cmake and
 # a version file. Layout under the prefix:
-#   include/client/client.h, include/common/{status,dtype,tensor_view,model_spec}.h
-#   lib/libattic_{client,transport,wire,common}.a
+#   include/client/{client,scheduler}.h, include/common/{status,dtype,tensor_view,model_spec}.h
+#   lib/libattic_{client,transport,wire,control,common}.a
 #   lib/cmake/Attic/Attic{Config,ConfigVersion,Targets}.cmake
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
 set(ATTIC_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/Attic")
 
-# Exported as Attic::client, Attic::transport, Attic::wire, Attic::common.
-foreach(component client transport wire common)
+# Exported as Attic::client, Attic::transport, Attic::wire, Attic::control, Attic::common.
+foreach(component client transport wire control common)
   set_target_properties(attic_${component} PROPERTIES EXPORT_NAME ${component})
 endforeach()
 
-install(TARGETS attic_client attic_transport attic_wire attic_common
+install(TARGETS attic_client attic_transport attic_wire attic_control attic_common
   EXPORT AtticTargets
   ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}")
 
 # Headers keep their repo-relative paths, so `#include "client/client.h"` works installed too.
 # This list is client.h's include closure: the package test fails if it grows without this.
-install(FILES client/client.h DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/client")
+install(FILES client/client.h client/scheduler.h DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/client")
 install(FILES common/dtype.h common/model_spec.h common/status.h common/tensor_view.h
   DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/common")
 

@@ -254,7 +254,7 @@ std::future<Result> ClientImpl::Attend(AttendBatch batch) {
 
   // Group by worker (one shard per worker and sequence) and count the appended tokens.
   const int g = spec.group_size();
-  std::vector<std::vector<Entry>> by_worker(num_workers_);
+  std::vector<std::vector<Entry>> by_worker(NumWorkers());
   for (size_t i = 0; i < items.size(); ++i) {
     SequenceState& seq = *items[i].seq;
     MutexLock lock(&seq.mu);

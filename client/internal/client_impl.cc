@@ -1,6 +1,7 @@
 // ClientImpl: connecting, opening, prefix lookup, closing and the bookkeeping queries.
 #include "client/internal/client_impl.h"
 
+#include <future>
 #include <string>
 #include <utility>
 
@@ -47,7 +48,9 @@ StatusOr<WorkerLink> ConnectWorker(transport::RpcClient& rpc, const std::string&
 
 StatusOr<std::unique_ptr<Client>> ClientImpl::Connect(const ClientOptions& options) {
   RETURN_IF_ERROR(options.spec.Validate());
-  if (options.workers.empty()) return InvalidArgumentError("ClientOptions: no workers");
+  if (options.workers.empty() && options.scheduler.empty()) {
+    return InvalidArgumentError("ClientOptions: no workers and no scheduler");
+  }
   const uint64_t fingerprint =
       options.model_fingerprint != 0 ? options.model_fingerprint : options.spec.Fingerprint();
   ASSIGN_OR_RETURN(
@@ -70,16 +73,125 @@ ClientImpl::ClientImpl(const ClientOptions& options, std::unique_ptr<transport::
       fingerprint_(options.model_fingerprint != 0 ? options.model_fingerprint
                                                   : options.spec.Fingerprint()),
       rpc_(std::move(rpc)),
-      num_workers_(workers.size()),
-      workers_(std::move(workers)) {}
+      workers_(std::move(workers)),
+      addresses_(options.workers) {
+  if (!options_.scheduler.empty()) release_thread_ = std::thread([this] { ReleaseLoop(); });
+}
+
+ClientImpl::~ClientImpl() {
+  {
+    std::lock_guard<std::mutex> lock(release_mu_);
+    stopping_ = true;
+  }
+  release_cv_.notify_all();
+  if (release_thread_.joinable()) release_thread_.join();
+}
+
+void ClientImpl::QueueRelease(uint64_t id) {
+  {
+    std::lock_guard<std::mutex> lock(release_mu_);
+    releases_.push_back(id);
+  }
+  release_cv_.notify_one();
+}
+
+void ClientImpl::ReleaseLoop() {
+  std::unique_lock<std::mutex> lock(release_mu_);
+  while (true) {
+    release_cv_.wait(lock, [this] { return stopping_ || !releases_.empty(); });
+    // Pending releases are still sent when stopping: the scheduler would otherwise keep the
+    // sequences until the workers' heartbeats no longer list them.
+    if (releases_.empty()) return;
+    std::vector<uint64_t> batch;
+    batch.swap(releases_);
+    lock.unlock();
+    for (uint64_t id : batch) {
+      // Best effort: the scheduler also forgets sequences its workers stop announcing.
+      (void)SchedulerRelease(options_.scheduler, id, options_.timeout);
+    }
+    lock.lock();
+  }
+}
+
+StatusOr<int> ClientImpl::WorkerIndex(const std::string& address) {
+  {
+    MutexLock lock(&links_mu_);
+    for (size_t i = 0; i < addresses_.size(); ++i) {
+      if (addresses_[i] == address) return static_cast<int>(i);
+    }
+  }
+  MutexLock connecting(&connect_mu_);
+  {
+    // Another thread may have connected it while this one waited.
+    MutexLock lock(&links_mu_);
+    for (size_t i = 0; i < addresses_.size(); ++i) {
+      if (addresses_[i] == address) return static_cast<int>(i);
+    }
+  }
+  ASSIGN_OR_RETURN(WorkerLink link,
+                   ConnectWorker(*rpc_, address, options_.spec,
+                                 transport::DeadlineAfter(options_.connect_timeout)));
+  MutexLock lock(&links_mu_);
+  workers_.push_back(std::move(link));
+  addresses_.push_back(address);
+  return static_cast<int>(workers_.size() - 1);
+}
+
+StatusOr<Placement> ClientImpl::ToPlacement(const PlacedSequence& placed) {
+  Placement out{.prefix_blocks_matched = placed.prefix_blocks_matched, .reason = placed.reason};
+  for (const PlacedShardAddress& s : placed.shards) {
+    ASSIGN_OR_RETURN(int worker, WorkerIndex(s.data_address));
+    out.plan.shards.push_back({.worker = worker,
+                               .kv_head_begin = s.kv_head_begin,
+                               .kv_head_end = s.kv_head_end,
+                               .token_begin = s.token_begin,
+                               .token_end = s.token_end});
+  }
+  RETURN_IF_ERROR(out.plan.Validate(options_.spec, static_cast<int>(NumWorkers()))
+                      .WithContext("placement of sequence " + std::to_string(placed.id) +
+                                   " from scheduler " + options_.scheduler));
+  return out;
+}
+
+std::future<StatusOr<Placement>> ClientImpl::Place(const PlaceOptions& options) {
+  using Result = StatusOr<Placement>;
+  if (options_.scheduler.empty()) {
+    return ReadyFuture(Result(FailedPreconditionError(
+        "sequence " + std::to_string(options.id) + ": Place needs ClientOptions::scheduler")));
+  }
+  const uint64_t scope = ScopeFingerprint(options.tenant, fingerprint_, options_.spec);
+  return std::async(std::launch::async, [this, options, scope]() -> Result {
+    StatusOr<PlacedSequence> placed =
+        SchedulerPlace(options_.scheduler, options, scope, fingerprint_, options_.timeout);
+    if (!placed.ok()) return placed.status().WithContext("sequence " + std::to_string(options.id));
+    return ToPlacement(*placed);
+  });
+}
+
+std::future<StatusOr<Placement>> ClientImpl::Locate(uint64_t id) {
+  using Result = StatusOr<Placement>;
+  if (options_.scheduler.empty()) {
+    return ReadyFuture(Result(FailedPreconditionError(
+        "sequence " + std::to_string(id) + ": Locate needs ClientOptions::scheduler")));
+  }
+  return std::async(std::launch::async, [this, id]() -> Result {
+    StatusOr<PlacedSequence> placed = SchedulerLocate(options_.scheduler, id, options_.timeout);
+    if (!placed.ok()) return placed.status().WithContext("sequence " + std::to_string(id));
+    return ToPlacement(*placed);
+  });
+}
 
 Status ClientImpl::ReconnectFailed(const ShardPlan& plan) {
   const transport::Deadline deadline = transport::DeadlineAfter(options_.connect_timeout);
   for (const Shard& shard : plan.shards) {
     const size_t w = static_cast<size_t>(shard.worker);
     if (Link(w).conn->connected()) continue;
-    ASSIGN_OR_RETURN(WorkerLink link,
-                     ConnectWorker(*rpc_, options_.workers[w], options_.spec, deadline));
+    std::string address;
+    {
+      MutexLock lock(&links_mu_);
+      address = addresses_[w];
+    }
+    ASSIGN_OR_RETURN(WorkerLink link, ConnectWorker(*rpc_, address, options_.spec, deadline));
     MutexLock lock(&links_mu_);
     // Another thread may have reconnected it meanwhile; either link works.
     if (!workers_[w].conn->connected()) workers_[w] = std::move(link);
@@ -94,7 +206,7 @@ Status ClientImpl::CheckLayer(std::string_view context, int layer) const {
 }
 
 std::future<Status> ClientImpl::Open(const OpenOptions& options) {
-  const int num_workers = static_cast<int>(num_workers_);
+  const int num_workers = static_cast<int>(NumWorkers());
   if (Status s = options.plan.Validate(options_.spec, num_workers); !s.ok()) {
     return ReadyFuture(s.WithContext("sequence " + std::to_string(options.id)));
   }
@@ -143,7 +255,7 @@ std::future<Status> ClientImpl::Open(const OpenOptions& options) {
 std::future<StatusOr<ResumeInfo>> ClientImpl::Resume(const OpenOptions& options) {
   using Result = StatusOr<ResumeInfo>;
   const std::string context = "sequence " + std::to_string(options.id);
-  if (Status s = options.plan.Validate(options_.spec, static_cast<int>(num_workers_)); !s.ok()) {
+  if (Status s = options.plan.Validate(options_.spec, static_cast<int>(NumWorkers())); !s.ok()) {
     return ReadyFuture(Result(s.WithContext(context)));
   }
   if (Status s = ReconnectFailed(options.plan); !s.ok()) {
@@ -248,6 +360,7 @@ std::future<StatusOr<PrefixMatch>> ClientImpl::LookupPrefix(uint64_t id,
 std::future<Status> ClientImpl::Close(uint64_t id) {
   std::shared_ptr<SequenceState> seq = table_->Remove(id);
   if (!seq) return ReadyFuture(NotFoundError("sequence " + std::to_string(id) + " is not open"));
+  if (!options_.scheduler.empty()) QueueRelease(id);
   auto promise = std::make_shared<std::promise<Status>>();
   std::future<Status> future = promise->get_future();
   auto fan = FanIn::Create(seq->plan.shards.size(), [promise](std::vector<Status> results) {

@@ -11,17 +11,21 @@
 // SequenceTable and the SequenceStates (sequence.h), each with its own mutex.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "client/client.h"
+#include "client/internal/scheduler_link.h"
 #include "client/internal/sequence.h"
 #include "client/internal/worker_link.h"
 #include "common/thread_annotations.h"
@@ -36,7 +40,6 @@ inline constexpr size_t kMaxAppendPayloadBytes = size_t{64} << 20;
 class ClientImpl final : public Client {
  public:
   static StatusOr<std::unique_ptr<Client>> Connect(const ClientOptions& options);
-  ~ClientImpl() override = default;
   ClientImpl(const ClientImpl&) = delete;
   ClientImpl& operator=(const ClientImpl&) = delete;
 
@@ -51,6 +54,8 @@ class ClientImpl final : public Client {
   std::future<Status> Append(uint64_t id, int layer, const TensorView& k,
                              const TensorView& v) override;
   std::future<StatusOr<AttendStats>> Attend(AttendBatch batch) override;
+  std::future<StatusOr<Placement>> Place(const PlaceOptions& options) override;
+  std::future<StatusOr<Placement>> Locate(uint64_t id) override;
   std::future<Status> Close(uint64_t id) override;
   StatusOr<int64_t> Length(uint64_t id, int layer) const override;
   StatusOr<int64_t> DurableLength(uint64_t id, int layer) const override;
@@ -60,6 +65,19 @@ class ClientImpl final : public Client {
  private:
   ClientImpl(const ClientOptions& options, std::unique_ptr<transport::RpcClient> rpc,
              std::vector<WorkerLink> workers);
+
+  size_t NumWorkers() const {
+    MutexLock lock(&links_mu_);
+    return workers_.size();
+  }
+  // The index of the worker at data address `address`, connecting to it (and adding it at the
+  // next index) when the client does not know it yet.
+  StatusOr<int> WorkerIndex(const std::string& address);
+  // A scheduler's placement as a plan over the client's worker indices.
+  StatusOr<Placement> ToPlacement(const PlacedSequence& placed);
+  // Tells the scheduler, from the release thread, that sequence `id` was closed.
+  void QueueRelease(uint64_t id);
+  void ReleaseLoop();
 
   transport::Deadline CallDeadline() const { return transport::DeadlineAfter(options_.timeout); }
   // The current link to a worker (a copy: links are replaced when a worker is reconnected).
@@ -88,9 +106,21 @@ class ClientImpl final : public Client {
   const uint64_t fingerprint_;
   // Destroyed after the connections: it fails whatever is still pending.
   const std::unique_ptr<transport::RpcClient> rpc_;
-  const size_t num_workers_;
   mutable Mutex links_mu_;
   std::vector<WorkerLink> workers_ GUARDED_BY(links_mu_);
+  std::vector<std::string> addresses_ GUARDED_BY(links_mu_);  // data address of each worker
+  // Serializes connecting to workers met in placements (one connection per address).
+  Mutex connect_mu_;
+
+  // Releases for the scheduler, sent by one thread so Close never waits on it.
+  std::mutex release_mu_;
+  std::condition_variable release_cv_;
+  std::vector<uint64_t> releases_;  // guarded by release_mu_
+  bool stopping_ = false;           // guarded by release_mu_
+  std::thread release_thread_;
+
+ public:
+  ~ClientImpl() override;
 };
 
 }  // namespace attic::client_internal
