@@ -36,6 +36,10 @@ struct WorkerFigures {
   computeThreads @12 :UInt32;
   blockTokens @13 :UInt32;       # B
   kvBytesPerToken @14 :UInt64;   # K and V bytes of one token over every layer and KV head
+  # KV bytes (K and V) the worker can still take: free block pairs (cached prefix blocks
+  # count free) times the bytes of a pair. Without an SSD tier equal to dramFreeBytes; with
+  # one it also counts the pairs whose values would spill past the values' DRAM budget.
+  kvFreeBytes @15 :UInt64;
 }
 
 # A compact summary of the prefix cache: a Bloom filter over the (scope, chained block hash)
