@@ -141,6 +141,10 @@ struct AttendItem {
   // Must stay valid until then.
   float* out = nullptr;
   float* lse = nullptr;
+  // Optional: this item's own result, written when the future is ready (a batch's future
+  // carries only its first error; a failed item's sequence has an unknown length on that layer
+  // and should be closed).
+  Status* status = nullptr;
 };
 
 // Retrieval indexes a worker can build over a sequence's keys (docs/retrieval.md).

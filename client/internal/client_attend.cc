@@ -41,6 +41,7 @@ struct ItemState {
   uint64_t id = 0;
   float* out = nullptr;
   float* lse = nullptr;
+  Status* status_out = nullptr;  // the caller's per-item result, if it asked for one
   std::shared_ptr<SequenceState> seq;
   bool appends = false;
   std::vector<float> o;  // [Hq, D], starts at 0
@@ -107,6 +108,7 @@ class AttendCall {
   void Finish() NO_THREAD_SAFETY_ANALYSIS {
     Status first;
     for (ItemState& item : items_) {
+      if (item.status_out != nullptr) *item.status_out = item.status;
       if (item.status.ok()) {
         std::memcpy(item.out, item.o.data(), item.o.size() * sizeof(float));
         std::memcpy(item.lse, item.l.data(), item.l.size() * sizeof(float));
@@ -245,6 +247,7 @@ std::future<Result> ClientImpl::Attend(AttendBatch batch) {
         .id = item.id,
         .out = item.out,
         .lse = item.lse,
+        .status_out = item.status,
         .seq = *std::move(seq),
         .appends = HasKv(item),
         .o = std::vector<float>(

@@ -28,6 +28,14 @@ struct WorkerProcessOptions {
   std::string binary;              // path of attic-worker
   std::vector<std::string> args;   // extra flags (model, memory, threads)
   std::string name = "worker";
+  // Ports of the first start (0 = ephemeral); restarts reuse the bound ones.
+  uint16_t data_port = 0;
+  uint16_t control_port = 0;
+  // Another Attic daemon (attic-scheduler): Start passes only --ready-file and args, and the
+  // ready file names one port ("port" or "control_port", read as the control port).
+  bool plain_daemon = false;
+  // Where the ready file and the log go; empty = a private temp folder removed at the end.
+  std::string dir;
 };
 
 class WorkerProcess {
@@ -53,10 +61,12 @@ class WorkerProcess {
   const std::string& name() const { return options_.name; }
   // The worker's stderr so far (it is redirected to a file).
   std::string Log() const;
+  std::string log_path() const { return dir_ + "/" + options_.name + ".log"; }
 
  private:
   WorkerProcessOptions options_;
-  std::string dir_;  // private temp folder: ready file and log
+  std::string dir_;  // ready file and log
+  bool own_dir_ = false;
   pid_t pid_ = -1;
   uint16_t data_port_ = 0;
   uint16_t control_port_ = 0;
