@@ -7,17 +7,26 @@
 // prefilled a block first.
 //
 //   PromptHashes h = PromptBlockHashes(r.hash_ids, r.input_tokens, spec.block_size,
-//                                      /*unique=*/r.index + 1);
+//                                      /*unique=*/r.index + 1, seed);
 //   SyntheticKv gen(spec, seed);
 //   gen.FillPrompt(h, layer, first, n, k_bytes, v_bytes);  // [n, Hkv, D] in spec.dtype
 //   gen.FillDecode(h.tail, position, layer, k_tok, v_tok, q_tok);
 //
 // Trace blocks are 512 tokens (kTraceBlockTokens): one trace hash id maps to 512 / B blocks of B
-// tokens, each with its own chained hash HashCombine(previous, HashCombine(id, sub-block)). The
-// chain starts from the seed, so two replays with the same seed share the same hashes.
+// tokens, each with its own chained hash HashCombine(previous, HashCombine(id, sub-block)). (A
+// block size that does not divide 512 uses the block's token offset in its trace block for
+// sub-block and folds in the ids of every further trace block it reaches.) The chain starts
+// from the seed, so two replays with the same seed share the same hashes.
 // Requests without hash ids (Azure) get ids derived from `unique` (distinct per request), so
 // they share nothing. Tokens past the last full B-block (and decode tokens) take their content
 // from the tail hash, HashCombine(last chain hash, unique): private to the request.
+//
+// Values: keys uniform in [-2, 2), values and queries uniform in [-1, 1), 16 random bits each
+// (so q.k / sqrt(D) has a standard deviation of about 0.67: softmax is neither flat nor one-hot),
+// converted to the dtype by truncation toward zero (fp16 flushes magnitudes below 2^-14 to
+// zero). The bytes are the same on every machine: a replay with the same seed and spec
+// synthesizes the same cache. A counter-based generator (one 64-bit multiply per four values)
+// and vectorized conversions fill several GB/s per core.
 //
 // Thread safety: SyntheticKv is immutable; its methods may run concurrently.
 #pragma once
@@ -41,12 +50,14 @@ struct PromptHashes {
 };
 
 // hash_ids may cover fewer tokens than input_tokens (the rest is treated as unique to the
-// request) or more (the extra ids are ignored).
+// request) or more (the extra ids are ignored). input_tokens / block_tokens full blocks.
+// REQUIRES: block_tokens > 0, input_tokens >= 0.
 PromptHashes PromptBlockHashes(std::span<const uint64_t> hash_ids, int64_t input_tokens,
                                int block_tokens, uint64_t unique, uint64_t seed);
 
 class SyntheticKv {
  public:
+  // REQUIRES: spec.Validate() is OK (head_dim a multiple of 32 up to 512).
   SyntheticKv(const ModelSpec& spec, uint64_t seed);
 
   // K and V of prompt tokens [first, first + n) of one layer, token-major [n, Hkv, D] in
