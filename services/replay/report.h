@@ -24,56 +24,58 @@ namespace attic::replay {
 
 // The configuration a replay ran with (the JSON's "config" object, field for field).
 struct ReplayConfig {
-  std::string trace;            // file path
-  std::string format;           // "mooncake" / "azure"
+  std::string trace;   // file path
+  std::string format;  // "mooncake" / "azure"
   int64_t start = 0;
   int64_t limit = -1;
   double speedup = 1.0;
-  std::string model;            // preset name
-  int layers = 0;               // layers replayed (the preset's, or --layers)
+  std::string model;  // preset name
+  int layers = 0;     // layers replayed (the preset's, or --layers)
   int num_q_heads = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
   int block_tokens = 0;
   std::string dtype;
   int64_t kv_bytes_per_token = 0;  // over all replayed layers
-  int max_concurrency = 0;      // requests prefilling or decoding at once
-  int max_queue = 0;            // requests waiting for a slot; one more fails RESOURCE_EXHAUSTED
+  int max_concurrency = 0;         // requests prefilling or decoding at once
+  int max_queue = 0;               // requests waiting for a slot; one more fails RESOURCE_EXHAUSTED
   int prefill_threads = 0;
   uint64_t seed = 0;
-  std::string scheduler;        // host:port
-  int workers = 0;              // workers alive when the replay started
+  std::string scheduler;  // host:port
+  int workers = 0;        // workers alive when the replay started
   std::string tenant;
 };
 
 struct RequestRecord {
-  int64_t index = 0;            // request number in the trace file
-  double arrival_ms = 0;        // scheduled issue time (trace time / speedup), from the start
-  double start_ms = -1;         // got a concurrency slot (-1: never)
-  double first_token_ms = -1;   // prefill done, joined the decode batch (-1: never)
-  double end_ms = -1;           // completed or failed
+  int64_t index = 0;           // request number in the trace file
+  double arrival_ms = 0;       // scheduled issue time (trace time / speedup), from the start
+  double start_ms = -1;        // got a concurrency slot (-1: never)
+  double first_token_ms = -1;  // prefill done, joined the decode batch (-1: never)
+  double end_ms = -1;          // completed or failed
   int64_t input_tokens = 0;
   int64_t output_tokens = 0;
-  int64_t prefix_tokens = 0;    // prompt tokens served from the prefix cache
-  int64_t decode_steps = 0;     // decode steps done
-  double prefill_ms = -1;       // place + open + lookup + prefill, -1 if it did not finish
+  int64_t prefix_tokens = 0;  // prompt tokens served from the prefix cache
+  bool lookup_done = false;   // LookupPrefix answered, so prefix_tokens is known (also
+                              // implied by prefill_ms >= 0)
+  int64_t decode_steps = 0;   // decode steps done
+  double prefill_ms = -1;     // place + open + lookup + prefill, -1 if it did not finish
   StatusCode code = StatusCode::kOk;
-  std::string error;            // the failure's message (empty when completed)
-  std::string placement;        // the scheduler's reason ("prefix-affinity", ...)
+  std::string error;      // the failure's message (empty when completed)
+  std::string placement;  // the scheduler's reason ("prefix-affinity", ...)
 };
 
 // One sample of the run's state, taken about every 100-500 ms.
 struct TimelineSample {
   double t_ms = 0;
-  int64_t completed = 0;        // cumulative
-  int64_t failed = 0;           // cumulative
-  int64_t decoding = 0;         // requests in the decode batch now
+  int64_t completed = 0;  // cumulative
+  int64_t failed = 0;     // cumulative
+  int64_t decoding = 0;   // requests in the decode batch now
   int64_t prefilling = 0;
   int64_t queued = 0;
-  int64_t decode_tokens = 0;    // cumulative
-  uint64_t kv_bytes_dram = 0;   // over the fleet (from the scheduler's fleet figures)
+  int64_t decode_tokens = 0;   // cumulative
+  uint64_t kv_bytes_dram = 0;  // over the fleet (from the scheduler's fleet figures)
   uint64_t kv_bytes_ssd = 0;
-  uint64_t bytes_sent = 0;      // cumulative, client to workers
+  uint64_t bytes_sent = 0;  // cumulative, client to workers
 };
 
 struct ReplayReport {
@@ -82,13 +84,14 @@ struct ReplayReport {
   std::vector<float> step_latency_ms;   // every decode step of the batch (all layers)
   std::vector<int32_t> step_batch;      // requests in the batch at each step
   std::vector<TimelineSample> timeline;
-  double wall_s = 0;                    // first arrival to last request's end
-  int64_t decode_tokens = 0;            // decode tokens generated (one per request per step)
+  double wall_s = 0;          // first arrival to last request's end
+  int64_t decode_tokens = 0;  // decode tokens generated (one per request per step)
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
+  uint64_t attend_bytes_read = 0;  // K and V bytes the workers' Attend calls read
   uint64_t kv_bytes_dram_peak = 0;
   uint64_t kv_bytes_ssd_peak = 0;
-  std::string started_at;               // ISO 8601 UTC wall-clock time the run started
+  std::string started_at;  // ISO 8601 UTC wall-clock time the run started
 };
 
 struct Percentiles {
@@ -96,7 +99,8 @@ struct Percentiles {
   int64_t count = 0;
 };
 
-// Nearest-rank percentiles; all zero for no values.
+// Nearest-rank percentiles (p-th: the smallest value with at least p % of the values at or
+// below it), max and mean; all zero for no values.
 Percentiles ComputePercentiles(std::vector<double> values);
 
 struct ReplaySummary {
@@ -104,15 +108,16 @@ struct ReplaySummary {
   int64_t requests_completed = 0;
   int64_t requests_failed = 0;
   std::map<std::string, int64_t> failures_by_code;  // "RESOURCE_EXHAUSTED" -> n
-  double decode_tokens_per_s = 0;       // decode_tokens / wall_s
-  double request_rate = 0;              // completed requests per second of wall time
+  double decode_tokens_per_s = 0;                   // decode_tokens / wall_s
+  double request_rate = 0;                          // completed requests per second of wall time
   Percentiles step_latency_ms;
-  Percentiles prefill_latency_ms;       // completed prefills
-  Percentiles ttft_ms;                  // arrival to first decode step
-  double prefix_hit_ratio = 0;          // prefix-cache prompt tokens / prompt tokens of requests
-                                        // that got past their lookup
-  int64_t prompt_tokens = 0;
-  int64_t prefix_tokens = 0;
+  Percentiles prefill_latency_ms;  // completed prefills
+  Percentiles ttft_ms;             // arrival to first decode step
+  double prefix_hit_ratio = 0;     // prefix-cache prompt tokens / prompt tokens of requests
+                                   // that got past their lookup (lookup_done or a
+                                   // finished prefill); 0 when there are none
+  int64_t prompt_tokens = 0;       // the ratio's denominator
+  int64_t prefix_tokens = 0;       // the ratio's numerator
 };
 
 ReplaySummary Summarize(const ReplayReport& report);
@@ -124,14 +129,26 @@ std::string RenderTable(const ReplayReport& report, const ReplaySummary& summary
 // (requests_admitted, requests_completed, requests_failed, failures_by_code,
 // decode_tokens_per_s, step_latency_ms{p50,p90,p99}, prefill_latency_ms{...}, kv_bytes{dram,ssd},
 // prefix_hit_ratio, bytes_sent, config{...}) plus the timeline and per-request records.
+// Latency objects also carry max, mean and count; step_latency_ms has "cdf", about a hundred
+// [ms, fraction] pairs. kv_bytes are the fleet's peaks. Also: request_rate, decode_tokens,
+// decode_steps, mean_step_batch, ttft_ms{...}, prompt_tokens, prefix_tokens, bytes_received,
+// attend_bytes_read, wall_s, started_at. "timeline" holds one object per TimelineSample and
+// "requests" one per RequestRecord (field names as in the structs, "code" as its UPPER_SNAKE name);
+// a time that never came (-1 in the record) is null. Ends in a newline.
 std::string RenderJson(const ReplayReport& report, const ReplaySummary& summary);
 
-// One HTML page, no external assets: the summary table, the step-latency CDF, throughput
-// (decode tokens/s) and KV memory (DRAM, SSD) over time, requests in flight over time.
+// One HTML page, no external assets (inline CSS and SVG, no script, no URL): the summary
+// table, the latency CDFs (decode step, prefill, TTFT; log time axis), throughput (decode
+// tokens/s) and KV memory (DRAM, SSD) over time, requests in flight and queued over time, the
+// failures by code with the first failed requests' messages, and the configuration. Every
+// text from the report is HTML-escaped.
 std::string RenderHtml(const ReplayReport& report, const ReplaySummary& summary);
 
 // One progress line (no newline), at most `width` columns:
 // "[#########.........] 120/300 done 3 failed | decoding 24 prefilling 2 queued 5 | 1830 tok/s".
+// "done" counts completed and failed requests. The bar takes what the text leaves (at least 10
+// columns); when width is short the batch state, then the rate, then the bar are dropped, and
+// the line is cut at `width` as a last resort.
 std::string ProgressLine(const TimelineSample& now, int64_t total, double decode_tokens_per_s,
                          int width);
 
