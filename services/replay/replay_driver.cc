@@ -1,0 +1,503 @@
+#include "services/replay/replay_driver.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "client/client.h"
+#include "client/scheduler.h"
+#include "common/hash.h"
+#include "common/tensor_view.h"
+#include "services/replay/synthetic.h"
+
+namespace attic::replay {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double MsBetween(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+std::string IsoNow() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// A request from its slot to its end: its content keys and its decode buffers.
+struct Live {
+  size_t rec = 0;
+  uint64_t id = 0;
+  PromptHashes hashes;
+  int64_t position = 0;  // the next decode token's position
+  int64_t steps = 0;
+  bool opened = false;
+  std::vector<std::byte> q, k, v;
+  std::vector<float> out, lse;
+  Status status;
+};
+
+}  // namespace
+
+struct ReplayDriver::Impl {
+  Impl(const DriverOptions& o, const Trace& t) : options(o), trace(t), gen(o.spec, o.seed) {}
+
+  const DriverOptions& options;
+  const Trace& trace;
+  SyntheticKv gen;
+  std::unique_ptr<Client> client;
+  ReplayReport report;
+  Clock::time_point t0;
+  uint64_t id_base = 0;
+  int max_concurrency = 1;
+  int max_queue = 4;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  int active = 0;                              // requests holding a slot
+  std::deque<size_t> queue;                    // waiting for a slot
+  std::deque<size_t> to_prefill;               // holding a slot, waiting for a prefill thread
+  std::vector<std::unique_ptr<Live>> joining;  // prefilled, not yet in the batch
+  int64_t prefilling = 0;
+  int64_t decoding = 0;
+  int64_t completed = 0;
+  int64_t failed = 0;
+  bool arrivals_done = false;
+  bool stop = false;
+  std::atomic<int64_t> decode_tokens{0};
+
+  double Now() const { return MsBetween(t0, Clock::now()); }
+  RequestRecord& Rec(size_t i) { return report.requests[i]; }
+
+  // All requests ended. REQUIRES mu.
+  bool AllEnded() const {
+    return completed + failed == static_cast<int64_t>(report.requests.size());
+  }
+
+  // Ends request `rec` (REQUIRES mu): records the outcome, frees its slot if it held one and
+  // gives the slot to the next queued request.
+  void EndLocked(size_t rec, const Status& status, bool held_slot) {
+    RequestRecord& r = Rec(rec);
+    r.end_ms = Now();
+    if (status.ok()) {
+      r.code = StatusCode::kOk;
+      ++completed;
+    } else {
+      r.code = status.code();
+      r.error = std::string(status.message());
+      ++failed;
+    }
+    if (held_slot) {
+      --active;
+      if (!queue.empty()) {
+        const size_t next = queue.front();
+        queue.pop_front();
+        ++active;
+        Rec(next).start_ms = Now();
+        to_prefill.push_back(next);
+      }
+    }
+    cv.notify_all();
+  }
+  void End(size_t rec, const Status& status, bool held_slot) {
+    std::lock_guard<std::mutex> lock(mu);
+    EndLocked(rec, status, held_slot);
+  }
+
+  void Arrive(size_t rec) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (active < max_concurrency) {
+      ++active;
+      Rec(rec).start_ms = Now();
+      to_prefill.push_back(rec);
+      cv.notify_all();
+    } else if (static_cast<int>(queue.size()) < max_queue) {
+      queue.push_back(rec);
+    } else {
+      EndLocked(rec,
+                ResourceExhaustedError("admission queue full: " + std::to_string(queue.size()) +
+                                       " requests waiting, " + std::to_string(active) + " running"),
+                /*held_slot=*/false);
+    }
+  }
+
+  Status Prefill(Live& live) {
+    RequestRecord& r = Rec(live.rec);
+    const TraceRequest& t = trace.requests[live.rec];
+    const Clock::time_point begin = Clock::now();
+    const ModelSpec& spec = options.spec;
+    PlaceOptions place{.id = live.id,
+                       .tenant = options.tenant,
+                       .prompt_tokens = t.input_tokens,
+                       .expected_tokens = t.input_tokens + t.output_tokens,
+                       .prompt_hashes = live.hashes.blocks};
+    ASSIGN_OR_RETURN(Placement placement, client->Place(place).get());
+    r.placement = placement.reason;
+    RETURN_IF_ERROR(
+        client->Open({.id = live.id, .tenant = options.tenant, .plan = placement.plan}).get());
+    live.opened = true;
+    ASSIGN_OR_RETURN(PrefixMatch match, client->LookupPrefix(live.id, live.hashes.blocks).get());
+    r.prefix_tokens = match.matched_tokens;
+    r.lookup_done = true;
+    const size_t row = static_cast<size_t>(spec.num_kv_heads) * static_cast<size_t>(spec.head_dim) *
+                       DTypeSize(spec.dtype);
+    std::vector<std::byte> k, v;
+    for (int64_t first = match.matched_tokens; first < t.input_tokens;) {
+      const int64_t n = std::min(options.prefill_chunk_tokens, t.input_tokens - first);
+      k.resize(static_cast<size_t>(n) * row);
+      v.resize(static_cast<size_t>(n) * row);
+      std::vector<std::future<Status>> sent;
+      for (int layer = 0; layer < spec.num_layers; ++layer) {
+        gen.FillPrompt(live.hashes, layer, first, n, k.data(), v.data());
+        // The client copies the views before Prefill returns: the buffers are reused.
+        sent.push_back(client->Prefill(
+            live.id, layer, first,
+            TensorView(k.data(), spec.dtype, {n, spec.num_kv_heads, spec.head_dim}),
+            TensorView(v.data(), spec.dtype, {n, spec.num_kv_heads, spec.head_dim})));
+      }
+      Status first_error;
+      for (auto& f : sent) {
+        Status s = f.get();
+        if (first_error.ok()) first_error = s;
+      }
+      RETURN_IF_ERROR(first_error);
+      first += n;
+    }
+    r.prefill_ms = MsBetween(begin, Clock::now());
+    return OkStatus();
+  }
+
+  void CloseQuietly(const Live& live) {
+    if (live.opened) client->Close(live.id).get().IgnoreError();
+  }
+
+  void PrefillLoop() {
+    while (true) {
+      size_t rec = 0;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return stop || !to_prefill.empty(); });
+        if (to_prefill.empty()) return;
+        rec = to_prefill.front();
+        to_prefill.pop_front();
+        ++prefilling;
+      }
+      const TraceRequest& t = trace.requests[rec];
+      auto live = std::make_unique<Live>();
+      live->rec = rec;
+      live->id = id_base + static_cast<uint64_t>(t.index);
+      live->hashes = PromptBlockHashes(t.hash_ids, t.input_tokens, options.spec.block_size,
+                                       static_cast<uint64_t>(t.index) + 1, options.seed);
+      live->position = t.input_tokens;
+      Status s = Prefill(*live);
+      if (!s.ok() || t.output_tokens == 0) {
+        if (s.ok()) {
+          s = client->Close(live->id).get();
+        } else {
+          CloseQuietly(*live);
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        --prefilling;
+        EndLocked(rec, s, /*held_slot=*/true);
+        continue;
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      --prefilling;
+      Rec(rec).first_token_ms = Now();
+      joining.push_back(std::move(live));
+      cv.notify_all();
+    }
+  }
+
+  // One engine iteration: every layer of one decode step for the whole batch.
+  void Step(std::vector<std::unique_ptr<Live>>& batch) {
+    const ModelSpec& spec = options.spec;
+    const size_t q_bytes = static_cast<size_t>(spec.num_q_heads) *
+                           static_cast<size_t>(spec.head_dim) * DTypeSize(spec.dtype);
+    const size_t kv_bytes = static_cast<size_t>(spec.num_kv_heads) *
+                            static_cast<size_t>(spec.head_dim) * DTypeSize(spec.dtype);
+    for (auto& live : batch) {
+      live->q.resize(q_bytes);
+      live->k.resize(kv_bytes);
+      live->v.resize(kv_bytes);
+      live->out.resize(static_cast<size_t>(spec.num_q_heads) * static_cast<size_t>(spec.head_dim));
+      live->lse.resize(static_cast<size_t>(spec.num_q_heads));
+      live->status = OkStatus();
+    }
+    const Clock::time_point begin = Clock::now();
+    for (int layer = 0; layer < spec.num_layers; ++layer) {
+      AttendBatch attend{.layer = layer};
+      for (auto& live : batch) {
+        if (!live->status.ok()) continue;
+        gen.FillDecode(live->hashes.tail, live->position, layer, live->k.data(), live->v.data(),
+                       live->q.data());
+        attend.items.push_back(
+            {.id = live->id,
+             .q = TensorView(live->q.data(), spec.dtype, {spec.num_q_heads, spec.head_dim}),
+             .k_new = TensorView(live->k.data(), spec.dtype, {spec.num_kv_heads, spec.head_dim}),
+             .v_new = TensorView(live->v.data(), spec.dtype, {spec.num_kv_heads, spec.head_dim}),
+             .out = live->out.data(),
+             .lse = live->lse.data(),
+             .status = &live->status});
+      }
+      if (attend.items.empty()) break;
+      StatusOr<AttendStats> r = client->Attend(std::move(attend)).get();
+      if (r.ok()) report.attend_bytes_read += r->bytes_read;
+      if (!r.ok()) {
+        // Items the workers refused carry their own status; a batch refused as a whole (before
+        // anything was sent) fails every item in it.
+        bool any_item = false;
+        for (auto& live : batch) any_item = any_item || !live->status.ok();
+        if (!any_item) {
+          for (auto& live : batch) live->status = r.status();
+        }
+      }
+    }
+    report.step_latency_ms.push_back(static_cast<float>(MsBetween(begin, Clock::now())));
+    report.step_batch.push_back(static_cast<int32_t>(batch.size()));
+  }
+
+  void DecodeLoop() {
+    std::vector<std::unique_ptr<Live>> batch;
+    while (true) {
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        if (batch.empty()) {
+          cv.wait(lock, [&] { return !joining.empty() || (arrivals_done && AllEnded()); });
+        }
+        for (auto& live : joining) batch.push_back(std::move(live));
+        joining.clear();
+        decoding = static_cast<int64_t>(batch.size());
+        if (batch.empty()) return;
+      }
+      Step(batch);
+      std::vector<std::unique_ptr<Live>> next;
+      for (auto& live : batch) {
+        const TraceRequest& t = trace.requests[live->rec];
+        if (!live->status.ok()) {
+          CloseQuietly(*live);
+          Rec(live->rec).decode_steps = live->steps;
+          End(live->rec, live->status, /*held_slot=*/true);
+          continue;
+        }
+        ++live->steps;
+        ++live->position;
+        decode_tokens.fetch_add(1, std::memory_order_relaxed);
+        if (live->steps < t.output_tokens) {
+          next.push_back(std::move(live));
+          continue;
+        }
+        Rec(live->rec).decode_steps = live->steps;
+        End(live->rec, client->Close(live->id).get(), /*held_slot=*/true);
+      }
+      batch = std::move(next);
+    }
+  }
+
+  TimelineSample Sample(uint64_t dram, uint64_t ssd) {
+    TimelineSample s;
+    s.t_ms = Now();
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      s.completed = completed;
+      s.failed = failed;
+      s.decoding = decoding;
+      s.prefilling = prefilling + static_cast<int64_t>(to_prefill.size()) +
+                     static_cast<int64_t>(joining.size());
+      s.queued = static_cast<int64_t>(queue.size());
+    }
+    s.decode_tokens = decode_tokens.load(std::memory_order_relaxed);
+    s.kv_bytes_dram = dram;
+    s.kv_bytes_ssd = ssd;
+    s.bytes_sent = client->Stats().bytes_sent;
+    return s;
+  }
+
+  void SampleLoop() {
+    const bool tty = isatty(STDERR_FILENO) == 1;
+    uint64_t dram = 0, ssd = 0;
+    Clock::time_point last_fleet{}, last_print{};
+    int64_t last_tokens = 0;
+    double last_t = 0;
+    double rate = 0;
+    while (true) {
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        if (cv.wait_for(lock, std::chrono::milliseconds(250), [&] { return stop; })) break;
+      }
+      const Clock::time_point now = Clock::now();
+      if (now - last_fleet >= std::chrono::seconds(1)) {
+        last_fleet = now;
+        StatusOr<std::vector<FleetWorker>> fleet =
+            GetFleet(options.scheduler, std::chrono::milliseconds(1000));
+        if (fleet.ok()) {
+          dram = ssd = 0;
+          for (const FleetWorker& w : *fleet) {
+            dram += w.kv_bytes_dram;
+            ssd += w.kv_bytes_ssd;
+          }
+        }
+      }
+      TimelineSample s = Sample(dram, ssd);
+      if (s.t_ms > last_t) {
+        rate = 0.5 * rate + 0.5 * static_cast<double>(s.decode_tokens - last_tokens) * 1000.0 /
+                                (s.t_ms - last_t);
+      }
+      last_tokens = s.decode_tokens;
+      last_t = s.t_ms;
+      report.kv_bytes_dram_peak = std::max(report.kv_bytes_dram_peak, s.kv_bytes_dram);
+      report.kv_bytes_ssd_peak = std::max(report.kv_bytes_ssd_peak, s.kv_bytes_ssd);
+      report.timeline.push_back(s);
+      if (!options.progress) continue;
+      const int64_t total = static_cast<int64_t>(report.requests.size());
+      if (tty) {
+        std::fprintf(stderr, "\r%s\033[K", ProgressLine(s, total, rate, 100).c_str());
+      } else if (now - last_print >= std::chrono::seconds(10)) {
+        last_print = now;
+        std::fprintf(stderr, "%s\n", ProgressLine(s, total, rate, 100).c_str());
+      }
+    }
+    if (options.progress && tty) std::fprintf(stderr, "\n");
+  }
+};
+
+ReplayDriver::ReplayDriver(DriverOptions options, Trace trace)
+    : options_(std::move(options)), trace_(std::move(trace)) {}
+
+ReplayDriver::~ReplayDriver() = default;
+
+int ReplayDriver::AutoConcurrency(uint64_t fleet_free_bytes, const Trace& trace,
+                                  const ModelSpec& spec) {
+  if (trace.requests.empty()) return 1;
+  const double per_token =
+      static_cast<double>(spec.num_layers) * 2.0 * static_cast<double>(spec.num_kv_heads) *
+      static_cast<double>(spec.head_dim) * static_cast<double>(DTypeSize(spec.dtype));
+  double tokens = 0;
+  for (const TraceRequest& r : trace.requests) {
+    tokens += static_cast<double>(r.input_tokens + r.output_tokens);
+  }
+  const double mean = per_token * tokens / static_cast<double>(trace.requests.size());
+  // A margin for block rounding and prefix blocks kept in the cache.
+  const double n = 0.8 * static_cast<double>(fleet_free_bytes) / std::max(mean, 1.0);
+  return static_cast<int>(std::clamp(n, 1.0, 256.0));
+}
+
+StatusOr<ReplayReport> ReplayDriver::Run() {
+  if (options_.scheduler.empty()) return InvalidArgumentError("replay: no scheduler address");
+  if (!(options_.speedup > 0)) return InvalidArgumentError("replay: speedup must be > 0");
+  RETURN_IF_ERROR(options_.spec.Validate());
+  ASSIGN_OR_RETURN(std::vector<FleetWorker> fleet,
+                   GetFleet(options_.scheduler, std::chrono::milliseconds(5000)));
+  int alive = 0;
+  uint64_t free_bytes = 0;
+  for (const FleetWorker& w : fleet) {
+    if (!w.alive || !w.ready) continue;
+    ++alive;
+    free_bytes += w.dram_free_bytes;
+  }
+  if (alive == 0) {
+    return UnavailableError("replay: scheduler " + options_.scheduler +
+                            " knows no live, ready worker");
+  }
+
+  Impl impl(options_, trace_);
+  ASSIGN_OR_RETURN(impl.client, Client::Connect({.scheduler = options_.scheduler,
+                                                 .spec = options_.spec,
+                                                 .name = "attic-replay",
+                                                 .timeout = options_.timeout}));
+  impl.max_concurrency = options_.max_concurrency > 0
+                             ? options_.max_concurrency
+                             : AutoConcurrency(free_bytes, trace_, options_.spec);
+  impl.max_queue = options_.max_queue >= 0 ? options_.max_queue : 4 * impl.max_concurrency;
+  impl.id_base = HashCombine(static_cast<uint64_t>(Clock::now().time_since_epoch().count()),
+                             static_cast<uint64_t>(getpid())) &
+                 ~uint64_t{0xffffffff};
+
+  ReplayReport& report = impl.report;
+  ReplayConfig& c = report.config;
+  const ModelSpec& spec = options_.spec;
+  c.format = std::string(TraceFormatName(trace_.format));
+  c.trace = trace_.name;
+  c.speedup = options_.speedup;
+  c.model = options_.model_name;
+  c.layers = spec.num_layers;
+  c.num_q_heads = spec.num_q_heads;
+  c.num_kv_heads = spec.num_kv_heads;
+  c.head_dim = spec.head_dim;
+  c.block_tokens = spec.block_size;
+  c.dtype = std::string(DTypeName(spec.dtype));
+  c.kv_bytes_per_token = static_cast<int64_t>(spec.num_layers) * 2 * spec.num_kv_heads *
+                         spec.head_dim * static_cast<int64_t>(DTypeSize(spec.dtype));
+  c.max_concurrency = impl.max_concurrency;
+  c.max_queue = impl.max_queue;
+  c.prefill_threads = options_.prefill_threads;
+  c.seed = options_.seed;
+  c.scheduler = options_.scheduler;
+  c.workers = alive;
+  c.tenant = options_.tenant;
+  for (const TraceRequest& t : trace_.requests) {
+    report.requests.push_back({.index = t.index,
+                               .arrival_ms = t.arrival_ms / options_.speedup,
+                               .input_tokens = t.input_tokens,
+                               .output_tokens = t.output_tokens});
+  }
+  report.started_at = IsoNow();
+
+  impl.t0 = Clock::now();
+  std::vector<std::thread> threads;
+  for (int i = 0; i < std::max(1, options_.prefill_threads); ++i) {
+    threads.emplace_back([&impl] { impl.PrefillLoop(); });
+  }
+  std::thread decoder([&impl] { impl.DecodeLoop(); });
+  std::thread sampler([&impl] { impl.SampleLoop(); });
+
+  for (size_t i = 0; i < report.requests.size(); ++i) {
+    const auto at =
+        impl.t0 + std::chrono::duration_cast<Clock::duration>(
+                      std::chrono::duration<double, std::milli>(report.requests[i].arrival_ms));
+    std::this_thread::sleep_until(at);
+    impl.Arrive(i);
+  }
+  {
+    std::unique_lock<std::mutex> lock(impl.mu);
+    impl.arrivals_done = true;
+    impl.cv.notify_all();
+    impl.cv.wait(lock, [&] { return impl.AllEnded(); });
+  }
+  const Clock::time_point end = Clock::now();
+  decoder.join();
+  {
+    std::lock_guard<std::mutex> lock(impl.mu);
+    impl.stop = true;
+    impl.cv.notify_all();
+  }
+  for (std::thread& t : threads) t.join();
+  sampler.join();
+  // A last sample with the final counts.
+  report.timeline.push_back(
+      impl.Sample(report.timeline.empty() ? 0 : report.timeline.back().kv_bytes_dram,
+                  report.timeline.empty() ? 0 : report.timeline.back().kv_bytes_ssd));
+  report.wall_s = std::chrono::duration<double>(end - impl.t0).count();
+  report.decode_tokens = impl.decode_tokens.load();
+  const ClientStats stats = impl.client->Stats();
+  report.bytes_sent = stats.bytes_sent;
+  report.bytes_received = stats.bytes_received;
+  return std::move(impl.report);
+}
+
+}  // namespace attic::replay
