@@ -334,6 +334,21 @@ KvStoreStats KvStore::Stats() const {
   return s;
 }
 
+std::vector<uint64_t> KvStore::SequenceIds() const {
+  std::vector<uint64_t> ids;
+  ReaderLock l(&seqs_mu_);
+  ids.reserve(seqs_.size());
+  for (const auto& [id, seq] : seqs_) ids.push_back(id);
+  return ids;
+}
+
+void KvStore::VisitPrefixEntries(
+    const std::function<void(uint64_t scope, uint64_t hash)>& visit) const {
+  const auto each = [&visit](const kv_internal::PrefixKey& key) { visit(key.scope, key.hash); };
+  prefix_->ForEachFilled(each);
+  if (ssd_ != nullptr) ssd_->ForEachEntry(each);
+}
+
 Status KvStore::Verify() const {
   std::vector<std::shared_ptr<Sequence>> seqs;
   {

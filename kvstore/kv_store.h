@@ -24,6 +24,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -218,6 +219,15 @@ class KvStore {
   Status CloseSequence(uint64_t seq_id);
 
   KvStoreStats Stats() const;
+
+  // Ids of the open sequences (recovered ones included), in no particular order.
+  std::vector<uint64_t> SequenceIds() const;
+
+  // Calls visit(scope, hash) for every prefix-cache entry that holds blocks in DRAM, under the
+  // prefix cache's mutex, then for every entry known on the SSD tier under the tier state's
+  // (an entry in both is visited twice). visit must not call the store. The scheduler agent
+  // builds the worker's prefix summary from it.
+  void VisitPrefixEntries(const std::function<void(uint64_t scope, uint64_t hash)>& visit) const;
 
   // SSD tier upkeep, called between requests: spills values above the high watermark down to
   // the low one (least recently used first; only sealed, durable blocks) and retries failed

@@ -244,6 +244,13 @@ PrefixCacheStats PrefixCache::Stats() const {
   return stats_;
 }
 
+void PrefixCache::ForEachFilled(const std::function<void(const PrefixKey&)>& visit) const {
+  MutexLock l(&mu_);
+  for (const auto& [key, e] : entries_) {
+    if (e->filled > 0) visit(key);
+  }
+}
+
 Status PrefixCache::Verify() const {
   MutexLock l(&mu_);
   for (const auto& [key, e] : entries_) {

@@ -21,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <span>
@@ -125,6 +126,9 @@ class PrefixCache {
   bool EvictOne() EXCLUDES(mu_);
 
   PrefixCacheStats Stats() const EXCLUDES(mu_);
+
+  // Calls visit(key) for every entry holding at least one block, under the cache's mutex.
+  void ForEachFilled(const std::function<void(const PrefixKey&)>& visit) const EXCLUDES(mu_);
 
   // Recomputes the checksum of every block the entries hold. DataLoss naming the entry, layer,
   // head and pool on the first mismatch. Holds the cache's mutex throughout.

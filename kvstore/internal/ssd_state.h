@@ -8,9 +8,10 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
-#include <utility>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -68,6 +69,10 @@ class SsdState {
   void AddEntry(const PrefixKey& key) EXCLUDES(mu_) {
     MutexLock l(&mu_);
     entries_.insert(key);
+  }
+  void ForEachEntry(const std::function<void(const PrefixKey&)>& visit) const EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    for (const PrefixKey& key : entries_) visit(key);
   }
   int64_t entries() const EXCLUDES(mu_) {
     MutexLock l(&mu_);

@@ -35,10 +35,12 @@ StatusOr<OutgoingMessage> WorkerService::OpenSequence(const IncomingMessage& req
   ASSIGN_OR_RETURN(CapnpMessage msg, CapnpMessage::Parse(req.header()));
   SequenceOptions seq;
   bool resume = false;
+  uint64_t token_begin = 0;
   Status parsed = CatchKj("OpenSequenceRequest", [&]() -> Status {
     auto r = msg.Root<wire::OpenSequenceRequest>();
     seq.id = r.getSequenceId();
     resume = r.getResume();
+    token_begin = r.getTokenBegin();
     seq.tenant = r.getTenant().cStr();
     ASSIGN_OR_RETURN(seq.spec, transport::SpecFromWire(r.getSpec()));
     seq.model_fingerprint = r.getModelFingerprint();
@@ -58,9 +60,14 @@ StatusOr<OutgoingMessage> WorkerService::OpenSequence(const IncomingMessage& req
                                    " differs from worker " + options_.name + "'s model " +
                                    options_.spec.ToString());
   }
-  if (resume) return Resume(seq);
+  if (resume) {
+    StatusOr<OutgoingMessage> resumed = Resume(seq);
+    if (resumed.ok()) SetTokenBegin(seq.id, token_begin);
+    return resumed;
+  }
   RETURN_IF_ERROR(CheckNotRecovered(seq.id));
   RETURN_IF_ERROR(store_->OpenSequence(seq));
+  SetTokenBegin(seq.id, token_begin);
   capnp::MallocMessageBuilder builder;
   builder.initRoot<wire::OpenSequenceReply>();
   return MakeReply(req.method(), builder);
@@ -189,10 +196,26 @@ StatusOr<OutgoingMessage> WorkerService::CloseSequence(const IncomingMessage& re
   // Waits for an index build of this sequence in flight: it reads the blocks the store frees.
   retrieval_->Forget(id);
   RETURN_IF_ERROR(store_->CloseSequence(id));
+  SetTokenBegin(id, 0);
   std::erase_if(samples_, [id](const auto& entry) { return entry.first.first == id; });
   capnp::MallocMessageBuilder builder;
   builder.initRoot<wire::CloseSequenceReply>();
   return MakeReply(req.method(), builder);
+}
+
+void WorkerService::SetTokenBegin(uint64_t id, uint64_t token_begin) {
+  std::lock_guard<std::mutex> lock(token_begins_mu_);
+  if (token_begin == 0) {
+    token_begins_.erase(id);
+  } else {
+    token_begins_[id] = token_begin;
+  }
+}
+
+uint64_t WorkerService::TokenBegin(uint64_t id) const {
+  std::lock_guard<std::mutex> lock(token_begins_mu_);
+  auto it = token_begins_.find(id);
+  return it == token_begins_.end() ? 0 : it->second;
 }
 
 StatusOr<OutgoingMessage> WorkerService::Stats(const IncomingMessage& req) {

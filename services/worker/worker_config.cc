@@ -52,6 +52,21 @@ Status CheckIpAddress(const std::string& address) {
   return InvalidArgumentError("must be an IPv4 or IPv6 address (like 0.0.0.0 or ::1)");
 }
 
+// "host:port" or "[v6]:port" with a port in [1, 65535]; empty is allowed (no scheduler).
+Status CheckHostPort(const std::string& value) {
+  if (value.empty()) return OkStatus();
+  const size_t colon = value.rfind(':');
+  const std::string_view port =
+      colon == std::string::npos ? std::string_view() : std::string_view(value).substr(colon + 1);
+  int n = 0;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), n);
+  if (colon == 0 || colon == std::string::npos || ec != std::errc() ||
+      end != port.data() + port.size() || n < 1 || n > 65535) {
+    return InvalidArgumentError("must be host:port (like 10.0.0.2:7170) or empty");
+  }
+  return OkStatus();
+}
+
 Status CheckNonEmpty(const std::string& value) {
   return value.empty() ? InvalidArgumentError("must not be empty") : OkStatus();
 }
@@ -249,6 +264,17 @@ std::vector<config::Setting> WorkerSettings(WorkerConfig* c) {
   table.push_back(config::StringSetting(
       "ready_file", &c->ready_file,
       "When set, the worker writes its name and bound ports as JSON here once ready."));
+  table.push_back(config::StringSetting(
+      "scheduler.address", &c->scheduler.address,
+      "The scheduler's control address host:port; empty = no scheduler (a fixed fleet).",
+      CheckHostPort));
+  table.push_back(config::StringSetting(
+      "scheduler.advertise_host", &c->scheduler.advertise_host,
+      "Host clients reach this worker at; empty = listen_address, or 127.0.0.1 for a wildcard "
+      "or loopback one."));
+  table.push_back(config::IntSetting("scheduler.heartbeat_ms", &c->scheduler.heartbeat_ms, 10,
+                                     kMaxTimeoutMs,
+                                     "Heartbeat interval until the scheduler names one, ms"));
   return table;
 }
 
@@ -368,5 +394,12 @@ std::string DescribeConfig(const WorkerConfig& config) {
 }
 
 std::map<std::string, std::string> Environment() { return config::EnvironmentMap(); }
+
+std::string AdvertisedHost(const WorkerConfig& config) {
+  if (!config.scheduler.advertise_host.empty()) return config.scheduler.advertise_host;
+  const std::string& a = config.listen_address;
+  const bool wildcard = a == "0.0.0.0" || a == "::" || a == "::1" || a.rfind("127.", 0) == 0;
+  return wildcard ? "127.0.0.1" : a;
+}
 
 }  // namespace attic

@@ -122,7 +122,21 @@ struct WorkerConfig {
   std::string log_level = "info";
   // When set, the worker writes its name and bound ports as JSON to this path once ready.
   std::string ready_file;
+  // The scheduler (docs/scheduler.md): its control address "host:port" (empty = none: the
+  // worker serves a fixed fleet), the host clients reach this worker's ports at (empty =
+  // listen_address, or 127.0.0.1 when that is a wildcard or loopback address), and the
+  // heartbeat interval used until the scheduler names one, ms [10, 1 h].
+  struct Scheduler {
+    std::string address;
+    std::string advertise_host;
+    uint32_t heartbeat_ms = 500;
+  };
+  Scheduler scheduler;
 };
+
+// The host the scheduler tells clients to reach this worker at: scheduler.advertise_host, else
+// listen_address unless it is a wildcard or loopback address, else 127.0.0.1.
+std::string AdvertisedHost(const WorkerConfig& config);
 
 struct ConfigResult {
   WorkerConfig config;

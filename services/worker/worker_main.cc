@@ -11,6 +11,10 @@
 // comes up first: /healthz answers and /readyz says 503 "starting" while the SSD tier is
 // recovered, and turns to 200 once the data plane listens.
 //
+// With scheduler.address, a scheduler agent registers the worker with attic-scheduler once it
+// serves and heartbeats its figures, prefix summary and held shards (docs/scheduler.md); the
+// scheduler being down or slow never affects serving.
+//
 // SIGTERM or SIGINT drains: readiness turns to 503, new requests get UNAVAILABLE, requests
 // already queued finish (up to drain_timeout_ms), then the worker exits 0. Without data_dir
 // nothing is durable: a restarted worker starts empty (docs/worker.md).
@@ -18,15 +22,20 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <random>
 #include <string>
 
 #include "common/log.h"
+#include "services/worker/scheduler_agent.h"
 #include "services/worker/worker_config.h"
 #include "services/worker/worker_metrics.h"
+#include "services/worker/worker_report.h"
 #include "services/worker/worker_service.h"
 #include "transport/control/http_server.h"
 #include "transport/frame.h"
@@ -163,6 +172,51 @@ std::map<std::string, control::HttpHandler> ControlRoutes(const WorkerConfig& co
   return routes;
 }
 
+// "host:port", bracketing an IPv6 host.
+std::string JoinHostPort(const std::string& host, uint16_t port) {
+  const bool v6 = host.find(':') != std::string::npos;
+  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+uint64_t NewIncarnation() {
+  std::random_device rd;
+  const uint64_t v =
+      (uint64_t{rd()} << 32) ^ rd() ^
+      static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) ^
+      static_cast<uint64_t>(getpid());
+  return v == 0 ? 1 : v;
+}
+
+// The scheduler agent and the reporter it reads (both null without scheduler.address). The
+// reporter reads the service: both must go before it.
+struct SchedulerLink {
+  std::unique_ptr<WorkerReporter> reporter;
+  std::unique_ptr<SchedulerAgent> agent;
+};
+
+StatusOr<SchedulerLink> StartSchedulerLink(const WorkerConfig& config, const Serving& serving,
+                                           WorkerMetrics* metrics, uint16_t data_port,
+                                           uint16_t control_port) {
+  SchedulerLink link;
+  if (config.scheduler.address.empty()) return link;
+  const std::string host = AdvertisedHost(config);
+  transport::RpcServer* rpc = serving.rpc.load();
+  link.reporter = std::make_unique<WorkerReporter>(
+      WorkerIdentity{.name = config.name,
+                     .data_address = JoinHostPort(host, data_port),
+                     .metrics_address = JoinHostPort(host, control_port),
+                     .incarnation = NewIncarnation()},
+      serving.service.load(), metrics,
+      [rpc] { return static_cast<uint64_t>(rpc->stats().requests_received.load()); },
+      [&serving] { return serving.phase.load() == Serving::kReady; });
+  const SchedulerAgentOptions options{
+      .scheduler = config.scheduler.address,
+      .fallback_interval = std::chrono::milliseconds(config.scheduler.heartbeat_ms)};
+  ASSIGN_OR_RETURN(link.agent, SchedulerAgent::Start(
+                                   options, [r = link.reporter.get()] { return r->Report(); }));
+  return link;
+}
+
 transport::RpcServerOptions RpcOptions(const WorkerConfig& config, const WorkerService& svc) {
   transport::RpcServerOptions o;
   o.name = config.name;
@@ -231,10 +285,19 @@ int Serve(const WorkerConfig& config) {
     }
   }
 
+  StatusOr<SchedulerLink> link =
+      StartSchedulerLink(config, serving, &metrics, rpc->port(), (*http)->port());
+  if (!link.ok()) {
+    ATTIC_LOG(kError, "worker") << "cannot start the scheduler agent: " << link.status();
+    return 1;
+  }
+
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   ATTIC_LOG(kInfo, "worker") << "signal " << signal_number << ": draining";
   serving.phase.store(Serving::kDraining);
+  // The scheduler hears at once that this worker takes no new sequences.
+  if (link->agent != nullptr) link->agent->Nudge();
   rpc->StopAccepting();
   const bool idle = svc->WaitIdle(transport::DeadlineAfter(
       std::chrono::milliseconds(config.drain_timeout_ms)));
@@ -242,9 +305,13 @@ int Serve(const WorkerConfig& config) {
     ATTIC_LOG(kWarn, "worker") << "drain timeout: " << svc->queue_depth()
                                << " requests still queued are answered UNAVAILABLE";
   }
-  // The control plane goes first although it started first: its handlers read the service and
-  // the server. Then the data plane (its endpoints close after replies already queued), then
-  // the service and its memory (and the SSD tier, closed cleanly).
+  // The scheduler agent goes first (it reads the service; the scheduler then finds this worker
+  // silent and declares it dead). The control plane next although it started first: its
+  // handlers read the service and the server. Then the data plane (its endpoints close after
+  // replies already queued), then the service and its memory (and the SSD tier, closed
+  // cleanly).
+  link->agent.reset();
+  link->reporter.reset();
   http->reset();
   server->reset();
   service->reset();

@@ -370,6 +370,15 @@ std::string WorkerMetrics::Serialize() const {
   }
 }
 
+std::vector<uint64_t> WorkerMetrics::DurationCounts(int op) const {
+  const Durations::PerOp& p = durations_->ops[static_cast<size_t>(OpIndex(op))];
+  std::vector<uint64_t> counts(p.buckets.size());
+  for (size_t b = 0; b < counts.size(); ++b) {
+    counts[b] = p.buckets[b].load(std::memory_order_relaxed);
+  }
+  return counts;
+}
+
 std::span<const double> WorkerMetrics::DurationBuckets() { return kBuckets; }
 
 std::string_view WorkerMetrics::OpName(int op) { return kOpNames[OpIndex(op)]; }

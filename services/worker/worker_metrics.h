@@ -55,6 +55,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -134,6 +135,11 @@ class WorkerMetrics {
   // Every series in the Prometheus text exposition format 0.0.4. On an unexpected failure of
   // the library, a comment line saying so (a scrape then sees no samples rather than a crash).
   std::string Serialize() const;
+
+  // Observations of `op` per bucket of attic_worker_request_duration_seconds so far, not
+  // cumulative: DurationBuckets().size() + 1 counts, the last one for +Inf. The scheduler
+  // agent takes the difference of two calls for the latency between heartbeats.
+  std::vector<uint64_t> DurationCounts(int op) const;
 
   // Upper bounds of attic_worker_request_duration_seconds, seconds, ascending (+Inf implied).
   static std::span<const double> DurationBuckets();

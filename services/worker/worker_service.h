@@ -115,6 +115,7 @@ class WorkerService {
   // The Hello reply header (wire::HelloReply) the RpcServer sends on accepted handshakes.
   std::string HelloReplyHeader() const;
   uint64_t model_fingerprint() const { return fingerprint_; }
+  const ModelSpec& spec() const { return options_.spec; }
   // The KV pools, for the transport to register.
   std::vector<std::span<std::byte>> memory_regions() const;
   const KvStore& store() const { return *store_; }
@@ -122,6 +123,12 @@ class WorkerService {
   // Copies the store's figures into the metrics (called before each scrape).
   void RefreshMetrics() const;
   const RecoveryReport& recovery() const { return recovery_; }
+  // Threads computing attention (the dispatcher included).
+  int compute_threads() const { return pool_->num_threads(); }
+  // The first global token position of this worker's shard of sequence `id`, as its
+  // OpenSequence said (token-range sharding); 0 for a sequence opened without one, recovered
+  // and not yet resumed, or not open. Any thread (the scheduler agent reads it).
+  uint64_t TokenBegin(uint64_t id) const;
 
  private:
   struct Pending {
@@ -145,6 +152,8 @@ class WorkerService {
   StatusOr<transport::OutgoingMessage> Resume(const SequenceOptions& seq);
   // ALREADY_EXISTS for a plain OpenSequence of a recovered sequence.
   Status CheckNotRecovered(uint64_t id) const;
+  // Records (or, with 0, forgets) the token begin of sequence `id`'s shard.
+  void SetTokenBegin(uint64_t id, uint64_t token_begin);
   // A query sample (q [n, G * heads, D] in dtype at `q`, n = positions.size()) and/or a build
   // request for (id, layer): to the retrieval state, and with a tier appended to the layer's
   // stored sample.
@@ -173,6 +182,10 @@ class WorkerService {
   // Read by RefreshMetrics on the control plane's thread.
   std::atomic<uint64_t> sample_store_errors_{0};
   std::atomic<uint64_t> durable_retries_{0};
+
+  // Nonzero token begins of open shards: written by the dispatcher, read by the agent.
+  mutable std::mutex token_begins_mu_;
+  std::map<uint64_t, uint64_t> token_begins_;  // guarded by token_begins_mu_
 
   mutable std::mutex mu_;
   std::condition_variable wake_;

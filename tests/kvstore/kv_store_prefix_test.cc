@@ -2,7 +2,9 @@
 // order and tenant isolation.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "kvstore/kv_store.h"
@@ -42,6 +44,29 @@ TEST_F(KvStorePrefixTest, EmptyCacheMatchesNothing) {
   StatusOr<SequenceInfo> info = store_->GetSequence(1);
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->prefix_hashes, 3);
+}
+
+TEST_F(KvStorePrefixTest, VisitPrefixEntriesListsEntriesHoldingBlocks) {
+  const std::vector<uint64_t> hashes = Chain(700, 3);
+  RunPrompt(1, hashes, SeededContent(700), 56);
+  StatusOr<SequenceInfo> info = store_->GetSequence(1);
+  ASSERT_TRUE(info.ok());
+  // Sequence 2's lookup creates entries for its hashes, but nothing was written to them.
+  ASSERT_OK(Open(2));
+  ASSERT_TRUE(Lookup(2, Chain(701, 2)).ok());
+  std::vector<std::pair<uint64_t, uint64_t>> seen;
+  store_->VisitPrefixEntries(
+      [&seen](uint64_t scope, uint64_t hash) { seen.emplace_back(scope, hash); });
+  std::sort(seen.begin(), seen.end());
+  std::vector<std::pair<uint64_t, uint64_t>> expected;
+  for (const uint64_t h : hashes) expected.emplace_back(info->scope, h);
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(seen, expected);
+  std::vector<uint64_t> ids = store_->SequenceIds();
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids, (std::vector<uint64_t>{1, 2}));
+  ASSERT_OK(store_->CloseSequence(1));
+  EXPECT_EQ(store_->SequenceIds(), std::vector<uint64_t>{2});
 }
 
 TEST_F(KvStorePrefixTest, ClosedPromptIsReusedFromTheCache) {

@@ -72,6 +72,28 @@ TEST(WorkerConfigTest, BuiltInDefaults) {
   EXPECT_EQ(r->config_file, "");
 }
 
+TEST(WorkerConfigTest, SchedulerSettingsAndAdvertisedHost) {
+  StatusOr<ConfigResult> r = Load({});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.scheduler.address, "");
+  EXPECT_EQ(r->config.scheduler.heartbeat_ms, 500u);
+  EXPECT_EQ(AdvertisedHost(r->config), "127.0.0.1");  // listening on 0.0.0.0
+  r = Load({"--scheduler-address", "10.0.0.2:7170", "--listen-address", "10.0.0.5",
+            "--scheduler-heartbeat-ms", "100"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.scheduler.address, "10.0.0.2:7170");
+  EXPECT_EQ(r->config.scheduler.heartbeat_ms, 100u);
+  EXPECT_EQ(AdvertisedHost(r->config), "10.0.0.5");
+  r = Load({"--scheduler-advertise-host", "worker-3.attic"}, {{"ATTIC_LISTEN_ADDRESS", "::"}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(AdvertisedHost(r->config), "worker-3.attic");
+  for (const char* bad : {"10.0.0.2", "10.0.0.2:", ":7170", "h:70000", "h:x"}) {
+    r = Load({"--scheduler-address", bad});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("scheduler.address"), std::string::npos) << r.status();
+  }
+}
+
 TEST(WorkerConfigTest, PresetsAndFieldOverrides) {
   const ModelSpec ref = *ModelPreset("attic-ref-54m");
   EXPECT_EQ(ref.num_layers, 6);
@@ -543,7 +565,7 @@ TEST(WorkerConfigTest, DescribeConfigMasksTheToken) {
   EXPECT_NE(text.find("name = w1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("model.num_layers = 6\n"), std::string::npos) << text;
   EXPECT_NE(text.find("kv_memory_bytes = 1GiB\n"), std::string::npos) << text;
-  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 45);  // one line per setting
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 48);  // one line per setting
   r = Load({});
   ASSERT_TRUE(r.ok());
   EXPECT_NE(DescribeConfig(r->config).find("token = \n"), std::string::npos);

@@ -202,6 +202,22 @@ TEST(WorkerMetricsTest, HistogramBucketsAreCumulativeAndInclusive) {
               1e-9);
 }
 
+TEST(WorkerMetricsTest, DurationCountsPerBucketForOneOp) {
+  WorkerMetrics m("w");
+  const int attend = static_cast<int>(transport::Method::kAttend);
+  m.ObserveRequest(attend, StatusCode::kOk, 60e-6);   // (50 us, 100 us]
+  m.ObserveRequest(attend, StatusCode::kOk, 100e-6);  // the same bucket: bounds are inclusive
+  m.ObserveRequest(attend, StatusCode::kOk, 20.0);    // +Inf
+  m.ObserveRequest(static_cast<int>(transport::Method::kAppendKv), StatusCode::kOk, 60e-6);
+  const std::vector<uint64_t> counts = m.DurationCounts(attend);
+  ASSERT_EQ(counts.size(), WorkerMetrics::DurationBuckets().size() + 1);
+  EXPECT_EQ(counts[1], 2u);
+  EXPECT_EQ(counts.back(), 1u);
+  uint64_t total = 0;
+  for (const uint64_t c : counts) total += c;
+  EXPECT_EQ(total, 3u);
+}
+
 TEST(WorkerMetricsTest, BytesKeysQueueConnectionsAndKvFigures) {
   WorkerMetrics m("w");
   m.AddBytes(100, 40);
