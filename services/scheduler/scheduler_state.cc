@@ -61,6 +61,7 @@ void SchedulerState::Sweep(TimePoint now) {
 void SchedulerState::DropShard(uint64_t id, const std::string& worker) {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return;
+  Unreserve(it->second, worker);
   std::erase_if(it->second.shards, [&worker](const ShardRecord& s) { return s.worker == worker; });
   auto w = workers_.find(worker);
   if (w != workers_.end()) w->second.sequences.erase(id);
@@ -70,6 +71,7 @@ void SchedulerState::DropShard(uint64_t id, const std::string& worker) {
 void SchedulerState::DropSequence(uint64_t id) {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return;
+  Unreserve(it->second, "");
   for (const ShardRecord& s : it->second.shards) {
     auto w = workers_.find(s.worker);
     if (w != workers_.end()) w->second.sequences.erase(id);
@@ -121,6 +123,7 @@ void SchedulerState::Reconcile(const std::string& worker, const std::vector<Held
                           .confirmed = true});
     w.sequences.insert(id);
   }
+  Recompute(w);
 }
 
 RegisterOutcome SchedulerState::Register(WorkerReport report) {
@@ -168,20 +171,32 @@ HeartbeatReply SchedulerState::Heartbeat(WorkerReport report) {
   return reply;
 }
 
-uint64_t SchedulerState::Reserved(const WorkerRecord& w) const {
-  uint64_t reserved = 0;
-  const uint64_t bpt = w.report.figures.kv_bytes_per_token;
+uint64_t SchedulerState::ShardReserve(const ShardRecord& s, const WorkerRecord& w) {
+  if (s.expected_bytes == 0) return 0;
   const uint64_t heads = std::max<uint32_t>(w.report.num_kv_heads, 1);
+  const uint64_t held = s.held_tokens * w.report.figures.kv_bytes_per_token / heads *
+                        (s.kv_head_end - s.kv_head_begin);
+  return Minus(s.expected_bytes, held);
+}
+
+void SchedulerState::Recompute(WorkerRecord& w) const {
+  w.reserved = 0;
   for (const uint64_t id : w.sequences) {
     auto it = sequences_.find(id);
     if (it == sequences_.end()) continue;
     for (const ShardRecord& s : it->second.shards) {
-      if (s.worker != w.report.name || s.expected_bytes == 0) continue;
-      const uint64_t held = s.held_tokens * bpt / heads * (s.kv_head_end - s.kv_head_begin);
-      reserved += Minus(s.expected_bytes, held);
+      if (s.worker == w.report.name) w.reserved += ShardReserve(s, w);
     }
   }
-  return reserved;
+}
+
+void SchedulerState::Unreserve(const SequenceRecord& seq, const std::string& worker) {
+  for (const ShardRecord& s : seq.shards) {
+    if (!worker.empty() && s.worker != worker) continue;
+    auto w = workers_.find(s.worker);
+    if (w != workers_.end())
+      w->second.reserved = Minus(w->second.reserved, ShardReserve(s, w->second));
+  }
 }
 
 Status SchedulerState::CheckAlive(uint64_t id, const SequenceRecord& seq, TimePoint now) const {
@@ -255,7 +270,7 @@ StatusOr<PlaceOutcome> SchedulerState::Place(const PlaceRequest& request,
                      .num_kv_heads = w.report.num_kv_heads,
                      .figures = w.report.figures,
                      .prefix = &w.report.prefix,
-                     .reserved_bytes = Reserved(w),
+                     .reserved_bytes = w.reserved,
                      .recent_prefix_blocks = recent.worker == name ? recent.blocks : 0});
     records.push_back(&w);
   }
@@ -285,7 +300,9 @@ PlaceOutcome SchedulerState::Record(const PlaceRequest& request, const Placement
                           .token_end = d.token_end,
                           .token_end_known = true,
                           .expected_bytes = std::max<uint64_t>(d.bytes, 1)});
-    workers_[name].sequences.insert(request.sequence_id);
+    WorkerRecord& w = workers_[name];
+    w.sequences.insert(request.sequence_id);
+    w.reserved += ShardReserve(seq.shards.back(), w);
   }
   // The prompt blocks the first shard holds count for affinity from now on.
   if (!seq.shards.empty()) {

@@ -119,6 +119,9 @@ class SchedulerState {
     TimePoint last_seen;
     bool dead = false;
     std::set<uint64_t> sequences;  // ids with a shard on this worker
+    // Sum of ShardReserve over its shards: recomputed at every report, kept up to date by
+    // placements and drops in between (so a placement does not walk every sequence).
+    uint64_t reserved = 0;
   };
   struct ShardRecord {
     std::string worker;
@@ -145,7 +148,12 @@ class SchedulerState {
       REQUIRES(mu_);
   void DropShard(uint64_t id, const std::string& worker) REQUIRES(mu_);
   void DropSequence(uint64_t id) REQUIRES(mu_);
-  uint64_t Reserved(const WorkerRecord& w) const REQUIRES(mu_);
+  // Bytes a placed shard may still take on its worker beyond what the worker holds now.
+  static uint64_t ShardReserve(const ShardRecord& s, const WorkerRecord& w);
+  // Recomputes w.reserved from its shards.
+  void Recompute(WorkerRecord& w) const REQUIRES(mu_);
+  // Subtracts the reserves of `seq`'s shards on `worker` (all of them when empty).
+  void Unreserve(const SequenceRecord& seq, const std::string& worker) REQUIRES(mu_);
   Placement ToPlacement(uint64_t id, const SequenceRecord& seq) const REQUIRES(mu_);
   // UNAVAILABLE naming the first dead worker among the sequence's shards; OK if none.
   Status CheckAlive(uint64_t id, const SequenceRecord& seq, TimePoint now) const REQUIRES(mu_);

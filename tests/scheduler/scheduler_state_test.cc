@@ -280,6 +280,23 @@ TEST_F(SchedulerStateTest, ReservationsSpreadABurst) {
   EXPECT_EQ(next->placement.shards[0].worker_name, "w1");
 }
 
+TEST_F(SchedulerStateTest, ReleaseGivesTheReservationBack) {
+  state_.Register(Report("w1", 1, 64 << 20));
+  state_.Register(Report("w2", 1, 64 << 20));
+  std::vector<uint64_t> on_w2;
+  for (uint64_t id = 1; id <= 6; ++id) {
+    StatusOr<PlaceOutcome> p = state_.Place(Request(id), policy_);
+    ASSERT_TRUE(p.ok()) << p.status();
+    if (p->placement.shards[0].worker_name == "w2") on_w2.push_back(id);
+  }
+  ASSERT_EQ(on_w2.size(), 3u);
+  // With w2's placements released it has more room than w1 again (a tie would pick w1).
+  for (const uint64_t id : on_w2) EXPECT_TRUE(state_.Release(id));
+  StatusOr<PlaceOutcome> next = state_.Place(Request(7), policy_);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->placement.shards[0].worker_name, "w2");
+}
+
 TEST_F(SchedulerStateTest, RecentPlacementsKeepABurstTogether) {
   state_.Register(Report("w1"));
   state_.Register(Report("w2"));
