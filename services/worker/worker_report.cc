@@ -111,11 +111,17 @@ std::vector<scheduler::HeldShard> WorkerReporter::HeldShards() const {
   return shards;
 }
 
-scheduler::PrefixSummary WorkerReporter::Summary(uint64_t entries) const {
-  scheduler::PrefixSummary summary = scheduler::PrefixSummary::ForEntries(entries);
+const scheduler::PrefixSummary& WorkerReporter::Summary(const KvStoreStats& s) {
+  // Any change of the filled entries moves one of these: a new or newly filled entry adds
+  // blocks, an evicted or emptied one counts or removes blocks, the tier's set only grows.
+  std::vector<int64_t> key = {s.prefix_entries, s.prefix_blocks, s.evictions, s.ssd_prefix_entries};
+  if (key == summary_key_ && !summary_.empty()) return summary_;
+  summary_ = scheduler::PrefixSummary::ForEntries(static_cast<uint64_t>(
+      std::max<int64_t>(s.prefix_entries, 0) + std::max<int64_t>(s.ssd_prefix_entries, 0)));
   service_->store().VisitPrefixEntries(
-      [&summary](uint64_t scope, uint64_t hash) { summary.Add(scope, hash); });
-  return summary;
+      [this](uint64_t scope, uint64_t hash) { summary_.Add(scope, hash); });
+  summary_key_ = std::move(key);
+  return summary_;
 }
 
 scheduler::WorkerReport WorkerReporter::Report() {
@@ -128,8 +134,7 @@ scheduler::WorkerReport WorkerReporter::Report() {
   r.num_kv_heads = static_cast<uint32_t>(service_->spec().num_kv_heads);
   const KvStoreStats s = service_->store().Stats();
   r.figures = Figures(s);
-  r.prefix = Summary(static_cast<uint64_t>(std::max<int64_t>(s.prefix_entries, 0) +
-                                           std::max<int64_t>(s.ssd_prefix_entries, 0)));
+  r.prefix = Summary(s);
   r.shards = HeldShards();
   r.ready = ready_ ? ready_() : true;
   return r;

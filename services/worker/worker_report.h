@@ -14,7 +14,8 @@
 // requests served, compute threads, B and the KV bytes of one token.
 //
 // Report() takes the store's locks one at a time (never while answering a request) and walks
-// the prefix cache under its mutex once.
+// the prefix cache under its mutex when its figures (entries, blocks, evictions, entries on
+// SSD) changed since the previous report.
 //
 // Thread safety: Report is called from one thread at a time (the agent's); it reads the
 // service, which serves requests concurrently.
@@ -59,7 +60,8 @@ class WorkerReporter {
  private:
   scheduler::WorkerFigures Figures(const KvStoreStats& s);
   std::vector<scheduler::HeldShard> HeldShards() const;
-  scheduler::PrefixSummary Summary(uint64_t entries) const;
+  // The prefix summary, rebuilt only when the prefix cache's figures moved since the last one.
+  const scheduler::PrefixSummary& Summary(const KvStoreStats& s);
 
   const WorkerIdentity identity_;
   const WorkerService* const service_;
@@ -67,6 +69,8 @@ class WorkerReporter {
   const std::function<uint64_t()> requests_total_;
   const std::function<bool()> ready_;
   std::vector<uint64_t> last_attend_;  // Attend's duration counts at the previous report
+  scheduler::PrefixSummary summary_;
+  std::vector<int64_t> summary_key_;  // the figures summary_ was built at
 };
 
 }  // namespace attic
