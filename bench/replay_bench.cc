@@ -13,7 +13,7 @@
 //                               ideal (every block whose hash chain appeared earlier, unbounded
 //                               cache)
 //
-//   attic-bench-replay [--trace FILE] [--requests N] [--speedups 0.5,1,2,4,8] [--slo-ms 250]
+//   attic-bench-replay [--trace FILE] [--requests N] [--speedups 0.5,1,2,4,8,16] [--slo-ms 200]
 //                      [--layers N] [--workers 2] [--worker-memory BYTES] [--json FILE]
 #include <algorithm>
 #include <cstdio>
@@ -44,8 +44,8 @@ struct Flags {
   std::string trace;
   int requests = 100;
   std::vector<double> speedups = {0.5, 1, 2, 4, 8, 16};
-  double slo_ms = 250;
-  int layers = 6;
+  double slo_ms = 200;
+  int layers = 2;
   int workers = 2;
   std::string worker_memory = "3GiB";
   int worker_threads = 1;
