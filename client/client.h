@@ -280,6 +280,8 @@ class Client {
   // FAILED_PRECONDITION without a scheduler; the scheduler's refusal otherwise
   // (RESOURCE_EXHAUSTED when no worker has room, UNAVAILABLE when none is alive), and
   // UNAVAILABLE / DEADLINE_EXCEEDED naming the scheduler when it cannot be reached in time.
+  // The call runs on a thread of its own; the client must outlive the futures of Place and
+  // Locate (wait for them before destroying it).
   virtual std::future<StatusOr<Placement>> Place(const PlaceOptions& options) = 0;
 
   // Where the scheduler says sequence `id` lives now (after a scheduler restart, as its

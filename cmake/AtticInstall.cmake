@@ -5,19 +5,21 @@
 # transport and wire code are linked, not exposed), AtticTargets.cmake, AtticConfig.cmake and
 # a version file. Layout under the prefix:
 #   include/client/{client,scheduler}.h, include/common/{status,dtype,tensor_view,model_spec}.h
-#   lib/libattic_{client,transport,wire,control,common}.a
+#   lib/libattic_{client,transport,wire,control,scheduler_protocol,prefix_summary,common}.a
 #   lib/cmake/Attic/Attic{Config,ConfigVersion,Targets}.cmake
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
 set(ATTIC_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/Attic")
 
-# Exported as Attic::client, Attic::transport, Attic::wire, Attic::control, Attic::common.
-foreach(component client transport wire control common)
+# Exported as Attic::client, Attic::transport, Attic::wire, Attic::control,
+# Attic::scheduler_protocol, Attic::prefix_summary, Attic::common.
+foreach(component client transport wire control scheduler_protocol prefix_summary common)
   set_target_properties(attic_${component} PROPERTIES EXPORT_NAME ${component})
 endforeach()
 
-install(TARGETS attic_client attic_transport attic_wire attic_control attic_common
+install(TARGETS attic_client attic_transport attic_wire attic_control attic_scheduler_protocol
+        attic_prefix_summary attic_common
   EXPORT AtticTargets
   ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}")
 

@@ -43,6 +43,11 @@ struct ModelSpec {
   size_t block_bytes() const {
     return static_cast<size_t>(block_size) * static_cast<size_t>(head_dim) * DTypeSize(dtype);
   }
+  // Bytes of K and V of one token over every layer and KV head: 2 * L * Hkv * D * sizeof(dtype).
+  uint64_t kv_bytes_per_token() const {
+    return 2 * static_cast<uint64_t>(num_layers) * static_cast<uint64_t>(num_kv_heads) *
+           static_cast<uint64_t>(head_dim) * DTypeSize(dtype);
+  }
   // InvalidArgument naming the first field out of range.
   Status Validate() const;
   // A stable 64-bit digest of every field (name included), for prefix-cache scoping.

@@ -137,18 +137,19 @@ StatusOr<int> ClientImpl::WorkerIndex(const std::string& address) {
   return static_cast<int>(workers_.size() - 1);
 }
 
-StatusOr<Placement> ClientImpl::ToPlacement(const PlacedSequence& placed) {
-  Placement out{.prefix_blocks_matched = placed.prefix_blocks_matched, .reason = placed.reason};
-  for (const PlacedShardAddress& s : placed.shards) {
+StatusOr<Placement> ClientImpl::ToPlacement(const scheduler::Placement& placed) {
+  Placement out{.prefix_blocks_matched = static_cast<int64_t>(placed.prefix_blocks_matched),
+                .reason = placed.reason};
+  for (const scheduler::PlacedShard& s : placed.shards) {
     ASSIGN_OR_RETURN(int worker, WorkerIndex(s.data_address));
     out.plan.shards.push_back({.worker = worker,
-                               .kv_head_begin = s.kv_head_begin,
-                               .kv_head_end = s.kv_head_end,
-                               .token_begin = s.token_begin,
+                               .kv_head_begin = static_cast<int>(s.kv_head_begin),
+                               .kv_head_end = static_cast<int>(s.kv_head_end),
+                               .token_begin = static_cast<int64_t>(s.token_begin),
                                .token_end = s.token_end});
   }
   RETURN_IF_ERROR(out.plan.Validate(options_.spec, static_cast<int>(NumWorkers()))
-                      .WithContext("placement of sequence " + std::to_string(placed.id) +
+                      .WithContext("placement of sequence " + std::to_string(placed.sequence_id) +
                                    " from scheduler " + options_.scheduler));
   return out;
 }
@@ -161,7 +162,7 @@ std::future<StatusOr<Placement>> ClientImpl::Place(const PlaceOptions& options) 
   }
   const uint64_t scope = ScopeFingerprint(options.tenant, fingerprint_, options_.spec);
   return std::async(std::launch::async, [this, options, scope]() -> Result {
-    StatusOr<PlacedSequence> placed =
+    StatusOr<scheduler::Placement> placed =
         SchedulerPlace(options_.scheduler, options, scope, fingerprint_, options_.timeout);
     if (!placed.ok()) return placed.status().WithContext("sequence " + std::to_string(options.id));
     return ToPlacement(*placed);
@@ -175,7 +176,7 @@ std::future<StatusOr<Placement>> ClientImpl::Locate(uint64_t id) {
         "sequence " + std::to_string(id) + ": Locate needs ClientOptions::scheduler")));
   }
   return std::async(std::launch::async, [this, id]() -> Result {
-    StatusOr<PlacedSequence> placed = SchedulerLocate(options_.scheduler, id, options_.timeout);
+    StatusOr<scheduler::Placement> placed = SchedulerLocate(options_.scheduler, id, options_.timeout);
     if (!placed.ok()) return placed.status().WithContext("sequence " + std::to_string(id));
     return ToPlacement(*placed);
   });

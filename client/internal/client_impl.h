@@ -74,7 +74,7 @@ class ClientImpl final : public Client {
   // next index) when the client does not know it yet.
   StatusOr<int> WorkerIndex(const std::string& address);
   // A scheduler's placement as a plan over the client's worker indices.
-  StatusOr<Placement> ToPlacement(const PlacedSequence& placed);
+  StatusOr<Placement> ToPlacement(const scheduler::Placement& placed);
   // Tells the scheduler, from the release thread, that sequence `id` was closed.
   void QueueRelease(uint64_t id);
   void ReleaseLoop();

@@ -384,9 +384,7 @@ ReplayDriver::~ReplayDriver() = default;
 int ReplayDriver::AutoConcurrency(uint64_t fleet_free_bytes, const Trace& trace,
                                   const ModelSpec& spec) {
   if (trace.requests.empty()) return 1;
-  const double per_token =
-      static_cast<double>(spec.num_layers) * 2.0 * static_cast<double>(spec.num_kv_heads) *
-      static_cast<double>(spec.head_dim) * static_cast<double>(DTypeSize(spec.dtype));
+  const double per_token = static_cast<double>(spec.kv_bytes_per_token());
   double tokens = 0;
   for (const TraceRequest& r : trace.requests) {
     tokens += static_cast<double>(r.input_tokens + r.output_tokens);
@@ -441,8 +439,7 @@ StatusOr<ReplayReport> ReplayDriver::Run() {
   c.head_dim = spec.head_dim;
   c.block_tokens = spec.block_size;
   c.dtype = std::string(DTypeName(spec.dtype));
-  c.kv_bytes_per_token = static_cast<int64_t>(spec.num_layers) * 2 * spec.num_kv_heads *
-                         spec.head_dim * static_cast<int64_t>(DTypeSize(spec.dtype));
+  c.kv_bytes_per_token = static_cast<int64_t>(spec.kv_bytes_per_token());
   c.max_concurrency = impl.max_concurrency;
   c.max_queue = impl.max_queue;
   c.prefill_threads = options_.prefill_threads;

@@ -37,8 +37,8 @@
 #include <vector>
 
 #include "common/status.h"
-#include "services/scheduler/prefix_summary.h"
-#include "services/scheduler/protocol.h"
+#include "transport/control/prefix_summary.h"
+#include "transport/control/scheduler_protocol.h"
 
 namespace attic::scheduler {
 

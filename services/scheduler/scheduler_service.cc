@@ -6,7 +6,7 @@
 #include <utility>
 
 #include "common/log.h"
-#include "services/scheduler/protocol.h"
+#include "transport/control/scheduler_protocol.h"
 
 namespace attic::scheduler {
 namespace {

@@ -40,7 +40,7 @@
 #include "common/status.h"
 #include "common/thread_annotations.h"
 #include "services/scheduler/placement_policy.h"
-#include "services/scheduler/protocol.h"
+#include "transport/control/scheduler_protocol.h"
 #include "services/scheduler/recent_placements.h"
 
 namespace attic::scheduler {

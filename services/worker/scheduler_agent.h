@@ -26,7 +26,7 @@
 #include <thread>
 
 #include "common/status.h"
-#include "services/scheduler/protocol.h"
+#include "transport/control/scheduler_protocol.h"
 
 namespace attic {
 

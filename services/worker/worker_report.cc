@@ -88,9 +88,7 @@ scheduler::WorkerFigures WorkerReporter::Figures(const KvStoreStats& s) {
   f.requests_total = requests_total_ ? requests_total_() : 0;
   f.compute_threads = static_cast<uint32_t>(service_->compute_threads());
   f.block_tokens = static_cast<uint32_t>(spec.block_size);
-  f.kv_bytes_per_token = 2 * static_cast<uint64_t>(spec.num_layers) *
-                         static_cast<uint64_t>(spec.num_kv_heads) *
-                         static_cast<uint64_t>(spec.head_dim) * DTypeSize(spec.dtype);
+  f.kv_bytes_per_token = spec.kv_bytes_per_token();
   return f;
 }
 

@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "services/scheduler/protocol.h"
+#include "transport/control/scheduler_protocol.h"
 
 namespace attic {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "services/scheduler/prefix_summary.h"
+#include "transport/control/prefix_summary.h"
 
 namespace attic::scheduler {
 namespace {

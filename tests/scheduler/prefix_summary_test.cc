@@ -1,6 +1,6 @@
 // PrefixSummary (no false negatives, false-positive rate near its sizing, leading runs, wire
 // checks), RecentPlacements (runs, TTL, takeover, cap) and the control-plane codecs.
-#include "services/scheduler/prefix_summary.h"
+#include "transport/control/prefix_summary.h"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "services/scheduler/protocol.h"
+#include "transport/control/scheduler_protocol.h"
 #include "services/scheduler/recent_placements.h"
 
 namespace attic::scheduler {

@@ -20,7 +20,7 @@
 #include "services/loadgen/decode_driver.h"
 #include "services/loadgen/engine_model.h"
 #include "services/loadgen/worker_process.h"
-#include "services/scheduler/protocol.h"
+#include "transport/control/scheduler_protocol.h"
 #include "transport/control/http_server.h"
 
 namespace attic::scheduler {

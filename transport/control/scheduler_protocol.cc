@@ -1,4 +1,4 @@
-#include "services/scheduler/protocol.h"
+#include "transport/control/scheduler_protocol.h"
 
 #include <capnp/message.h>
 

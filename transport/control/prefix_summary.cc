@@ -1,4 +1,4 @@
-#include "services/scheduler/prefix_summary.h"
+#include "transport/control/prefix_summary.h"
 
 #include <algorithm>
 #include <bit>

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "common/status.h"
-#include "services/scheduler/prefix_summary.h"
+#include "transport/control/prefix_summary.h"
 
 namespace attic::scheduler {
 
