@@ -1,7 +1,9 @@
 // KvStore's restart recovery from the SSD tier, and the prefix cache's SSD half (LookupPrefix
 // finding entries that DRAM evicted or never held). docs/kvstore-ssd.md, "Recovery".
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,6 +20,7 @@
 namespace attic {
 
 using kv_internal::BlockId;
+using kv_internal::BlockPools;
 using kv_internal::BlockRef;
 using kv_internal::Manifest;
 using kv_internal::PinResult;
@@ -39,6 +42,201 @@ struct Load {
   std::string v_key;
   BlockRef ref;
 };
+
+// A recovered sequence's block tables, one per (layer, head of its range): [layer * heads + head].
+using Tables = std::vector<std::vector<BlockRef>>;
+
+std::vector<BlockRef>& TableOf(const SequenceConfig& c, Tables& tables, int layer, int head_index) {
+  return tables[static_cast<size_t>(layer * c.num_heads() + head_index)];
+}
+
+// Blocks of a layer's first `len` tokens, the last one possibly partial.
+size_t BlocksFor(const SequenceConfig& c, int len) {
+  return static_cast<size_t>((len + c.block_size() - 1) / c.block_size());
+}
+
+SequenceOptions RecoveredSequenceOptions(const Manifest& m) {
+  return {.id = m.id,
+          .tenant = m.tenant,
+          .spec = m.spec,
+          .model_fingerprint = m.model_fingerprint,
+          .kv_head_begin = m.head_begin,
+          .kv_head_end = m.head_end};
+}
+
+kv_internal::ChainRequest ChainOf(const SequenceConfig& c, const Manifest& m) {
+  return {.scope = c.scope,
+          .num_layers = c.spec.num_layers,
+          .num_kv_heads = c.spec.num_kv_heads,
+          .head_begin = c.head_begin,
+          .head_end = c.head_end,
+          .block_bytes = c.block_bytes(),
+          .hashes = m.hashes};
+}
+
+// Tables holding the prompt blocks the prefix cache matched, each layer's cut at its durable
+// length. Matched blocks come first in pin.matched, block-major, then layer, then head.
+Tables MatchedTables(const SequenceConfig& c, const PinResult& pin, const Manifest& m) {
+  const int heads = c.num_heads();
+  Tables tables(static_cast<size_t>(c.spec.num_layers) * static_cast<size_t>(heads));
+  size_t matched_i = 0;
+  for (int b = 0; b < pin.matched_blocks; ++b) {
+    for (int layer = 0; layer < c.spec.num_layers; ++layer) {
+      for (int h = 0; h < heads; ++h) {
+        BlockRef ref = pin.matched[matched_i++];
+        const int len = m.durable_lengths[static_cast<size_t>(layer)];
+        if ((b + 1) * c.block_size() > len) continue;  // beyond this layer's durable length
+        TableOf(c, tables, layer, h).push_back(ref);
+      }
+    }
+  }
+  return tables;
+}
+
+// Block b of (layer, head h) as stored: under the prompt hash when a prefix entry covers it,
+// else under the sequence's own id.
+Load LoadOf(const SequenceConfig& c, const Manifest& m, int layer, int h, size_t b, bool full,
+            bool shared) {
+  const int head = c.head_begin + h;
+  Load load{.layer = layer, .head_index = h, .block = b, .full = full};
+  if (shared) {
+    load.k_key = SharedBlockKey(c.scope, m.hashes[b], layer, head, BlockKind::kKey);
+    load.v_key = SharedBlockKey(c.scope, m.hashes[b], layer, head, BlockKind::kValue);
+  } else {
+    load.k_key = PrivateBlockKey(c.id, layer, head, static_cast<int>(b), BlockKind::kKey);
+    load.v_key = PrivateBlockKey(c.id, layer, head, static_cast<int>(b), BlockKind::kValue);
+  }
+  return load;
+}
+
+// Completes every table up to its layer's durable length: a full block whose prefix entry holds
+// it in DRAM is taken from there; every other becomes a Load, its table slot left invalid.
+std::vector<Load> PlanLoads(const SequenceConfig& c, const PinResult& pin, const Manifest& m,
+                            const kv_internal::PrefixCache& prefix, Tables* tables) {
+  std::vector<Load> loads;
+  for (int layer = 0; layer < c.spec.num_layers; ++layer) {
+    const int len = m.durable_lengths[static_cast<size_t>(layer)];
+    const size_t nblocks = BlocksFor(c, len);
+    for (int h = 0; h < c.num_heads(); ++h) {
+      std::vector<BlockRef>& t = TableOf(c, *tables, layer, h);
+      for (size_t b = t.size(); b < nblocks; ++b) {
+        const bool full = static_cast<int>(b + 1) * c.block_size() <= len;
+        const bool shared = full && b < pin.entries.size() && pin.entries[b] != nullptr;
+        if (shared) {
+          BlockRef held = prefix.SlotRef(pin.entries[b], layer, c.head_begin + h);
+          if (held.valid()) {
+            t.push_back(held);
+            continue;
+          }
+        }
+        loads.push_back(LoadOf(c, m, layer, h, b, full, shared));
+        t.push_back(BlockRef{});  // filled by InstallLoads
+      }
+    }
+  }
+  return loads;
+}
+
+// Reads every load's K and V into the pair fresh[i] (which becomes its ref); one status per
+// block, K then V.
+std::vector<Status> ReadLoads(SsdTier& tier, BlockPools pools, size_t bytes,
+                              const std::vector<BlockRef>& fresh, std::vector<Load>* loads) {
+  std::vector<std::string> keys;
+  std::vector<std::span<std::byte>> dsts;
+  for (size_t i = 0; i < loads->size(); ++i) {
+    Load& load = (*loads)[i];
+    load.ref = fresh[i];
+    keys.push_back(load.k_key);
+    dsts.emplace_back(pools.k->block(fresh[i].k), bytes);
+    keys.push_back(load.v_key);
+    dsts.emplace_back(pools.v->block(fresh[i].v), bytes);
+  }
+  std::vector<Status> statuses;
+  if (!keys.empty()) (void)tier.ReadBlocks(keys, dsts, &statuses);
+  return statuses;
+}
+
+// A block that cannot be read truncates its layer there: what follows is unreachable.
+void TruncateAtUnreadable(const Sequence& seq, const std::vector<Load>& loads,
+                          const std::vector<Status>& statuses, Manifest* m) {
+  const int bsize = seq.config().block_size();
+  for (size_t i = 0; i < loads.size(); ++i) {
+    const Status& sk = statuses[2 * i];
+    const Status& sv = statuses[2 * i + 1];
+    if (sk.ok() && sv.ok()) continue;
+    const Status& bad = sk.ok() ? sv : sk;
+    int& len = m->durable_lengths[static_cast<size_t>(loads[i].layer)];
+    const int cut = static_cast<int>(loads[i].block) * bsize;
+    if (cut < len) {
+      ATTIC_LOG(kWarn, "kvstore") << "SSD tier: "
+                                  << seq.Name(loads[i].layer, loads[i].head_index, loads[i].block)
+                                  << " unreadable (" << bad.message() << "); layer truncated to "
+                                  << cut << " tokens";
+      len = cut;
+    }
+  }
+}
+
+// What InstallLoads leaves to the store: pairs truncation cut off, to free, and full blocks a
+// prefix entry should hold, to publish.
+struct Installed {
+  std::vector<BlockRef> dropped;
+  std::vector<PublishItem> items;
+};
+
+// Puts every read block in its table slot (a full one with its checksums, durable), drops what
+// truncation cut off and lists the full blocks a prefix entry covers.
+Installed InstallLoads(const SequenceConfig& c, const PinResult& pin, const Manifest& m,
+                       BlockPools pools, kv_internal::ValueResidency& residency,
+                       std::vector<Load>& loads, Tables* tables) {
+  const size_t bytes = c.block_bytes();
+  Installed out;
+  size_t li = 0;
+  for (int layer = 0; layer < c.spec.num_layers; ++layer) {
+    const size_t nblocks = BlocksFor(c, m.durable_lengths[static_cast<size_t>(layer)]);
+    for (int h = 0; h < c.num_heads(); ++h) {
+      std::vector<BlockRef>& t = TableOf(c, *tables, layer, h);
+      for (size_t b = 0; b < t.size(); ++b) {
+        if (t[b].valid() && t[b].shared) continue;  // held by a prefix entry already
+        Load& load = loads[li++];
+        if (b >= nblocks) {
+          out.dropped.push_back(load.ref);
+          continue;
+        }
+        BlockRef ref = load.ref;
+        if (load.full) {
+          ref.k_crc = Crc32c(pools.k->block(ref.k), bytes);
+          ref.v_crc = Crc32c(pools.v->block(ref.v), bytes);
+          residency.SetDurable(ref.v);
+        }
+        t[b] = ref;
+        if (load.full && b < pin.entries.size() && pin.entries[b] != nullptr) {
+          out.items.push_back(PublishItem{.entry = pin.entries[b],
+                                          .layer = layer,
+                                          .kv_head = c.head_begin + h,
+                                          .block_index = static_cast<int>(b),
+                                          .ref = ref});
+        }
+      }
+      t.resize(std::min(t.size(), nblocks));
+    }
+  }
+  return out;
+}
+
+// Points the tables at the blocks the prefix cache took (its copy when it deduped); returns how
+// many stopped being private.
+int64_t AdoptPublished(const SequenceConfig& c, std::span<const PublishItem> items,
+                       Tables* tables) {
+  int64_t moved = 0;
+  for (const PublishItem& item : items) {
+    if (item.outcome == PublishOutcome::kConflict) continue;
+    std::vector<BlockRef>& t = TableOf(c, *tables, item.layer, item.kv_head - c.head_begin);
+    t[static_cast<size_t>(item.block_index)] = item.ref;
+    ++moved;
+  }
+  return moved;
+}
 
 }  // namespace
 
@@ -81,146 +279,25 @@ Status KvStore::Recover() {
 }
 
 Status KvStore::RecoverSequence(const Manifest& manifest) {
-  SequenceOptions o{.id = manifest.id,
-                    .tenant = manifest.tenant,
-                    .spec = manifest.spec,
-                    .model_fingerprint = manifest.model_fingerprint,
-                    .kv_head_begin = manifest.head_begin,
-                    .kv_head_end = manifest.head_end};
-  RETURN_IF_ERROR(OpenSequence(o));
+  RETURN_IF_ERROR(OpenSequence(RecoveredSequenceOptions(manifest)));
   ASSIGN_OR_RETURN(std::shared_ptr<Sequence> seq, Find(manifest.id));
   const SequenceConfig& c = seq->config();
-  const int bsize = c.block_size();
-  const size_t bytes = c.block_bytes();
   MutexLock l(&seq->mu);
-  PinResult pin = prefix_->PinChain({.scope = c.scope,
-                                     .num_layers = c.spec.num_layers,
-                                     .num_kv_heads = c.spec.num_kv_heads,
-                                     .head_begin = c.head_begin,
-                                     .head_end = c.head_end,
-                                     .block_bytes = bytes,
-                                     .hashes = manifest.hashes});
+  PinResult pin = prefix_->PinChain(ChainOf(c, manifest));
   Manifest m = manifest;
-  const int heads = c.num_heads();
-  std::vector<std::vector<BlockRef>> tables(static_cast<size_t>(c.spec.num_layers) *
-                                            static_cast<size_t>(heads));
-  std::vector<Load> loads;
-  size_t matched_i = 0;
-  // Matched prompt blocks come first in pin.matched, block-major, then layer, then head.
-  for (int b = 0; b < pin.matched_blocks; ++b) {
-    for (int layer = 0; layer < c.spec.num_layers; ++layer) {
-      for (int h = 0; h < heads; ++h) {
-        BlockRef ref = pin.matched[matched_i++];
-        const int len = m.durable_lengths[static_cast<size_t>(layer)];
-        if ((b + 1) * bsize > len) continue;  // beyond this layer's durable length
-        tables[static_cast<size_t>(layer * heads + h)].push_back(ref);
-      }
-    }
-  }
-  for (int layer = 0; layer < c.spec.num_layers; ++layer) {
-    const int len = m.durable_lengths[static_cast<size_t>(layer)];
-    const auto nblocks = static_cast<size_t>((len + bsize - 1) / bsize);
-    for (int h = 0; h < heads; ++h) {
-      std::vector<BlockRef>& t = tables[static_cast<size_t>(layer * heads + h)];
-      for (size_t b = t.size(); b < nblocks; ++b) {
-        const bool full = static_cast<int>(b + 1) * bsize <= len;
-        const bool shared = full && b < pin.entries.size() && pin.entries[b] != nullptr;
-        if (shared) {
-          BlockRef held = prefix_->SlotRef(pin.entries[b], layer, c.head_begin + h);
-          if (held.valid()) {
-            t.push_back(held);
-            continue;
-          }
-        }
-        Load load{.layer = layer, .head_index = h, .block = b, .full = full};
-        load.k_key = PrivateBlockKey(c.id, layer, c.head_begin + h, static_cast<int>(b),
-                                     BlockKind::kKey);
-        load.v_key = PrivateBlockKey(c.id, layer, c.head_begin + h, static_cast<int>(b),
-                                     BlockKind::kValue);
-        if (shared) {
-          load.k_key = SharedBlockKey(c.scope, m.hashes[b], layer, c.head_begin + h,
-                                      BlockKind::kKey);
-          load.v_key = SharedBlockKey(c.scope, m.hashes[b], layer, c.head_begin + h,
-                                      BlockKind::kValue);
-        }
-        loads.push_back(std::move(load));
-        t.push_back(BlockRef{});  // filled below
-      }
-    }
-  }
-  // Read every missing block (keys and values: the values' checksums are needed, and the
-  // ones over budget are spilled again right after).
+  Tables tables = MatchedTables(c, pin, m);
+  std::vector<Load> loads = PlanLoads(c, pin, m, *prefix_, &tables);
+  // Keys and values are both read: the values' checksums are needed, and the ones over budget
+  // are spilled again right after.
   std::vector<BlockRef> fresh;
   RETURN_IF_ERROR(AllocatePairs(loads.size(), &fresh));
-  std::vector<std::string> keys;
-  std::vector<std::span<std::byte>> dsts;
-  for (size_t i = 0; i < loads.size(); ++i) {
-    loads[i].ref = fresh[i];
-    keys.push_back(loads[i].k_key);
-    dsts.emplace_back(k_pool_->block(fresh[i].k), bytes);
-    keys.push_back(loads[i].v_key);
-    dsts.emplace_back(v_pool_->block(fresh[i].v), bytes);
-  }
-  std::vector<Status> statuses;
-  if (!keys.empty()) (void)tier_->ReadBlocks(keys, dsts, &statuses);
-  // A block that cannot be read truncates its layer there: what follows is unreachable.
-  for (size_t i = 0; i < loads.size(); ++i) {
-    const Status& sk = statuses[2 * i];
-    const Status& sv = statuses[2 * i + 1];
-    if (sk.ok() && sv.ok()) continue;
-    const Status& bad = sk.ok() ? sv : sk;
-    auto& len = m.durable_lengths[static_cast<size_t>(loads[i].layer)];
-    const int cut = static_cast<int>(loads[i].block) * bsize;
-    if (cut < len) {
-      ATTIC_LOG(kWarn, "kvstore")
-          << "SSD tier: " << seq->Name(loads[i].layer, loads[i].head_index, loads[i].block)
-          << " unreadable (" << bad.message() << "); layer truncated to " << cut << " tokens";
-      len = cut;
-    }
-  }
-  // Install: checksums, durability, prefix entries; drop what truncation cut off.
-  std::vector<BlockRef> dropped;
-  std::vector<PublishItem> items;
-  size_t li = 0;
-  for (int layer = 0; layer < c.spec.num_layers; ++layer) {
-    const int len = m.durable_lengths[static_cast<size_t>(layer)];
-    const auto nblocks = static_cast<size_t>((len + bsize - 1) / bsize);
-    for (int h = 0; h < heads; ++h) {
-      std::vector<BlockRef>& t = tables[static_cast<size_t>(layer * heads + h)];
-      for (size_t b = 0; b < t.size(); ++b) {
-        if (t[b].valid() && t[b].shared) continue;  // held by a prefix entry already
-        Load& load = loads[li++];
-        if (b >= nblocks) {
-          dropped.push_back(load.ref);
-          continue;
-        }
-        BlockRef ref = load.ref;
-        if (load.full) {
-          ref.k_crc = Crc32c(k_pool_->block(ref.k), bytes);
-          ref.v_crc = Crc32c(v_pool_->block(ref.v), bytes);
-          ssd_->residency.SetDurable(ref.v);
-        }
-        t[b] = ref;
-        if (load.full && b < pin.entries.size() && pin.entries[b] != nullptr) {
-          items.push_back(PublishItem{.entry = pin.entries[b],
-                                      .layer = layer,
-                                      .kv_head = c.head_begin + h,
-                                      .block_index = static_cast<int>(b),
-                                      .ref = ref});
-        }
-      }
-      t.resize(std::min(t.size(), nblocks));
-    }
-  }
-  FreePairs(dropped);
-  prefix_->Publish(items);
-  int64_t moved = 0;
-  for (const PublishItem& item : items) {
-    if (item.outcome == PublishOutcome::kConflict) continue;
-    tables[static_cast<size_t>(item.layer * heads + (item.kv_head - c.head_begin))]
-          [static_cast<size_t>(item.block_index)] = item.ref;
-    ++moved;
-  }
+  const BlockPools pools{.k = k_pool_.get(), .v = v_pool_.get()};
+  const std::vector<Status> statuses = ReadLoads(*tier_, pools, c.block_bytes(), fresh, &loads);
+  TruncateAtUnreadable(*seq, loads, statuses, &m);
+  Installed installed = InstallLoads(c, pin, m, pools, ssd_->residency, loads, &tables);
+  FreePairs(installed.dropped);
+  prefix_->Publish(installed.items);
+  const int64_t moved = AdoptPublished(c, installed.items, &tables);
   private_blocks_.fetch_sub(moved, std::memory_order_relaxed);
   seq->Restore(m, std::move(pin.entries), pin.matched_blocks, std::move(tables));
   return OkStatus();

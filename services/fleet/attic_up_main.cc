@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -48,100 +49,151 @@ int Fail(const std::string& message) {
   return 2;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  attic::fleet::LocalFleetOptions options;
+struct UpFlags {
+  attic::fleet::LocalFleetOptions fleet;
   std::string state_file;
   int64_t timeout_s = 120;
-  std::vector<std::string> args(argv + 1, argv + argc);
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string flag = args[i];
-    std::string value;
-    const bool has_inline = flag.rfind("--", 0) == 0 && flag.find('=') != std::string::npos;
-    if (has_inline) {
-      value = flag.substr(flag.find('=') + 1);
-      flag = flag.substr(0, flag.find('='));
+};
+
+// The flag at args[*i], "--flag value" or "--flag=value"; taking a separate value advances *i.
+class FlagReader {
+ public:
+  FlagReader(const std::vector<std::string>& args, size_t* i) : args_(args), i_(i), arg_(args[*i]) {
+    flag_ = arg_;
+    has_inline_ = flag_.rfind("--", 0) == 0 && flag_.find('=') != std::string::npos;
+    if (has_inline_) {
+      value_ = flag_.substr(flag_.find('=') + 1);
+      flag_ = flag_.substr(0, flag_.find('='));
     }
-    auto next = [&]() -> bool {
-      if (has_inline) return true;
-      if (i + 1 >= args.size()) return false;
-      value = args[++i];
-      return true;
-    };
-    auto integer = [&](int64_t lo, int64_t hi, int64_t* out) -> std::string {
-      if (!next()) return flag + " needs a value";
-      attic::StatusOr<int64_t> v = attic::config::ParseInt(value);
-      if (!v.ok() || *v < lo || *v > hi) {
-        return flag + " = " + value + ": must be an integer in [" + std::to_string(lo) + ", " +
-               std::to_string(hi) + "]";
-      }
-      *out = *v;
-      return "";
-    };
-    std::string error;
-    int64_t n = 0;
-    if (flag == "-h" || flag == "--help") {
-      std::cout << kUsage;
-      return 0;
-    } else if (flag == "--workers") {
-      error = integer(1, 64, &n);
-      options.workers = static_cast<int>(n);
-    } else if (flag == "--base-port") {
-      error = integer(0, 65535, &n);
-      options.base_port = static_cast<uint16_t>(n);
-    } else if (flag == "--timeout-s") {
-      error = integer(1, 3600, &timeout_s);
-    } else if (flag == "--state-file") {
-      if (!next()) error = flag + " needs a file";
-      state_file = value;
-    } else if (flag == "--dir") {
-      if (!next()) error = flag + " needs a folder";
-      options.dir = value;
-      options.keep_dir = true;
-    } else if (flag == "--worker-memory") {
-      if (!next()) error = flag + " needs a size";
-      options.worker_args.insert(options.worker_args.end(), {"--kv-memory-bytes", value});
-    } else if (flag == "--model-preset") {
-      if (!next()) error = flag + " needs a name";
-      options.worker_args.insert(options.worker_args.end(), {"--model-preset", value});
-    } else if (flag == "--worker-arg") {
-      if (!next()) error = flag + " needs a flag";
-      options.worker_args.push_back(value);
-    } else if (flag == "--scheduler-arg") {
-      if (!next()) error = flag + " needs a flag";
-      options.scheduler_args.push_back(value);
-    } else if (flag == "--dram-only") {
-      options.dram_only = true;
-    } else {
-      error = "unknown flag '" + args[i] + "' (see --help)";
-    }
-    if (!error.empty()) return Fail(error);
   }
 
-  // Signals are taken synchronously, so a Ctrl-C during the start is handled the same way.
+  const std::string& arg() const { return arg_; }  // as given, "=value" included
+  const std::string& flag() const { return flag_; }
+  const std::string& value() const { return value_; }
+
+  // Takes the value: the inline one, else the next argument. False when there is none.
+  bool Next() {
+    if (has_inline_) return true;
+    if (*i_ + 1 >= args_.size()) return false;
+    value_ = args_[++*i_];
+    return true;
+  }
+
+  // Takes an integer value in [lo, hi] into *out; the error, empty if none.
+  std::string Integer(int64_t lo, int64_t hi, int64_t* out) {
+    if (!Next()) return flag_ + " needs a value";
+    attic::StatusOr<int64_t> v = attic::config::ParseInt(value_);
+    if (!v.ok() || *v < lo || *v > hi) {
+      return flag_ + " = " + value_ + ": must be an integer in [" + std::to_string(lo) + ", " +
+             std::to_string(hi) + "]";
+    }
+    *out = *v;
+    return "";
+  }
+
+ private:
+  const std::vector<std::string>& args_;
+  size_t* i_;
+  const std::string arg_;
+  std::string flag_;
+  std::string value_;
+  bool has_inline_ = false;
+};
+
+// Applies one flag other than --help; the error, empty if none.
+std::string ApplyFlag(FlagReader& r, UpFlags* up) {
+  attic::fleet::LocalFleetOptions& options = up->fleet;
+  const std::string& flag = r.flag();
+  std::string error;
+  int64_t n = 0;
+  if (flag == "--workers") {
+    error = r.Integer(1, 64, &n);
+    options.workers = static_cast<int>(n);
+  } else if (flag == "--base-port") {
+    error = r.Integer(0, 65535, &n);
+    options.base_port = static_cast<uint16_t>(n);
+  } else if (flag == "--timeout-s") {
+    error = r.Integer(1, 3600, &up->timeout_s);
+  } else if (flag == "--state-file") {
+    if (!r.Next()) error = flag + " needs a file";
+    up->state_file = r.value();
+  } else if (flag == "--dir") {
+    if (!r.Next()) error = flag + " needs a folder";
+    options.dir = r.value();
+    options.keep_dir = true;
+  } else if (flag == "--worker-memory") {
+    if (!r.Next()) error = flag + " needs a size";
+    options.worker_args.insert(options.worker_args.end(), {"--kv-memory-bytes", r.value()});
+  } else if (flag == "--model-preset") {
+    if (!r.Next()) error = flag + " needs a name";
+    options.worker_args.insert(options.worker_args.end(), {"--model-preset", r.value()});
+  } else if (flag == "--worker-arg") {
+    if (!r.Next()) error = flag + " needs a flag";
+    options.worker_args.push_back(r.value());
+  } else if (flag == "--scheduler-arg") {
+    if (!r.Next()) error = flag + " needs a flag";
+    options.scheduler_args.push_back(r.value());
+  } else if (flag == "--dram-only") {
+    options.dram_only = true;
+  } else {
+    error = "unknown flag '" + r.arg() + "' (see --help)";
+  }
+  return error;
+}
+
+// The exit status when the program ends here (--help, a bad flag).
+std::optional<int> ParseFlags(int argc, char** argv, UpFlags* up) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  for (size_t i = 0; i < args.size(); ++i) {
+    FlagReader r(args, &i);
+    if (r.flag() == "-h" || r.flag() == "--help") {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (std::string error = ApplyFlag(r, up); !error.empty()) return Fail(error);
+  }
+  return std::nullopt;
+}
+
+// Blocks the stop signals in every thread, to be taken synchronously by sigwait, so a Ctrl-C
+// during the start is handled the same way.
+sigset_t BlockStopSignals() {
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
 
-  attic::fleet::LocalFleet fleet(options);
-  std::fprintf(stderr, "attic-up: starting a scheduler and %d worker%s\n", options.workers,
-               options.workers == 1 ? "" : "s");
-  if (attic::Status s = fleet.Start(std::chrono::seconds(timeout_s)); !s.ok()) {
+// Written beside the file and renamed over it, so a reader never sees it half written.
+bool WriteStateFile(const std::string& path, const std::string& state) {
+  const std::string tmp = path + ".tmp";
+  std::ofstream out(tmp);
+  out << state;
+  out.close();
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  return out && !ec;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  UpFlags up;
+  if (const std::optional<int> rc = ParseFlags(argc, argv, &up)) return *rc;
+  sigset_t signals = BlockStopSignals();
+
+  attic::fleet::LocalFleet fleet(up.fleet);
+  std::fprintf(stderr, "attic-up: starting a scheduler and %d worker%s\n", up.fleet.workers,
+               up.fleet.workers == 1 ? "" : "s");
+  if (attic::Status s = fleet.Start(std::chrono::seconds(up.timeout_s)); !s.ok()) {
     return Fail(s.ToString());
   }
   const std::string state = fleet.StateJson();
-  if (!state_file.empty()) {
-    const std::string tmp = state_file + ".tmp";
-    std::ofstream out(tmp);
-    out << state;
-    out.close();
-    std::error_code ec;
-    std::filesystem::rename(tmp, state_file, ec);
-    if (!out || ec) return Fail("cannot write " + state_file);
+  if (!up.state_file.empty() && !WriteStateFile(up.state_file, state)) {
+    return Fail("cannot write " + up.state_file);
   }
   std::cout << state << std::flush;
   std::fprintf(stderr, "attic-up: fleet ready (folder %s); Ctrl-C stops it\n",
@@ -150,9 +202,9 @@ int main(int argc, char** argv) {
   sigwait(&signals, &sig);
   std::fprintf(stderr, "attic-up: signal %d: stopping the fleet\n", sig);
   fleet.Stop();
-  if (!state_file.empty()) {
+  if (!up.state_file.empty()) {
     std::error_code ec;
-    std::filesystem::remove(state_file, ec);
+    std::filesystem::remove(up.state_file, ec);
   }
   std::fprintf(stderr, "attic-up: stopped\n");
   return 0;

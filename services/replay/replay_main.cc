@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -111,9 +112,16 @@ Status WriteFile(const std::string& path, const std::string& text) {
   return OkStatus();
 }
 
-int Main(int argc, char** argv) {
-  ReplayFlags flags;
-  std::vector<config::Setting> table = Table(&flags);
+// Prints the error and returns the exit status `rc`.
+int Fail(const std::string& message, int rc) {
+  std::fprintf(stderr, "attic-replay: error: %s\n", message.c_str());
+  return rc;
+}
+
+// Reads the flags from the command line and the environment; the exit status when the program
+// ends here (--help, --version, a bad flag).
+std::optional<int> LoadFlags(int argc, char** argv, ReplayFlags* flags) {
+  std::vector<config::Setting> table = Table(flags);
   const config::ProgramInfo program{
       .name = "attic-replay",
       .version_line = "attic-replay 0.1.0",
@@ -126,109 +134,138 @@ int Main(int argc, char** argv) {
       .env_prefix = "ATTIC_REPLAY_"};
   StatusOr<config::LoadResult> loaded =
       config::LoadSettings(table, program, argc, argv, config::EnvironmentMap());
-  if (!loaded.ok()) {
-    std::fprintf(stderr, "attic-replay: error: %s\n", loaded.status().ToString().c_str());
-    return 2;
-  }
+  if (!loaded.ok()) return Fail(loaded.status().ToString(), 2);
   if (loaded->exit_now) {
     std::cout << loaded->output;
     return loaded->exit_code;
   }
-  if (flags.trace.empty()) {
-    std::fprintf(stderr, "attic-replay: error: --trace FILE is required (see --help)\n");
-    return 2;
-  }
+  if (flags->trace.empty()) return Fail("--trace FILE is required (see --help)", 2);
+  return std::nullopt;
+}
+
+// What is replayed: the model (layers scaled) and the selected slice of the trace.
+struct ReplayInput {
+  ModelSpec spec;
+  Trace trace;
+};
+
+// nullopt, the error printed, when the format, the model or the trace cannot be used.
+std::optional<ReplayInput> ReadInput(const ReplayFlags& flags) {
   StatusOr<TraceFormat> format = ParseTraceFormat(flags.format);
   StatusOr<ModelSpec> spec = ModelPreset(flags.model);
   if (!format.ok() || !spec.ok()) {
-    std::fprintf(stderr, "attic-replay: error: %s\n",
-                 (!format.ok() ? format.status() : spec.status()).ToString().c_str());
-    return 2;
+    Fail((!format.ok() ? format.status() : spec.status()).ToString(), 2);
+    return std::nullopt;
   }
   if (flags.layers > 0) spec->num_layers = flags.layers;
   StatusOr<Trace> trace =
       ReadTrace(flags.trace, {.format = *format, .start = flags.start, .limit = flags.limit});
   if (!trace.ok()) {
-    std::fprintf(stderr, "attic-replay: error: %s\n", trace.status().ToString().c_str());
-    return 2;
+    Fail(trace.status().ToString(), 2);
+    return std::nullopt;
   }
   if (trace->requests.empty()) {
-    std::fprintf(stderr, "attic-replay: error: %s: no request in the selected slice\n",
-                 flags.trace.c_str());
-    return 2;
+    Fail(flags.trace + ": no request in the selected slice", 2);
+    return std::nullopt;
   }
+  return ReplayInput{.spec = *std::move(spec), .trace = *std::move(trace)};
+}
 
+fleet::LocalFleetOptions LocalFleetOptionsFor(const ReplayFlags& flags, const ModelSpec& spec) {
+  fleet::LocalFleetOptions o{.workers = flags.workers,
+                             .base_port = static_cast<uint16_t>(flags.base_port),
+                             .dir = flags.fleet_dir,
+                             .keep_dir = !flags.fleet_dir.empty(),
+                             .dram_only = flags.dram_only};
+  o.worker_args = loadgen::WorkerModelArgs(spec);
+  o.worker_args.insert(o.worker_args.end(),
+                       {"--kv-memory-bytes", std::to_string(flags.worker_memory),
+                        "--compute-threads", std::to_string(flags.worker_threads)});
+  return o;
+}
+
+// The fleet of a run without --scheduler, started and ready.
+StatusOr<std::unique_ptr<fleet::LocalFleet>> StartLocalFleet(const ReplayFlags& flags,
+                                                             const ModelSpec& spec) {
+  auto local = std::make_unique<fleet::LocalFleet>(LocalFleetOptionsFor(flags, spec));
+  std::fprintf(stderr, "attic-replay: starting a local fleet of %d worker%s\n", flags.workers,
+               flags.workers == 1 ? "" : "s");
+  RETURN_IF_ERROR(local->Start(std::chrono::seconds(120)));
+  std::fprintf(stderr, "attic-replay: fleet ready: scheduler %s, logs in %s\n",
+               local->scheduler_address().c_str(), local->dir().c_str());
+  return local;
+}
+
+DriverOptions DriverOptionsFor(const ReplayFlags& flags, const ModelSpec& spec,
+                               const std::string& scheduler) {
+  return {.spec = spec,
+          .model_name = flags.model,
+          .scheduler = scheduler,
+          .speedup = static_cast<double>(flags.speedup),
+          .max_concurrency = flags.max_concurrency,
+          .max_queue = flags.max_queue,
+          .prefill_threads = flags.prefill_threads,
+          .prefill_chunk_tokens = flags.prefill_chunk,
+          .seed = flags.seed,
+          .tenant = flags.tenant,
+          .timeout = std::chrono::milliseconds(flags.timeout_ms),
+          .progress = flags.progress};
+}
+
+// Writes one report file and says where (as `shown`); false, the error printed, if it cannot.
+bool WriteReport(const std::string& path, const std::string& text, const char* kind,
+                 const std::string& shown) {
+  if (Status s = WriteFile(path, text); !s.ok()) {
+    Fail(s.ToString(), 1);
+    return false;
+  }
+  std::fprintf(stderr, "attic-replay: %s report: %s\n", kind, shown.c_str());
+  return true;
+}
+
+// The JSON and HTML reports the flags ask for; the exit status (1 if one could not be written).
+int WriteReports(const ReplayFlags& flags, const ReplayReport& report,
+                 const ReplaySummary& summary) {
+  int rc = 0;
+  if (!flags.json.empty() &&
+      !WriteReport(flags.json, RenderJson(report, summary), "JSON", flags.json)) {
+    rc = 1;
+  }
+  if (!flags.html.empty() && !WriteReport(flags.html, RenderHtml(report, summary), "HTML",
+                                          std::filesystem::absolute(flags.html).string())) {
+    rc = 1;
+  }
+  return rc;
+}
+
+int Main(int argc, char** argv) {
+  ReplayFlags flags;
+  if (const std::optional<int> rc = LoadFlags(argc, argv, &flags)) return *rc;
+  std::optional<ReplayInput> input = ReadInput(flags);
+  if (!input) return 2;
   std::unique_ptr<fleet::LocalFleet> local;
   std::string scheduler = flags.scheduler;
   if (scheduler.empty()) {
-    fleet::LocalFleetOptions o{.workers = flags.workers,
-                               .base_port = static_cast<uint16_t>(flags.base_port),
-                               .dir = flags.fleet_dir,
-                               .keep_dir = !flags.fleet_dir.empty(),
-                               .dram_only = flags.dram_only};
-    o.worker_args = loadgen::WorkerModelArgs(*spec);
-    o.worker_args.insert(o.worker_args.end(),
-                         {"--kv-memory-bytes", std::to_string(flags.worker_memory),
-                          "--compute-threads", std::to_string(flags.worker_threads)});
-    local = std::make_unique<fleet::LocalFleet>(o);
-    std::fprintf(stderr, "attic-replay: starting a local fleet of %d worker%s\n", flags.workers,
-                 flags.workers == 1 ? "" : "s");
-    if (Status s = local->Start(std::chrono::seconds(120)); !s.ok()) {
-      std::fprintf(stderr, "attic-replay: error: %s\n", s.ToString().c_str());
-      return 1;
-    }
+    StatusOr<std::unique_ptr<fleet::LocalFleet>> started = StartLocalFleet(flags, input->spec);
+    if (!started.ok()) return Fail(started.status().ToString(), 1);
+    local = *std::move(started);
     scheduler = local->scheduler_address();
-    std::fprintf(stderr, "attic-replay: fleet ready: scheduler %s, logs in %s\n", scheduler.c_str(),
-                 local->dir().c_str());
   }
-
   std::fprintf(stderr,
                "attic-replay: %zu requests of %s (%s) at speed-up %g, model %s with %d layers\n",
-               trace->requests.size(), flags.trace.c_str(),
-               std::string(TraceFormatName(trace->format)).c_str(),
-               static_cast<double>(flags.speedup), flags.model.c_str(), spec->num_layers);
-  DriverOptions options{.spec = *spec,
-                        .model_name = flags.model,
-                        .scheduler = scheduler,
-                        .speedup = static_cast<double>(flags.speedup),
-                        .max_concurrency = flags.max_concurrency,
-                        .max_queue = flags.max_queue,
-                        .prefill_threads = flags.prefill_threads,
-                        .prefill_chunk_tokens = flags.prefill_chunk,
-                        .seed = flags.seed,
-                        .tenant = flags.tenant,
-                        .timeout = std::chrono::milliseconds(flags.timeout_ms),
-                        .progress = flags.progress};
-  StatusOr<ReplayReport> report = ReplayDriver(options, *std::move(trace)).Run();
+               input->trace.requests.size(), flags.trace.c_str(),
+               std::string(TraceFormatName(input->trace.format)).c_str(),
+               static_cast<double>(flags.speedup), flags.model.c_str(), input->spec.num_layers);
+  StatusOr<ReplayReport> report =
+      ReplayDriver(DriverOptionsFor(flags, input->spec, scheduler), std::move(input->trace)).Run();
   if (local) local->Stop();
-  if (!report.ok()) {
-    std::fprintf(stderr, "attic-replay: error: %s\n", report.status().ToString().c_str());
-    return 1;
-  }
+  if (!report.ok()) return Fail(report.status().ToString(), 1);
   report->config.trace = flags.trace;
   report->config.start = flags.start;
   report->config.limit = flags.limit;
   const ReplaySummary summary = Summarize(*report);
   std::cout << RenderTable(*report, summary) << std::flush;
-  int rc = 0;
-  if (!flags.json.empty()) {
-    if (Status s = WriteFile(flags.json, RenderJson(*report, summary)); !s.ok()) {
-      std::fprintf(stderr, "attic-replay: error: %s\n", s.ToString().c_str());
-      rc = 1;
-    } else {
-      std::fprintf(stderr, "attic-replay: JSON report: %s\n", flags.json.c_str());
-    }
-  }
-  if (!flags.html.empty()) {
-    if (Status s = WriteFile(flags.html, RenderHtml(*report, summary)); !s.ok()) {
-      std::fprintf(stderr, "attic-replay: error: %s\n", s.ToString().c_str());
-      rc = 1;
-    } else {
-      std::fprintf(stderr, "attic-replay: HTML report: %s\n",
-                   std::filesystem::absolute(flags.html).c_str());
-    }
-  }
-  return rc;
+  return WriteReports(flags, *report, summary);
 }
 
 }  // namespace
