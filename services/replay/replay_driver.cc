@@ -4,13 +4,13 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cstdio>
 #include <ctime>
 #include <deque>
 #include <future>
 #include <memory>
-#include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -19,6 +19,7 @@
 #include "client/scheduler.h"
 #include "common/hash.h"
 #include "common/tensor_view.h"
+#include "common/thread_annotations.h"
 #include "services/replay/synthetic.h"
 
 namespace attic::replay {
@@ -52,6 +53,79 @@ struct Live {
   Status status;
 };
 
+// The live, ready workers a scheduler knows, and their free KV memory (DRAM).
+struct FleetCapacity {
+  int workers = 0;
+  uint64_t free_bytes = 0;
+};
+
+Status CheckOptions(const DriverOptions& o) {
+  if (o.scheduler.empty()) return InvalidArgumentError("replay: no scheduler address");
+  if (!(o.speedup > 0)) return InvalidArgumentError("replay: speedup must be > 0");
+  return o.spec.Validate();
+}
+
+// Unavailable when the scheduler knows no worker to replay against.
+StatusOr<FleetCapacity> ReadFleetCapacity(const std::string& scheduler) {
+  ASSIGN_OR_RETURN(std::vector<FleetWorker> fleet,
+                   GetFleet(scheduler, std::chrono::milliseconds(5000)));
+  FleetCapacity capacity;
+  for (const FleetWorker& w : fleet) {
+    if (!w.alive || !w.ready) continue;
+    ++capacity.workers;
+    capacity.free_bytes += w.dram_free_bytes;
+  }
+  if (capacity.workers == 0) {
+    return UnavailableError("replay: scheduler " + scheduler + " knows no live, ready worker");
+  }
+  return capacity;
+}
+
+// The base of this run's sequence ids (id = base + trace index): from the clock and the pid, so
+// that runs against one fleet do not reuse each other's ids, with the low 32 bits left clear.
+uint64_t RunIdBase() {
+  return HashCombine(static_cast<uint64_t>(Clock::now().time_since_epoch().count()),
+                     static_cast<uint64_t>(getpid())) &
+         ~uint64_t{0xffffffff};
+}
+
+ReplayConfig DescribeRun(const DriverOptions& o, const Trace& trace, int max_concurrency,
+                         int max_queue, int workers) {
+  const ModelSpec& spec = o.spec;
+  ReplayConfig c;
+  c.format = std::string(TraceFormatName(trace.format));
+  c.trace = trace.name;
+  c.speedup = o.speedup;
+  c.model = o.model_name;
+  c.layers = spec.num_layers;
+  c.num_q_heads = spec.num_q_heads;
+  c.num_kv_heads = spec.num_kv_heads;
+  c.head_dim = spec.head_dim;
+  c.block_tokens = spec.block_size;
+  c.dtype = std::string(DTypeName(spec.dtype));
+  c.kv_bytes_per_token = static_cast<int64_t>(spec.kv_bytes_per_token());
+  c.max_concurrency = max_concurrency;
+  c.max_queue = max_queue;
+  c.prefill_threads = o.prefill_threads;
+  c.seed = o.seed;
+  c.scheduler = o.scheduler;
+  c.workers = workers;
+  c.tenant = o.tenant;
+  return c;
+}
+
+// One record per request, due at its trace time divided by the speed-up.
+std::vector<RequestRecord> ScheduledRequests(const Trace& trace, double speedup) {
+  std::vector<RequestRecord> records;
+  for (const TraceRequest& t : trace.requests) {
+    records.push_back({.index = t.index,
+                       .arrival_ms = t.arrival_ms / speedup,
+                       .input_tokens = t.input_tokens,
+                       .output_tokens = t.output_tokens});
+  }
+  return records;
+}
+
 }  // namespace
 
 struct ReplayDriver::Impl {
@@ -67,31 +141,40 @@ struct ReplayDriver::Impl {
   int max_concurrency = 1;
   int max_queue = 4;
 
-  std::mutex mu;
-  std::condition_variable cv;
-  int active = 0;                              // requests holding a slot
-  std::deque<size_t> queue;                    // waiting for a slot
-  std::deque<size_t> to_prefill;               // holding a slot, waiting for a prefill thread
-  std::vector<std::unique_ptr<Live>> joining;  // prefilled, not yet in the batch
-  int64_t prefilling = 0;
-  int64_t decoding = 0;
-  int64_t completed = 0;
-  int64_t failed = 0;
-  bool arrivals_done = false;
-  bool stop = false;
+  Mutex mu;
+  CondVar cv;                                    // any change of the state below
+  int active GUARDED_BY(mu) = 0;                 // requests holding a slot
+  std::deque<size_t> queue GUARDED_BY(mu);       // waiting for a slot
+  std::deque<size_t> to_prefill GUARDED_BY(mu);  // holding a slot, waiting for a prefill thread
+  std::vector<std::unique_ptr<Live>> joining GUARDED_BY(mu);  // prefilled, not yet in the batch
+  int64_t prefilling GUARDED_BY(mu) = 0;
+  int64_t decoding GUARDED_BY(mu) = 0;
+  int64_t completed GUARDED_BY(mu) = 0;
+  int64_t failed GUARDED_BY(mu) = 0;
+  bool arrivals_done GUARDED_BY(mu) = false;
+  bool stop GUARDED_BY(mu) = false;
   std::atomic<int64_t> decode_tokens{0};
 
   double Now() const { return MsBetween(t0, Clock::now()); }
   RequestRecord& Rec(size_t i) { return report.requests[i]; }
 
-  // All requests ended. REQUIRES mu.
-  bool AllEnded() const {
+  // True once stop is set; false after `period` without it.
+  bool WaitForStop(std::chrono::milliseconds period) EXCLUDES(mu) {
+    const Clock::time_point deadline = Clock::now() + period;
+    MutexLock lock(&mu);
+    while (!stop) {
+      if (!cv.WaitUntil(&mu, deadline)) break;
+    }
+    return stop;
+  }
+
+  bool AllEnded() const REQUIRES(mu) {
     return completed + failed == static_cast<int64_t>(report.requests.size());
   }
 
-  // Ends request `rec` (REQUIRES mu): records the outcome, frees its slot if it held one and
-  // gives the slot to the next queued request.
-  void EndLocked(size_t rec, const Status& status, bool held_slot) {
+  // Ends request `rec`: records the outcome, frees its slot if it held one and gives the slot
+  // to the next queued request.
+  void EndLocked(size_t rec, const Status& status, bool held_slot) REQUIRES(mu) {
     RequestRecord& r = Rec(rec);
     r.end_ms = Now();
     if (status.ok()) {
@@ -112,20 +195,20 @@ struct ReplayDriver::Impl {
         to_prefill.push_back(next);
       }
     }
-    cv.notify_all();
+    cv.NotifyAll();
   }
-  void End(size_t rec, const Status& status, bool held_slot) {
-    std::lock_guard<std::mutex> lock(mu);
+  void End(size_t rec, const Status& status, bool held_slot) EXCLUDES(mu) {
+    MutexLock lock(&mu);
     EndLocked(rec, status, held_slot);
   }
 
-  void Arrive(size_t rec) {
-    std::lock_guard<std::mutex> lock(mu);
+  void Arrive(size_t rec) EXCLUDES(mu) {
+    MutexLock lock(&mu);
     if (active < max_concurrency) {
       ++active;
       Rec(rec).start_ms = Now();
       to_prefill.push_back(rec);
-      cv.notify_all();
+      cv.NotifyAll();
     } else if (static_cast<int>(queue.size()) < max_queue) {
       queue.push_back(rec);
     } else {
@@ -186,17 +269,22 @@ struct ReplayDriver::Impl {
     if (live.opened) client->Close(live.id).get().IgnoreError();
   }
 
-  void PrefillLoop() {
+  // The next request to prefill, counted as prefilling; nullopt once stopped with none left.
+  std::optional<size_t> TakeToPrefill() EXCLUDES(mu) {
+    MutexLock lock(&mu);
+    while (!stop && to_prefill.empty()) cv.Wait(&mu);
+    if (to_prefill.empty()) return std::nullopt;
+    const size_t rec = to_prefill.front();
+    to_prefill.pop_front();
+    ++prefilling;
+    return rec;
+  }
+
+  void PrefillLoop() EXCLUDES(mu) {
     while (true) {
-      size_t rec = 0;
-      {
-        std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return stop || !to_prefill.empty(); });
-        if (to_prefill.empty()) return;
-        rec = to_prefill.front();
-        to_prefill.pop_front();
-        ++prefilling;
-      }
+      const std::optional<size_t> next = TakeToPrefill();
+      if (!next) return;
+      const size_t rec = *next;
       const TraceRequest& t = trace.requests[rec];
       auto live = std::make_unique<Live>();
       live->rec = rec;
@@ -211,16 +299,16 @@ struct ReplayDriver::Impl {
         } else {
           CloseQuietly(*live);
         }
-        std::lock_guard<std::mutex> lock(mu);
+        MutexLock lock(&mu);
         --prefilling;
         EndLocked(rec, s, /*held_slot=*/true);
         continue;
       }
-      std::lock_guard<std::mutex> lock(mu);
+      MutexLock lock(&mu);
       --prefilling;
       Rec(rec).first_token_ms = Now();
       joining.push_back(std::move(live));
-      cv.notify_all();
+      cv.NotifyAll();
     }
   }
 
@@ -272,19 +360,23 @@ struct ReplayDriver::Impl {
     report.step_batch.push_back(static_cast<int32_t>(batch.size()));
   }
 
-  void DecodeLoop() {
+  // Moves the prefilled requests into the batch. An empty batch first waits for one, or for
+  // every request to have ended (it stays empty then).
+  void JoinBatch(std::vector<std::unique_ptr<Live>>& batch) EXCLUDES(mu) {
+    MutexLock lock(&mu);
+    if (batch.empty()) {
+      while (joining.empty() && !(arrivals_done && AllEnded())) cv.Wait(&mu);
+    }
+    for (auto& live : joining) batch.push_back(std::move(live));
+    joining.clear();
+    decoding = static_cast<int64_t>(batch.size());
+  }
+
+  void DecodeLoop() EXCLUDES(mu) {
     std::vector<std::unique_ptr<Live>> batch;
     while (true) {
-      {
-        std::unique_lock<std::mutex> lock(mu);
-        if (batch.empty()) {
-          cv.wait(lock, [&] { return !joining.empty() || (arrivals_done && AllEnded()); });
-        }
-        for (auto& live : joining) batch.push_back(std::move(live));
-        joining.clear();
-        decoding = static_cast<int64_t>(batch.size());
-        if (batch.empty()) return;
-      }
+      JoinBatch(batch);
+      if (batch.empty()) return;
       Step(batch);
       std::vector<std::unique_ptr<Live>> next;
       for (auto& live : batch) {
@@ -309,11 +401,11 @@ struct ReplayDriver::Impl {
     }
   }
 
-  TimelineSample Sample(uint64_t dram, uint64_t ssd) {
+  TimelineSample Sample(uint64_t dram, uint64_t ssd) EXCLUDES(mu) {
     TimelineSample s;
     s.t_ms = Now();
     {
-      std::lock_guard<std::mutex> lock(mu);
+      MutexLock lock(&mu);
       s.completed = completed;
       s.failed = failed;
       s.decoding = decoding;
@@ -328,18 +420,14 @@ struct ReplayDriver::Impl {
     return s;
   }
 
-  void SampleLoop() {
+  void SampleLoop() EXCLUDES(mu) {
     const bool tty = isatty(STDERR_FILENO) == 1;
     uint64_t dram = 0, ssd = 0;
     Clock::time_point last_fleet{}, last_print{};
     int64_t last_tokens = 0;
     double last_t = 0;
     double rate = 0;
-    while (true) {
-      {
-        std::unique_lock<std::mutex> lock(mu);
-        if (cv.wait_for(lock, std::chrono::milliseconds(250), [&] { return stop; })) break;
-      }
+    while (!WaitForStop(std::chrono::milliseconds(250))) {
       const Clock::time_point now = Clock::now();
       if (now - last_fleet >= std::chrono::seconds(1)) {
         last_fleet = now;
@@ -374,6 +462,71 @@ struct ReplayDriver::Impl {
     }
     if (options.progress && tty) std::fprintf(stderr, "\n");
   }
+
+  // The concurrency and queue bounds: the options', else sized to the fleet's free memory.
+  void SizeAdmission(uint64_t fleet_free_bytes) {
+    max_concurrency = options.max_concurrency > 0
+                          ? options.max_concurrency
+                          : ReplayDriver::AutoConcurrency(fleet_free_bytes, trace, options.spec);
+    max_queue = options.max_queue >= 0 ? options.max_queue : 4 * max_concurrency;
+  }
+
+  // Issues every request at its scheduled time, from this thread.
+  void IssueArrivals() {
+    for (size_t i = 0; i < report.requests.size(); ++i) {
+      const auto at =
+          t0 + std::chrono::duration_cast<Clock::duration>(
+                   std::chrono::duration<double, std::milli>(report.requests[i].arrival_ms));
+      std::this_thread::sleep_until(at);
+      Arrive(i);
+    }
+  }
+
+  void WaitAllEnded() EXCLUDES(mu) {
+    MutexLock lock(&mu);
+    arrivals_done = true;
+    cv.NotifyAll();
+    while (!AllEnded()) cv.Wait(&mu);
+  }
+
+  // Ends the prefill threads and the sampler.
+  void StopThreads() EXCLUDES(mu) {
+    MutexLock lock(&mu);
+    stop = true;
+    cv.NotifyAll();
+  }
+
+  // Runs the replay (prefill threads, the decoder, the sampler, arrivals from this thread)
+  // until every request ended; returns when the last one did.
+  Clock::time_point ReplayAll() {
+    t0 = Clock::now();
+    std::vector<std::thread> prefillers;
+    for (int i = 0; i < std::max(1, options.prefill_threads); ++i) {
+      prefillers.emplace_back([this] { PrefillLoop(); });
+    }
+    std::thread decoder([this] { DecodeLoop(); });
+    std::thread sampler([this] { SampleLoop(); });
+    IssueArrivals();
+    WaitAllEnded();
+    const Clock::time_point end = Clock::now();
+    decoder.join();
+    StopThreads();
+    for (std::thread& t : prefillers) t.join();
+    sampler.join();
+    return end;
+  }
+
+  // The run's totals, and a last sample with the final counts.
+  void FinishReport(Clock::time_point end) {
+    report.timeline.push_back(
+        Sample(report.timeline.empty() ? 0 : report.timeline.back().kv_bytes_dram,
+               report.timeline.empty() ? 0 : report.timeline.back().kv_bytes_ssd));
+    report.wall_s = std::chrono::duration<double>(end - t0).count();
+    report.decode_tokens = decode_tokens.load();
+    const ClientStats stats = client->Stats();
+    report.bytes_sent = stats.bytes_sent;
+    report.bytes_received = stats.bytes_received;
+  }
 };
 
 ReplayDriver::ReplayDriver(DriverOptions options, Trace trace)
@@ -396,104 +549,21 @@ int ReplayDriver::AutoConcurrency(uint64_t fleet_free_bytes, const Trace& trace,
 }
 
 StatusOr<ReplayReport> ReplayDriver::Run() {
-  if (options_.scheduler.empty()) return InvalidArgumentError("replay: no scheduler address");
-  if (!(options_.speedup > 0)) return InvalidArgumentError("replay: speedup must be > 0");
-  RETURN_IF_ERROR(options_.spec.Validate());
-  ASSIGN_OR_RETURN(std::vector<FleetWorker> fleet,
-                   GetFleet(options_.scheduler, std::chrono::milliseconds(5000)));
-  int alive = 0;
-  uint64_t free_bytes = 0;
-  for (const FleetWorker& w : fleet) {
-    if (!w.alive || !w.ready) continue;
-    ++alive;
-    free_bytes += w.dram_free_bytes;
-  }
-  if (alive == 0) {
-    return UnavailableError("replay: scheduler " + options_.scheduler +
-                            " knows no live, ready worker");
-  }
-
+  RETURN_IF_ERROR(CheckOptions(options_));
+  ASSIGN_OR_RETURN(const FleetCapacity fleet, ReadFleetCapacity(options_.scheduler));
   Impl impl(options_, trace_);
   ASSIGN_OR_RETURN(impl.client, Client::Connect({.scheduler = options_.scheduler,
                                                  .spec = options_.spec,
                                                  .name = "attic-replay",
                                                  .timeout = options_.timeout}));
-  impl.max_concurrency = options_.max_concurrency > 0
-                             ? options_.max_concurrency
-                             : AutoConcurrency(free_bytes, trace_, options_.spec);
-  impl.max_queue = options_.max_queue >= 0 ? options_.max_queue : 4 * impl.max_concurrency;
-  impl.id_base = HashCombine(static_cast<uint64_t>(Clock::now().time_since_epoch().count()),
-                             static_cast<uint64_t>(getpid())) &
-                 ~uint64_t{0xffffffff};
-
-  ReplayReport& report = impl.report;
-  ReplayConfig& c = report.config;
-  const ModelSpec& spec = options_.spec;
-  c.format = std::string(TraceFormatName(trace_.format));
-  c.trace = trace_.name;
-  c.speedup = options_.speedup;
-  c.model = options_.model_name;
-  c.layers = spec.num_layers;
-  c.num_q_heads = spec.num_q_heads;
-  c.num_kv_heads = spec.num_kv_heads;
-  c.head_dim = spec.head_dim;
-  c.block_tokens = spec.block_size;
-  c.dtype = std::string(DTypeName(spec.dtype));
-  c.kv_bytes_per_token = static_cast<int64_t>(spec.kv_bytes_per_token());
-  c.max_concurrency = impl.max_concurrency;
-  c.max_queue = impl.max_queue;
-  c.prefill_threads = options_.prefill_threads;
-  c.seed = options_.seed;
-  c.scheduler = options_.scheduler;
-  c.workers = alive;
-  c.tenant = options_.tenant;
-  for (const TraceRequest& t : trace_.requests) {
-    report.requests.push_back({.index = t.index,
-                               .arrival_ms = t.arrival_ms / options_.speedup,
-                               .input_tokens = t.input_tokens,
-                               .output_tokens = t.output_tokens});
-  }
-  report.started_at = IsoNow();
-
-  impl.t0 = Clock::now();
-  std::vector<std::thread> threads;
-  for (int i = 0; i < std::max(1, options_.prefill_threads); ++i) {
-    threads.emplace_back([&impl] { impl.PrefillLoop(); });
-  }
-  std::thread decoder([&impl] { impl.DecodeLoop(); });
-  std::thread sampler([&impl] { impl.SampleLoop(); });
-
-  for (size_t i = 0; i < report.requests.size(); ++i) {
-    const auto at =
-        impl.t0 + std::chrono::duration_cast<Clock::duration>(
-                      std::chrono::duration<double, std::milli>(report.requests[i].arrival_ms));
-    std::this_thread::sleep_until(at);
-    impl.Arrive(i);
-  }
-  {
-    std::unique_lock<std::mutex> lock(impl.mu);
-    impl.arrivals_done = true;
-    impl.cv.notify_all();
-    impl.cv.wait(lock, [&] { return impl.AllEnded(); });
-  }
-  const Clock::time_point end = Clock::now();
-  decoder.join();
-  {
-    std::lock_guard<std::mutex> lock(impl.mu);
-    impl.stop = true;
-    impl.cv.notify_all();
-  }
-  for (std::thread& t : threads) t.join();
-  sampler.join();
-  // A last sample with the final counts.
-  report.timeline.push_back(
-      impl.Sample(report.timeline.empty() ? 0 : report.timeline.back().kv_bytes_dram,
-                  report.timeline.empty() ? 0 : report.timeline.back().kv_bytes_ssd));
-  report.wall_s = std::chrono::duration<double>(end - impl.t0).count();
-  report.decode_tokens = impl.decode_tokens.load();
-  const ClientStats stats = impl.client->Stats();
-  report.bytes_sent = stats.bytes_sent;
-  report.bytes_received = stats.bytes_received;
+  impl.SizeAdmission(fleet.free_bytes);
+  impl.id_base = RunIdBase();
+  impl.report.config =
+      DescribeRun(options_, trace_, impl.max_concurrency, impl.max_queue, fleet.workers);
+  impl.report.requests = ScheduledRequests(trace_, options_.speedup);
+  impl.report.started_at = IsoNow();
+  const Clock::time_point end = impl.ReplayAll();
+  impl.FinishReport(end);
   return std::move(impl.report);
 }
 
