@@ -11,7 +11,7 @@
 // Numerics: q, accumulation, out and lse are fp32; K/V are read in their storage dtype
 // (fp32, bf16 or fp16) and widened exactly. out[g] is the normalized attention output of query
 // head g; lse[g] = ln(sum_t exp(scale * q_g . k_t)) (natural log, as FlashAttention's
-// softmax_lse), so partial results over disjoint token sets merge exactly (merge.h). With no
+// softmax_lse), so partial results over disjoint token sets merge exactly (common/lse_merge.h). With no
 // tokens at all, out is zero and lse is -inf: the identity of the merge.
 // A block-and-range selection ("block b, tokens [i, j)") is a KvRun pointing into the block.
 //

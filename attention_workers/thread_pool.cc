@@ -1,5 +1,7 @@
 #include "attention_workers/thread_pool.h"
 
+#include <algorithm>
+
 namespace attic {
 
 ThreadPool::ThreadPool(const ThreadPoolOptions& options) {
@@ -12,59 +14,70 @@ ThreadPool::ThreadPool(const ThreadPoolOptions& options) {
 
 ThreadPool::~ThreadPool() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     stop_ = true;
   }
-  wake_.notify_all();
+  wake_.NotifyAll();
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::Drain(const std::function<void(int64_t)>& fn, int64_t n) {
-  for (int64_t i = next_.fetch_add(1, std::memory_order_relaxed); i < n;
-       i = next_.fetch_add(1, std::memory_order_relaxed)) {
-    fn(i);
+void ThreadPool::Drain(Batch& batch) {
+  for (int64_t i = batch.next.fetch_add(1, std::memory_order_relaxed); i < batch.n;
+       i = batch.next.fetch_add(1, std::memory_order_relaxed)) {
+    (*batch.fn)(i);
   }
 }
 
+ThreadPool::Batch* ThreadPool::OpenBatch() {
+  for (Batch* b : open_) {
+    if (b->next.load(std::memory_order_relaxed) < b->n) return b;
+  }
+  return nullptr;
+}
+
 void ThreadPool::WorkerLoop() {
-  uint64_t seen = 0;
-  std::unique_lock<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   for (;;) {
-    wake_.wait(l, [&] { return stop_ || generation_ != seen; });
+    Batch* batch = nullptr;
+    const auto ready = [&]() REQUIRES(mu_) {
+      if (stop_) return true;
+      batch = OpenBatch();
+      return batch != nullptr;
+    };
+    while (!ready()) wake_.Wait(&mu_);
     if (stop_) return;
-    seen = generation_;
-    if (fn_ == nullptr) continue;  // woke after that batch had already finished
-    const std::function<void(int64_t)>* fn = fn_;
-    const int64_t n = n_;
-    ++active_;
-    l.unlock();
-    Drain(*fn, n);
-    l.lock();
-    if (--active_ == 0) done_.notify_all();
+    ++batch->helpers;
+    mu_.Unlock();
+    Drain(*batch);
+    mu_.Lock();
+    // The caller waits for its helpers before its batch leaves its stack.
+    if (--batch->helpers == 0) done_.NotifyAll();
   }
 }
 
 void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t)>& fn) {
   if (n <= 0) return;
-  std::lock_guard<std::mutex> call(call_mu_);
   if (workers_.empty() || n == 1) {
     for (int64_t i = 0; i < n; ++i) fn(i);
     return;
   }
+  Batch batch;
+  batch.fn = &fn;
+  batch.n = n;
   {
-    std::lock_guard<std::mutex> l(mu_);
-    fn_ = &fn;
-    n_ = n;
-    next_.store(0, std::memory_order_relaxed);
-    ++generation_;
-    ++active_;  // the caller
+    MutexLock l(&mu_);
+    open_.push_back(&batch);
   }
-  wake_.notify_all();
-  Drain(fn, n);
-  std::unique_lock<std::mutex> l(mu_);
-  --active_;
-  done_.wait(l, [&] { return active_ == 0; });
-  fn_ = nullptr;
+  // The caller takes one task's share itself: wake at most n - 1 threads.
+  if (n - 1 >= static_cast<int64_t>(workers_.size())) {
+    wake_.NotifyAll();
+  } else {
+    for (int64_t i = 0; i < n - 1; ++i) wake_.NotifyOne();
+  }
+  Drain(batch);
+  MutexLock l(&mu_);
+  open_.erase(std::find(open_.begin(), open_.end(), &batch));
+  while (batch.helpers != 0) done_.Wait(&mu_);
 }
 
 }  // namespace attic

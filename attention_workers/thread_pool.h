@@ -4,21 +4,25 @@
 //   ThreadPool pool(ThreadPoolOptions{.num_threads = 0});      // 0 = one per core
 //   pool.ParallelFor(tasks.size(), [&](int64_t i) { Run(tasks[i]); });
 //
-// The calling thread works too, so a pool of N threads starts N-1 workers. Tasks are handed
-// out one index at a time from an atomic counter (dynamic balance: tasks differ in length).
-// Workers sleep on a condition variable between batches; nothing spins while idle.
+// The calling thread works on its own batch too, so a pool of N threads starts N-1 workers.
+// Several threads may call ParallelFor at once (the worker runs requests of different
+// sequences concurrently): their batches are all open together, and an idle pool thread
+// takes tasks from the oldest batch that still has any, so an early request finishes first
+// while a later one fills the cores the early one leaves idle. Tasks are handed out one index
+// at a time from each batch's atomic counter (dynamic balance: tasks differ in length).
+// Threads sleep on a condition variable between batches; nothing spins while idle.
 //
-// Thread safety: ParallelFor may be called from several threads; calls run one at a time, in
-// the order they take the pool's lock. fn must not call ParallelFor on the same pool.
+// Thread safety: ParallelFor may be called from any thread, concurrently; fn may itself call
+// ParallelFor on the same pool (the nested caller drains its own batch).
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
+
+#include "common/thread_annotations.h"
 
 namespace attic {
 
@@ -41,21 +45,24 @@ class ThreadPool {
   void ParallelFor(int64_t n, const std::function<void(int64_t)>& fn);
 
  private:
-  void WorkerLoop();
-  void Drain(const std::function<void(int64_t)>& fn, int64_t n);
+  // One ParallelFor call, on its caller's stack.
+  struct Batch {
+    const std::function<void(int64_t)>* fn = nullptr;
+    int64_t n = 0;
+    std::atomic<int64_t> next{0};  // claimed with fetch_add by every participant
+    int helpers = 0;               // pool threads working on it; guarded by the pool's mu_
+  };
 
-  std::mutex call_mu_;  // serializes ParallelFor calls
-  std::mutex mu_;
-  std::condition_variable wake_;
-  std::condition_variable done_;
-  // Guarded by mu_ (fn_ is non-null only while a ParallelFor is running):
-  uint64_t generation_ = 0;
-  int active_ = 0;
-  bool stop_ = false;
-  const std::function<void(int64_t)>* fn_ = nullptr;
-  int64_t n_ = 0;
-  // Claimed with fetch_add by every participant.
-  std::atomic<int64_t> next_{0};
+  void WorkerLoop();
+  static void Drain(Batch& batch);
+  // The oldest open batch with unclaimed tasks, or nullptr.
+  Batch* OpenBatch() REQUIRES(mu_);
+
+  Mutex mu_;
+  CondVar wake_;
+  CondVar done_;
+  std::vector<Batch*> open_ GUARDED_BY(mu_);  // in call order
+  bool stop_ GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;
 };
 

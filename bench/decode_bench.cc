@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "bench/bench_report.h"
+#include "bench/decode/concurrent_decode.h"
+#include "bench/decode/decode_probes.h"
 #include "bench/memory_bandwidth.h"
 #include "client/client.h"
 #include "services/loadgen/decode_driver.h"
@@ -39,9 +41,26 @@ struct Flags {
   int threads_per_worker = 0;
   std::string json;
   bool quick = false;
+  std::vector<int> concurrency;  // non-empty: the concurrent-sequences mode
 };
 
+std::vector<int> ParseList(const char* text) {
+  std::vector<int> out;
+  for (const char* p = text; *p != '\0';) {
+    char* end = nullptr;
+    const long v = std::strtol(p, &end, 10);
+    if (end == p || v < 1 || v > 4096) {
+      std::fprintf(stderr, "attic-bench-decode: --concurrency wants a list like 1,4,16,64\n");
+      std::exit(2);
+    }
+    out.push_back(static_cast<int>(v));
+    p = *end == ',' ? end + 1 : end;
+  }
+  return out;
+}
+
 bool ParseFlags(int argc, char** argv, Flags* f) {
+  bool context_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> const char* {
@@ -53,24 +72,31 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
     };
     if (a == "--workers") f->workers = std::atoi(next());
     else if (a == "--sequences") f->sequences = std::atoi(next());
-    else if (a == "--context") f->context = std::atoi(next());
+    else if (a == "--context") f->context = std::atoi(next()), context_given = true;
     else if (a == "--layers") f->layers = std::atoi(next());
     else if (a == "--steps") f->steps = std::atoi(next());
     else if (a == "--threads-per-worker") f->threads_per_worker = std::atoi(next());
     else if (a == "--json") f->json = next();
+    else if (a == "--concurrency") f->concurrency = ParseList(next());
     else if (a == "--quick") f->quick = true;
     else if (a == "--help" || a == "-h") {
       std::printf(
           "usage: attic-bench-decode [--workers W] [--sequences B] [--context T] [--layers L]\n"
           "                          [--steps N] [--threads-per-worker N] [--json FILE] [--quick]\n"
+          "       attic-bench-decode --concurrency 1,4,16,64 [--context T] [--steps N]\n"
+          "                          [--threads-per-worker N] [--json FILE] [--quick]\n"
           "Decode attention through W local attic-worker processes; per-layer latency and\n"
-          "tokens/s against the DRAM-bandwidth + round-trip lower bound measured in the run.\n");
+          "tokens/s against the DRAM-bandwidth + round-trip lower bound measured in the run.\n"
+          "--concurrency: N sequences of attic-ref-54m's shape (default context 16384) decoding\n"
+          "at once through one worker, one engine stream each; tokens/s and step latency\n"
+          "against N x (step KV bytes / bandwidth) + layers x round trip.\n");
       return false;
     } else {
       std::fprintf(stderr, "attic-bench-decode: unknown argument '%s'\n", a.c_str());
       std::exit(2);
     }
   }
+  if (!f->concurrency.empty() && !context_given) f->context = 16384;
   if (f->quick) {
     f->context = std::min(f->context, 8192);
     f->steps = std::min(f->steps, 4);
@@ -82,67 +108,19 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
   return true;
 }
 
-// Median round trip of a small Echo to the first worker: the per-layer network floor.
-StatusOr<double> MeasureRoundTrip(const std::string& address, uint64_t fingerprint) {
-  ASSIGN_OR_RETURN(auto rpc, transport::RpcClient::Create({.name = "bench-rtt",
-                                                           .model_fingerprint = fingerprint}));
-  ASSIGN_OR_RETURN(auto conn, rpc->Connect(address, transport::DeadlineAfter(std::chrono::seconds(10))));
-  std::vector<double> rtts;
-  for (int i = 0; i < 2000; ++i) {
-    transport::OutgoingMessage m;
-    m.method = transport::Method::kEcho;
-    m.header = std::string(64, 'x');
-    const auto t0 = std::chrono::steady_clock::now();
-    StatusOr<transport::IncomingMessage> r =
-        conn->Call(std::move(m), transport::DeadlineAfter(std::chrono::seconds(5))).get();
-    if (!r.ok()) return r.status();
-    if (i >= 200) {
-      rtts.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-  }
-  return loadgen::Percentile(rtts, 0.5);
-}
-
-// Attend time as the workers measured it (sum and count of their duration histogram), so the
-// report can tell compute on the workers from transport and client time.
-struct WorkerAttendTime {
-  double seconds = 0.0;
-  double count = 0.0;
-  double prepare = 0.0;  // phase totals (attic_worker_attend_phase_seconds_total)
-  double compute = 0.0;
-  double reply = 0.0;
-};
-
-StatusOr<WorkerAttendTime> ScrapeAttendTime(const std::string& control) {
-  ASSIGN_OR_RETURN(control::HttpResponse r,
-                   control::HttpGet(control, "/metrics", std::chrono::seconds(10)));
-  WorkerAttendTime t;
-  auto value_of = [&](const std::string& series) -> double {
-    const size_t at = r.body.find(series);
-    if (at == std::string::npos) return 0.0;
-    return std::atof(r.body.c_str() + at + series.size());
-  };
-  t.seconds = value_of("attic_worker_request_duration_seconds_sum{op=\"Attend\"} ");
-  t.count = value_of("attic_worker_request_duration_seconds_count{op=\"Attend\"} ");
-  t.prepare = value_of("attic_worker_attend_phase_seconds_total{phase=\"prepare\"} ");
-  t.compute = value_of("attic_worker_attend_phase_seconds_total{phase=\"compute\"} ");
-  t.reply = value_of("attic_worker_attend_phase_seconds_total{phase=\"reply\"} ");
-  return t;
-}
-
-std::vector<std::string> WorkerArgs(const ModelSpec& spec, uint64_t kv_bytes, int threads) {
-  std::vector<std::string> args = loadgen::WorkerModelArgs(spec);
-  args.insert(args.end(), {"--kv-memory-bytes", std::to_string(kv_bytes), "--compute-threads",
-                           std::to_string(threads), "--populate", "--log-level", "warn"});
-  return args;
-}
-
 int Fail(const Status& s) {
   std::fprintf(stderr, "attic-bench-decode: %s\n", s.ToString().c_str());
   return 1;
 }
 
 int Run(const Flags& f) {
+  if (!f.concurrency.empty()) {
+    return RunConcurrentDecode({.concurrency = f.concurrency,
+                                .context = f.context,
+                                .steps = f.steps,
+                                .threads = f.threads_per_worker,
+                                .json = f.json});
+  }
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int threads = f.threads_per_worker > 0 ? f.threads_per_worker
                                                : std::max(1, cores / f.workers);

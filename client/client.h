@@ -47,10 +47,12 @@
 #include <cstdint>
 #include <future>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "common/index_kind.h"
 #include "common/model_spec.h"
 #include "common/status.h"
 #include "common/tensor_view.h"
@@ -147,28 +149,19 @@ struct AttendItem {
   Status* status = nullptr;
 };
 
-// Retrieval indexes a worker can build over a sequence's keys (docs/retrieval.md).
-enum class IndexKind {
-  kWorkerDefault = 0,  // the worker's retrieval.index_kind
-  kExact = 1,          // exact top-k by scanning every key (reference)
-  kGraph = 2,          // attention-aware key graph learned from prefill queries
-  kCluster = 3,        // query-scored clusters with quantized members
-  kQuantized = 4,      // quantized scores of every key, exact re-rank
-};
-
 enum class AttendMode {
   kDense,   // every held token
   kSparse,  // retrieval attention: sinks + window + top-k retrieved per KV head
 };
 
-// Sparse mode's selection. Negative values (and kWorkerDefault) take the worker's retrieval.*
+// Sparse mode's selection. Negative values (and no index kind) take the worker's retrieval.*
 // settings. Sinks are the sequence's first tokens and the window its last, whatever the shard
 // plan.
 struct SparseOptions {
   int sinks = -1;
   int window = -1;
   int top_k = -1;
-  IndexKind index = IndexKind::kWorkerDefault;
+  std::optional<IndexKind> index;  // nullopt: the worker's retrieval.index_kind
   int effort = -1;  // the index's search effort in its own unit; -1 = its default
   // The engine attends to the last `window` tokens itself (e.g. on the GPU) and merges that
   // partial with the returned one by LSE: the workers leave them out.
@@ -263,7 +256,7 @@ class Client {
   // Call once the layer's prompt is prefilled. Queries of a decode step must not be in it.
   virtual std::future<Status> BuildIndex(uint64_t id, int layer, const TensorView& q,
                                          std::span<const int64_t> positions,
-                                         IndexKind kind = IndexKind::kWorkerDefault) = 0;
+                                         std::optional<IndexKind> kind = std::nullopt) = 0;
 
   // One decode token of one layer: k and v [Hkv, D] in any dtype.
   virtual std::future<Status> Append(uint64_t id, int layer, const TensorView& k,

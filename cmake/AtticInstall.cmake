@@ -26,7 +26,8 @@ install(TARGETS attic_client attic_transport attic_wire attic_control attic_sche
 # Headers keep their repo-relative paths, so `#include "client/client.h"` works installed too.
 # This list is client.h's include closure: the package test fails if it grows without this.
 install(FILES client/client.h client/scheduler.h DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/client")
-install(FILES common/dtype.h common/model_spec.h common/status.h common/tensor_view.h
+install(FILES common/dtype.h common/index_kind.h common/model_spec.h common/status.h
+  common/tensor_view.h
   DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/common")
 
 install(EXPORT AtticTargets

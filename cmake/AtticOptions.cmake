@@ -8,6 +8,9 @@ set(CMAKE_EXPORT_COMPILE_COMMANDS ON)
 
 option(ATTIC_BUILD_TESTS "Build the GoogleTest suites" ON)
 option(ATTIC_WERROR "Treat warnings in Attic's own code as errors" ON)
+# Clang only (the clang preset): locking that -Wthread-safety finds wrong fails the build even
+# where ATTIC_WERROR is off (common/thread_annotations.h).
+option(ATTIC_WERROR_THREAD_SAFETY "Treat clang's -Wthread-safety findings as errors" OFF)
 set(ATTIC_SANITIZE "" CACHE STRING "Sanitizer build: '', 'address' (address+undefined) or 'thread'")
 
 find_program(CCACHE_PROGRAM ccache)
@@ -21,6 +24,12 @@ set(ATTIC_WARNING_FLAGS -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wc
     -Woverloaded-virtual -Wimplicit-fallthrough -Wno-missing-field-initializers)
 if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
   list(APPEND ATTIC_WARNING_FLAGS -Wthread-safety)
+  if(ATTIC_WERROR_THREAD_SAFETY)
+    list(APPEND ATTIC_WARNING_FLAGS -Werror=thread-safety)
+  endif()
+elseif(ATTIC_WERROR_THREAD_SAFETY)
+  message(FATAL_ERROR "ATTIC_WERROR_THREAD_SAFETY needs clang (-Wthread-safety), not "
+                      "${CMAKE_CXX_COMPILER_ID}")
 endif()
 if(ATTIC_WERROR)
   list(APPEND ATTIC_WARNING_FLAGS -Werror)

@@ -234,6 +234,11 @@ class KvStore {
   // write-throughs. REQUIRES: no thread holds value views (v pointers from ReadBlocks or
   // FetchValues) while it runs. Without a tier it does nothing.
   MaintainStats Maintain();
+  // Whether Maintain has work: resident values above the high watermark, sealed blocks not yet
+  // durable, or a write-through error to report. Cheap (atomics and one lock); any thread.
+  bool MaintenanceDue() const;
+  // Advances the clock the spill order reads (one tick per request served). Any thread.
+  void TickValueClock();
 
   // The prefill query sample of (sequence, layer), stored with the sequence's manifest so a
   // restarted store can rebuild its retrieval index. Opaque bytes (the worker's encoding).

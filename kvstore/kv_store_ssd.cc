@@ -37,7 +37,7 @@ std::string EntryValue(uint64_t scope, uint64_t hash) {
 
 // Adds the K and V of one block to a write-through batch, under its tier keys.
 void AddBlockPair(const Sequence& seq, int layer, int head_index, size_t block, bool shared,
-                  const void* k, const void* v, TierBatch* batch) {
+                  const void* k, const void* v, TierBatch* batch) REQUIRES(seq.mu) {
   const size_t bytes = seq.config().block_bytes();
   batch->blocks.push_back({seq.TierKey(layer, head_index, block, shared, BlockKind::kKey),
                            Bytes(static_cast<const std::byte*>(k), bytes)});
@@ -47,8 +47,10 @@ void AddBlockPair(const Sequence& seq, int layer, int head_index, size_t block, 
 
 }  // namespace
 
+// The write-through helpers REQUIRE seq.mu (kv_store.h). The annotations are on these
+// definitions: kv_store.h only declares Sequence, so its declarations cannot name seq.mu.
 void KvStore::AddPendingBlocks(const Sequence& seq, TierBatch* batch, Manifest* m,
-                               std::vector<uint64_t>* shared_hashes) const {
+                               std::vector<uint64_t>* shared_hashes) const REQUIRES(seq.mu) {
   const int bsize = seq.config().block_size();
   for (const Sequence::PendingBlock& p : seq.pending()) {
     const BlockRef& ref = seq.ref(p.layer, p.head_index, p.block);
@@ -61,7 +63,7 @@ void KvStore::AddPendingBlocks(const Sequence& seq, TierBatch* batch, Manifest* 
 }
 
 Status KvStore::WriteThrough(Sequence& seq, TierBatch batch, const Manifest& m,
-                             std::vector<uint64_t> shared_hashes) {
+                             std::vector<uint64_t> shared_hashes) REQUIRES(seq.mu) {
   const uint64_t scope = seq.config().scope;
   std::sort(shared_hashes.begin(), shared_hashes.end());
   shared_hashes.erase(std::unique(shared_hashes.begin(), shared_hashes.end()),
@@ -90,7 +92,7 @@ Status KvStore::WriteThrough(Sequence& seq, TierBatch batch, const Manifest& m,
 }
 
 Status KvStore::WritePrefillThrough(Sequence& seq, int layer, const TensorView& k,
-                                    const TensorView& v, int num_tokens) {
+                                    const TensorView& v, int num_tokens) REQUIRES(seq.mu) {
   const kv_internal::SequenceConfig& c = seq.config();
   const int bsize = c.block_size();
   const int old_length = seq.length(layer);
@@ -116,7 +118,7 @@ Status KvStore::WritePrefillThrough(Sequence& seq, int layer, const TensorView& 
                    std::to_string(layer) + "): write-through to the SSD tier");
 }
 
-void KvStore::CommitPrefillDurable(Sequence& seq, int layer, int old_length) {
+void KvStore::CommitPrefillDurable(Sequence& seq, int layer, int old_length) REQUIRES(seq.mu) {
   const int bsize = seq.config().block_size();
   const int length = seq.length(layer);
   const auto first = static_cast<size_t>(old_length / bsize);
@@ -133,7 +135,7 @@ void KvStore::CommitPrefillDurable(Sequence& seq, int layer, int old_length) {
   seq.set_durable_length(layer, length);
 }
 
-void KvStore::WriteSealedThrough(Sequence& seq, int layer, int old_length) {
+void KvStore::WriteSealedThrough(Sequence& seq, int layer, int old_length) REQUIRES(seq.mu) {
   const int bsize = seq.config().block_size();
   const auto first = static_cast<size_t>(old_length / bsize);
   const auto end = static_cast<size_t>(seq.length(layer) / bsize);
@@ -145,7 +147,7 @@ void KvStore::WriteSealedThrough(Sequence& seq, int layer, int old_length) {
   WritePending(seq);
 }
 
-bool KvStore::WritePending(Sequence& seq) {
+bool KvStore::WritePending(Sequence& seq) REQUIRES(seq.mu) {
   if (seq.pending().empty()) return true;
   Manifest m = seq.ToManifest();
   TierBatch batch;
@@ -183,15 +185,16 @@ Status KvStore::ReadSpilled(const Sequence& seq, int layer, int head_index,
 
 namespace {
 
-// The tier key of a block's value. REQUIRES: seq.mu.
-std::string ValueKey(const Sequence& seq, int layer, int head_index, size_t block) {
+// The tier key of a block's value.
+std::string ValueKey(const Sequence& seq, int layer, int head_index, size_t block)
+    REQUIRES(seq.mu) {
   return seq.TierKey(layer, head_index, block, seq.ref(layer, head_index, block).shared,
                      BlockKind::kValue);
 }
 
-// OUT_OF_RANGE naming the first index that is not a block of (layer, head). REQUIRES: seq.mu.
+// OUT_OF_RANGE naming the first index that is not a block of (layer, head).
 Status CheckBlockIndexes(const Sequence& seq, int layer, int head_index,
-                         std::span<const int> blocks, const char* op) {
+                         std::span<const int> blocks, const char* op) REQUIRES(seq.mu) {
   const size_t n = seq.num_blocks(layer, head_index);
   for (int b : blocks) {
     if (b < 0 || static_cast<size_t>(b) >= n) {
@@ -297,10 +300,19 @@ Status KvStore::FetchValues(uint64_t seq_id, int layer, int kv_head, std::span<c
   return OkStatus();
 }
 
+bool KvStore::MaintenanceDue() const {
+  if (ssd_ == nullptr) return false;
+  return ssd_->pending_blocks.load(std::memory_order_relaxed) > 0 ||
+         ssd_->residency.resident_blocks() > ssd_->high_blocks || ssd_->HasError();
+}
+
+void KvStore::TickValueClock() {
+  if (ssd_ != nullptr) ssd_->residency.Tick();
+}
+
 MaintainStats KvStore::Maintain() {
   MaintainStats out;
   if (ssd_ == nullptr) return out;
-  ssd_->residency.Tick();
   if (ssd_->pending_blocks.load(std::memory_order_relaxed) > 0) {
     std::vector<std::shared_ptr<Sequence>> seqs;
     {

@@ -20,6 +20,19 @@ StatusOr<DType> DTypeFromWire(wire::DType t) {
   return *d;
 }
 
+wire::IndexKind IndexKindToWire(std::optional<IndexKind> kind) {
+  if (!kind) return wire::IndexKind::WORKER_DEFAULT;
+  return static_cast<wire::IndexKind>(static_cast<uint16_t>(*kind) + 1);
+}
+
+StatusOr<std::optional<IndexKind>> IndexKindFromWire(wire::IndexKind kind) {
+  const int number = static_cast<int>(kind);
+  if (number == 0) return std::optional<IndexKind>();
+  const std::optional<IndexKind> k = IndexKindFromNumber(number - 1);
+  if (!k) return InvalidArgumentError("unknown index kind number " + std::to_string(number));
+  return k;
+}
+
 void SpecToWire(const ModelSpec& spec, wire::ModelSpec::Builder out) {
   out.setName(spec.name);
   out.setNumLayers(static_cast<uint32_t>(spec.num_layers));

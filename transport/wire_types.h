@@ -7,7 +7,10 @@
 // Thread safety: stateless.
 #pragma once
 
+#include <optional>
+
 #include "common/dtype.h"
+#include "common/index_kind.h"
 #include "common/model_spec.h"
 #include "common/status.h"
 #include "transport/proto/attic.capnp.h"
@@ -17,6 +20,11 @@ namespace attic::transport {
 wire::DType DTypeToWire(DType t);
 // INVALID_ARGUMENT for an enumerant this build does not know.
 StatusOr<DType> DTypeFromWire(wire::DType t);
+
+// The wire's IndexKind is the kind's number + 1; 0 (workerDefault) is nullopt.
+wire::IndexKind IndexKindToWire(std::optional<IndexKind> kind);
+// INVALID_ARGUMENT for an enumerant this build does not know.
+StatusOr<std::optional<IndexKind>> IndexKindFromWire(wire::IndexKind kind);
 
 void SpecToWire(const ModelSpec& spec, wire::ModelSpec::Builder out);
 // INVALID_ARGUMENT if a field is out of range (ModelSpec::Validate's message).

@@ -9,33 +9,6 @@
 
 namespace attic::retrieval {
 
-std::string_view IndexKindName(IndexKind kind) {
-  switch (kind) {
-    case IndexKind::kExact:
-      return "exact";
-    case IndexKind::kGraph:
-      return "graph";
-    case IndexKind::kCluster:
-      return "cluster";
-    case IndexKind::kQuantized:
-      return "quantized";
-  }
-  return "unknown";
-}
-
-std::optional<IndexKind> ParseIndexKind(std::string_view name) {
-  for (int i = 0; i <= 3; ++i) {
-    const auto kind = static_cast<IndexKind>(i);
-    if (IndexKindName(kind) == name) return kind;
-  }
-  return std::nullopt;
-}
-
-std::optional<IndexKind> IndexKindFromNumber(int number) {
-  if (number < 0 || number > 3) return std::nullopt;
-  return static_cast<IndexKind>(number);
-}
-
 Status ValidateKeyRows(const KeyRows& keys) {
   if (keys.count < 0) return InvalidArgumentError("key rows: negative count");
   if (keys.head_dim < 32 || keys.head_dim > 512 || keys.head_dim % 32 != 0) {

@@ -31,6 +31,7 @@
 #include "attention_workers/isa.h"
 #include "attention_workers/retrieval/key_rows.h"
 #include "attention_workers/retrieval/scoring.h"
+#include "common/index_kind.h"
 #include "common/status.h"
 
 namespace attic {
@@ -38,19 +39,6 @@ class ThreadPool;
 }
 
 namespace attic::retrieval {
-
-// Numbers are stable: they travel on the wire.
-enum class IndexKind : uint8_t {
-  kExact = 0,      // scans every key exactly: the reference, and the dense-equivalent cost
-  kGraph = 1,      // attention-aware key graph learned from prefill queries (graph_index.h)
-  kCluster = 2,    // query-scored k-means clusters with quantized members (cluster_index.h)
-  kQuantized = 3,  // two-stage scan: quantized scores of every key, exact re-rank (quantized_scan.h)
-};
-
-// "exact", "graph", "cluster", "quantized".
-std::string_view IndexKindName(IndexKind kind);
-std::optional<IndexKind> ParseIndexKind(std::string_view name);
-std::optional<IndexKind> IndexKindFromNumber(int number);
 
 // Prefill queries an index may learn from (never queries of the steps it will serve): one KV
 // head's GQA group at num_queries prefill positions, q [num_queries, group_size, head_dim] fp32.

@@ -10,7 +10,7 @@
 #include "client/internal/client_impl.h"
 #include "client/internal/fan_in.h"
 #include "client/internal/kv_pack.h"
-#include "client/internal/lse_merge.h"
+#include "common/lse_merge.h"
 #include "client/internal/wire_codec.h"
 
 namespace attic::client_internal {
@@ -44,9 +44,7 @@ struct ItemState {
   Status* status_out = nullptr;  // the caller's per-item result, if it asked for one
   std::shared_ptr<SequenceState> seq;
   bool appends = false;
-  std::vector<float> o;  // [Hq, D], starts at 0
-  std::vector<float> l;  // [Hq], starts at -inf (no tokens)
-  Status status;         // the item's first error
+  Status status;  // the item's first error
 };
 
 // The shared state of one Attend call; the last worker's reply finishes it.
@@ -100,7 +98,9 @@ class AttendCall {
     stats_.bytes_read += part->bytes_read;
     stats_.dense_heads += part->dense_heads;
     const size_t row = static_cast<size_t>(e.q_head_begin);
-    MergeStatesInto(item.o.data() + row * static_cast<size_t>(head_dim_), item.l.data() + row,
+    // Straight from the reply's payload into the caller's buffers, which start as the empty
+    // state (0, -inf): one copy for an unsharded sequence.
+    MergeStatesInto(item.out + row * static_cast<size_t>(head_dim_), item.lse + row,
                     part->o.data(), part->lse.data(), e.num_q_heads, head_dim_);
   }
 
@@ -109,11 +109,7 @@ class AttendCall {
     Status first;
     for (ItemState& item : items_) {
       if (item.status_out != nullptr) *item.status_out = item.status;
-      if (item.status.ok()) {
-        std::memcpy(item.out, item.o.data(), item.o.size() * sizeof(float));
-        std::memcpy(item.lse, item.l.data(), item.l.size() * sizeof(float));
-        continue;
-      }
+      if (item.status.ok()) continue;
       if (first.ok()) first = item.status;
       if (item.appends) {
         // The step's k/v may or may not have landed: the layer's length is unknown now.
@@ -249,10 +245,7 @@ std::future<Result> ClientImpl::Attend(AttendBatch batch) {
         .lse = item.lse,
         .status_out = item.status,
         .seq = *std::move(seq),
-        .appends = HasKv(item),
-        .o = std::vector<float>(
-            static_cast<size_t>(spec.num_q_heads) * static_cast<size_t>(spec.head_dim), 0.0f),
-        .l = std::vector<float>(static_cast<size_t>(spec.num_q_heads), -INFINITY)};
+        .appends = HasKv(item)};
   }
 
   // Group by worker (one shard per worker and sequence) and count the appended tokens.
@@ -297,6 +290,13 @@ std::future<Result> ClientImpl::Attend(AttendBatch batch) {
     requests.emplace_back(w, BuildRequest(layer, spec.head_dim, batch, items, by_worker[w]));
   }
   if (requests.empty()) return ReadyFuture(Result(AttendStats{}));
+  // The requests hold their own copies of q and k/v now, so out may alias them: each item's
+  // output starts as the empty state that the workers' parts merge into.
+  const size_t out_floats = static_cast<size_t>(spec.num_q_heads) * static_cast<size_t>(spec.head_dim);
+  for (const ItemState& item : items) {
+    std::fill_n(item.out, out_floats, 0.0f);
+    std::fill_n(item.lse, static_cast<size_t>(spec.num_q_heads), -INFINITY);
+  }
   auto call = std::make_shared<AttendCall>(layer, spec.head_dim, requests.size(), std::move(items),
                                            counters_);
   std::future<Result> future = call->future();

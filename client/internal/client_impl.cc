@@ -80,36 +80,36 @@ ClientImpl::ClientImpl(const ClientOptions& options, std::unique_ptr<transport::
 
 ClientImpl::~ClientImpl() {
   {
-    std::lock_guard<std::mutex> lock(release_mu_);
+    MutexLock lock(&release_mu_);
     stopping_ = true;
   }
-  release_cv_.notify_all();
+  release_cv_.NotifyAll();
   if (release_thread_.joinable()) release_thread_.join();
 }
 
 void ClientImpl::QueueRelease(uint64_t id) {
   {
-    std::lock_guard<std::mutex> lock(release_mu_);
+    MutexLock lock(&release_mu_);
     releases_.push_back(id);
   }
-  release_cv_.notify_one();
+  release_cv_.NotifyOne();
 }
 
 void ClientImpl::ReleaseLoop() {
-  std::unique_lock<std::mutex> lock(release_mu_);
   while (true) {
-    release_cv_.wait(lock, [this] { return stopping_ || !releases_.empty(); });
-    // Pending releases are still sent when stopping: the scheduler would otherwise keep the
-    // sequences until the workers' heartbeats no longer list them.
-    if (releases_.empty()) return;
     std::vector<uint64_t> batch;
-    batch.swap(releases_);
-    lock.unlock();
+    {
+      MutexLock lock(&release_mu_);
+      while (!stopping_ && releases_.empty()) release_cv_.Wait(&release_mu_);
+      // Pending releases are still sent when stopping: the scheduler would otherwise keep the
+      // sequences until the workers' heartbeats no longer list them.
+      if (releases_.empty()) return;
+      batch.swap(releases_);
+    }
     for (uint64_t id : batch) {
       // Best effort: the scheduler also forgets sequences its workers stop announcing.
       (void)SchedulerRelease(options_.scheduler, id, options_.timeout);
     }
-    lock.lock();
   }
 }
 

@@ -11,12 +11,10 @@
 // SequenceTable and the SequenceStates (sequence.h), each with its own mutex.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <future>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -50,7 +48,8 @@ class ClientImpl final : public Client {
   std::future<Status> Prefill(uint64_t id, int layer, int64_t first_token, const TensorView& k,
                               const TensorView& v) override;
   std::future<Status> BuildIndex(uint64_t id, int layer, const TensorView& q,
-                                 std::span<const int64_t> positions, IndexKind kind) override;
+                                 std::span<const int64_t> positions,
+                                 std::optional<IndexKind> kind) override;
   std::future<Status> Append(uint64_t id, int layer, const TensorView& k,
                              const TensorView& v) override;
   std::future<StatusOr<AttendStats>> Attend(AttendBatch batch) override;
@@ -66,31 +65,32 @@ class ClientImpl final : public Client {
   ClientImpl(const ClientOptions& options, std::unique_ptr<transport::RpcClient> rpc,
              std::vector<WorkerLink> workers);
 
-  size_t NumWorkers() const {
+  size_t NumWorkers() const EXCLUDES(links_mu_) {
     MutexLock lock(&links_mu_);
     return workers_.size();
   }
   // The index of the worker at data address `address`, connecting to it (and adding it at the
   // next index) when the client does not know it yet.
-  StatusOr<int> WorkerIndex(const std::string& address);
+  StatusOr<int> WorkerIndex(const std::string& address) EXCLUDES(links_mu_, connect_mu_);
   // A scheduler's placement as a plan over the client's worker indices.
-  StatusOr<Placement> ToPlacement(const scheduler::Placement& placed);
+  StatusOr<Placement> ToPlacement(const scheduler::Placement& placed)
+      EXCLUDES(links_mu_, connect_mu_);
   // Tells the scheduler, from the release thread, that sequence `id` was closed.
-  void QueueRelease(uint64_t id);
-  void ReleaseLoop();
+  void QueueRelease(uint64_t id) EXCLUDES(release_mu_);
+  void ReleaseLoop() EXCLUDES(release_mu_);
 
   transport::Deadline CallDeadline() const { return transport::DeadlineAfter(options_.timeout); }
   // The current link to a worker (a copy: links are replaced when a worker is reconnected).
-  WorkerLink Link(size_t worker) const {
+  WorkerLink Link(size_t worker) const EXCLUDES(links_mu_) {
     MutexLock lock(&links_mu_);
     return workers_[worker];
   }
-  WorkerLink LinkOf(const SequenceState& seq, size_t shard) const {
+  WorkerLink LinkOf(const SequenceState& seq, size_t shard) const EXCLUDES(links_mu_) {
     return Link(static_cast<size_t>(seq.plan.shards[shard].worker));
   }
   // Connects again to every worker of `plan` whose connection has failed (a restarted
   // worker), within connect_timeout. The first failure, naming the worker.
-  Status ReconnectFailed(const ShardPlan& plan);
+  Status ReconnectFailed(const ShardPlan& plan) EXCLUDES(links_mu_);
   // INVALID_ARGUMENT "<context>: layer ... is not in [0, L)" unless 0 <= layer < L.
   Status CheckLayer(std::string_view context, int layer) const;
   // Sends each shard's AppendKv requests (shard -> requests and the shard-local length the
@@ -113,10 +113,10 @@ class ClientImpl final : public Client {
   Mutex connect_mu_;
 
   // Releases for the scheduler, sent by one thread so Close never waits on it.
-  std::mutex release_mu_;
-  std::condition_variable release_cv_;
-  std::vector<uint64_t> releases_;  // guarded by release_mu_
-  bool stopping_ = false;           // guarded by release_mu_
+  Mutex release_mu_;
+  CondVar release_cv_;
+  std::vector<uint64_t> releases_ GUARDED_BY(release_mu_);
+  bool stopping_ GUARDED_BY(release_mu_) = false;
   std::thread release_thread_;
 
  public:

@@ -218,7 +218,8 @@ std::future<Status> ClientImpl::Prefill(uint64_t id, int layer, int64_t first_to
 }
 
 std::future<Status> ClientImpl::BuildIndex(uint64_t id, int layer, const TensorView& q,
-                                           std::span<const int64_t> positions, IndexKind kind) {
+                                           std::span<const int64_t> positions,
+                                           std::optional<IndexKind> kind) {
   const ModelSpec& spec = options_.spec;
   const std::string context = "sequence " + std::to_string(id);
   if (Status s = CheckLayer(context, layer); !s.ok()) return ReadyFuture(std::move(s));
@@ -230,8 +231,9 @@ std::future<Status> ClientImpl::BuildIndex(uint64_t id, int layer, const TensorV
                        : CheckView("q", q, {static_cast<int64_t>(positions.size()),
                                             spec.num_q_heads, spec.head_dim});
   if (!shape.ok()) return ReadyFuture(shape.WithContext(context));
-  if (static_cast<int>(kind) < 0 || static_cast<int>(kind) > 4) {
-    return ReadyFuture(InvalidArgumentError(context + ": unknown index kind"));
+  if (kind && !IndexKindFromNumber(static_cast<int>(*kind))) {
+    return ReadyFuture(InvalidArgumentError(context + ": unknown index kind " +
+                                            std::to_string(static_cast<int>(*kind))));
   }
 
   std::vector<std::pair<size_t, std::vector<Request>>> requests;

@@ -36,8 +36,8 @@ Status ReadReply(std::string_view what, std::span<const std::byte> header, F&& r
   return BadReply(what, s);
 }
 
-// Checks one OK item's output range and copies o and lse out of the (possibly unaligned)
-// payload.
+// Checks one OK item's output range and points o and lse into the payload (copied only when
+// the payload leaves them unaligned).
 Status ReadOutputs(wire::AttendReply::Result::Reader r, std::span<const std::byte> payload,
                    int head_dim, AttendPart* part) {
   const uint64_t heads = r.getNumQHeads();
@@ -50,10 +50,16 @@ Status ReadOutputs(wire::AttendReply::Result::Reader r, std::span<const std::byt
                                        std::to_string(offset) + " overrun the " +
                                        std::to_string(payload.size()) + "-byte payload");
   }
-  part->o.resize(heads * static_cast<uint64_t>(head_dim));
-  part->lse.resize(heads);
-  std::memcpy(part->o.data(), payload.data() + offset, o_bytes);
-  std::memcpy(part->lse.data(), payload.data() + offset + o_bytes, heads * sizeof(float));
+  const std::byte* at = payload.data() + offset;
+  const size_t floats = heads * static_cast<uint64_t>(head_dim);
+  if (reinterpret_cast<uintptr_t>(at) % alignof(float) != 0) {
+    part->unaligned.resize(floats + heads);
+    std::memcpy(part->unaligned.data(), at, total);
+    at = reinterpret_cast<const std::byte*>(part->unaligned.data());
+  }
+  const auto* f = reinterpret_cast<const float*>(at);
+  part->o = std::span<const float>(f, floats);
+  part->lse = std::span<const float>(f + floats, heads);
   return OkStatus();
 }
 
@@ -143,7 +149,7 @@ std::string EncodeAppendKv(const AppendKvHeader& h) {
     }
   }
   req.setBuildIndex(h.build_index);
-  req.setIndexKind(static_cast<wire::IndexKind>(static_cast<uint16_t>(h.index_kind)));
+  req.setIndexKind(transport::IndexKindToWire(h.index_kind));
   return transport::EncodeCapnp(b);
 }
 
@@ -158,7 +164,7 @@ std::string EncodeAttend(int layer, std::span<const AttendWireItem> items, Atten
     p.setSinks(sparse.sinks);
     p.setWindow(sparse.window);
     p.setTopK(sparse.top_k);
-    p.setIndexKind(static_cast<wire::IndexKind>(static_cast<uint16_t>(sparse.index)));
+    p.setIndexKind(transport::IndexKindToWire(sparse.index));
     p.setEffort(sparse.effort);
     p.setExcludeWindow(sparse.exclude_window);
   } else {

@@ -43,7 +43,7 @@ struct AppendKvHeader {
   uint64_t sample_offset = 0;
   std::vector<int64_t> sample_positions;  // shard-local
   bool build_index = false;
-  IndexKind index_kind = IndexKind::kWorkerDefault;
+  std::optional<IndexKind> index_kind;  // nullopt: the worker's default
 };
 std::string EncodeAppendKv(const AppendKvHeader& h);
 
@@ -105,8 +105,10 @@ struct AttendPart {
   uint32_t dense_heads = 0;
   int64_t length = 0;
   int64_t durable_tokens = 0;
-  std::vector<float> o;    // [num_q_heads, D] when status is OK
-  std::vector<float> lse;  // [num_q_heads]
+  // Views into the reply's payload (valid while it lives), when status is OK.
+  std::span<const float> o;    // [num_q_heads, D]
+  std::span<const float> lse;  // [num_q_heads]
+  std::vector<float> unaligned;  // o and lse, copied, when the payload left them unaligned
 };
 
 // Parses and checks a whole AttendReply. INTERNAL if the item count, a sequence id, a head

@@ -83,6 +83,10 @@ class SsdState {
     MutexLock l(&mu_);
     last_error_ = s;
   }
+  bool HasError() const EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    return !last_error_.ok();
+  }
   Status TakeLastError() EXCLUDES(mu_) {
     MutexLock l(&mu_);
     Status s = last_error_;

@@ -191,10 +191,11 @@ SsdTierStats SsdTier::Stats() const {
   s.direct_io = m.direct_io;
   s.rocksdb_crc32c_accelerated = ssd_internal::RocksDbCrc32cAccelerated();
   ReaderLock lock(&impl_->mu);
-  if (m.database == nullptr) return s;
-  rocksdb::DB* db = m.database->db();
+  const ssd_internal::Database* database = impl_->database.get();
+  if (database == nullptr) return s;
+  rocksdb::DB* db = database->db();
   uint64_t v = 0;
-  for (rocksdb::ColumnFamilyHandle* shard : m.database->all_blocks()) {
+  for (rocksdb::ColumnFamilyHandle* shard : database->all_blocks()) {
     if (db->GetIntProperty(shard, rocksdb::DB::Properties::kLiveBlobFileSize, &v)) {
       s.live_blob_bytes += v;
     }

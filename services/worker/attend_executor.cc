@@ -5,18 +5,13 @@
 #include <cstring>
 #include <mutex>
 #include <string>
-#include <unordered_set>
 
-#include "attention_workers/merge.h"
+#include "common/lse_merge.h"
 #include "attention_workers/retrieval/locality.h"
-#include "services/worker/payload.h"
-#include "transport/capnp_codec.h"
-#include "transport/proto/attic.capnp.h"
-#include "transport/wire_types.h"
 
 namespace attic::worker_internal {
 
-using transport::IncomingMessage;
+using worker_codec::PayloadSlice;
 using transport::OutgoingMessage;
 
 struct AttendExecutor::Item {
@@ -37,14 +32,13 @@ struct AttendExecutor::Item {
   int heads = 0;          // h
   int length = 0;         // tokens after the append
   int durable = 0;        // of them, on the SSD tier
-  size_t q_index = 0;     // first float of this item's queries in q_
+  size_t q_index = 0;     // first float of this item's queries in q_ ([G * h, D] fp32)
   size_t slot_begin = 0;  // first of its h slots
   size_t out_index = 0;   // first float of its o in the reply payload (lse follows o)
   // Filled by Prepare on a pool thread, then moved into the shared arrays by Gather.
   std::vector<KvRun> runs;           // every head's blocks, head after head
   std::vector<size_t> head_runs;     // [h]: runs of each head
   std::vector<int64_t> head_tokens;  // [h]
-  std::vector<float> q;              // [G * h, D] fp32
   std::vector<BlockView> blocks;     // ReadBlocks scratch
 };
 
@@ -99,7 +93,7 @@ AttendExecutor::AttendExecutor(KvStore* store, ThreadPool* pool, const ModelSpec
 std::shared_ptr<std::vector<float>> AttendExecutor::ReplyBuffers::Get(size_t floats) {
   std::vector<float>* buffer = nullptr;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (!free_.empty()) {
       buffer = free_.back().release();
       free_.pop_back();
@@ -113,7 +107,7 @@ std::shared_ptr<std::vector<float>> AttendExecutor::ReplyBuffers::Get(size_t flo
   return std::shared_ptr<std::vector<float>>(buffer, [home](std::vector<float>* b) {
     std::unique_ptr<std::vector<float>> owned(b);
     if (std::shared_ptr<ReplyBuffers> pool = home.lock()) {
-      std::lock_guard<std::mutex> lock(pool->mu_);
+      MutexLock lock(&pool->mu_);
       if (pool->free_.size() < kMaxFree) pool->free_.push_back(std::move(owned));
     }
   });
@@ -123,105 +117,61 @@ AttendExecutor::~AttendExecutor() = default;
 
 namespace {
 
-Status CheckAligned(uint64_t offset, DType dtype, const char* what) {
-  if (offset % DTypeSize(dtype) == 0) return OkStatus();
-  return InvalidArgumentError(std::string(what) + " offset " + std::to_string(offset) +
-                              " is not a multiple of its element size " +
-                              std::to_string(DTypeSize(dtype)));
+// A sparse request's parameters, the worker's retrieval settings filling what it leaves out.
+AttendExecutor::SparseRun ResolveSparse(const worker_codec::SparseCall& p,
+                                        const RetrievalConfig& config) {
+  AttendExecutor::SparseRun run;
+  run.active = true;
+  run.selection.sinks = p.sinks < 0 ? config.sinks : p.sinks;
+  run.selection.window = p.window < 0 ? config.window : p.window;
+  run.selection.top_k = p.top_k < 0 ? config.top_k : p.top_k;
+  run.selection.exclude_window = p.exclude_window;
+  run.effort = std::max(0, p.effort);
+  run.kind = p.index_kind.value_or(config.kind);
+  return run;
 }
 
 }  // namespace
 
-// Resolves a request's sparse parameters against the worker's retrieval settings.
-StatusOr<AttendExecutor::SparseRun> ResolveSparse(wire::AttendRequest::SparseParams::Reader p,
-                                                  const RetrievalConfig& config) {
-  AttendExecutor::SparseRun run;
-  run.active = true;
-  run.selection.sinks = p.getSinks() < 0 ? config.sinks : p.getSinks();
-  run.selection.window = p.getWindow() < 0 ? config.window : p.getWindow();
-  run.selection.top_k = p.getTopK() < 0 ? config.top_k : p.getTopK();
-  run.selection.exclude_window = p.getExcludeWindow();
-  run.effort = std::max(0, p.getEffort());
-  const int kind = static_cast<int>(p.getIndexKind());
-  if (kind == 0) {
-    run.kind = config.kind;
-  } else {
-    const std::optional<retrieval::IndexKind> k = retrieval::IndexKindFromNumber(kind - 1);
-    if (!k) return InvalidArgumentError("unknown index kind " + std::to_string(kind));
-    run.kind = *k;
-  }
-  constexpr int kMaxSelect = 1 << 20;
-  if (run.selection.sinks > kMaxSelect || run.selection.window > kMaxSelect ||
-      run.selection.top_k > kMaxSelect) {
-    return InvalidArgumentError("sparse parameters above 2^20 tokens");
-  }
-  return run;
-}
-
-StatusOr<OutgoingMessage> AttendExecutor::Run(const IncomingMessage& request, Figures* figures,
-                                              Phases* phases) {
+StatusOr<OutgoingMessage> AttendExecutor::Run(const worker_codec::AttendCall& call,
+                                              std::span<const std::byte> payload,
+                                              Figures* figures, Phases* phases) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
-  ASSIGN_OR_RETURN(transport::CapnpMessage msg, transport::CapnpMessage::Parse(request.header()));
-  int layer = 0;
-  size_t count = 0;
-  RETURN_IF_ERROR(transport::CatchKj("AttendRequest", [&]() -> Status {
-                    auto r = msg.Root<wire::AttendRequest>();
-                    if (r.getLayer() >= static_cast<uint32_t>(spec_.num_layers)) {
-                      return OutOfRangeError("layer " + std::to_string(r.getLayer()) + " of a " +
-                                             std::to_string(spec_.num_layers) + "-layer model");
-                    }
-                    sparse_ = SparseRun{};
-                    if (r.getMode() == wire::AttendRequest::Mode::SPARSE) {
-                      ASSIGN_OR_RETURN(sparse_, ResolveSparse(r.getSparse(), retrieval_->config()));
-                    } else if (r.getMode() != wire::AttendRequest::Mode::DENSE) {
-                      return UnimplementedError("attention mode " +
-                                                std::to_string(static_cast<int>(r.getMode())));
-                    }
-                    layer = static_cast<int>(r.getLayer());
-                    for (auto it : r.getItems()) {
-                      // Items are reused across requests so their scratch keeps its capacity.
-                      if (count == items_.size()) items_.emplace_back();
-                      Item& item = items_[count++];
-                      item.status = OkStatus();
-                      item.q_dtype = DType::kFloat32;
-                      item.kv_dtype = DType::kFloat32;
-                      item.length = 0;
-                      item.heads = 0;
-                      item.id = it.getSequenceId();
-                      item.q_offset = it.getQOffset();
-                      item.append = it.getAppendKv();
-                      item.k_offset = it.getKOffset();
-                      item.v_offset = it.getVOffset();
-                      item.token_begin = it.getTokenBegin();
-                      item.tokens_after = it.getTokensAfter();
-                      StatusOr<DType> q = transport::DTypeFromWire(it.getQDtype());
-                      StatusOr<DType> kv = transport::DTypeFromWire(it.getKvDtype());
-                      if (!q.ok()) item.status = q.status();
-                      if (!kv.ok() && item.append) item.status = kv.status();
-                      if (q.ok()) item.q_dtype = *q;
-                      if (kv.ok()) item.kv_dtype = *kv;
-                    }
-                    return OkStatus();
-                  }).WithContext("Attend"));
-  items_.resize(count);
-
-  std::unordered_set<uint64_t> seen;
-  for (Item& item : items_) {
-    if (item.status.ok() && !seen.insert(item.id).second) {
-      item.status = InvalidArgumentError("sequence appears twice in one Attend request");
-    }
+  sparse_ = call.sparse ? ResolveSparse(*call.sparse, retrieval_->config()) : SparseRun{};
+  layer_ = call.layer;
+  // Items are reused across requests so their scratch keeps its capacity.
+  if (items_.size() < call.items.size()) items_.resize(call.items.size());
+  items_.resize(call.items.size());
+  for (size_t i = 0; i < call.items.size(); ++i) {
+    const worker_codec::AttendItemCall& c = call.items[i];
+    Item& item = items_[i];
+    item.status = c.status;
+    item.id = c.id;
+    item.q_dtype = c.q_dtype;
+    item.q_offset = c.q_offset;
+    item.append = c.append_kv;
+    item.kv_dtype = c.kv_dtype;
+    item.k_offset = c.k_offset;
+    item.v_offset = c.v_offset;
+    item.token_begin = c.token_begin;
+    item.tokens_after = c.tokens_after;
+    item.length = 0;
+    item.heads = 0;
+    // Each item converts its queries straight into its rows of q_: [Hq, D] per item.
+    item.q_index = i * static_cast<size_t>(spec_.num_q_heads) * static_cast<size_t>(spec_.head_dim);
   }
-  // Items touch distinct sequences (duplicates were refused above), which the store serves
+  q_.resize(items_.size() * static_cast<size_t>(spec_.num_q_heads) *
+            static_cast<size_t>(spec_.head_dim));
+  // Items touch distinct sequences (the codec refuses duplicates), which the store serves
   // in parallel: appending each item's token and gathering its block views runs on the pool.
   pool_->ParallelFor(static_cast<int64_t>(items_.size()), [&](int64_t i) {
     Item& item = items_[static_cast<size_t>(i)];
-    if (item.status.ok()) item.status = Prepare(request, layer, item);
+    if (item.status.ok()) item.status = Prepare(payload, call.layer, item);
     if (!item.status.ok()) {
       item.status = item.status.WithContext("sequence " + std::to_string(item.id));
     }
   });
-  layer_ = layer;
   Gather();
   const auto t1 = Clock::now();
   PlanTasks();
@@ -235,23 +185,20 @@ StatusOr<OutgoingMessage> AttendExecutor::Run(const IncomingMessage& request, Fi
   return reply;
 }
 
-Status AttendExecutor::Prepare(const IncomingMessage& request, int layer, Item& item) {
+Status AttendExecutor::Prepare(std::span<const std::byte> payload, int layer, Item& item) {
   ASSIGN_OR_RETURN(SequenceInfo info, store_->GetSequence(item.id));
   item.kv_head_begin = info.kv_head_begin;
   item.heads = info.kv_head_end - info.kv_head_begin;
   const int64_t d = spec_.head_dim;
   const size_t q_count = static_cast<size_t>(group_) * static_cast<size_t>(item.heads * d);
-  RETURN_IF_ERROR(CheckAligned(item.q_offset, item.q_dtype, "q"));
-  ASSIGN_OR_RETURN(const std::byte* q, PayloadSlice(request.payload(), item.q_offset,
+  ASSIGN_OR_RETURN(const std::byte* q, PayloadSlice(payload, item.q_offset,
                                                     q_count * DTypeSize(item.q_dtype), "q"));
   if (item.append) {
-    RETURN_IF_ERROR(CheckAligned(item.k_offset, item.kv_dtype, "k_new"));
-    RETURN_IF_ERROR(CheckAligned(item.v_offset, item.kv_dtype, "v_new"));
     const uint64_t kv_bytes = static_cast<uint64_t>(item.heads * d) * DTypeSize(item.kv_dtype);
     ASSIGN_OR_RETURN(const std::byte* k,
-                     PayloadSlice(request.payload(), item.k_offset, kv_bytes, "k_new"));
+                     PayloadSlice(payload, item.k_offset, kv_bytes, "k_new"));
     ASSIGN_OR_RETURN(const std::byte* v,
-                     PayloadSlice(request.payload(), item.v_offset, kv_bytes, "v_new"));
+                     PayloadSlice(payload, item.v_offset, kv_bytes, "v_new"));
     RETURN_IF_ERROR(store_->AppendDecodeToken(item.id, layer,
                                               TensorView(k, item.kv_dtype, {item.heads, d}),
                                               TensorView(v, item.kv_dtype, {item.heads, d})));
@@ -274,13 +221,11 @@ Status AttendExecutor::Prepare(const IncomingMessage& request, int layer, Item& 
     }
     item.head_runs[static_cast<size_t>(h)] = item.blocks.size();
   }
-  item.q.resize(q_count);
-  ConvertToFloat(item.q_dtype, q, item.q.data(), q_count);
+  ConvertToFloat(item.q_dtype, q, q_.data() + item.q_index, q_count);
   return OkStatus();
 }
 
 void AttendExecutor::Gather() {
-  q_.clear();
   runs_.clear();
   slots_.clear();
   for (size_t i = 0; i < items_.size(); ++i) {
@@ -298,8 +243,6 @@ void AttendExecutor::Gather() {
       slot.tokens = item.head_tokens[static_cast<size_t>(h)];
       slots_.push_back(slot);
     }
-    item.q_index = q_.size();
-    q_.insert(q_.end(), item.q.begin(), item.q.end());
   }
 }
 
@@ -630,54 +573,40 @@ OutgoingMessage AttendExecutor::BuildReply(Figures* figures) {
                       group_, spec_.head_dim);
     }
   });
-  capnp::MallocMessageBuilder builder;
-  auto results =
-      builder.initRoot<wire::AttendReply>().initItems(static_cast<unsigned>(items_.size()));
+  replies_.resize(items_.size());
   *figures = Figures{};
   for (size_t i = 0; i < items_.size(); ++i) {
     const Item& item = items_[i];
-    auto r = results[static_cast<unsigned>(i)];
-    r.setSequenceId(item.id);
-    r.setCode(item.status.code_number());
-    if (!item.status.ok()) {
-      r.setMessage(std::string(item.status.message()));
-      continue;
-    }
-    uint64_t keys = 0;
-    uint64_t selected = 0;
-    uint64_t bytes = 0;
-    uint64_t ssd_bytes = 0;
+    worker_codec::AttendItemReply& r = replies_[i];
+    r = worker_codec::AttendItemReply{.id = item.id, .status = item.status};
+    if (!item.status.ok()) continue;
     uint32_t dense_heads = 0;
     for (int h = 0; h < item.heads; ++h) {
       const Slot& slot = slots_[item.slot_begin + static_cast<size_t>(h)];
       bool dense = slot.dense_in_sparse;
       for (size_t t = slot.first_task; t < slot.first_task + slot.num_tasks; ++t) {
-        keys += tasks_[t].keys;
-        selected += tasks_[t].selected;
-        bytes += tasks_[t].bytes;
-        ssd_bytes += tasks_[t].ssd_bytes;
+        r.keys_scanned += tasks_[t].keys;
+        r.selected_tokens += tasks_[t].selected;
+        r.bytes_read += tasks_[t].bytes;
+        figures->ssd_bytes_read += tasks_[t].ssd_bytes;
         dense = dense || tasks_[t].fell_back;
       }
       dense_heads += dense ? 1 : 0;
       if (sparse_.active && !dense) ++figures->sparse_heads;
     }
-    figures->keys_scanned += keys;
-    figures->selected_tokens += selected;
-    figures->bytes_read += bytes;
-    figures->ssd_bytes_read += ssd_bytes;
+    figures->keys_scanned += r.keys_scanned;
+    figures->selected_tokens += r.selected_tokens;
+    figures->bytes_read += r.bytes_read;
     figures->dense_heads += dense_heads;
-    r.setOutOffset(item.out_index * sizeof(float));
-    r.setNumQHeads(static_cast<uint32_t>(static_cast<size_t>(item.heads) * g));
-    r.setKeysScanned(keys);
-    r.setLength(static_cast<uint32_t>(item.length));
-    r.setSelectedTokens(selected);
-    r.setBytesRead(bytes);
-    r.setDenseHeads(dense_heads);
-    r.setDurableTokens(static_cast<uint32_t>(item.durable));
+    r.out_offset = item.out_index * sizeof(float);
+    r.num_q_heads = item.heads * group_;
+    r.length = item.length;
+    r.dense_heads = static_cast<int>(dense_heads);
+    r.durable_tokens = item.durable;
   }
   OutgoingMessage reply;
   reply.method = transport::Method::kAttend;
-  reply.header = transport::EncodeCapnp(builder);
+  reply.header = worker_codec::EncodeAttendReply(replies_);
   reply.payload.push_back(std::as_bytes(std::span<const float>(*payload)));
   reply.keepalive = std::move(payload);
   return reply;

@@ -17,14 +17,14 @@
 // profiled as diffuse and short contexts run the dense tasks above. Per-request parameters
 // default to the worker's retrieval settings.
 //
-// Thread safety: not thread-safe; the worker's dispatcher owns it. Scratch buffers and reply
-// payloads are reused across requests, so the steady state allocates little beyond the
-// reply's header.
+// Thread safety: not thread-safe; one Run at a time. The worker keeps one executor per request
+// runner (requests of different sequences run concurrently on the shared pool). Scratch
+// buffers and reply payloads are reused across requests, so the steady state allocates little
+// beyond the reply's header.
 #pragma once
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "attention_workers/decode_attention.h"
@@ -33,8 +33,10 @@
 #include "attention_workers/retrieval/selection.h"
 #include "attention_workers/thread_pool.h"
 #include "common/model_spec.h"
+#include "common/thread_annotations.h"
 #include "common/status.h"
 #include "kvstore/kv_store.h"
+#include "services/worker/codec/worker_codec.h"
 #include "services/worker/retrieval_state.h"
 #include "transport/message.h"
 
@@ -67,14 +69,16 @@ class AttendExecutor {
     uint64_t dense_heads = 0;   // sparse requests' heads answered densely
     uint64_t ssd_bytes_read = 0;  // values read from the SSD tier (dense streams, sparse fetches)
   };
-  StatusOr<transport::OutgoingMessage> Run(const transport::IncomingMessage& request,
-                                           Figures* figures, Phases* phases);
+  // call was decoded and checked by the codec; payload is the request's.
+  StatusOr<transport::OutgoingMessage> Run(const worker_codec::AttendCall& call,
+                                           std::span<const std::byte> payload, Figures* figures,
+                                           Phases* phases);
 
   // The sparse request's parameters, defaults resolved.
   struct SparseRun {
     bool active = false;
     retrieval::SelectionParams selection;
-    retrieval::IndexKind kind = retrieval::IndexKind::kGraph;
+    IndexKind kind = IndexKind::kGraph;
     int effort = 0;
   };
 
@@ -92,8 +96,8 @@ class AttendExecutor {
 
   // One item: appends its token, reads its block views and converts its queries into the
   // item's own scratch. Runs on a pool thread; items are distinct sequences.
-  Status Prepare(const transport::IncomingMessage& request, int layer, Item& item);
-  // Moves the prepared items' runs and queries into runs_, slots_ and q_.
+  Status Prepare(std::span<const std::byte> payload, int layer, Item& item);
+  // Moves the prepared items' runs into runs_ and slots_.
   void Gather();
   void PlanTasks();
   void TrimSlot(Slot& slot, int window);
@@ -123,10 +127,11 @@ class AttendExecutor {
   std::vector<Task> tasks_;
   std::vector<Status> task_status_;
   std::vector<KvRun> runs_;            // every (item, head)'s blocks, concatenated
-  std::vector<float> q_;               // fp32 queries, [items][G * h][D]
+  std::vector<float> q_;               // fp32 queries, [items][Hq][D] (an item's first G * h rows)
   std::vector<float> partial_o_;       // per task [G, D]
   std::vector<float> partial_lse_;     // per task [G]
   std::vector<std::unique_ptr<SparseScratch>> sparse_scratch_;  // per task
+  std::vector<worker_codec::AttendItemReply> replies_;
 
   // Reply payloads, reused: a fresh buffer of a few hundred KB per reply costs page faults
   // (glibc maps large allocations anew each time). Shared with the buffers' deleters, which
@@ -137,8 +142,8 @@ class AttendExecutor {
 
    private:
     static constexpr size_t kMaxFree = 8;
-    std::mutex mu_;
-    std::vector<std::unique_ptr<std::vector<float>>> free_;  // guarded by mu_
+    Mutex mu_;
+    std::vector<std::unique_ptr<std::vector<float>>> free_ GUARDED_BY(mu_);
   };
   std::shared_ptr<ReplyBuffers> reply_buffers_;
 };

@@ -12,13 +12,11 @@
 
 namespace attic::worker_internal {
 
-using retrieval::IndexKind;
 using retrieval::KeyIndex;
 using retrieval::KeyRows;
 
 namespace {
 
-constexpr int kKinds = 4;
 // Background work yields to the attention pool: a positive nice value for the build threads.
 constexpr int kBuildNice = 10;
 
@@ -28,15 +26,13 @@ int KindIndex(IndexKind kind) { return static_cast<int>(kind); }
 
 struct RetrievalState::Head {
   // Exclusive while an index is installed or folded; shared while a search uses it.
-  std::shared_mutex mu;
-  std::unique_ptr<KeyIndex> index[kKinds];  // guarded by mu
+  SharedMutex mu;
+  std::unique_ptr<KeyIndex> index[kKinds] GUARDED_BY(mu);
   // Read without mu by Plan and Stats.
   std::atomic<int64_t> indexed[kKinds] = {};  // index size, or -1 while none
   std::atomic<int64_t> index_bytes{0};
   std::atomic<bool> dense{false};
   std::atomic<bool> profiled{false};
-  // Guarded by RetrievalState::mu_.
-  bool fold_queued[kKinds] = {};
 
   Head() {
     for (auto& n : indexed) n.store(-1);
@@ -44,19 +40,15 @@ struct RetrievalState::Head {
 };
 
 struct RetrievalState::Layer {
-  // Guarded by RetrievalState::mu_.
-  std::vector<float> sample_q;  // [n, G * h, D]
-  std::vector<int32_t> sample_positions;
-  bool build_queued[kKinds] = {};
   std::vector<std::unique_ptr<Head>> heads;
 };
 
+// The indexes of a sequence; what RetrievalState::mu_ guards about it is in its Entry.
 struct RetrievalState::Sequence {
   uint64_t id = 0;
   int heads = 0;
   // Held by the build thread while it works on this sequence; Forget takes it to wait.
-  std::mutex busy;
-  bool closed = false;  // guarded by RetrievalState::mu_
+  Mutex busy;
   std::vector<std::unique_ptr<Layer>> layers;
 };
 
@@ -68,55 +60,60 @@ RetrievalState::RetrievalState(KvStore* store, const ModelSpec& spec,
 
 RetrievalState::~RetrievalState() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
     jobs_.clear();
   }
-  wake_.notify_all();
+  wake_.NotifyAll();
   builder_.join();
 }
 
 std::shared_ptr<RetrievalState::Sequence> RetrievalState::Find(uint64_t seq) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = seqs_.find(seq);
-  return it == seqs_.end() ? nullptr : it->second;
+  return it == seqs_.end() ? nullptr : it->second.seq;
 }
 
-// REQUIRES: mu_ held.
-std::shared_ptr<RetrievalState::Sequence> RetrievalState::FindOrAdd(uint64_t seq, int heads) {
-  auto& slot = seqs_[seq];
-  if (slot == nullptr) {
-    slot = std::make_shared<Sequence>();
-    slot->id = seq;
-    slot->heads = heads;
+RetrievalState::Entry& RetrievalState::FindOrAdd(uint64_t seq, int heads) {
+  Entry& entry = seqs_[seq];
+  if (entry.seq == nullptr) {
+    entry.seq = std::make_shared<Sequence>();
+    entry.seq->id = seq;
+    entry.seq->heads = heads;
     for (int l = 0; l < spec_.num_layers; ++l) {
       auto layer = std::make_unique<Layer>();
       for (int h = 0; h < heads; ++h) layer->heads.push_back(std::make_unique<Head>());
-      slot->layers.push_back(std::move(layer));
+      entry.seq->layers.push_back(std::move(layer));
     }
+    entry.layers.resize(static_cast<size_t>(spec_.num_layers));
+    for (LayerBook& l : entry.layers) l.fold_queued.resize(static_cast<size_t>(heads));
   }
-  return slot;
+  return entry;
+}
+
+RetrievalState::LayerBook* RetrievalState::Book(const Sequence& s, int layer) {
+  auto it = seqs_.find(s.id);
+  if (it == seqs_.end() || it->second.seq.get() != &s) return nullptr;
+  return &it->second.layers[static_cast<size_t>(layer)];
 }
 
 void RetrievalState::AddSample(uint64_t seq, int layer, int heads, std::vector<float> q,
                                std::vector<int32_t> positions) {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::shared_ptr<Sequence> s = FindOrAdd(seq, heads);
-  Layer& l = *s->layers[static_cast<size_t>(layer)];
+  MutexLock lock(&mu_);
+  LayerBook& l = FindOrAdd(seq, heads).layers[static_cast<size_t>(layer)];
   l.sample_q.insert(l.sample_q.end(), q.begin(), q.end());
   l.sample_positions.insert(l.sample_positions.end(), positions.begin(), positions.end());
 }
 
 void RetrievalState::RequestBuild(uint64_t seq, int layer, int heads, IndexKind kind) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::shared_ptr<Sequence> s = FindOrAdd(seq, heads);
-    Layer& l = *s->layers[static_cast<size_t>(layer)];
+    MutexLock lock(&mu_);
+    LayerBook& l = FindOrAdd(seq, heads).layers[static_cast<size_t>(layer)];
     if (l.build_queued[KindIndex(kind)]) return;
     l.build_queued[KindIndex(kind)] = true;
     jobs_.push_back(Job{.seq = seq, .layer = layer, .head = -1, .kind = kind});
   }
-  wake_.notify_one();
+  wake_.NotifyOne();
 }
 
 HeadPlan RetrievalState::Plan(uint64_t seq, int layer, int head, int heads, IndexKind kind,
@@ -124,10 +121,10 @@ HeadPlan RetrievalState::Plan(uint64_t seq, int layer, int head, int heads, Inde
   bool notify = false;
   HeadPlan plan = HeadPlan::kSparse;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::shared_ptr<Sequence> s = FindOrAdd(seq, heads);
-    Layer& l = *s->layers[static_cast<size_t>(layer)];
-    Head& h = *l.heads[static_cast<size_t>(head)];
+    MutexLock lock(&mu_);
+    Entry& e = FindOrAdd(seq, heads);
+    LayerBook& l = e.layers[static_cast<size_t>(layer)];
+    Head& h = *e.seq->layers[static_cast<size_t>(layer)]->heads[static_cast<size_t>(head)];
     const int k = KindIndex(kind);
     const int64_t indexed = h.indexed[k].load();
     if (h.dense.load()) {
@@ -139,13 +136,14 @@ HeadPlan RetrievalState::Plan(uint64_t seq, int layer, int head, int heads, Inde
         jobs_.push_back(Job{.seq = seq, .layer = layer, .head = -1, .kind = kind});
         notify = true;
       }
-    } else if (length - indexed >= config_.fold_tokens && !h.fold_queued[k]) {
-      h.fold_queued[k] = true;
+    } else if (length - indexed >= config_.fold_tokens &&
+               !l.fold_queued[static_cast<size_t>(head)][k]) {
+      l.fold_queued[static_cast<size_t>(head)][k] = true;
       jobs_.push_back(Job{.seq = seq, .layer = layer, .head = head, .kind = kind});
       notify = true;
     }
   }
-  if (notify) wake_.notify_one();
+  if (notify) wake_.NotifyOne();
   return plan;
 }
 
@@ -155,8 +153,11 @@ RetrievalState::Lease RetrievalState::Acquire(uint64_t seq, int layer, int head,
   std::shared_ptr<Sequence> s = Find(seq);
   if (s == nullptr) return lease;
   Head& h = *s->layers[static_cast<size_t>(layer)]->heads[static_cast<size_t>(head)];
-  std::shared_lock<std::shared_mutex> lock(h.mu, std::try_to_lock);
+  // The lock travels with the lease, out of this scope: a std::shared_lock, which the analysis
+  // does not follow, so it is told the lock is held.
+  std::shared_lock<SharedMutex> lock(h.mu, std::try_to_lock);
   if (!lock.owns_lock()) return lease;
+  h.mu.AssertReaderHeld();
   lease.index = h.index[KindIndex(kind)].get();
   if (lease.index != nullptr) lease.lock = std::move(lock);
   return lease;
@@ -165,26 +166,27 @@ RetrievalState::Lease RetrievalState::Acquire(uint64_t seq, int layer, int head,
 void RetrievalState::Forget(uint64_t seq) {
   std::shared_ptr<Sequence> s;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = seqs_.find(seq);
     if (it == seqs_.end()) return;
-    s = it->second;
-    s->closed = true;
+    s = it->second.seq;
     seqs_.erase(it);
     std::erase_if(jobs_, [seq](const Job& j) { return j.seq == seq; });
   }
   // A build of this sequence in flight reads its blocks: wait for it before the store frees them.
-  std::lock_guard<std::mutex> wait(s->busy);
-  idle_.notify_all();
+  MutexLock wait(&s->busy);
+  idle_.NotifyAll();
 }
 
 RetrievalState::Stats RetrievalState::stats() const {
   Stats st;
-  std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& [id, s] : seqs_) {
-    for (const auto& l : s->layers) {
-      st.sample_bytes += static_cast<int64_t>(l->sample_q.size() * sizeof(float) +
-                                              l->sample_positions.size() * sizeof(int32_t));
+  MutexLock lock(&mu_);
+  for (const auto& [id, e] : seqs_) {
+    for (const LayerBook& l : e.layers) {
+      st.sample_bytes += static_cast<int64_t>(l.sample_q.size() * sizeof(float) +
+                                              l.sample_positions.size() * sizeof(int32_t));
+    }
+    for (const auto& l : e.seq->layers) {
       for (const auto& h : l->heads) {
         for (const auto& n : h->indexed) st.indexes += n.load() >= 0 ? 1 : 0;
         st.index_bytes += h->index_bytes.load();
@@ -200,8 +202,8 @@ RetrievalState::Stats RetrievalState::stats() const {
 }
 
 void RetrievalState::WaitIdle() {
-  std::unique_lock<std::mutex> lock(mu_);
-  idle_.wait(lock, [&] { return jobs_.empty() && !running_job_; });
+  MutexLock lock(&mu_);
+  while (!jobs_.empty() || running_job_) idle_.Wait(&mu_);
 }
 
 void RetrievalState::BuildLoop() {
@@ -212,8 +214,8 @@ void RetrievalState::BuildLoop() {
   for (;;) {
     Job job;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
+      MutexLock lock(&mu_);
+      while (!stop_ && jobs_.empty()) wake_.Wait(&mu_);
       if (stop_) break;
       job = jobs_.front();
       jobs_.pop_front();
@@ -221,10 +223,10 @@ void RetrievalState::BuildLoop() {
     }
     Run(job);
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       running_job_ = false;
     }
-    idle_.notify_all();
+    idle_.NotifyAll();
   }
   pool_.reset();
 }
@@ -232,28 +234,29 @@ void RetrievalState::BuildLoop() {
 void RetrievalState::Run(const Job& job) {
   std::shared_ptr<Sequence> s = Find(job.seq);
   if (s == nullptr) return;
-  std::lock_guard<std::mutex> busy(s->busy);
+  MutexLock busy(&s->busy);
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (s->closed) return;
+    MutexLock lock(&mu_);
+    if (Book(*s, job.layer) == nullptr) return;  // forgotten
   }
   const auto t0 = std::chrono::steady_clock::now();
   const Status status = job.head < 0 ? Build(*s, job.layer, job.kind)
                                      : Fold(*s, job.layer, job.head, job.kind);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::lock_guard<std::mutex> lock(mu_);
-  Layer& l = *s->layers[static_cast<size_t>(job.layer)];
+  MutexLock lock(&mu_);
+  // Null once the sequence was forgotten meanwhile: nothing is left to mark.
+  LayerBook* l = Book(*s, job.layer);
   if (job.head < 0) {
     ++builds_;
     build_seconds_ += seconds;
     // A failed build may be asked for again by the next sparse request.
-    if (!status.ok()) l.build_queued[KindIndex(job.kind)] = false;
+    if (!status.ok() && l != nullptr) l->build_queued[KindIndex(job.kind)] = false;
   } else {
     ++folds_;
-    l.heads[static_cast<size_t>(job.head)]->fold_queued[KindIndex(job.kind)] = false;
+    if (l != nullptr) l->fold_queued[static_cast<size_t>(job.head)][KindIndex(job.kind)] = false;
   }
-  if (!status.ok() && !s->closed) {
+  if (!status.ok() && l != nullptr) {
     ATTIC_LOG(kWarn, "retrieval")
         << "sequence " << job.seq << " layer " << job.layer << ": index "
         << (job.head < 0 ? "build" : "fold") << " failed: " << status.ToString();
@@ -285,10 +288,12 @@ Status RetrievalState::Build(Sequence& seq, int layer, IndexKind kind) {
   std::vector<float> sample;
   std::vector<int32_t> positions;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    const Layer& l = *seq.layers[static_cast<size_t>(layer)];
-    sample = l.sample_q;
-    positions = l.sample_positions;
+    MutexLock lock(&mu_);
+    // A sequence forgotten since Run looked (Forget waits for this build): its sample is gone.
+    const LayerBook* l = Book(seq, layer);
+    if (l == nullptr) return OkStatus();
+    sample = l->sample_q;
+    positions = l->sample_positions;
   }
   const size_t n = positions.size();
   const size_t row = static_cast<size_t>(seq.heads) * g * d;
@@ -327,7 +332,7 @@ Status RetrievalState::Build(Sequence& seq, int layer, IndexKind kind) {
                      retrieval::BuildKeyIndex(kind, rows, qs, {.pool = pool_.get()}));
     const int64_t size = index->size();
     const int64_t bytes = index->memory_bytes();
-    std::unique_lock<std::shared_mutex> lock(head.mu);
+    WriterLock lock(&head.mu);
     head.index[KindIndex(kind)] = std::move(index);
     head.index_bytes += bytes;
     head.indexed[KindIndex(kind)].store(size);
@@ -340,7 +345,7 @@ Status RetrievalState::Fold(Sequence& seq, int layer, int head, IndexKind kind) 
   std::vector<const std::byte*> blocks;
   KeyRows rows;
   RETURN_IF_ERROR(ReadKeys(seq.id, layer, head, &blocks, &rows));
-  std::unique_lock<std::shared_mutex> lock(h.mu);
+  WriterLock lock(&h.mu);
   KeyIndex* index = h.index[KindIndex(kind)].get();
   if (index == nullptr) return OkStatus();
   const int64_t before = index->memory_bytes();

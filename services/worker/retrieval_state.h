@@ -28,13 +28,12 @@
 // Thread safety: every method may be called from any thread.
 #pragma once
 
+#include <array>
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <shared_mutex>
 #include <thread>
 #include <vector>
@@ -44,13 +43,14 @@
 #include "attention_workers/thread_pool.h"
 #include "common/model_spec.h"
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "kvstore/kv_store.h"
 
 namespace attic::worker_internal {
 
 struct RetrievalConfig {
   // Index built when a request names none.
-  retrieval::IndexKind kind = retrieval::IndexKind::kGraph;
+  IndexKind kind = IndexKind::kGraph;
   // Default selection of a sparse Attend that leaves a field unset.
   int sinks = 4;
   int window = 64;
@@ -93,26 +93,26 @@ class RetrievalState {
   // Adds prefill queries of (seq, layer): q [positions.size(), G * h, D] fp32 for the held
   // heads, at shard-local positions. Successive samples accumulate.
   void AddSample(uint64_t seq, int layer, int heads, std::vector<float> q,
-                 std::vector<int32_t> positions);
+                 std::vector<int32_t> positions) EXCLUDES(mu_);
   // Queues a build of `kind` for every held head of (seq, layer), over the keys it holds when
   // the build starts. A kind already built or queued is not built twice.
-  void RequestBuild(uint64_t seq, int layer, int heads, retrieval::IndexKind kind);
+  void RequestBuild(uint64_t seq, int layer, int heads, IndexKind kind) EXCLUDES(mu_);
 
   // What a sparse request does with one head now. Queues the build when none is there yet,
   // and a fold when `length` has run fold_tokens past the index.
-  HeadPlan Plan(uint64_t seq, int layer, int head, int heads, retrieval::IndexKind kind,
-                int64_t length);
+  HeadPlan Plan(uint64_t seq, int layer, int head, int heads, IndexKind kind, int64_t length)
+      EXCLUDES(mu_);
 
   // The index of (seq, layer, head, kind), read-locked until the lease is destroyed; index is
   // null when there is none or a fold holds it right now (then run the head densely).
   struct Lease {
-    std::shared_lock<std::shared_mutex> lock;
+    std::shared_lock<SharedMutex> lock;
     const retrieval::KeyIndex* index = nullptr;
   };
-  Lease Acquire(uint64_t seq, int layer, int head, retrieval::IndexKind kind);
+  Lease Acquire(uint64_t seq, int layer, int head, IndexKind kind) EXCLUDES(mu_);
 
   // Drops everything about seq, after waiting for a build or fold of it in flight.
-  void Forget(uint64_t seq);
+  void Forget(uint64_t seq) EXCLUDES(mu_);
 
   struct Stats {
     int64_t indexes = 0;       // built (sequence, layer, head, kind) indexes
@@ -124,28 +124,44 @@ class RetrievalState {
     uint64_t folds = 0;
     double build_seconds = 0;  // spent building, since start
   };
-  Stats stats() const;
+  Stats stats() const EXCLUDES(mu_);
 
   // Blocks until no build or fold is queued or running (tests).
-  void WaitIdle();
+  void WaitIdle() EXCLUDES(mu_);
 
  private:
+  static constexpr int kKinds = 4;  // IndexKind values
+
   struct Head;
   struct Layer;
   struct Sequence;
+  // What mu_ guards about one layer of a sequence (its indexes are in Sequence, each under
+  // its head's own lock).
+  struct LayerBook {
+    std::vector<float> sample_q;  // [n, G * h, D]
+    std::vector<int32_t> sample_positions;
+    std::array<bool, kKinds> build_queued = {};
+    std::vector<std::array<bool, kKinds>> fold_queued;  // [heads]
+  };
+  struct Entry {
+    std::shared_ptr<Sequence> seq;
+    std::vector<LayerBook> layers;  // [num_layers]
+  };
   struct Job {
     uint64_t seq = 0;
     int layer = 0;
     int head = -1;  // -1: build every head of the layer; else fold this head
-    retrieval::IndexKind kind = retrieval::IndexKind::kGraph;
+    IndexKind kind = IndexKind::kGraph;
   };
 
-  std::shared_ptr<Sequence> Find(uint64_t seq) const;
-  std::shared_ptr<Sequence> FindOrAdd(uint64_t seq, int heads);
-  void BuildLoop();
-  void Run(const Job& job);
-  Status Build(Sequence& seq, int layer, retrieval::IndexKind kind);
-  Status Fold(Sequence& seq, int layer, int head, retrieval::IndexKind kind);
+  std::shared_ptr<Sequence> Find(uint64_t seq) const EXCLUDES(mu_);
+  Entry& FindOrAdd(uint64_t seq, int heads) REQUIRES(mu_);
+  // The book of s's layer while s is the live sequence of its id; null once it was forgotten.
+  LayerBook* Book(const Sequence& s, int layer) REQUIRES(mu_);
+  void BuildLoop() EXCLUDES(mu_);
+  void Run(const Job& job) EXCLUDES(mu_);
+  Status Build(Sequence& seq, int layer, IndexKind kind) EXCLUDES(mu_);
+  Status Fold(Sequence& seq, int layer, int head, IndexKind kind);
   Status ReadKeys(uint64_t seq, int layer, int head, std::vector<const std::byte*>* blocks,
                   retrieval::KeyRows* rows) const;
 
@@ -154,16 +170,16 @@ class RetrievalState {
   const RetrievalConfig config_;
   std::unique_ptr<ThreadPool> pool_;  // the build threads
 
-  mutable std::mutex mu_;
-  std::condition_variable wake_;
-  std::condition_variable idle_;
-  std::map<uint64_t, std::shared_ptr<Sequence>> seqs_;  // guarded by mu_
-  std::deque<Job> jobs_;                                 // guarded by mu_
-  bool running_job_ = false;                             // guarded by mu_
-  bool stop_ = false;                                    // guarded by mu_
-  uint64_t builds_ = 0;                                  // guarded by mu_
-  uint64_t folds_ = 0;                                   // guarded by mu_
-  double build_seconds_ = 0;                             // guarded by mu_
+  mutable Mutex mu_;
+  CondVar wake_;
+  CondVar idle_;
+  std::map<uint64_t, Entry> seqs_ GUARDED_BY(mu_);
+  std::deque<Job> jobs_ GUARDED_BY(mu_);
+  bool running_job_ GUARDED_BY(mu_) = false;
+  bool stop_ GUARDED_BY(mu_) = false;
+  uint64_t builds_ GUARDED_BY(mu_) = 0;
+  uint64_t folds_ GUARDED_BY(mu_) = 0;
+  double build_seconds_ GUARDED_BY(mu_) = 0;
   std::thread builder_;
 };
 

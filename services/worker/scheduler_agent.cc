@@ -26,36 +26,39 @@ SchedulerAgent::SchedulerAgent(SchedulerAgentOptions options, ReportSource sourc
 
 SchedulerAgent::~SchedulerAgent() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
   }
-  wake_.notify_all();
+  wake_.NotifyAll();
   if (thread_.joinable()) thread_.join();
 }
 
 void SchedulerAgent::Nudge() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     nudged_ = true;
   }
-  wake_.notify_all();
+  wake_.NotifyAll();
 }
 
 SchedulerAgentStats SchedulerAgent::stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return stats_;
 }
 
 bool SchedulerAgent::Wait(milliseconds d) {
-  std::unique_lock<std::mutex> lock(mu_);
-  wake_.wait_for(lock, d, [this] { return stop_ || nudged_; });
+  MutexLock lock(&mu_);
+  const auto deadline = std::chrono::steady_clock::now() + d;
+  while (!stop_ && !nudged_) {
+    if (!wake_.WaitUntil(&mu_, deadline)) break;
+  }
   nudged_ = false;
   return !stop_;
 }
 
 void SchedulerAgent::Failed(const Status& s) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     ++stats_.failures;
     stats_.registered = false;
   }
@@ -88,7 +91,7 @@ StatusOr<milliseconds> SchedulerAgent::Register() {
   ASSIGN_OR_RETURN(std::string body, Post("/v1/register", scheduler::EncodeWorkerReport(report)));
   ASSIGN_OR_RETURN(scheduler::RegisterReply reply, scheduler::DecodeRegisterReply(body));
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     ++stats_.registrations;
     stats_.registered = true;
     stats_.scheduler_incarnation = reply.scheduler_incarnation;
@@ -105,7 +108,7 @@ StatusOr<bool> SchedulerAgent::Heartbeat() {
   ASSIGN_OR_RETURN(std::string body,
                    Post("/v1/heartbeat", scheduler::EncodeWorkerReport(source_())));
   ASSIGN_OR_RETURN(scheduler::HeartbeatReply reply, scheduler::DecodeHeartbeatReply(body));
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (reply.known) {
     ++stats_.heartbeats;
   } else {

@@ -17,15 +17,14 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "transport/control/scheduler_protocol.h"
 
 namespace attic {
@@ -62,31 +61,31 @@ class SchedulerAgent {
   SchedulerAgent& operator=(const SchedulerAgent&) = delete;
 
   // Sends the next message now instead of at the end of the interval.
-  void Nudge();
-  SchedulerAgentStats stats() const;
+  void Nudge() EXCLUDES(mu_);
+  SchedulerAgentStats stats() const EXCLUDES(mu_);
 
  private:
   SchedulerAgent(SchedulerAgentOptions options, ReportSource source);
-  void Run();
+  void Run() EXCLUDES(mu_);
   // One registration; the interval to heartbeat at on success.
-  StatusOr<std::chrono::milliseconds> Register();
+  StatusOr<std::chrono::milliseconds> Register() EXCLUDES(mu_);
   // One heartbeat: whether the scheduler knows this worker.
-  StatusOr<bool> Heartbeat();
+  StatusOr<bool> Heartbeat() EXCLUDES(mu_);
   StatusOr<std::string> Post(const char* path, const std::string& body);
   // Waits `d`, or less when nudged or stopped. False once stopped.
-  bool Wait(std::chrono::milliseconds d);
-  void Failed(const Status& s);
+  bool Wait(std::chrono::milliseconds d) EXCLUDES(mu_);
+  void Failed(const Status& s) EXCLUDES(mu_);
   void Recovered();
 
   const SchedulerAgentOptions options_;
   const ReportSource source_;
   bool failing_ = false;  // the agent thread's own: a failure was logged, its end not yet
 
-  mutable std::mutex mu_;
-  std::condition_variable wake_;
-  bool stop_ = false;          // guarded by mu_
-  bool nudged_ = false;        // guarded by mu_
-  SchedulerAgentStats stats_;  // guarded by mu_
+  mutable Mutex mu_;
+  CondVar wake_;
+  bool stop_ GUARDED_BY(mu_) = false;
+  bool nudged_ GUARDED_BY(mu_) = false;
+  SchedulerAgentStats stats_ GUARDED_BY(mu_);
   std::thread thread_;
 };
 

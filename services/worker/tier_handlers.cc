@@ -8,14 +8,10 @@
 #include "common/log.h"
 #include "services/worker/query_sample_codec.h"
 #include "services/worker/worker_service.h"
-#include "transport/capnp_codec.h"
-#include "transport/proto/attic.capnp.h"
+#include "services/worker/codec/worker_codec.h"
 
 namespace attic {
 
-using transport::CapnpMessage;
-using transport::CatchKj;
-using transport::IncomingMessage;
 using transport::OutgoingMessage;
 using worker_internal::QuerySampleRecord;
 
@@ -103,10 +99,16 @@ Status WorkerService::RestoreSamples(const SequenceInfo& info, int layer, std::s
   // its prefill and sample after Resume, and that sample replaces the stored one.
   if (!built) return OkStatus();
   for (QuerySampleRecord& r : records) {
+    // The stored number is the wire's: 0 the worker's default, else the kind + 1.
+    const std::optional<IndexKind> kind =
+        r.index_kind == 0 ? std::nullopt : IndexKindFromNumber(r.index_kind - 1);
     FeedRetrieval(info.id, layer, heads, r.dtype, reinterpret_cast<const std::byte*>(r.q.data()),
-                  std::move(r.positions), r.build, r.index_kind);
+                  std::move(r.positions), r.build, kind);
   }
-  samples_[{info.id, layer}] = std::move(blob);
+  {
+    MutexLock lock(&samples_mu_);
+    samples_[{info.id, layer}] = std::move(blob);
+  }
   ++recovery_.sample_layers;
   return OkStatus();
 }
@@ -131,26 +133,17 @@ StatusOr<OutgoingMessage> WorkerService::Resume(const SequenceOptions& seq) {
                          (store_->has_ssd_tier() ? "its SSD tier" : "an SSD tier (it has none)"));
   }
   RETURN_IF_ERROR(CheckResumable(seq, *info));
-  capnp::MallocMessageBuilder builder;
-  auto reply = builder.initRoot<wire::OpenSequenceReply>();
-  reply.setResumed(true);
-  auto lengths = reply.initLayerLengths(static_cast<unsigned>(info->layer_lengths.size()));
-  for (size_t l = 0; l < info->layer_lengths.size(); ++l) {
-    lengths.set(static_cast<unsigned>(l), static_cast<uint32_t>(info->layer_lengths[l]));
-  }
-  auto durable = reply.initDurableLengths(static_cast<unsigned>(info->durable_lengths.size()));
-  for (size_t l = 0; l < info->durable_lengths.size(); ++l) {
-    durable.set(static_cast<unsigned>(l), static_cast<uint32_t>(info->durable_lengths[l]));
-  }
+  const worker_codec::ResumedReply resumed{.lengths = info->layer_lengths,
+                                           .durable = info->durable_lengths};
   OutgoingMessage out;
   out.method = transport::Method::kOpenSequence;
-  out.header = transport::EncodeCapnp(builder);
+  out.header = worker_codec::EncodeOpenSequenceReply(&resumed);
   return out;
 }
 
 void WorkerService::FeedRetrieval(uint64_t id, int layer, int heads, DType dtype,
                                   const std::byte* q, std::vector<int32_t> positions, bool build,
-                                  int kind_number) {
+                                  std::optional<IndexKind> kind) {
   if (!positions.empty()) {
     std::vector<float> qf(positions.size() * static_cast<size_t>(options_.spec.group_size()) *
                           static_cast<size_t>(heads) * static_cast<size_t>(options_.spec.head_dim));
@@ -158,13 +151,12 @@ void WorkerService::FeedRetrieval(uint64_t id, int layer, int heads, DType dtype
     retrieval_->AddSample(id, layer, heads, std::move(qf), std::move(positions));
   }
   if (!build) return;
-  const std::optional<retrieval::IndexKind> named =
-      kind_number == 0 ? std::nullopt : retrieval::IndexKindFromNumber(kind_number - 1);
-  retrieval_->RequestBuild(id, layer, heads, named.value_or(options_.retrieval.kind));
+  retrieval_->RequestBuild(id, layer, heads, kind.value_or(options_.retrieval.kind));
 }
 
 void WorkerService::AcceptSample(uint64_t id, int layer, int heads, DType dtype, const std::byte* q,
-                                 std::vector<int32_t> positions, bool build, int kind_number) {
+                                 std::vector<int32_t> positions, bool build,
+                                 std::optional<IndexKind> kind) {
   if (store_->has_ssd_tier()) {
     const int q_heads = options_.spec.group_size() * heads;
     QuerySampleRecord record{.q_heads = q_heads,
@@ -172,15 +164,21 @@ void WorkerService::AcceptSample(uint64_t id, int layer, int heads, DType dtype,
                              .dtype = dtype,
                              .positions = positions,
                              .build = build,
-                             .index_kind = kind_number};
+                             .index_kind = kind ? static_cast<int>(*kind) + 1 : 0};
     if (!positions.empty()) {
       record.q.assign(reinterpret_cast<const char*>(q),
                       positions.size() * static_cast<size_t>(q_heads) *
                           static_cast<size_t>(options_.spec.head_dim) * DTypeSize(dtype));
     }
-    std::string& blob = samples_[{id, layer}];
-    worker_internal::AppendQuerySample(record, &blob);
-    const Status s = store_->StoreSample(id, layer, blob);
+    // The lock keeps the map whole while other sequences' requests change it; this entry is
+    // this sequence's, whose requests run one at a time, and std::map entries stay put.
+    std::string* blob = nullptr;
+    {
+      MutexLock lock(&samples_mu_);
+      blob = &samples_[{id, layer}];
+    }
+    worker_internal::AppendQuerySample(record, blob);
+    const Status s = store_->StoreSample(id, layer, *blob);
     if (!s.ok()) {
       // The appended data is durable regardless; only a restart's index rebuild loses it.
       sample_store_errors_.fetch_add(1, std::memory_order_relaxed);
@@ -188,7 +186,7 @@ void WorkerService::AcceptSample(uint64_t id, int layer, int heads, DType dtype,
                                  << ": query sample not stored on the SSD tier: " << s;
     }
   }
-  FeedRetrieval(id, layer, heads, dtype, q, std::move(positions), build, kind_number);
+  FeedRetrieval(id, layer, heads, dtype, q, std::move(positions), build, kind);
 }
 
 void WorkerService::MaintainTier() {

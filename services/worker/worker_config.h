@@ -61,6 +61,12 @@ struct WorkerConfig {
   bool populate = false;
   // Attention compute threads; 0 = one per core. [0, 1024].
   int compute_threads = 0;
+  // Requests served at once (each spreads over the compute threads); 0 = min(4, compute
+  // threads). Requests of one sequence always run in arrival order. [0, 1024].
+  int max_concurrent_requests = 0;
+  // Requests waiting at most before admission refuses new ones with RESOURCE_EXHAUSTED; a
+  // request whose deadline the queued work would pass is refused as well. [1, 1000000].
+  int max_queued_requests = 1024;
   // Largest request or reply payload, bytes. [4 KiB, 16 GiB].
   uint64_t max_message_bytes = uint64_t{1} << 30;
   // Time a draining worker lets in-flight requests finish before it stops, ms. [0, 1 h].

@@ -75,9 +75,11 @@ WorkerServiceOptions ServiceOptions(const WorkerConfig& config) {
                          .model_fingerprint = config.model_fingerprint,
                          .kv_memory_bytes = config.kv_memory_bytes,
                          .populate = config.populate,
-                         .compute_threads = config.compute_threads};
+                         .compute_threads = config.compute_threads,
+                         .max_concurrent_requests = config.max_concurrent_requests,
+                         .max_queued_requests = config.max_queued_requests};
   o.retrieval = {
-      .kind = *retrieval::ParseIndexKind(config.retrieval.index_kind),  // a checked choice
+      .kind = *ParseIndexKind(config.retrieval.index_kind),  // a checked choice
       .sinks = config.retrieval.sinks,
       .window = config.retrieval.window,
       .top_k = config.retrieval.top_k,

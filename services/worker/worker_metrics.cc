@@ -303,7 +303,7 @@ void WorkerMetrics::SetRetrieval(const RetrievalFigures& r) {
   retrieval_gauges_[3]->Set(NonNegative(r.queued));
   SetTotal(retrieval_counters_[0], &last_builds_, r.builds);
   SetTotal(retrieval_counters_[1], &last_folds_, r.folds);
-  std::lock_guard<std::mutex> lock(build_seconds_mu_);
+  MutexLock lock(&build_seconds_mu_);
   if (r.build_seconds > last_build_seconds_) {
     retrieval_counters_[2]->Increment(r.build_seconds - last_build_seconds_);
     last_build_seconds_ = r.build_seconds;

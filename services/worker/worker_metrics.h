@@ -52,12 +52,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
+#include "common/thread_annotations.h"
 
 namespace prometheus {
 class Counter;
@@ -101,7 +101,7 @@ class WorkerMetrics {
     uint64_t builds = 0, folds = 0;
     double build_seconds = 0;
   };
-  void SetRetrieval(const RetrievalFigures& r);
+  void SetRetrieval(const RetrievalFigures& r) EXCLUDES(build_seconds_mu_);
 
   // The KV store's figures (KvStoreStats), copied before each scrape. prefix_hits is the store's
   // running total; the counter advances by its growth since the previous call.
@@ -180,8 +180,8 @@ class WorkerMetrics {
   std::array<prometheus::Counter*, 3> retrieval_counters_;  // builds, folds, build seconds
   std::atomic<uint64_t> last_builds_{0};
   std::atomic<uint64_t> last_folds_{0};
-  std::mutex build_seconds_mu_;
-  double last_build_seconds_ = 0;  // guarded by build_seconds_mu_
+  Mutex build_seconds_mu_;
+  double last_build_seconds_ GUARDED_BY(build_seconds_mu_) = 0;
   std::atomic<uint64_t> last_prefix_hits_{0};
   // SSD gauges: tier, value DRAM budget, resident, spilled, pending durable, recovered,
   // prefix entries, blob bytes, SST bytes, write amplification, direct I/O.

@@ -1,18 +1,14 @@
 #include "services/worker/worker_service.h"
 
-#include <pthread.h>
-
 #include <algorithm>
 #include <chrono>
 #include <utility>
+#include <variant>
 
 #include "common/log.h"
 #include "services/worker/attend_executor.h"
 #include "services/worker/worker_metrics.h"
-#include "transport/capnp_codec.h"
 #include "transport/frame.h"
-#include "transport/proto/attic.capnp.h"
-#include "transport/wire_types.h"
 
 namespace attic {
 
@@ -64,152 +60,184 @@ StatusOr<std::unique_ptr<WorkerService>> WorkerService::Create(
       ThreadPoolOptions{.num_threads = options.compute_threads});
   service->retrieval_ = std::make_unique<worker_internal::RetrievalState>(
       service->store_.get(), options.spec, options.retrieval);
-  service->attend_ = std::make_unique<worker_internal::AttendExecutor>(
-      service->store_.get(), service->pool_.get(), options.spec, service->retrieval_.get());
   RETURN_IF_ERROR(service->Recover());
   service->recovery_.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (service->store_->has_ssd_tier()) {
-    const RecoveryReport& r = service->recovery_;
-    const KvStoreStats stats = service->store_->Stats();
-    ATTIC_LOG(kInfo, "worker") << "SSD tier " << kv.ssd.path << " (direct I/O "
-                               << (stats.tier.direct_io ? "on" : "off") << ", values of "
-                               << stats.value_dram_blocks << " of " << stats.v.capacity_blocks
-                               << " V blocks kept in DRAM): recovered " << r.sequences
-                               << " sequences (" << r.tokens << " tokens over their layers) in "
-                               << r.seconds << " s; the retrieval indexes of " << r.sample_layers
-                               << " layers rebuild in the background";
-  }
-  service->dispatcher_ = std::thread([s = service.get()] { s->DispatchLoop(); });
+  if (service->store_->has_ssd_tier()) service->LogRecovery(kv.ssd.path);
+  const int runners = options.max_concurrent_requests > 0
+                          ? options.max_concurrent_requests
+                          : std::min(4, service->pool_->num_threads());
+  service->queue_ = std::make_unique<worker_internal::RequestQueue>(
+      worker_internal::RequestQueueOptions{.runners = runners,
+                                           .max_queued = options.max_queued_requests,
+                                           .cost_classes = transport::kMaxMethod + 1},
+      options.name);
   return service;
+}
+
+void WorkerService::LogRecovery(const std::string& path) const {
+  const RecoveryReport& r = recovery_;
+  const KvStoreStats stats = store_->Stats();
+  ATTIC_LOG(kInfo, "worker") << "SSD tier " << path << " (direct I/O "
+                             << (stats.tier.direct_io ? "on" : "off") << ", values of "
+                             << stats.value_dram_blocks << " of " << stats.v.capacity_blocks
+                             << " V blocks kept in DRAM): recovered " << r.sequences
+                             << " sequences (" << r.tokens << " tokens over their layers) in "
+                             << r.seconds << " s; the retrieval indexes of " << r.sample_layers
+                             << " layers rebuild in the background";
 }
 
 WorkerService::WorkerService(const WorkerServiceOptions& options, WorkerMetrics* metrics)
     : options_(options),
       fingerprint_(options.model_fingerprint != 0 ? options.model_fingerprint
                                                   : options.spec.Fingerprint()),
-      metrics_(metrics) {}
+      metrics_(metrics),
+      codec_{.spec = options.spec} {}
 
 WorkerService::~WorkerService() {
-  std::deque<Pending> orphans;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-    orphans.swap(queue_);
-  }
-  wake_.notify_all();
-  if (dispatcher_.joinable()) dispatcher_.join();
-  for (Pending& p : orphans) {
-    p.responder.Fail(UnavailableError("worker " + options_.name + " is shutting down"));
-  }
+  // The runners stop first (queued requests answered UNAVAILABLE), then the rest goes.
+  queue_.reset();
 }
 
 void WorkerService::Submit(IncomingMessage request, transport::Responder responder) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!stop_) {
-      queue_.push_back(Pending{std::move(request), std::move(responder)});
-      if (metrics_ != nullptr) metrics_->SetQueueDepth(static_cast<int64_t>(queue_.size()));
-      wake_.notify_one();
-      return;
-    }
+  const Method method = request.method();
+  StatusOr<worker_codec::WorkerCall> call =
+      worker_codec::DecodeCall(method, request.header(), codec_);
+  if (!call.ok()) {
+    if (metrics_ != nullptr) metrics_->ObserveRequest(static_cast<int>(method), call.status().code(), 0);
+    responder.Fail(call.status());
+    return;
   }
-  responder.Fail(UnavailableError("worker " + options_.name + " is shutting down"));
+  // Shared by the job's two callbacks; exactly one of them runs.
+  struct Held {
+    IncomingMessage request;
+    worker_codec::WorkerCall call;
+    transport::Responder responder;
+  };
+  auto held = std::make_shared<Held>(
+      Held{std::move(request), std::move(call).value(), std::move(responder)});
+  worker_internal::QueuedJob job;
+  worker_codec::CallSequences(held->call, &job.sequences);
+  job.deadline = held->responder.deadline();
+  job.cost_class = static_cast<int>(method);
+  job.bypass = method == Method::kCloseSequence;
+  job.run = [this, held] { Serve(held->request, held->call, held->responder); };
+  job.expire = [this, held, method](Status s) {
+    if (metrics_ != nullptr) metrics_->ObserveRequest(static_cast<int>(method), s.code(), 0);
+    held->responder.Fail(Status(s.code(), std::string(transport::MethodName(method)) + " " +
+                                              std::string(s.message())));
+  };
+  Status admitted = queue_->Submit(std::move(job));
+  if (metrics_ != nullptr) metrics_->SetQueueDepth(queue_->queued());
+  if (!admitted.ok()) {
+    // Counted as attic_worker_errors_total{code="RESOURCE_EXHAUSTED"}.
+    if (metrics_ != nullptr) metrics_->ObserveRequest(static_cast<int>(method), admitted.code(), 0);
+    held->responder.Fail(admitted);
+  }
 }
 
-void WorkerService::DispatchLoop() {
-  pthread_setname_np(pthread_self(), "attic-dispatch");
-  std::unique_lock<std::mutex> lock(mu_);
-  while (true) {
-    wake_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-    if (stop_) return;
-    Pending next = std::move(queue_.front());
-    queue_.pop_front();
-    running_ = true;
-    if (metrics_ != nullptr) metrics_->SetQueueDepth(static_cast<int64_t>(queue_.size()));
-    lock.unlock();
-    Run(std::move(next));
-    lock.lock();
-    running_ = false;
-    if (queue_.empty()) idle_.notify_all();
-  }
-}
-
-void WorkerService::Run(Pending pending) {
+void WorkerService::Serve(const IncomingMessage& request, const worker_codec::WorkerCall& call,
+                          transport::Responder& responder) {
   const auto start = transport::Clock::now();
-  const Method method = pending.request.method();
-  StatusOr<OutgoingMessage> reply =
-      start > pending.responder.deadline()
-          ? StatusOr<OutgoingMessage>(DeadlineExceededError(
-                std::string(transport::MethodName(method)) + " expired in the queue of worker " +
-                options_.name))
-          : Handle(pending.request);
-  const uint64_t in = pending.request.header().size() + pending.request.payload().size();
+  const Method method = request.method();
+  StatusOr<OutgoingMessage> reply = Dispatch(method, call, request.payload());
+  const uint64_t in = request.header().size() + request.payload().size();
   uint64_t out = 0;
   const StatusCode code = reply.ok() ? StatusCode::kOk : reply.status().code();
   if (reply.ok()) {
     out = reply->header.size() + reply->payload_bytes();
-    pending.responder.Reply(std::move(reply).value());
+    responder.Reply(std::move(reply).value());
   } else {
     if (code == StatusCode::kInternal || code == StatusCode::kDataLoss) {
       ATTIC_LOG(kError, "worker") << transport::MethodName(method) << " from "
-                                  << pending.responder.peer() << ": " << reply.status();
+                                  << responder.peer() << ": " << reply.status();
     }
-    pending.responder.Fail(reply.status());
+    responder.Fail(reply.status());
   }
   if (metrics_ != nullptr) {
     const double seconds =
         std::chrono::duration<double>(transport::Clock::now() - start).count();
     metrics_->ObserveRequest(static_cast<int>(method), code, seconds);
     metrics_->AddBytes(in, out);
+    metrics_->SetQueueDepth(queue_->queued());
   }
-  // After the reply: the upkeep is off the request's latency, and no value view is held.
-  if (store_->has_ssd_tier()) MaintainTier();
+  // After the reply: the upkeep is off the request's latency.
+  if (store_->has_ssd_tier()) ScheduleUpkeep();
 }
 
 StatusOr<OutgoingMessage> WorkerService::Handle(const IncomingMessage& request) {
-  switch (request.method()) {
-    case Method::kOpenSequence: return OpenSequence(request);
-    case Method::kLookupPrefix: return LookupPrefix(request);
-    case Method::kAppendKv: return AppendKv(request);
-    case Method::kAttend: {
-      worker_internal::AttendExecutor::Figures figures;
-      worker_internal::AttendExecutor::Phases phases;
-      // The executor fills each item's durableTokens from the store.
-      StatusOr<OutgoingMessage> reply = attend_->Run(request, &figures, &phases);
-      if (metrics_ != nullptr) {
-        metrics_->AddKeysScanned(figures.keys_scanned);
-        metrics_->AddAttendHeads(figures.sparse_heads, figures.dense_heads);
-        metrics_->AddAttendPhases(phases.prepare, phases.compute, phases.reply);
-      }
-      return reply;
-    }
-    case Method::kCloseSequence: return CloseSequence(request);
-    case Method::kStats: return Stats(request);
-    default: break;
-  }
+  ASSIGN_OR_RETURN(worker_codec::WorkerCall call,
+                   worker_codec::DecodeCall(request.method(), request.header(), codec_));
+  return Dispatch(request.method(), call, request.payload());
+}
+
+StatusOr<OutgoingMessage> WorkerService::Dispatch(Method method,
+                                                  const worker_codec::WorkerCall& call,
+                                                  std::span<const std::byte> payload) {
+  using namespace worker_codec;  // NOLINT(google-build-using-namespace): the call types
+  if (const auto* c = std::get_if<OpenSequenceCall>(&call)) return OpenSequence(*c);
+  if (const auto* c = std::get_if<LookupPrefixCall>(&call)) return LookupPrefix(*c);
+  if (const auto* c = std::get_if<AppendKvCall>(&call)) return AppendKv(*c, payload);
+  if (const auto* c = std::get_if<AttendCall>(&call)) return Attend(*c, payload);
+  if (const auto* c = std::get_if<CloseSequenceCall>(&call)) return CloseSequence(*c);
+  if (std::holds_alternative<StatsCall>(call)) return Stats();
   return UnimplementedError("worker " + options_.name + " does not serve method " +
-                            std::to_string(static_cast<int>(request.method())));
+                            std::to_string(static_cast<int>(method)));
 }
 
-bool WorkerService::WaitIdle(transport::Deadline deadline) {
-  std::unique_lock<std::mutex> lock(mu_);
-  return idle_.wait_until(lock, deadline, [&] { return queue_.empty() && !running_; });
+StatusOr<OutgoingMessage> WorkerService::Attend(const worker_codec::AttendCall& c,
+                                                std::span<const std::byte> payload) {
+  worker_internal::AttendExecutor::Figures figures;
+  worker_internal::AttendExecutor::Phases phases;
+  std::unique_ptr<worker_internal::AttendExecutor> executor = TakeExecutor();
+  // The executor fills each item's durableTokens from the store.
+  StatusOr<OutgoingMessage> reply = executor->Run(c, payload, &figures, &phases);
+  ReturnExecutor(std::move(executor));
+  if (metrics_ != nullptr) {
+    metrics_->AddKeysScanned(figures.keys_scanned);
+    metrics_->AddAttendHeads(figures.sparse_heads, figures.dense_heads);
+    metrics_->AddAttendPhases(phases.prepare, phases.compute, phases.reply);
+  }
+  return reply;
 }
 
-int64_t WorkerService::queue_depth() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return static_cast<int64_t>(queue_.size());
+std::unique_ptr<worker_internal::AttendExecutor> WorkerService::TakeExecutor() {
+  {
+    MutexLock lock(&executors_mu_);
+    if (!executors_.empty()) {
+      std::unique_ptr<worker_internal::AttendExecutor> e = std::move(executors_.back());
+      executors_.pop_back();
+      return e;
+    }
+  }
+  return std::make_unique<worker_internal::AttendExecutor>(store_.get(), pool_.get(),
+                                                           options_.spec, retrieval_.get());
 }
+
+void WorkerService::ReturnExecutor(std::unique_ptr<worker_internal::AttendExecutor> executor) {
+  MutexLock lock(&executors_mu_);
+  executors_.push_back(std::move(executor));
+}
+
+void WorkerService::ScheduleUpkeep() {
+  store_->TickValueClock();
+  // While write-throughs fail, upkeep keeps running until it sees them recovered.
+  if (!store_->MaintenanceDue() && !durability_failing_.load()) return;
+  // One upkeep asked at a time: requests finishing meanwhile do not ask again.
+  if (upkeep_asked_.exchange(true)) return;
+  queue_->RunExclusive([this] {
+    upkeep_asked_.store(false);
+    MaintainTier();
+  });
+}
+
+bool WorkerService::WaitIdle(transport::Deadline deadline) { return queue_->WaitIdle(deadline); }
+
+int64_t WorkerService::queue_depth() const { return queue_->queued(); }
 
 std::string WorkerService::HelloReplyHeader() const {
-  capnp::MallocMessageBuilder builder;
-  auto hello = builder.initRoot<wire::HelloReply>();
-  hello.setProtocolVersion(transport::kProtocolVersion);
-  hello.setWorkerName(options_.name);
-  hello.setModelFingerprint(fingerprint_);
-  transport::SpecToWire(options_.spec, hello.initSpec());
-  return transport::EncodeCapnp(builder);
+  return worker_codec::EncodeHelloReply(transport::kProtocolVersion, options_.name, fingerprint_,
+                                        options_.spec);
 }
 
 std::vector<std::span<std::byte>> WorkerService::memory_regions() const {

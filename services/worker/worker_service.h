@@ -7,43 +7,47 @@
 //     service->Submit(std::move(req), std::move(resp));   // queued, never blocks
 //   });
 //
-// Execution: one dispatcher thread takes requests in arrival order and runs each to
-// completion; Attend spreads its (sequence, KV head, token chunk) tasks over the compute pool,
-// the dispatcher included. Running one request at a time keeps every core on one batch (the
-// step's latency is what the engine waits for) and means no append ever races a read of the
-// same sequence. A request whose deadline passed while it was queued is answered
-// DEADLINE_EXCEEDED without running.
+// Execution: Submit decodes the request's header (services/worker/codec: nothing past it
+// sees Cap'n Proto) and hands it to the request queue (request_queue.h), which admits it or
+// refuses it at once with RESOURCE_EXHAUSTED, and runs requests of different sequences
+// concurrently on its runner threads; requests that share a sequence run in arrival order, so
+// an append never races a read of the same sequence. Each Attend spreads its (sequence, KV
+// head, token chunk) tasks over the compute pool, which serves several requests' batches at
+// once. CloseSequence is never refused by admission. A request whose deadline passed while it
+// was queued is answered DEADLINE_EXCEEDED without running.
 //
 // With an SSD tier (options.ssd.path, docs/worker.md "Durability and restart"): Create
 // recovers the directory's sequences and prefix cache and hands each recovered layer's stored
 // query sample to the retrieval state, whose indexes then rebuild in the background; AppendKv
 // and Attend replies carry each layer's durable length; OpenSequence with `resume` takes over
-// a recovered sequence; and after each request the dispatcher runs the store's upkeep
-// (KvStore::Maintain: spilling values, retrying failed write-throughs), never while an
-// Attend runs.
+// a recovered sequence; and when the store's upkeep is due (KvStore::Maintain: spilling
+// values, retrying failed write-throughs) it runs alone between requests, as the queue's
+// exclusive job, since a spill drops value pages a running Attend may read.
 //
-// Thread safety: Submit may be called from any thread; Handle only from one thread at a time
-// (the dispatcher's, or a test's while no dispatcher runs requests).
+// Thread safety: Submit and Handle may be called from any thread (Handle runs the request on
+// the caller's thread, outside the queue's ordering: tests use it while no queued request
+// touches the same sequence).
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
-#include <mutex>
+#include <optional>
 #include <span>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "attention_workers/thread_pool.h"
 #include "common/dtype.h"
+#include "common/index_kind.h"
 #include "common/model_spec.h"
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "kvstore/kv_store.h"
+#include "services/worker/codec/worker_codec.h"
+#include "services/worker/request_queue.h"
 #include "services/worker/retrieval_state.h"
 #include "transport/message.h"
 #include "transport/rpc_server.h"
@@ -67,8 +71,12 @@ struct WorkerServiceOptions {
   uint64_t kv_memory_bytes = uint64_t{1} << 30;
   // Prefault the pools at start.
   bool populate = false;
-  // Threads that compute attention (the dispatcher included); 0 = one per core.
+  // Threads that compute attention; 0 = one per core.
   int compute_threads = 0;
+  // Requests run at once (each spreads over the compute pool); 0 = min(4, compute threads).
+  int max_concurrent_requests = 0;
+  // Requests waiting at most; beyond it admission refuses with RESOURCE_EXHAUSTED.
+  int max_queued_requests = 1024;
   // Retrieval attention: index kind, default selection, background builds.
   worker_internal::RetrievalConfig retrieval;
   // The SSD tier; an empty ssd.path = DRAM only. With a tier the K pool keeps its half of
@@ -97,15 +105,18 @@ class WorkerService {
   // directory cannot be opened or recovered. metrics may be null; not owned.
   static StatusOr<std::unique_ptr<WorkerService>> Create(const WorkerServiceOptions& options,
                                                          WorkerMetrics* metrics);
-  // Stops the dispatcher; queued requests are answered UNAVAILABLE.
+  // Stops the runners after the requests running now; queued ones are answered UNAVAILABLE.
   ~WorkerService();
   WorkerService(const WorkerService&) = delete;
   WorkerService& operator=(const WorkerService&) = delete;
 
-  // Queues a request for the dispatcher. Called on the transport's progress thread.
+  // Decodes a request and queues it, or answers it at once: the codec's error for a malformed
+  // one, RESOURCE_EXHAUSTED when admission refuses it. Called on the transport's progress
+  // thread; never blocks.
   void Submit(transport::IncomingMessage request, transport::Responder responder);
 
-  // Runs one request: the reply on success, or the error to send back.
+  // Decodes and runs one request on the calling thread: the reply on success, or the error
+  // to send back.
   StatusOr<transport::OutgoingMessage> Handle(const transport::IncomingMessage& request);
 
   // Blocks until nothing is queued or running, or the deadline passes (false then).
@@ -123,7 +134,7 @@ class WorkerService {
   // Copies the store's figures into the metrics (called before each scrape).
   void RefreshMetrics() const;
   const RecoveryReport& recovery() const { return recovery_; }
-  // Threads computing attention (the dispatcher included).
+  // Threads computing attention.
   int compute_threads() const { return pool_->num_threads(); }
   // The first global token position of this worker's shard of sequence `id`, as its
   // OpenSequence said (token-range sharding); 0 for a sequence opened without one, recovered
@@ -131,20 +142,23 @@ class WorkerService {
   uint64_t TokenBegin(uint64_t id) const;
 
  private:
-  struct Pending {
-    transport::IncomingMessage request;
-    transport::Responder responder;
-  };
-
   explicit WorkerService(const WorkerServiceOptions& options, WorkerMetrics* metrics);
-  void DispatchLoop();
-  void Run(Pending pending);
+  // Runs a decoded request on the calling thread.
+  StatusOr<transport::OutgoingMessage> Dispatch(transport::Method method,
+                                                const worker_codec::WorkerCall& call,
+                                                std::span<const std::byte> payload);
+  // Runs a queued request and answers it.
+  void Serve(const transport::IncomingMessage& request, const worker_codec::WorkerCall& call,
+             transport::Responder& responder);
 
-  StatusOr<transport::OutgoingMessage> OpenSequence(const transport::IncomingMessage& req);
-  StatusOr<transport::OutgoingMessage> LookupPrefix(const transport::IncomingMessage& req);
-  StatusOr<transport::OutgoingMessage> AppendKv(const transport::IncomingMessage& req);
-  StatusOr<transport::OutgoingMessage> CloseSequence(const transport::IncomingMessage& req);
-  StatusOr<transport::OutgoingMessage> Stats(const transport::IncomingMessage& req);
+  StatusOr<transport::OutgoingMessage> OpenSequence(const worker_codec::OpenSequenceCall& c);
+  StatusOr<transport::OutgoingMessage> LookupPrefix(const worker_codec::LookupPrefixCall& c);
+  StatusOr<transport::OutgoingMessage> AppendKv(const worker_codec::AppendKvCall& c,
+                                                std::span<const std::byte> payload);
+  StatusOr<transport::OutgoingMessage> Attend(const worker_codec::AttendCall& c,
+                                              std::span<const std::byte> payload);
+  StatusOr<transport::OutgoingMessage> CloseSequence(const worker_codec::CloseSequenceCall& c);
+  StatusOr<transport::OutgoingMessage> Stats();
 
   // The SSD tier's side (tier_handlers.cc). Resume answers OpenSequence with `resume`.
   Status Recover();
@@ -158,11 +172,17 @@ class WorkerService {
   // request for (id, layer): to the retrieval state, and with a tier appended to the layer's
   // stored sample.
   void AcceptSample(uint64_t id, int layer, int heads, DType dtype, const std::byte* q,
-                    std::vector<int32_t> positions, bool build, int kind_number);
+                    std::vector<int32_t> positions, bool build, std::optional<IndexKind> kind);
   void FeedRetrieval(uint64_t id, int layer, int heads, DType dtype, const std::byte* q,
-                     std::vector<int32_t> positions, bool build, int kind_number);
-  // KvStore::Maintain between requests, on the dispatcher thread.
+                     std::vector<int32_t> positions, bool build, std::optional<IndexKind> kind);
+  void LogRecovery(const std::string& path) const;
+  // Asks the queue for the store's upkeep when it is due (after a request).
+  void ScheduleUpkeep();
+  // KvStore::Maintain, alone (the queue's exclusive job).
   void MaintainTier();
+  // An executor for one Attend (one per request running at once), and its return.
+  std::unique_ptr<worker_internal::AttendExecutor> TakeExecutor();
+  void ReturnExecutor(std::unique_ptr<worker_internal::AttendExecutor> executor);
 
   const WorkerServiceOptions options_;
   uint64_t fingerprint_ = 0;
@@ -171,29 +191,29 @@ class WorkerService {
   std::unique_ptr<ThreadPool> pool_;
   // Reads the store from its build threads: destroyed (joined) before the store.
   std::unique_ptr<worker_internal::RetrievalState> retrieval_;
-  std::unique_ptr<worker_internal::AttendExecutor> attend_;
   RecoveryReport recovery_;  // written by Create only
+  worker_codec::CodecContext codec_;
 
-  // SSD tier state, touched by the dispatcher thread only (and by Create before it starts):
-  // each (sequence, layer)'s encoded query sample as stored (query_sample_codec.h), and
-  // whether write-throughs are failing (logged once per episode).
-  std::map<std::pair<uint64_t, int>, std::string> samples_;
-  bool durability_failing_ = false;
+  Mutex executors_mu_;
+  std::vector<std::unique_ptr<worker_internal::AttendExecutor>> executors_
+      GUARDED_BY(executors_mu_);
+
+  // Each (sequence, layer)'s encoded query sample as stored (query_sample_codec.h).
+  Mutex samples_mu_;
+  std::map<std::pair<uint64_t, int>, std::string> samples_ GUARDED_BY(samples_mu_);
+  // Whether write-throughs are failing (logged once per episode): written by MaintainTier.
+  std::atomic<bool> durability_failing_{false};
+  std::atomic<bool> upkeep_asked_{false};
   // Read by RefreshMetrics on the control plane's thread.
   std::atomic<uint64_t> sample_store_errors_{0};
   std::atomic<uint64_t> durable_retries_{0};
 
-  // Nonzero token begins of open shards: written by the dispatcher, read by the agent.
-  mutable std::mutex token_begins_mu_;
-  std::map<uint64_t, uint64_t> token_begins_;  // guarded by token_begins_mu_
+  // Nonzero token begins of open shards: written by requests, read by the agent.
+  mutable Mutex token_begins_mu_;
+  std::map<uint64_t, uint64_t> token_begins_ GUARDED_BY(token_begins_mu_);
 
-  mutable std::mutex mu_;
-  std::condition_variable wake_;
-  std::condition_variable idle_;
-  std::deque<Pending> queue_;  // guarded by mu_
-  bool running_ = false;       // guarded by mu_: the dispatcher is inside Run
-  bool stop_ = false;          // guarded by mu_
-  std::thread dispatcher_;
+  // Last: destroyed first, so no request runs while the rest goes.
+  std::unique_ptr<worker_internal::RequestQueue> queue_;
 };
 
 }  // namespace attic

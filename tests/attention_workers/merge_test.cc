@@ -1,6 +1,6 @@
 // Partial-state merge: associativity, commutativity, identity, extreme values, and agreement
 // with attention over the union of the parts.
-#include "attention_workers/merge.h"
+#include "common/lse_merge.h"
 
 #include <gtest/gtest.h>
 

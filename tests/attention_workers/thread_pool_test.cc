@@ -34,6 +34,24 @@ TEST(ThreadPool, ManyBatchesAndConcurrentCallers) {
   EXPECT_EQ(total.load(), 4 * 200 * (16 * 17 / 2));
 }
 
+TEST(ThreadPool, NestedAndOverlappingBatchesAllFinish) {
+  // A request's batch may itself fan out, while other requests' batches are open.
+  ThreadPool pool({.num_threads = 4});
+  std::atomic<int64_t> total{0};
+  std::vector<std::thread> callers;
+  for (int c = 0; c < 3; ++c) {
+    callers.emplace_back([&] {
+      for (int b = 0; b < 50; ++b) {
+        pool.ParallelFor(5, [&](int64_t) {
+          pool.ParallelFor(7, [&](int64_t i) { total += i; });
+        });
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(total.load(), 3 * 50 * 5 * 21);
+}
+
 TEST(ThreadPool, DefaultSizeIsCoreCount) {
   ThreadPool pool;
   EXPECT_EQ(pool.num_threads(), static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "attention_workers/decode_attention.h"
-#include "attention_workers/merge.h"
+#include "common/lse_merge.h"
 #include "attention_workers/retrieval/head_profile.h"
 #include "attention_workers/retrieval/key_index.h"
 #include "attention_workers/retrieval/selection.h"
@@ -29,7 +29,6 @@
 namespace attic::testing {
 namespace {
 
-using retrieval::IndexKind;
 
 constexpr int kHkv = 2;
 constexpr int kHq = 8;
@@ -181,7 +180,7 @@ class RetrievalOffload : public ::testing::Test {
       }
       args.push_back(std::to_string(fold_tokens_));
       args.push_back("--retrieval-index-kind");
-      args.push_back(std::string(retrieval::IndexKindName(kKind)));
+      args.push_back(std::string(IndexKindName(kKind)));
       workers_.push_back(std::make_unique<loadgen::WorkerProcess>(loadgen::WorkerProcessOptions{
           .binary = ATTIC_WORKER_BINARY, .args = args, .name = "w" + std::to_string(i)}));
       ASSERT_TRUE(workers_.back()->Start(std::chrono::seconds(30)).ok());
@@ -473,7 +472,7 @@ TEST_F(RetrievalOffload, SpilledValuesAnswerAsInDram) {
   args.push_back("--data-dir");
   args.push_back(dir + "/db");
   args.push_back("--retrieval-index-kind");
-  args.push_back(std::string(retrieval::IndexKindName(kKind)));
+  args.push_back(std::string(IndexKindName(kKind)));
   loadgen::WorkerProcess ssd_worker(
       {.binary = ATTIC_WORKER_BINARY, .args = args, .name = "ssd"});
   ASSERT_TRUE(ssd_worker.Start(std::chrono::seconds(30)).ok()) << ssd_worker.Log();

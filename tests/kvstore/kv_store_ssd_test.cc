@@ -48,6 +48,12 @@ class SsdStoreTest : public ::testing::Test {
     store_ = std::move(s).value();
   }
 
+  // One request's worth of the worker's upkeep: a tick of the use clock, then Maintain.
+  MaintainStats Tick() {
+    store_->TickValueClock();
+    return store_->Maintain();
+  }
+
   Status Open(uint64_t id, const std::string& tenant = "acme") {
     return store_->OpenSequence({.id = id, .tenant = tenant, .spec = spec_});
   }
@@ -172,22 +178,22 @@ TEST_F(SsdStoreTest, ValuesSpillKeysStayAndReloadsGiveTheSameBytes) {
 }
 
 TEST_F(SsdStoreTest, LeastRecentlyUsedValuesSpillFirst) {
-  // Budget 40 V blocks: Maintain spills above 36 down to 30. Each Maintain is one tick of the
-  // use clock, as one request is in the worker.
+  // Budget 40 V blocks: Maintain spills above 36 down to 30. Each Tick() is one tick of the use
+  // clock, as one request is in the worker.
   OpenStore(/*value_dram_blocks=*/40);
   const KvFn fn = SeededContent(4);
   ASSERT_OK(Open(1));
   ASSERT_OK(Prefill(1, fn, 0, 16 * 20));  // 80 V blocks, used at tick 1
-  store_->Maintain();                      // 30 left
+  Tick();                      // 30 left
   ASSERT_OK(Open(2));
   ASSERT_OK(Prefill(2, fn, 0, 16 * 2));  // 8 blocks at tick 2
-  store_->Maintain();                     // 38 -> 30: only tick-1 blocks go
+  Tick();                     // 38 -> 30: only tick-1 blocks go
   std::vector<const std::byte*> values;
   ASSERT_OK(store_->FetchValues(1, 0, 0, std::vector<int>{0, 1, 2, 3, 4}, &values));  // tick 3
-  store_->Maintain();
+  Tick();
   ASSERT_OK(Open(3));
   ASSERT_OK(Prefill(3, fn, 0, 16 * 2));  // 8 more at tick 4: about 43 resident
-  const MaintainStats m = store_->Maintain();
+  const MaintainStats m = Tick();
   EXPECT_GT(m.spilled_blocks, 0);
   EXPECT_EQ(SpilledViews(2, 0, 0) + SpilledViews(2, 1, 1), 0);  // tick 2 outlives tick 1
   std::vector<BlockView> views;

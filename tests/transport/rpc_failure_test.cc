@@ -14,26 +14,26 @@ class HeldResponders {
  public:
   RequestHandler Handler() {
     return [this](IncomingMessage, Responder r) {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       held_.push_back(std::move(r));
     };
   }
-  bool WaitForCount(size_t n) {
+  bool WaitForCount(size_t n) EXCLUDES(mu_) {
     return WaitFor([&] {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       return held_.size() == n;
     });
   }
   // Runs f on the held responders under the lock.
   template <typename F>
-  void With(F&& f) {
-    std::lock_guard<std::mutex> l(mu_);
+  void With(F&& f) EXCLUDES(mu_) {
+    MutexLock l(&mu_);
     f(held_);
   }
 
  private:
-  std::mutex mu_;
-  std::vector<Responder> held_;
+  Mutex mu_;
+  std::vector<Responder> held_ GUARDED_BY(mu_);
 };
 
 OutgoingMessage Request(Method method, const std::string& text) {

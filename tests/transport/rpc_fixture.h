@@ -7,10 +7,10 @@
 #include <chrono>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "common/thread_annotations.h"
 #include "transport/rpc_client.h"
 #include "transport/rpc_server.h"
 
@@ -62,7 +62,7 @@ class RpcTest : public ::testing::Test {
     auto server = RpcServer::Start(options, [this](IncomingMessage m, Responder r) {
       Handler h;
       {
-        std::lock_guard<std::mutex> l(mu_);
+        MutexLock l(&mu_);
         h = handler_;
       }
       if (h) {
@@ -78,8 +78,8 @@ class RpcTest : public ::testing::Test {
     address_ = "127.0.0.1:" + std::to_string(server_->port());
   }
 
-  void SetHandler(Handler h) {
-    std::lock_guard<std::mutex> l(mu_);
+  void SetHandler(Handler h) EXCLUDES(mu_) {
+    MutexLock l(&mu_);
     handler_ = std::move(h);
   }
 
@@ -105,8 +105,8 @@ class RpcTest : public ::testing::Test {
     return conn.Call(std::move(m), DeadlineAfter(timeout)).get();
   }
 
-  std::mutex mu_;
-  Handler handler_;
+  Mutex mu_;
+  Handler handler_ GUARDED_BY(mu_);
   std::unique_ptr<RpcServer> server_;
   std::string address_;
 };

@@ -7,15 +7,14 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <cstdio>
 #include <random>
 #include <thread>
 #include <vector>
 
+#include "common/thread_annotations.h"
 #include "tests/transport/rpc_fixture.h"
 
 namespace attic::transport::testing {
@@ -115,50 +114,50 @@ class DelayedRunner {
     return runner;
   }
 
-  void After(std::chrono::milliseconds delay, std::function<void()> fn) {
+  void After(std::chrono::milliseconds delay, std::function<void()> fn) EXCLUDES(mu_) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       due_.emplace(std::chrono::steady_clock::now() + delay, std::move(fn));
     }
-    wake_.notify_one();
+    wake_.NotifyOne();
   }
 
   ~DelayedRunner() {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       stop_ = true;
     }
-    wake_.notify_one();
+    wake_.NotifyOne();
     thread_.join();
   }
 
  private:
   DelayedRunner() : thread_([this] { Loop(); }) {}
 
-  void Loop() {
-    std::unique_lock<std::mutex> lock(mu_);
+  void Loop() EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     while (!stop_) {
       if (due_.empty()) {
-        wake_.wait(lock);
+        wake_.Wait(&mu_);
         continue;
       }
       const auto next = due_.begin()->first;
       if (std::chrono::steady_clock::now() < next) {
-        wake_.wait_until(lock, next);
+        wake_.WaitUntil(&mu_, next);
         continue;
       }
       std::function<void()> fn = std::move(due_.begin()->second);
       due_.erase(due_.begin());
-      lock.unlock();
+      mu_.Unlock();
       fn();
-      lock.lock();
+      mu_.Lock();
     }
   }
 
-  std::mutex mu_;
-  std::condition_variable wake_;
-  std::multimap<std::chrono::steady_clock::time_point, std::function<void()>> due_;
-  bool stop_ = false;
+  Mutex mu_;
+  CondVar wake_;
+  std::multimap<std::chrono::steady_clock::time_point, std::function<void()>> due_ GUARDED_BY(mu_);
+  bool stop_ GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

@@ -5,9 +5,9 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <mutex>
 #include <vector>
 
+#include "common/thread_annotations.h"
 #include "transport/capnp_codec.h"
 #include "transport/proto/attic.capnp.h"
 #include "transport/rpc_server.h"
@@ -18,12 +18,12 @@ int main() {
   auto reply = b.initRoot<attic::wire::HelloReply>();
   reply.setProtocolVersion(kProtocolVersion);
   reply.setWorkerName("doomed-worker");
-  std::mutex mu;
-  std::vector<Responder> held;
+  attic::Mutex mu;
+  std::vector<Responder> held;  // guarded by mu
   RpcServerOptions options{
       .name = "doomed-worker", .listen_address = "127.0.0.1", .hello_reply_header = EncodeCapnp(b)};
   auto server = RpcServer::Start(options, [&](IncomingMessage, Responder r) {
-    std::lock_guard<std::mutex> l(mu);
+    attic::MutexLock l(&mu);
     held.push_back(std::move(r));
   });
   if (!server.ok()) {

@@ -11,10 +11,10 @@ TaskCrew::TaskCrew(int helpers) {
 
 TaskCrew::~TaskCrew() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
   }
-  work_.notify_all();
+  work_.NotifyAll();
   for (std::thread& t : helpers_) t.join();
 }
 
@@ -27,40 +27,40 @@ size_t TaskCrew::Claim(Job* job) {
   return i;
 }
 
-void TaskCrew::Run(Job* job, size_t i, std::unique_lock<std::mutex>* lock) {
-  lock->unlock();
+void TaskCrew::Run(Job* job, size_t i) {
+  mu_.Unlock();
   Status s = job->tasks[i]();
-  lock->lock();
+  mu_.Lock();
   job->results[i] = std::move(s);
   ++job->finished;
   // The job may be gone as soon as the lock is released: only the caller touches it after its
   // last task finished.
-  finished_.notify_all();
+  finished_.NotifyAll();
 }
 
 void TaskCrew::RunAll(std::span<const std::function<Status()>> tasks, std::span<Status> results) {
   if (tasks.empty()) return;
   Job job{.tasks = tasks, .results = results};
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (tasks.size() > 1 && !helpers_.empty()) {
     queue_.push_back(&job);
-    work_.notify_all();
+    work_.NotifyAll();
   }
   while (job.claimed < tasks.size()) {
     const size_t i = Claim(&job);
-    Run(&job, i, &lock);
+    Run(&job, i);
   }
-  finished_.wait(lock, [&] { return job.finished == tasks.size(); });
+  while (job.finished != tasks.size()) finished_.Wait(&mu_);
 }
 
 void TaskCrew::HelperLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (;;) {
-    work_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+    while (!stop_ && queue_.empty()) work_.Wait(&mu_);
     if (stop_) return;
     Job* job = queue_.front();
     const size_t i = Claim(job);
-    Run(job, i, &lock);
+    Run(job, i);
   }
 }
 

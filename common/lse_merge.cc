@@ -1,4 +1,4 @@
-#include "attention_workers/merge.h"
+#include "common/lse_merge.h"
 
 #include <cmath>
 

@@ -1,4 +1,4 @@
-#include "client/internal/lse_merge.h"
+#include "common/lse_merge.h"
 
 #include <gtest/gtest.h>
 
@@ -6,7 +6,7 @@
 #include <random>
 #include <vector>
 
-namespace attic::client_internal {
+namespace attic {
 namespace {
 
 // Attention of one head over tokens [begin, end), in double: (o [d], lse).
@@ -102,4 +102,4 @@ TEST(LseMergeTest, ExtremeLseDoesNotOverflow) {
 }
 
 }  // namespace
-}  // namespace attic::client_internal
+}  // namespace attic

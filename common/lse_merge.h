@@ -1,4 +1,6 @@
-// Merging partial attention states by log-sum-exp (DESIGN.md, "The decode step").
+// Merging partial attention states by log-sum-exp (DESIGN.md, "The decode step"): the one
+// implementation, used by the workers (split-K chunks of a head) and by the client (shards of a
+// sequence), checked against fp64 in tests/common/lse_merge_test.cc.
 //
 // A partial state of one query head is (o, lse): o [D] the normalized output over a subset of
 // tokens, lse the natural-log sum of exp(scale * q.k) over that subset. Merging two disjoint
