@@ -1,6 +1,6 @@
 // ./attic bench ssd [--dir DIR] [--bytes N] [--json FILE] [--quick] [--sync] [--buffered]
 //                   [--writers LIST] [--shards LIST] [--data DIR] [--dram-fraction F]
-//                   [--skip-sparse]
+//                   [--skip-sparse] [--sections LIST]
 //
 // The SSD tier against the disk under it, in one run (docs/kvstore-ssd.md):
 //
@@ -9,6 +9,8 @@
 //                                    1, 2 and 4 threads (contiguous ranges); the best pass is
 //                                    the physical limit of the rows below.
 //   disk_random_read_latency         raw O_DIRECT 16 KiB reads at random aligned offsets.
+//   disk_random_read_iops / _qd_latency  raw O_DIRECT 4 KiB and 16 KiB random reads at queue
+//                                    depths 1, 16 and 32 (that many threads): IOPS and p50.
 //   spill_throughput                 16 KiB blocks through SsdTier::Write in batches of 256
 //                                    (4 MiB: the forced-flush path) until --bytes, from 1, 2
 //                                    and 4 writer threads (--writers; each writes its own
@@ -29,6 +31,10 @@
 //   random_block_read_latency        single ReadBlock of random keys (p50; p90/p99 as params),
 //                                    table files opened first (steady state). Limit:
 //                                    disk_random_read_latency p50.
+//   sparse_fetch_step_latency        KvStore::FetchValues of 16 and 64 scattered spilled
+//                                    value blocks per step (bench/ssd/sparse_step.h), with the
+//                                    tier's 16 read threads and with 1. Limit: the disk's time
+//                                    for that many random reads, max(QD1 p50, n / best IOPS).
 //   locality_* / decode_step_*       sparse fetch (bench/ssd/sparse_fetch_section.h): value
 //                                    bytes per step with the locality plan on the activation
 //                                    dump (--data, else ../shared, else synthetic), and the
@@ -49,6 +55,7 @@
 #include "bench/bench_report.h"
 #include "bench/ssd/disk_throughput.h"
 #include "bench/ssd/sparse_fetch_section.h"
+#include "bench/ssd/sparse_step.h"
 #include "bench/ssd/tier_throughput.h"
 
 namespace attic::bench {
@@ -68,6 +75,8 @@ struct Flags {
   std::string data;                      // activation dump of the sparse-fetch section
   double dram_fraction = 0.1;            // values in DRAM in its spilled decode steps
   bool skip_sparse = false;
+  // Sections to run besides the disk's (which every other one compares with); empty: all.
+  std::vector<std::string> sections;
 };
 
 // What the sections share: the flags, the scratch directory, and the figures measured so far.
@@ -101,7 +110,9 @@ void Usage() {
       "  --data DIR   activation dump of the sparse-fetch section (default: ../shared's\n"
       "               reference dump, else a synthetic one)\n"
       "  --dram-fraction F  values in DRAM in its spilled decode steps (default 0.1)\n"
-      "  --skip-sparse      leave out the sparse-fetch section\n");
+      "  --skip-sparse      leave out the sparse-fetch section\n"
+      "  --sections LIST    run only these besides the disk's: spill, reload, random (the last\n"
+      "               two read what spill wrote), sparse-step, sparse-fetch\n");
 }
 
 size_t ParseBytes(const std::string& v) {
@@ -135,6 +146,17 @@ std::vector<int> ParseCounts(const char* flag, const std::string& v) {
   return out;
 }
 
+std::vector<std::string> ParseNames(const std::string& v) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (at <= v.size()) {
+    const size_t comma = std::min(v.find(',', at), v.size());
+    out.push_back(v.substr(at, comma - at));
+    at = comma + 1;
+  }
+  return out;
+}
+
 bool ParseFlags(int argc, char** argv, Flags* f) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -161,6 +183,8 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
       f->dram_fraction = std::atof(argv[++i]);
     } else if (a == "--skip-sparse") {
       f->skip_sparse = true;
+    } else if (a == "--sections" && has_value) {
+      f->sections = ParseNames(argv[++i]);
     } else if (a == "--help" || a == "-h") {
       Usage();
       return false;
@@ -219,6 +243,25 @@ std::vector<Param> PassParams(const DiskFigures& d, const std::vector<DiskPass>&
   return p;
 }
 
+// disk_random_read_iops and disk_random_read_qd_latency: one row each per (size, depth).
+void AddRandomPassRows(const DiskFigures& d, BenchReport& report) {
+  for (const RandomReadPass& p : d.random_passes) {
+    const std::vector<Param> params = {{"read_bytes", std::to_string(p.bytes)},
+                                       {"queue_depth", std::to_string(p.queue_depth)},
+                                       {"samples", std::to_string(p.latency.samples)},
+                                       {"p90_us", Num(p.latency.p90_us, "%.1f")},
+                                       {"p99_us", Num(p.latency.p99_us, "%.1f")},
+                                       {"direct_io", d.direct_io ? "true" : "false"}};
+    report.AddRow(
+        {.name = "disk_random_read_iops", .params = params, .value = p.iops, .unit = "IOPS"});
+    report.AddRow({.name = "disk_random_read_qd_latency",
+                   .params = params,
+                   .value = p.latency.p50_us,
+                   .unit = "us",
+                   .better = "lower"});
+  }
+}
+
 Status DiskSection(SsdBenchContext& c, BenchReport& report) {
   ASSIGN_OR_RETURN(
       c.disk,
@@ -236,6 +279,7 @@ Status DiskSection(SsdBenchContext& c, BenchReport& report) {
                  .params = PassParams(d, d.reads, d.read_gbps),
                  .value = d.read_gbps,
                  .unit = "GB/s"});
+  AddRandomPassRows(d, report);
   report.AddRow({.name = "disk_random_read_latency",
                  .params = {{"read_bytes", "16384"},
                             {"samples", std::to_string(d.random_read.samples)},
@@ -365,6 +409,40 @@ Status RandomReadSection(SsdBenchContext& c, BenchReport& report) {
   return OkStatus();
 }
 
+// FetchValues of n scattered spilled blocks per step against the disk's random-read latency
+// and IOPS of the same run: sparse_fetch_step_latency, one row per (read threads, n).
+Status SparseStepSection(SsdBenchContext& c, BenchReport& report) {
+  SparseStepOptions o{.dir = c.dir, .direct_io = !c.flags.buffered};
+  if (c.flags.quick) o.steps = 50;
+  ASSIGN_OR_RETURN(std::vector<SparseStepFigures> rows, MeasureSparseSteps(o));
+  for (const SparseStepFigures& f : rows) {
+    const double limit = SparseStepLimitUs(c.disk, f.block_bytes, f.blocks_per_step);
+    const RandomReadPass* qd1 = c.disk.FindRandom(f.block_bytes, 1);
+    const double serial = qd1 != nullptr ? qd1->latency.p50_us * f.blocks_per_step : 0.0;
+    report.AddRow({.name = "sparse_fetch_step_latency",
+                   .params = {{"blocks_per_step", std::to_string(f.blocks_per_step)},
+                              {"read_threads", std::to_string(f.read_threads)},
+                              {"block_bytes", std::to_string(f.block_bytes)},
+                              {"blocks_read_per_step", Num(f.blocks_read, "%.1f")},
+                              {"steps", std::to_string(f.step.samples)},
+                              {"p90_us", Num(f.step.p90_us, "%.1f")},
+                              {"p99_us", Num(f.step.p99_us, "%.1f")},
+                              {"serial_us", Num(serial, "%.1f")}},
+                   .value = f.step.p50_us,
+                   .unit = "us",
+                   .limit = limit,
+                   .limit_source =
+                       "max(raw QD1 random-read p50, blocks / best raw random-read IOPS), same run",
+                   .better = "lower"});
+    c.verdicts.push_back(
+        "sparse_fetch_step_latency (" + std::to_string(f.blocks_per_step) + " blocks, " +
+        std::to_string(f.read_threads) + " read threads): p50 " + Num(f.step.p50_us, "%.0f") +
+        " us = " + Num(limit > 0 ? f.step.p50_us / limit : 0.0, "%.2f") + " x limit " +
+        Num(limit, "%.0f") + " us (one read per block in turn: " + Num(serial, "%.0f") + " us)");
+  }
+  return OkStatus();
+}
+
 Status SparseFetchSection(SsdBenchContext& c, BenchReport& report) {
   if (c.flags.skip_sparse) return OkStatus();
   retrieval::eval::SparseFetchOptions o{
@@ -373,9 +451,24 @@ Status SparseFetchSection(SsdBenchContext& c, BenchReport& report) {
   return retrieval::eval::AddSparseFetchSection(o, &report);
 }
 
-// New sections go at the end; each appends its rows (and verdicts) to the one report.
-constexpr Section kSections[] = {DiskSection, SpillSection, ReloadSection, RandomReadSection,
-                                 SparseFetchSection};
+struct NamedSection {
+  const char* name;
+  Section run;
+};
+
+// New sections go at the end; each appends its rows (and verdicts) to the one report. The
+// reload and random-read sections read what the spill wrote.
+constexpr NamedSection kSections[] = {{"disk", DiskSection},
+                                      {"spill", SpillSection},
+                                      {"reload", ReloadSection},
+                                      {"random", RandomReadSection},
+                                      {"sparse-step", SparseStepSection},
+                                      {"sparse-fetch", SparseFetchSection}};
+
+bool Wanted(const Flags& f, const std::string& name) {
+  if (f.sections.empty() || name == "disk") return true;
+  return std::find(f.sections.begin(), f.sections.end(), name) != f.sections.end();
+}
 
 int Run(const Flags& flags) {
   SsdBenchContext c;
@@ -391,8 +484,9 @@ int Run(const Flags& flags) {
   BenchReport report("ssd");
   report.AddHostFact("dir", c.dir);
   Status s;
-  for (Section section : kSections) {
-    s = section(c, report);
+  for (const NamedSection& section : kSections) {
+    if (!Wanted(flags, section.name)) continue;
+    s = section.run(c, report);
     if (!s.ok()) break;
   }
   std::error_code ec;

@@ -45,6 +45,10 @@ StatusOr<void*> MmapSlabAllocator::Allocate(size_t bytes) {
   // Best effort: kernels without THP (or with it disabled) answer EINVAL, which costs nothing.
   if (options_.huge_pages) (void)madvise(p, bytes, MADV_HUGEPAGE);
 #endif
+#ifdef MADV_NOHUGEPAGE
+  // Small pages even where THP is "always": callers that release pages piecemeal ask for it.
+  if (!options_.huge_pages) (void)madvise(p, bytes, MADV_NOHUGEPAGE);
+#endif
   if (options_.populate && !map_populate) {
     auto* bytes_p = static_cast<volatile unsigned char*>(p);
     for (size_t off = 0; off < bytes; off += PageSize()) bytes_p[off] = 0;

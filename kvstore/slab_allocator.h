@@ -53,7 +53,9 @@ struct MmapSlabAllocatorOptions {
   // Default: false.
   bool populate = false;
   // Ask for transparent huge pages (madvise(MADV_HUGEPAGE), best effort: ignored when the
-  // kernel refuses). Fewer TLB misses when kernels stream blocks. Default: true.
+  // kernel refuses). Fewer TLB misses when kernels stream blocks. false asks for small pages
+  // (MADV_NOHUGEPAGE), for slabs whose pages are released block by block (the V slab of a
+  // store with an SSD tier). Default: true.
   bool huge_pages = true;
 };
 

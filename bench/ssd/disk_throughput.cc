@@ -151,6 +151,64 @@ Status RandomReads(const std::string& path, const DiskOptions& o, std::byte* buf
   return OkStatus();
 }
 
+// `reads` random reads of `bytes` from `depth` threads at once (each its own buffer).
+StatusOr<RandomReadPass> RandomReadsAtDepth(int fd, size_t file_bytes, size_t bytes, int depth,
+                                            int reads) {
+  std::vector<std::vector<double>> us(static_cast<size_t>(depth));
+  std::vector<AlignedBuffer> bufs;
+  for (int t = 0; t < depth; ++t) {
+    ASSIGN_OR_RETURN(AlignedBuffer b, Allocate(bytes));
+    bufs.push_back(std::move(b));
+  }
+  const size_t slots = (file_bytes - bytes) / kAlignment;
+  std::vector<Status> results(static_cast<size_t>(depth));
+  std::vector<std::thread> pool;
+  const Clock::time_point start = Clock::now();
+  for (int t = 0; t < depth; ++t) {
+    pool.emplace_back([&, t] {
+      std::mt19937_64 rng(1000 + static_cast<uint64_t>(t));
+      for (int i = t; i < reads; i += depth) {
+        const auto off = static_cast<off_t>((rng() % slots) * kAlignment);
+        const Clock::time_point a = Clock::now();
+        if (::pread(fd, bufs[t].get(), bytes, off) != static_cast<ssize_t>(bytes)) {
+          results[t] = Errno("random read");
+          return;
+        }
+        us[t].push_back(Seconds(a, Clock::now()) * 1e6);
+      }
+    });
+  }
+  for (std::thread& th : pool) th.join();
+  const double seconds = Seconds(start, Clock::now());
+  for (const Status& s : results) RETURN_IF_ERROR(s);
+  std::vector<double> all;
+  for (const std::vector<double>& v : us) all.insert(all.end(), v.begin(), v.end());
+  RandomReadPass pass{.bytes = bytes, .queue_depth = depth};
+  pass.iops = static_cast<double>(all.size()) / seconds;
+  pass.latency = Percentiles(&all);
+  return pass;
+}
+
+Status RandomReadPasses(const std::string& path, const DiskOptions& o, DiskFigures* fig) {
+  bool direct = false;
+  Fd fd(OpenFile(path, O_RDONLY, &direct));
+  if (fd.get() < 0) return Errno("opening " + path);
+  for (size_t bytes : o.random_qd_bytes) {
+    if (bytes == 0 || bytes % kAlignment != 0 || bytes >= fig->bytes) {
+      return InvalidArgumentError("MeasureDisk: random read sizes must be multiples of 4 KiB");
+    }
+    for (int depth : o.queue_depths) {
+      if (depth < 1 || depth > 256) {
+        return InvalidArgumentError("MeasureDisk: queue depths must be in [1, 256]");
+      }
+      ASSIGN_OR_RETURN(RandomReadPass pass,
+                       RandomReadsAtDepth(fd.get(), fig->bytes, bytes, depth, o.random_qd_reads));
+      fig->random_passes.push_back(pass);
+    }
+  }
+  return OkStatus();
+}
+
 Status MeasurePasses(const std::string& path, const DiskOptions& o,
                      const std::vector<AlignedBuffer>& bufs, DiskFigures* fig) {
   for (int threads : o.threads) {
@@ -185,6 +243,21 @@ LatencyFigures Percentiles(std::vector<double>* us) {
   return f;
 }
 
+const RandomReadPass* DiskFigures::FindRandom(size_t read_bytes, int queue_depth) const {
+  for (const RandomReadPass& p : random_passes) {
+    if (p.bytes == read_bytes && p.queue_depth == queue_depth) return &p;
+  }
+  return nullptr;
+}
+
+const RandomReadPass* DiskFigures::BestRandom(size_t read_bytes) const {
+  const RandomReadPass* best = nullptr;
+  for (const RandomReadPass& p : random_passes) {
+    if (p.bytes == read_bytes && (best == nullptr || p.iops > best->iops)) best = &p;
+  }
+  return best;
+}
+
 StatusOr<DiskFigures> MeasureDisk(const DiskOptions& o) {
   if (o.transfer_bytes == 0 || o.transfer_bytes % kAlignment != 0 ||
       o.random_read_bytes % kAlignment != 0 || o.bytes < o.transfer_bytes) {
@@ -204,6 +277,7 @@ StatusOr<DiskFigures> MeasureDisk(const DiskOptions& o) {
   const std::string path = o.dir + "/.attic-bench-disk";
   Status s = MeasurePasses(path, o, bufs, &fig);
   if (s.ok() && o.random_reads > 0) s = RandomReads(path, o, bufs[0].get(), &fig);
+  if (s.ok() && o.random_qd_reads > 0) s = RandomReadPasses(path, o, &fig);
   ::unlink(path.c_str());
   RETURN_IF_ERROR(s);
   return fig;

@@ -38,6 +38,19 @@ struct DiskOptions {
   std::vector<int> threads = {1, 2, 4};
   size_t random_read_bytes = 16384;  // one random read (a KV block)
   int random_reads = 2000;
+  // Random-read IOPS at queue depth: for each size and depth, `depth` threads issue blocking
+  // O_DIRECT preads at random aligned offsets, random_qd_reads of them in all.
+  std::vector<size_t> random_qd_bytes = {4096, 16384};
+  std::vector<int> queue_depths = {1, 16, 32};
+  int random_qd_reads = 4000;
+};
+
+// Random reads of one size at one queue depth.
+struct RandomReadPass {
+  size_t bytes = 0;
+  int queue_depth = 0;
+  double iops = 0.0;       // reads completed per second, all threads
+  LatencyFigures latency;  // of one read
 };
 
 struct DiskPass {
@@ -54,11 +67,18 @@ struct DiskFigures {
   double write_gbps = 0.0;  // best of writes
   double read_gbps = 0.0;   // best of reads
   LatencyFigures random_read;
+  std::vector<RandomReadPass> random_passes;  // one per (random_qd_bytes, queue_depths)
+
+  // The pass of that size and depth, or nullptr.
+  const RandomReadPass* FindRandom(size_t read_bytes, int queue_depth) const;
+  // The pass of that size with the most IOPS, or nullptr.
+  const RandomReadPass* BestRandom(size_t read_bytes) const;
 };
 
 // Per thread count: writes a file of options.bytes in transfer_bytes pieces and fdatasyncs it
 // (timed together), then reads it back sequentially. Then times random_reads single reads at
-// random aligned offsets on one thread. With buffered I/O (O_DIRECT refused) the page cache is
+// random aligned offsets on one thread, and the random-read passes at each queue depth. With
+// buffered I/O (O_DIRECT refused) the page cache is
 // dropped for the file before each read pass.
 StatusOr<DiskFigures> MeasureDisk(const DiskOptions& options);
 

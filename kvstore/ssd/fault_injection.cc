@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -31,6 +33,11 @@ using rocksdb::Slice;
 struct FaultInjector::State {
   std::atomic<Fault> fault{Fault::kNone};
   std::atomic<uint64_t> injected{0};
+  std::atomic<int64_t> read_delay_us{0};
+  std::atomic<int64_t> write_delay_us{0};
+  std::atomic<uint64_t> delayed{0};
+  std::atomic<int> reads_in_flight{0};
+  std::atomic<int> peak_reads_in_flight{0};
 };
 
 FaultInjector::FaultInjector() : state_(std::make_unique<State>()) {}
@@ -41,6 +48,32 @@ FaultInjector::Fault FaultInjector::fault() const {
 }
 uint64_t FaultInjector::injected() const {
   return state_->injected.load(std::memory_order_relaxed);
+}
+
+Status FaultInjector::SetLatency(std::chrono::microseconds read, std::chrono::microseconds write) {
+  for (const std::chrono::microseconds d : {read, write}) {
+    if (d.count() < 0 || d > kMaxLatency) {
+      return InvalidArgumentError("FaultInjector::SetLatency: delays must be in [0, " +
+                                  std::to_string(kMaxLatency.count()) + "] us, got read " +
+                                  std::to_string(read.count()) + " us, write " +
+                                  std::to_string(write.count()) + " us");
+    }
+  }
+  state_->read_delay_us.store(read.count(), std::memory_order_release);
+  state_->write_delay_us.store(write.count(), std::memory_order_release);
+  return OkStatus();
+}
+
+uint64_t FaultInjector::delayed() const {
+  return state_->delayed.load(std::memory_order_relaxed);
+}
+
+int FaultInjector::peak_reads_in_flight() const {
+  return state_->peak_reads_in_flight.load(std::memory_order_acquire);
+}
+
+void FaultInjector::ResetPeakReadsInFlight() {
+  state_->peak_reads_in_flight.store(0, std::memory_order_release);
 }
 
 // The file system, and the one place that reads the injector (FaultInjector's friend).
@@ -58,6 +91,10 @@ class FaultInjectingFileSystem : public rocksdb::FileSystemWrapper {
   static IOStatus Check(FaultInjector* faults, Op op, const std::string& fname);
   // Whether reads are to be corrupted now (and counts one injection when so).
   static bool CorruptNow(FaultInjector* faults);
+  // Sleeps the configured delay of op's kind (reads or writes; opens are not delayed).
+  static void Delay(FaultInjector* faults, Op op);
+  // Counts a read entering (+1) or leaving (-1) the file system, for the in-flight peak.
+  static void CountRead(FaultInjector* faults, int delta);
 
   IOStatus NewSequentialFile(const std::string& f, const FileOptions& o,
                              std::unique_ptr<FSSequentialFile>* r, IODebugContext* dbg) override;
@@ -108,6 +145,20 @@ void FlipBits(Slice* result, char* scratch) {
 }
 
 bool IsBlobFile(const std::string& fname) { return fname.ends_with(".blob"); }
+
+// One read inside the file system, from its injector's say (delay, fault) to its return.
+class ReadScope {
+ public:
+  explicit ReadScope(FaultInjector* faults) : faults_(faults) {
+    FaultInjectingFileSystem::CountRead(faults_, +1);
+  }
+  ~ReadScope() { FaultInjectingFileSystem::CountRead(faults_, -1); }
+  ReadScope(const ReadScope&) = delete;
+  ReadScope& operator=(const ReadScope&) = delete;
+
+ private:
+  FaultInjector* faults_;
+};
 
 class InjectingWritableFile : public rocksdb::FSWritableFileOwnerWrapper {
  public:
@@ -171,6 +222,7 @@ class InjectingRandomAccessFile : public rocksdb::FSRandomAccessFileOwnerWrapper
 
   IOStatus Read(uint64_t offset, size_t n, const IOOptions& o, Slice* result, char* scratch,
                 IODebugContext* dbg) const override {
+    const ReadScope scope(faults_);
     IOStatus s = Check(faults_, Op::kRead, fname_);
     if (s.ok()) s = target()->Read(offset, n, o, result, scratch, dbg);
     if (s.ok() && blob_ && FaultInjectingFileSystem::CorruptNow(faults_)) {
@@ -180,6 +232,7 @@ class InjectingRandomAccessFile : public rocksdb::FSRandomAccessFileOwnerWrapper
   }
   IOStatus MultiRead(FSReadRequest* reqs, size_t num_reqs, const IOOptions& o,
                      IODebugContext* dbg) override {
+    const ReadScope scope(faults_);
     IOStatus s = Check(faults_, Op::kRead, fname_);
     if (!s.ok()) {
       for (size_t i = 0; i < num_reqs; ++i) reqs[i].status = s;
@@ -193,12 +246,14 @@ class InjectingRandomAccessFile : public rocksdb::FSRandomAccessFileOwnerWrapper
     return s;
   }
   IOStatus Prefetch(uint64_t offset, size_t n, const IOOptions& o, IODebugContext* dbg) override {
+    const ReadScope scope(faults_);
     IOStatus s = Check(faults_, Op::kRead, fname_);
     return s.ok() ? target()->Prefetch(offset, n, o, dbg) : s;
   }
   IOStatus ReadAsync(FSReadRequest& req, const IOOptions& o,
                      std::function<void(const FSReadRequest&, void*)> cb, void* cb_arg,
                      void** io_handle, IOHandleDeleter* del_fn, IODebugContext* dbg) override {
+    const ReadScope scope(faults_);
     IOStatus s = Check(faults_, Op::kRead, fname_);
     return s.ok() ? target()->ReadAsync(req, o, std::move(cb), cb_arg, io_handle, del_fn, dbg) : s;
   }
@@ -217,11 +272,13 @@ class InjectingSequentialFile : public rocksdb::FSSequentialFileOwnerWrapper {
 
   IOStatus Read(size_t n, const IOOptions& o, Slice* result, char* scratch,
                 IODebugContext* dbg) override {
+    const ReadScope scope(faults_);
     IOStatus s = Check(faults_, Op::kRead, fname_);
     return s.ok() ? target()->Read(n, o, result, scratch, dbg) : s;
   }
   IOStatus PositionedRead(uint64_t offset, size_t n, const IOOptions& o, Slice* result,
                           char* scratch, IODebugContext* dbg) override {
+    const ReadScope scope(faults_);
     IOStatus s = Check(faults_, Op::kRead, fname_);
     return s.ok() ? target()->PositionedRead(offset, n, o, result, scratch, dbg) : s;
   }
@@ -243,6 +300,7 @@ class InjectingRandomRWFile : public rocksdb::FSRandomRWFileOwnerWrapper {
   }
   IOStatus Read(uint64_t offset, size_t n, const IOOptions& o, Slice* result, char* scratch,
                 IODebugContext* dbg) const override {
+    const ReadScope scope(faults_);
     IOStatus s = Check(faults_, Op::kRead, fname_);
     return s.ok() ? target()->Read(offset, n, o, result, scratch, dbg) : s;
   }
@@ -279,7 +337,27 @@ IOStatus OpenWrapped(FaultInjector* faults, Op op, const std::string& fname,
 
 }  // namespace
 
+void FaultInjectingFileSystem::Delay(FaultInjector* faults, Op op) {
+  FaultInjector::State& state = *faults->state_;
+  int64_t us = 0;
+  if (op == Op::kRead) us = state.read_delay_us.load(std::memory_order_acquire);
+  if (op == Op::kWrite) us = state.write_delay_us.load(std::memory_order_acquire);
+  if (us <= 0) return;
+  state.delayed.fetch_add(1, std::memory_order_relaxed);
+  std::this_thread::sleep_for(std::chrono::microseconds(us));
+}
+
+void FaultInjectingFileSystem::CountRead(FaultInjector* faults, int delta) {
+  FaultInjector::State& state = *faults->state_;
+  const int now = state.reads_in_flight.fetch_add(delta, std::memory_order_acq_rel) + delta;
+  int peak = state.peak_reads_in_flight.load(std::memory_order_acquire);
+  while (now > peak &&
+         !state.peak_reads_in_flight.compare_exchange_weak(peak, now, std::memory_order_acq_rel)) {
+  }
+}
+
 IOStatus FaultInjectingFileSystem::Check(FaultInjector* faults, Op op, const std::string& fname) {
+  Delay(faults, op);
   FaultInjector::State& state = *faults->state_;
   const FaultInjector::Fault f = state.fault.load(std::memory_order_acquire);
   const bool is_write = op == Op::kWrite || op == Op::kOpenWrite;

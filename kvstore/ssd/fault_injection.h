@@ -6,6 +6,7 @@
 //   faults.Set(FaultInjector::Fault::kNoSpace);   // the next WAL append or flush: ENOSPC
 //   EXPECT_EQ(tier->Write(batch).code(), StatusCode::kResourceExhausted);
 //   faults.Set(FaultInjector::Fault::kNone);      // the next Write resumes the database
+//   RETURN_IF_ERROR(faults.SetLatency(std::chrono::milliseconds(5), {}));  // a slow disk
 //
 // What each fault does:
 //   kNoSpace       IOStatus::NoSpace from Append, PositionedAppend, Flush, Sync, Fsync,
@@ -16,6 +17,10 @@
 //                  Prefetch, ReadAsync).
 //   kCorruptReads  reads of blob files (*.blob) succeed, with one bit of the returned data
 //                  flipped.
+// Latency (FaultInjector::SetLatency, alongside any fault): reads sleep the read delay and
+// writes, flushes, syncs and allocations the write delay before they run; opens are not
+// delayed. The injector also counts the reads inside the file system at once (its peak shows
+// the queue depth the tier reached).
 // Direct I/O passes through: the wrappers answer use_direct_io() and the buffer alignment with
 // the wrapped file's.
 //

@@ -9,6 +9,7 @@
 #include <rocksdb/slice.h>
 #include <rocksdb/write_batch.h>
 
+#include <algorithm>
 #include <array>
 #include <filesystem>
 #include <functional>
@@ -339,6 +340,7 @@ StatusOr<std::unique_ptr<SsdTier>> SsdTier::Open(const SsdTierOptions& options) 
                             << options.block_shards << " asked for)";
   }
   t->flush_crew = std::make_unique<ssd_internal::TaskCrew>(t->block_shards - 1);
+  t->read_crew = std::make_unique<ssd_internal::TaskCrew>(std::max(0, options.read_threads - 1));
   return std::unique_ptr<SsdTier>(new SsdTier(std::move(t)));
 }
 

@@ -30,6 +30,7 @@
 // Thread safety: every method may be called concurrently from any thread.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -79,6 +80,14 @@ struct SsdTierOptions {
   // returns: large writes hit the disk once (in a blob file, with direct I/O) instead of
   // twice (WAL, then blob file). Smaller writes go through the WAL.
   size_t flush_bytes = size_t{1} << 20;
+  // Reads ReadBlocks keeps in flight: a call splits its keys into up to this many contiguous
+  // runs, each one MultiGet, run side by side by the caller and a crew of read_threads - 1
+  // reader threads the tier owns (shared by concurrent calls). Debian's RocksDB has no
+  // io_uring, so one MultiGet reads its blobs one after another: without the crew a sparse
+  // step's scattered blocks cost one device latency each; with it, about one per
+  // read_threads blocks. Runs stay contiguous, so adjacent blobs of a dense reload are still
+  // merged into large reads. 0 or 1: the caller reads alone. At most 256. Default 16.
+  int read_threads = 16;
   // Power-loss durability. true: every fsync RocksDB issues (the WAL on every small write;
   // flushed blob and table files, the MANIFEST and the directory on every large one), so a
   // Write that returned OK survives a power loss. false: no fsync at all; a Write that
@@ -199,8 +208,9 @@ class SsdTier {
   // Reads one block into dst (its size must equal the stored block's, else DATA_LOSS naming
   // both sizes) and verifies its checksum.
   Status ReadBlock(std::string_view key, std::span<std::byte> dst);
-  // Reads many blocks at once (RocksDB MultiGet); statuses[i] is ReadBlock's answer for
-  // keys[i]. Returns the first error, OK when every block was read.
+  // Reads many blocks at once: up to read_threads MultiGets of contiguous runs of the keys,
+  // side by side; statuses[i] is ReadBlock's answer for keys[i]. Returns the first error (in
+  // key order), OK when every block was read.
   Status ReadBlocks(std::span<const std::string> keys, std::span<const std::span<std::byte>> dsts,
                     std::vector<Status>* statuses);
   // Whether a block is stored. RocksDB 7 cannot look up a blob index without reading the blob,
@@ -242,11 +252,27 @@ class FaultInjector {
     kReadIoError,   // reads fail with EIO, writes work
     kCorruptReads,  // reads of blob files (*.blob) succeed but return one flipped bit
   };
+  // Longest delay SetLatency takes: a test that wants a disk slower than this wants a
+  // stopped one (use kIoError).
+  static constexpr std::chrono::microseconds kMaxLatency = std::chrono::seconds(10);
+
   FaultInjector();
   ~FaultInjector();
   void Set(Fault fault);
   Fault fault() const;
   uint64_t injected() const;  // operations failed so far
+
+  // A slow disk, independent of Set's fault (both apply): every read (Read, MultiRead,
+  // PositionedRead, Prefetch, ReadAsync) sleeps `read` and every write, flush, sync or
+  // allocation sleeps `write` before it runs. Zero turns a delay off. INVALID_ARGUMENT (nothing
+  // changed) for a negative delay or one above kMaxLatency.
+  Status SetLatency(std::chrono::microseconds read, std::chrono::microseconds write);
+  uint64_t delayed() const;  // operations delayed so far
+  // The most reads that were inside the file system at once since the last reset, and the
+  // reset. With a read delay this shows how many reads the tier keeps in flight.
+  int peak_reads_in_flight() const;
+  void ResetPeakReadsInFlight();
+
  private:
   struct State;
   std::unique_ptr<State> state_;

@@ -114,6 +114,10 @@ Status ValidateOptions(const SsdTierOptions& o) {
     return InvalidArgumentError("SsdTierOptions.background_threads must be in [1, 256], got " +
                                 std::to_string(o.background_threads));
   }
+  if (o.read_threads < 0 || o.read_threads > 256) {
+    return InvalidArgumentError("SsdTierOptions.read_threads must be in [0, 256], got " +
+                                std::to_string(o.read_threads));
+  }
   if (o.block_shards < 0 || o.block_shards > kMaxBlockShards) {
     return InvalidArgumentError("SsdTierOptions.block_shards must be in [0, " +
                                 std::to_string(kMaxBlockShards) + "], got " +

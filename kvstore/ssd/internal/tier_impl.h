@@ -42,6 +42,8 @@ struct TierState {
   int block_shards = 0;
   // Waits for the shard flushes of large writes side by side: block_shards - 1 helpers.
   std::unique_ptr<TaskCrew> flush_crew;
+  // Runs ReadBlocks' MultiGets side by side: read_threads - 1 helpers (none for 0 or 1).
+  std::unique_ptr<TaskCrew> read_crew;
 
   // Set when a write or flush failed: RocksDB may have stopped writes after a background
   // error, and the next Write recovers first (Recover in ssd_tier.cc).
