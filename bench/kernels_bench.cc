@@ -1,11 +1,16 @@
 // ./attic bench kernels [--json FILE] [--threads N] [--quick]
 //
 // Dense decode-attention throughput (KV bytes read per second) of the CPU kernels over KV
-// blocks held in the real KV store, against the machine's read bandwidth measured in the same
-// run, on 1 thread and on all threads. D = 128, G = 4, bf16, contexts 4K/16K/32K/128K.
+// blocks held in the real KV store, against both roofs measured in the same run, on 1 thread
+// and on all threads: the machine's read bandwidth, and the compute roof, the core's fp32 FMA
+// throughput divided by the kernel's multiply-adds per KV byte (2 G D per token over 2 D
+// elements of K and V: G / element size = 2 for G = 4, bf16). D = 128, G = 4, bf16, contexts
+// 4K/16K/32K/128K.
 //
-// Every case streams from DRAM: it cycles over enough (sequence, KV head) pairs that at least
-// max(256 MiB, 8 x LLC) is read before a pair is read again.
+// Every DRAM case streams from DRAM: it cycles over enough (sequence, KV head) pairs that at
+// least max(256 MiB, 8 x LLC) is read before a pair is read again. The cached case (2K tokens,
+// 4 pairs per thread: 4 MiB per thread, in L3) measures the kernel against the compute roof
+// alone.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -48,7 +53,8 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
     } else if (a == "--help" || a == "-h") {
       std::printf(
           "usage: attic-bench-kernels [--json FILE] [--threads N] [--quick]\n"
-          "  Dense decode-attention throughput vs. measured DRAM read bandwidth.\n"
+          "  Dense decode-attention throughput vs. measured DRAM read bandwidth and the\n"
+          "  compute roof (measured FMA throughput / the kernel's multiply-adds per byte).\n"
           "  --json FILE   also write the result envelope as JSON\n"
           "  --threads N   the 'all threads' cases use N threads (default: all cores)\n"
           "  --quick       contexts 4K and 32K only, fewer repetitions (a smoke run)\n"
@@ -176,6 +182,8 @@ int Run(const Flags& flags) {
       flags.quick ? std::vector<int>{4096, 32768} : std::vector<int>{4096, 16384, 32768, 131072};
   const int reps = flags.quick ? 2 : 5;
   const size_t membw_bytes = std::max<size_t>(size_t{1} << 30, 32 * llc);
+  // Multiply-adds per KV byte: q.k and p.v, G D each per token, over 2 D stored elements.
+  const double fmas_per_byte = static_cast<double>(kGroup) / static_cast<double>(DTypeSize(kDType));
 
   for (int threads : thread_counts) {
     ThreadPool pool({.num_threads = threads});
@@ -185,6 +193,41 @@ int Run(const Flags& flags) {
                               {"bytes", std::to_string(membw_bytes)},
                               {"stat", "best"}},
                    .value = bw.best_gbps, .unit = "GB/s"});
+    const FmaThroughput fma = MeasureFmaThroughput(pool, reps + 2);
+    const double compute_gbps = fma.best_gflops / fmas_per_byte;
+    const double roof_gbps = std::min(bw.best_gbps, compute_gbps);
+    report.AddRow({.name = "fma_throughput",
+                   .params = {{"threads", std::to_string(threads)},
+                              {"lanes", std::to_string(fma.lanes)},
+                              {"stat", "best"}},
+                   .value = fma.best_gflops, .unit = "GFMA/s"});
+    report.AddRow({.name = "compute_roofline",
+                   .params = {{"threads", std::to_string(threads)},
+                              {"fmas_per_byte", std::to_string(fmas_per_byte)}},
+                   .value = compute_gbps, .unit = "GB/s"});
+    const std::string compute_source = "compute_roofline threads=" + std::to_string(threads);
+    // The cached case first: a few pairs per thread, read again and again from L3.
+    {
+      auto c = BuildCase(2048, 4 * threads);
+      if (!c.ok()) {
+        std::fprintf(stderr, "attic-bench-kernels: cached case: %s\n",
+                     c.status().ToString().c_str());
+        return 1;
+      }
+      auto t = TimePasses(*c, pool, 20 * reps, flags.quick ? 0.2 : 1.0);
+      if (!t.ok()) {
+        std::fprintf(stderr, "attic-bench-kernels: %s\n", t.status().ToString().c_str());
+        return 1;
+      }
+      const double gbps = static_cast<double>(c->bytes_per_pass) / t->best / 1e9;
+      report.AddRow({.name = "dense_decode_attention_cached",
+                     .params = {{"context", "2048"},
+                                {"threads", std::to_string(threads)},
+                                {"pairs", std::to_string(c->runs.size())},
+                                {"stat", "best"}},
+                     .value = gbps, .unit = "GB/s", .limit = compute_gbps,
+                     .limit_source = compute_source});
+    }
     for (int context : contexts) {
       const size_t per_head = static_cast<size_t>(context) * kHeadDim * 2 * DTypeSize(kDType);
       // A whole number of pairs per thread, so no thread idles at the end of a pass.
@@ -210,7 +253,9 @@ int Run(const Flags& flags) {
                                 {"dtype", "bf16"},
                                 {"pairs", std::to_string(c->runs.size())},
                                 {"stat", "best"},
-                                {"median_gbps", std::to_string(static_cast<double>(c->bytes_per_pass) / t->median / 1e9)}},
+                                {"median_gbps", std::to_string(static_cast<double>(c->bytes_per_pass) / t->median / 1e9)},
+                                {"compute_ratio", std::to_string(gbps / compute_gbps)},
+                                {"roofline_ratio", std::to_string(gbps / roof_gbps)}},
                      .value = gbps, .unit = "GB/s", .limit = bw.best_gbps,
                      .limit_source = "dram_read_bandwidth threads=" + std::to_string(threads)});
     }

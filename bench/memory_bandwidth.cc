@@ -60,7 +60,110 @@ uint64_t Read(const std::byte* p, size_t n) {
   return ReadScalar(p, n);
 }
 
+// 12 independent chains: twice the FMA latency (4 cycles) times the FMA pipes (2) needs 8;
+// the accumulators stay in registers (named variables, not an array the compiler may spill).
+#define ATTIC_FMA_CHAINS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+constexpr int kFmaChains = 12;
+
+__attribute__((target("avx512f"), noinline)) float FmaAvx512(int64_t n, float b) {
+#define ATTIC_DECL(i) __m512 a##i = _mm512_set1_ps(0.001f * (i));
+#define ATTIC_STEP(i) a##i = _mm512_fmadd_ps(a##i, vb, vc);
+#define ATTIC_SUM(i) s = _mm512_add_ps(s, a##i);
+  ATTIC_FMA_CHAINS(ATTIC_DECL)
+  const __m512 vb = _mm512_set1_ps(b), vc = _mm512_set1_ps(1e-3f);
+  for (int64_t k = 0; k < n; ++k) {
+    ATTIC_FMA_CHAINS(ATTIC_STEP)
+  }
+  __m512 s = _mm512_setzero_ps();
+  ATTIC_FMA_CHAINS(ATTIC_SUM)
+  return _mm512_reduce_add_ps(s);
+#undef ATTIC_DECL
+#undef ATTIC_STEP
+#undef ATTIC_SUM
+}
+
+__attribute__((target("avx2,fma"), noinline)) float FmaAvx2(int64_t n, float b) {
+#define ATTIC_DECL(i) __m256 a##i = _mm256_set1_ps(0.001f * (i));
+#define ATTIC_STEP(i) a##i = _mm256_fmadd_ps(a##i, vb, vc);
+#define ATTIC_SUM(i) s = _mm256_add_ps(s, a##i);
+  ATTIC_FMA_CHAINS(ATTIC_DECL)
+  const __m256 vb = _mm256_set1_ps(b), vc = _mm256_set1_ps(1e-3f);
+  for (int64_t k = 0; k < n; ++k) {
+    ATTIC_FMA_CHAINS(ATTIC_STEP)
+  }
+  __m256 s = _mm256_setzero_ps();
+  ATTIC_FMA_CHAINS(ATTIC_SUM)
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, s);
+  return lanes[0] + lanes[7];
+#undef ATTIC_DECL
+#undef ATTIC_STEP
+#undef ATTIC_SUM
+}
+
+__attribute__((noinline)) float FmaScalar(int64_t n, float b) {
+#define ATTIC_DECL(i) float a##i = 0.001f * (i);
+#define ATTIC_STEP(i) a##i = __builtin_fmaf(a##i, b, 1e-3f);
+#define ATTIC_SUM(i) s += a##i;
+  ATTIC_FMA_CHAINS(ATTIC_DECL)
+  for (int64_t k = 0; k < n; ++k) {
+    ATTIC_FMA_CHAINS(ATTIC_STEP)
+  }
+  float s = 0.0f;
+  ATTIC_FMA_CHAINS(ATTIC_SUM)
+  return s;
+#undef ATTIC_DECL
+#undef ATTIC_STEP
+#undef ATTIC_SUM
+}
+
+// Runs n steps of kFmaChains FMAs; returns the instruction's lane count.
+int RunFmas(int64_t n, float b, float* sink) {
+  const IsaLevel isa = ActiveIsa();
+  if (isa >= IsaLevel::kAvx512) {
+    *sink += FmaAvx512(n, b);
+    return 16;
+  }
+  if (isa >= IsaLevel::kAvx2) {
+    *sink += FmaAvx2(n, b);
+    return 8;
+  }
+  *sink += FmaScalar(n, b);
+  return 1;
+}
+
 }  // namespace
+
+FmaThroughput MeasureFmaThroughput(ThreadPool& pool, int reps) {
+  const int threads = pool.num_threads();
+  // Calibrate on one thread to about 50 ms per repetition.
+  float sink = 0.0f;
+  int64_t steps = 1 << 20;
+  int lanes = 1;
+  for (;;) {
+    const auto t0 = std::chrono::steady_clock::now();
+    lanes = RunFmas(steps, 0.999f, &sink);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (s > 0.01) {
+      steps = static_cast<int64_t>(static_cast<double>(steps) * 0.05 / s) + 1;
+      break;
+    }
+    steps *= 4;
+  }
+  FmaThroughput best{.best_gflops = 0.0, .lanes = lanes};
+  std::vector<float> sinks(static_cast<size_t>(threads));
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.ParallelFor(threads, [&](int64_t i) {
+      (void)RunFmas(steps, 0.999f, &sinks[static_cast<size_t>(i)]);
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double gflops =
+        static_cast<double>(threads) * static_cast<double>(steps) * kFmaChains * lanes / s / 1e9;
+    best.best_gflops = std::max(best.best_gflops, gflops);
+  }
+  return best;
+}
 
 ReadBandwidth MeasureReadBandwidth(ThreadPool& pool, size_t bytes, int reps) {
   bytes &= ~size_t{4095};
