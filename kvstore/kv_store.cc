@@ -79,6 +79,10 @@ Status CheckTierOptions(const KvStoreOptions& o) {
     return InvalidArgumentError("KV store: spill watermarks must satisfy 0 < low < high <= 1 (low " +
                                 std::to_string(lo) + ", high " + std::to_string(hi) + ")");
   }
+  if (!(o.ssd_reclaim_watermark > 0.0 && o.ssd_reclaim_watermark <= 1.0)) {
+    return InvalidArgumentError("KV store: ssd_reclaim_watermark must be in (0, 1], got " +
+                                std::to_string(o.ssd_reclaim_watermark));
+  }
   if (o.value_dram_blocks < 0 || o.value_dram_blocks > o.v_pool_blocks) {
     return InvalidArgumentError("KV store: value_dram_blocks = " +
                                 std::to_string(o.value_dram_blocks) + " is not in [0, " +
@@ -143,7 +147,8 @@ StatusOr<std::unique_ptr<KvStore>> KvStore::Open(const KvStoreOptions& options) 
     const int64_t budget =
         options.value_dram_blocks > 0 ? options.value_dram_blocks : options.v_pool_blocks;
     store->ssd_ = std::make_unique<kv_internal::SsdState>(
-        store->v_pool_.get(), budget, options.spill_high_watermark, options.spill_low_watermark);
+        store->v_pool_.get(), budget, options.spill_high_watermark, options.spill_low_watermark,
+        options.ssd_capacity_bytes, options.ssd_reclaim_watermark);
     ASSIGN_OR_RETURN(store->tier_, SsdTier::Open(options.ssd));
     RETURN_IF_ERROR(store->Recover());
   }
@@ -210,7 +215,10 @@ StatusOr<PrefixMatch> KvStore::LookupPrefix(uint64_t seq_id,
                                                   .head_end = c.head_end,
                                                   .block_bytes = c.block_bytes(),
                                                   .hashes = block_hashes});
-  if (tier_ != nullptr) ExtendPrefixFromSsd(c, block_hashes, &pin);
+  if (tier_ != nullptr) {
+    ExtendPrefixFromSsd(c, block_hashes, &pin);
+    ssd_->TouchEntries(c.scope, block_hashes);
+  }
   const int matched = pin.matched_blocks;
   seq->InstallPrefix(block_hashes, std::move(pin));
   if (tier_ != nullptr && matched > 0) {
@@ -333,10 +341,28 @@ KvStoreStats KvStore::Stats() const {
     s.durability_errors = ssd_->durability_errors.load(std::memory_order_relaxed);
     s.pending_durable_blocks = ssd_->pending_blocks.load(std::memory_order_relaxed);
     s.recovered_sequences = static_cast<int64_t>(ssd_->recovered.size());
+    s.ssd_capacity = SsdCapacity();
     s.tier = tier_->Stats();
   }
   return s;
 }
+
+SsdCapacityStats KvStore::SsdCapacity() const {
+  SsdCapacityStats c;
+  if (ssd_ == nullptr) return c;
+  c.capacity_bytes = ssd_->capacity_bytes;
+  c.private_bytes = ssd_->private_bytes();
+  c.prefix_bytes = ssd_->prefix_bytes();
+  c.used_bytes = c.private_bytes + c.prefix_bytes;
+  c.reclaimed_entries = ssd_->reclaimed_entries();
+  c.reclaimed_blocks = ssd_->reclaimed_blocks();
+  c.reclaimed_bytes = ssd_->reclaimed_bytes();
+  c.full_refusals = ssd_->full_refusals.load(std::memory_order_relaxed);
+  c.full = ssd_->full();
+  return c;
+}
+
+bool KvStore::ssd_full() const { return ssd_ != nullptr && ssd_->full(); }
 
 std::vector<uint64_t> KvStore::SequenceIds() const {
   std::vector<uint64_t> ids;

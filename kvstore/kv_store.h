@@ -51,6 +51,7 @@ struct Manifest;
 struct PinResult;
 struct SequenceConfig;
 struct SpilledReads;
+struct ThroughBatch;
 }  // namespace kv_internal
 
 // Prefix blocks are shared within a scope, ScopeFingerprint(tenant, model, spec)
@@ -109,6 +110,25 @@ struct PoolStats {
   size_t used_bytes = 0;      // used_blocks * block_bytes
 };
 
+// The SSD tier's space as the store accounts it (all zero without a tier): block payload
+// bytes, K and V, without RocksDB's overhead (docs/kvstore-ssd.md, "Capacity and reclaim").
+struct SsdCapacityStats {
+  uint64_t capacity_bytes = 0;     // KvStoreOptions::ssd_capacity_bytes; 0 = no limit
+  uint64_t used_bytes = 0;         // private_bytes + prefix_bytes
+  uint64_t private_bytes = 0;      // blocks of open sequences stored under their own keys
+  uint64_t prefix_bytes = 0;       // prefix entries on SSD (each counted for every layer and
+                                   // head of the sequence that first wrote it)
+  uint64_t reclaimed_entries = 0;  // prefix entries reclaimed (deleted on SSD) since Open
+  uint64_t reclaimed_blocks = 0;   // K and V blocks they held
+  uint64_t reclaimed_bytes = 0;    // their bytes
+  int64_t full_refusals = 0;       // write-throughs refused for want of space
+  // No room: the last write that needed space could not get it, even after reclaiming every
+  // prefix entry no open sequence pins (or the disk answered ENOSPC). Cleared when space is
+  // freed (a sequence closed, an entry reclaimed) or a write succeeds. Admission should stop
+  // taking sequences that would write through while it is set.
+  bool full = false;
+};
+
 // Store-wide figures. Block counts below the pools are per pool: every K block has its V twin.
 // They are gathered one lock at a time, so under concurrent changes they need not add up; at
 // rest, k.used_blocks == private_blocks + prefix_blocks (and the same for v).
@@ -140,6 +160,7 @@ struct KvStoreStats {
   int64_t durability_errors = 0;      // write-throughs that failed
   int64_t pending_durable_blocks = 0; // sealed blocks not yet written (retried by Maintain)
   int64_t recovered_sequences = 0;
+  SsdCapacityStats ssd_capacity;
   SsdTierStats tier;
 };
 
@@ -219,6 +240,11 @@ class KvStore {
   Status CloseSequence(uint64_t seq_id);
 
   KvStoreStats Stats() const;
+  // The SSD tier's space (cheap: atomics only; any thread). SsdCapacityStats says what each
+  // figure counts.
+  SsdCapacityStats SsdCapacity() const;
+  // Whether the SSD tier is full (SsdCapacityStats::full). False without a tier.
+  bool ssd_full() const;
 
   // Ids of the open sequences (recovered ones included), in no particular order.
   std::vector<uint64_t> SequenceIds() const;
@@ -282,18 +308,27 @@ class KvStore {
   void WriteSealedThrough(kv_internal::Sequence& seq, int layer, int old_length);
   // Writes the pending blocks; false (they stay pending, the error recorded) on failure.
   bool WritePending(kv_internal::Sequence& seq);
-  // Adds the pending blocks to batch, advances m's durable lengths over them and lists the
-  // prompt hashes of the shared ones.
-  void AddPendingBlocks(const kv_internal::Sequence& seq, TierBatch* batch,
-                        kv_internal::Manifest* m, std::vector<uint64_t>* shared_hashes) const;
-  // Writes batch with the prefix-entry records the hashes need and manifest m; on success the
-  // pending blocks are durable and their layers' durable lengths taken from m.
-  Status WriteThrough(kv_internal::Sequence& seq, TierBatch batch,
-                      const kv_internal::Manifest& m, std::vector<uint64_t> shared_hashes);
+  // Adds the pending blocks to batch and advances m's durable lengths over them.
+  void AddPendingBlocks(const kv_internal::Sequence& seq, kv_internal::ThroughBatch* batch,
+                        kv_internal::Manifest* m) const;
+  // Writes batch with the prefix-entry records its shared blocks need and manifest m, after
+  // making room for it on SSD; on success the pending blocks are durable, their layers'
+  // durable lengths taken from m, and the bytes on SSD accounted.
+  Status WriteThrough(kv_internal::Sequence& seq, kv_internal::ThroughBatch batch,
+                      const kv_internal::Manifest& m);
+  // The records of the batch's new prefix entries; their keys go to *added.
+  void AddEntryRecords(const kv_internal::SequenceConfig& c, kv_internal::ThroughBatch* batch,
+                       std::vector<uint64_t>* added) const;
   // Reads spilled values into their destinations and checks them. Does not lock seq.
   Status ReadSpilled(const kv_internal::Sequence& seq, int layer, int head_index,
                      const kv_internal::SpilledReads& reads) const;
   void ForgetOnSsd(const kv_internal::Sequence& seq);
+  // Room for `bytes` more on SSD: reclaims prefix entries if the capacity needs it
+  // (kv_store_reclaim.cc). ResourceExhausted (the store marked full) when it cannot.
+  Status MakeSsdRoom(uint64_t bytes, const std::string& what);
+  // Reclaims least recently used prefix entries no open sequence pins until the store's
+  // bytes on SSD are at most `target`. Returns the bytes reclaimed.
+  uint64_t ReclaimSsd(uint64_t target);
   Status Recover();
   Status RecoverSequence(const kv_internal::Manifest& manifest);
   // Extends a LookupPrefix match with the entries found on SSD after the DRAM ones.

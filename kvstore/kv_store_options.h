@@ -69,6 +69,22 @@ struct KvStoreOptions {
   int64_t value_dram_blocks = 0;
   double spill_high_watermark = 0.9;
   double spill_low_watermark = 0.75;
+
+  // With the SSD tier: block bytes (K and V payload) the store may keep there — the private
+  // blocks of its sequences plus the prefix entries of the prefix cache. A write-through
+  // that would pass it first reclaims prefix entries no open sequence pins, least recently
+  // used first (their blocks and records deleted on SSD, their DRAM copies dropped), down to
+  // ssd_reclaim_watermark * ssd_capacity_bytes; if that cannot make room (everything left
+  // belongs to open sequences) the write is refused with ResourceExhausted and the store
+  // reports itself full (KvStore::ssd_full()). RocksDB's own overhead (8-byte checksums,
+  // table files, space of deleted blocks until compaction drops their blob files) comes on
+  // top: leave the disk some headroom. 0: no limit (the disk's ENOSPC is the limit).
+  // Default: 0.
+  uint64_t ssd_capacity_bytes = 0;
+  // Fraction of ssd_capacity_bytes a reclaim frees down to, in (0, 1]: below 1 a reclaim
+  // frees room for more than the write that asked, so not every write reclaims.
+  // Default: 0.9.
+  double ssd_reclaim_watermark = 0.9;
 };
 
 struct SequenceOptions {

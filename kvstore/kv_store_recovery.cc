@@ -240,15 +240,34 @@ int64_t AdoptPublished(const SequenceConfig& c, std::span<const PublishItem> ite
 
 }  // namespace
 
+namespace {
+
+// A prefix entry's record (kv_store_ssd.cc, EntryValue): scope, hash, then bytes and blocks
+// (absent in the 16-byte records of earlier releases: accounted as 0). False when damaged.
+bool ParseEntryRecord(std::string_view value, kv_internal::PrefixKey* key, uint64_t* bytes,
+                      uint64_t* blocks) {
+  if (value.size() != 16 && value.size() != 32) return false;
+  std::memcpy(&key->scope, value.data(), 8);
+  std::memcpy(&key->hash, value.data() + 8, 8);
+  *bytes = *blocks = 0;
+  if (value.size() == 32) {
+    std::memcpy(bytes, value.data() + 16, 8);
+    std::memcpy(blocks, value.data() + 24, 8);
+  }
+  return true;
+}
+
+}  // namespace
+
 Status KvStore::Recover() {
   std::vector<std::string> manifests;
   RETURN_IF_ERROR(tier_->ScanRecords(PrefixEntryKeyPrefix(),
                                      [&](std::string_view, std::string_view value) -> Status {
-                                       if (value.size() != 16) return OkStatus();
-                                       uint64_t scope = 0, hash = 0;
-                                       std::memcpy(&scope, value.data(), 8);
-                                       std::memcpy(&hash, value.data() + 8, 8);
-                                       ssd_->AddEntry({scope, hash});
+                                       kv_internal::PrefixKey key;
+                                       uint64_t bytes = 0, blocks = 0;
+                                       if (ParseEntryRecord(value, &key, &bytes, &blocks)) {
+                                         ssd_->AddEntry(key, bytes, blocks);
+                                       }
                                        return OkStatus();
                                      }));
   RETURN_IF_ERROR(tier_->ScanRecords(ManifestKeyPrefix(),
@@ -300,11 +319,15 @@ Status KvStore::RecoverSequence(const Manifest& manifest) {
   const int64_t moved = AdoptPublished(c, installed.items, &tables);
   private_blocks_.fetch_sub(moved, std::memory_order_relaxed);
   seq->Restore(m, std::move(pin.entries), pin.matched_blocks, std::move(tables));
+  seq->CountRestoredPrivateOnSsd();
+  ssd_->AddPrivateBytes(static_cast<uint64_t>(seq->private_pairs_on_ssd()) * 2 * c.block_bytes());
   return OkStatus();
 }
 
 void KvStore::ExtendPrefixFromSsd(const SequenceConfig& c, std::span<const uint64_t> hashes,
                                   PinResult* pin) {
+  // No entry is reclaimed between finding it on SSD and holding its blocks (ssd_state.h).
+  ReaderLock reclaim(&ssd_->reclaim_mu);
   const size_t bytes = c.block_bytes();
   for (size_t i = static_cast<size_t>(pin->matched_blocks); i < hashes.size(); ++i) {
     PrefixEntry* e = pin->entries[i];

@@ -27,59 +27,122 @@ namespace {
 
 std::span<const std::byte> Bytes(const std::byte* p, size_t n) { return {p, n}; }
 
-// The record naming a prefix entry on SSD carries its key, so a scan needs no key parsing.
-std::string EntryValue(uint64_t scope, uint64_t hash) {
-  std::string v(16, '\0');
+// What a prefix entry is accounted for: K and V of every layer and held head of the sequence
+// that first wrote it.
+uint64_t EntryBlocks(const kv_internal::SequenceConfig& c) {
+  return 2 * static_cast<uint64_t>(c.spec.num_layers) * static_cast<uint64_t>(c.num_heads());
+}
+
+// The record naming a prefix entry on SSD carries its key, so a scan needs no key parsing,
+// and what the entry is accounted for: bytes and K and V blocks (kv_store_recovery.cc reads
+// the 16-byte records of earlier releases as 0 and 0).
+std::string EntryValue(uint64_t scope, uint64_t hash, const kv_internal::SequenceConfig& c) {
+  const uint64_t blocks = EntryBlocks(c);
+  const uint64_t bytes = blocks * c.block_bytes();
+  std::string v(32, '\0');
   std::memcpy(v.data(), &scope, 8);
   std::memcpy(v.data() + 8, &hash, 8);
+  std::memcpy(v.data() + 16, &bytes, 8);
+  std::memcpy(v.data() + 24, &blocks, 8);
   return v;
 }
 
 // Adds the K and V of one block to a write-through batch, under its tier keys.
 void AddBlockPair(const Sequence& seq, int layer, int head_index, size_t block, bool shared,
-                  const void* k, const void* v, TierBatch* batch) REQUIRES(seq.mu) {
+                  const void* k, const void* v, kv_internal::ThroughBatch* batch)
+    REQUIRES(seq.mu) {
   const size_t bytes = seq.config().block_bytes();
-  batch->blocks.push_back({seq.TierKey(layer, head_index, block, shared, BlockKind::kKey),
-                           Bytes(static_cast<const std::byte*>(k), bytes)});
-  batch->blocks.push_back({seq.TierKey(layer, head_index, block, shared, BlockKind::kValue),
-                           Bytes(static_cast<const std::byte*>(v), bytes)});
+  batch->tier.blocks.push_back({seq.TierKey(layer, head_index, block, shared, BlockKind::kKey),
+                                Bytes(static_cast<const std::byte*>(k), bytes)});
+  batch->tier.blocks.push_back({seq.TierKey(layer, head_index, block, shared, BlockKind::kValue),
+                                Bytes(static_cast<const std::byte*>(v), bytes)});
+  if (!shared) batch->privates.push_back({layer, head_index, block});
+}
+
+// The hashes in first-seen order, each once.
+std::vector<uint64_t> Distinct(const std::vector<uint64_t>& hashes) {
+  std::vector<uint64_t> out;
+  std::vector<uint64_t> seen = hashes;
+  std::sort(seen.begin(), seen.end());
+  seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+  std::vector<bool> taken(seen.size(), false);
+  for (uint64_t h : hashes) {
+    const size_t i = static_cast<size_t>(std::lower_bound(seen.begin(), seen.end(), h) -
+                                         seen.begin());
+    if (!taken[i]) out.push_back(h);
+    taken[i] = true;
+  }
+  return out;
 }
 
 }  // namespace
 
 // The write-through helpers REQUIRE seq.mu (kv_store.h). The annotations are on these
 // definitions: kv_store.h only declares Sequence, so its declarations cannot name seq.mu.
-void KvStore::AddPendingBlocks(const Sequence& seq, TierBatch* batch, Manifest* m,
-                               std::vector<uint64_t>* shared_hashes) const REQUIRES(seq.mu) {
+void KvStore::AddPendingBlocks(const Sequence& seq, kv_internal::ThroughBatch* batch,
+                               Manifest* m) const REQUIRES(seq.mu) {
   const int bsize = seq.config().block_size();
   for (const Sequence::PendingBlock& p : seq.pending()) {
     const BlockRef& ref = seq.ref(p.layer, p.head_index, p.block);
     AddBlockPair(seq, p.layer, p.head_index, p.block, ref.shared, k_pool_->block(ref.k),
                  v_pool_->block(ref.v), batch);
-    if (ref.shared) shared_hashes->push_back(m->hashes[p.block]);
+    if (ref.shared) batch->shared_hashes.push_back(m->hashes[p.block]);
     int& durable = m->durable_lengths[static_cast<size_t>(p.layer)];
     durable = std::max(durable, static_cast<int>(p.block + 1) * bsize);
   }
 }
 
-Status KvStore::WriteThrough(Sequence& seq, TierBatch batch, const Manifest& m,
-                             std::vector<uint64_t> shared_hashes) REQUIRES(seq.mu) {
-  const uint64_t scope = seq.config().scope;
-  std::sort(shared_hashes.begin(), shared_hashes.end());
-  shared_hashes.erase(std::unique(shared_hashes.begin(), shared_hashes.end()),
-                      shared_hashes.end());
-  for (uint64_t hash : shared_hashes) {
-    if (!ssd_->HasEntry({scope, hash})) {
-      batch.records.push_back({PrefixEntryKey(scope, hash), EntryValue(scope, hash)});
+void KvStore::AddEntryRecords(const kv_internal::SequenceConfig& c,
+                              kv_internal::ThroughBatch* batch,
+                              std::vector<uint64_t>* added) const {
+  for (uint64_t hash : batch->shared_hashes) {
+    if (ssd_->HasEntry({c.scope, hash})) continue;
+    batch->tier.records.push_back(
+        {PrefixEntryKey(c.scope, hash), EntryValue(c.scope, hash, c)});
+    added->push_back(hash);
+  }
+}
+
+Status KvStore::WriteThrough(Sequence& seq, kv_internal::ThroughBatch batch, const Manifest& m)
+    REQUIRES(seq.mu) {
+  const kv_internal::SequenceConfig& c = seq.config();
+  batch.shared_hashes = Distinct(batch.shared_hashes);
+  // What the write adds to the store's bytes on SSD, as accounted below (an upper bound: a
+  // private block written again counts once more here).
+  uint64_t growth = batch.privates.size() * 2 * c.block_bytes();
+  for (uint64_t hash : batch.shared_hashes) {
+    if (!ssd_->HasEntry({c.scope, hash})) growth += EntryBlocks(c) * c.block_bytes();
+  }
+  if (Status room = MakeSsdRoom(growth, "write-through"); !room.ok()) {
+    ssd_->RecordError(room);
+    return room;
+  }
+  std::vector<uint64_t> added;
+  Status s;
+  {
+    // Entries are checked, written and recorded with no reclaim in between (ssd_state.h).
+    ReaderLock reclaim(&ssd_->reclaim_mu);
+    AddEntryRecords(c, &batch, &added);
+    batch.tier.records.push_back({ManifestKey(c.id), EncodeManifest(m)});
+    s = tier_->Write(batch.tier);
+    if (s.ok()) {
+      // Last chain block first, so earlier ones end up more recently used.
+      for (auto h = added.rbegin(); h != added.rend(); ++h) {
+        ssd_->AddEntry({c.scope, *h}, EntryBlocks(c) * c.block_bytes(), EntryBlocks(c));
+      }
     }
   }
-  batch.records.push_back({ManifestKey(seq.config().id), EncodeManifest(m)});
-  Status s = tier_->Write(batch);
   if (!s.ok()) {
     ssd_->RecordError(s);
     return s;
   }
-  for (uint64_t hash : shared_hashes) ssd_->AddEntry({scope, hash});
+  ssd_->SetFull(false);
+  std::sort(batch.privates.begin(), batch.privates.end());
+  uint64_t fresh = 0;
+  for (const kv_internal::PairAt& p : batch.privates) {
+    fresh += seq.NotePrivateOnSsd(p.layer, p.head_index, p.block) ? 1 : 0;
+  }
+  ssd_->AddPrivateBytes(fresh * 2 * c.block_bytes());
   // The pending blocks went with the batch: durable now, and their layers' lengths with them.
   for (const Sequence::PendingBlock& p : seq.pending()) {
     ssd_->residency.SetDurable(seq.ref(p.layer, p.head_index, p.block).v);
@@ -98,22 +161,21 @@ Status KvStore::WritePrefillThrough(Sequence& seq, int layer, const TensorView& 
   const int old_length = seq.length(layer);
   const auto first = static_cast<size_t>(old_length / bsize);
   Manifest m = seq.ToManifest();
-  TierBatch batch;
-  std::vector<uint64_t> shared_hashes;
+  kv_internal::ThroughBatch batch;
   for (int h = 0; h < c.num_heads(); ++h) {
     for (int64_t b = 0; b < k.dim(1); ++b) {
       const size_t index = first + static_cast<size_t>(b);
       const bool shared = (b + 1) * bsize <= num_tokens && seq.Shareable(index);
       AddBlockPair(seq, layer, h, index, shared, k.ElementPtr({h, b, 0, 0}),
                    v.ElementPtr({h, b, 0, 0}), &batch);
-      if (shared) shared_hashes.push_back(m.hashes[index]);
+      if (shared) batch.shared_hashes.push_back(m.hashes[index]);
     }
   }
   // Blocks of earlier decode appends whose write failed go too: a durable length may only
   // advance over a gap-free run.
-  AddPendingBlocks(seq, &batch, &m, &shared_hashes);
+  AddPendingBlocks(seq, &batch, &m);
   m.durable_lengths[static_cast<size_t>(layer)] = old_length + num_tokens;
-  return WriteThrough(seq, std::move(batch), m, std::move(shared_hashes))
+  return WriteThrough(seq, std::move(batch), m)
       .WithContext("AppendPrefill(sequence " + std::to_string(c.id) + ", layer " +
                    std::to_string(layer) + "): write-through to the SSD tier");
 }
@@ -150,11 +212,10 @@ void KvStore::WriteSealedThrough(Sequence& seq, int layer, int old_length) REQUI
 bool KvStore::WritePending(Sequence& seq) REQUIRES(seq.mu) {
   if (seq.pending().empty()) return true;
   Manifest m = seq.ToManifest();
-  TierBatch batch;
-  std::vector<uint64_t> shared_hashes;
-  AddPendingBlocks(seq, &batch, &m, &shared_hashes);
+  kv_internal::ThroughBatch batch;
+  AddPendingBlocks(seq, &batch, &m);
   // A failure leaves the blocks pending (recorded for Maintain's report); the append stands.
-  return WriteThrough(seq, std::move(batch), m, std::move(shared_hashes)).ok();
+  return WriteThrough(seq, std::move(batch), m).ok();
 }
 
 // Reads the listed spilled values into their destinations and checks each against the
@@ -330,11 +391,14 @@ MaintainStats KvStore::Maintain() {
   if (resident > ssd_->high_blocks) {
     out.spilled_blocks = ssd_->residency.SpillOldest(resident - ssd_->low_blocks);
   }
+  if (ssd_->capacity_bytes > 0 && ssd_->used_bytes() > ssd_->capacity_bytes) {
+    ReclaimSsd(ssd_->reclaim_to_bytes);
+  }
   out.durability = ssd_->TakeLastError();
   return out;
 }
 
-void KvStore::ForgetOnSsd(const Sequence& seq) {
+void KvStore::ForgetOnSsd(const Sequence& seq) REQUIRES(seq.mu) {
   TierBatch batch;
   const uint64_t id = seq.config().id;
   batch.delete_block_prefixes.push_back(PrivateBlockPrefix(id));
@@ -343,6 +407,10 @@ void KvStore::ForgetOnSsd(const Sequence& seq) {
     batch.delete_records.push_back(SampleKey(id, l));
   }
   Status s = tier_->Write(batch);
+  if (s.ok()) {
+    ssd_->SubPrivateBytes(static_cast<uint64_t>(seq.private_pairs_on_ssd()) * 2 *
+                          seq.config().block_bytes());
+  }
   if (!s.ok()) {
     // The manifest stays: a restart would recover the sequence, which a client can close again.
     ssd_->RecordError(s.WithContext("CloseSequence(" + std::to_string(id) +

@@ -239,6 +239,18 @@ bool PrefixCache::EvictOne() {
   return true;
 }
 
+bool PrefixCache::DropIfUnpinned(const PrefixKey& key) {
+  MutexLock l(&mu_);
+  const auto it = entries_.find(key);
+  if (it == entries_.end()) return true;
+  PrefixEntry* e = it->second.get();
+  if (e->refs > 0) return false;
+  Account(*e, -1);
+  for (size_t s = 0; s < e->slots.size(); ++s) FreeSlot(e, s);
+  Erase(e);
+  return true;
+}
+
 PrefixCacheStats PrefixCache::Stats() const {
   MutexLock l(&mu_);
   return stats_;

@@ -125,6 +125,11 @@ class PrefixCache {
   // Frees the least recently used entry that no sequence pins. False when there is none.
   bool EvictOne() EXCLUDES(mu_);
 
+  // For the SSD tier's reclaim: true when no sequence pins the entry of `key` — it is then
+  // freed (its blocks go back to the pools), or there is none; false (nothing changed) while
+  // a sequence pins it. After true, a later PinChain of the key starts a fresh entry.
+  bool DropIfUnpinned(const PrefixKey& key) EXCLUDES(mu_);
+
   PrefixCacheStats Stats() const EXCLUDES(mu_);
 
   // Calls visit(key) for every entry holding at least one block, under the cache's mutex.

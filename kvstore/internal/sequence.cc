@@ -19,6 +19,26 @@ Sequence::Sequence(SequenceConfig config) : config_(std::move(config)) {
   lengths_.assign(layers, 0);
   durable_lengths_.assign(layers, 0);
   tables_.resize(layers * static_cast<size_t>(config_.num_heads()));
+  ssd_private_end_.assign(tables_.size(), 0);
+}
+
+bool Sequence::NotePrivateOnSsd(int layer, int head_index, size_t block) {
+  size_t& end = ssd_private_end_[static_cast<size_t>(layer) *
+                                     static_cast<size_t>(config_.num_heads()) +
+                                 static_cast<size_t>(head_index)];
+  // Writes of one (layer, head) go in block order; only the last one may be written again.
+  if (block < end) return false;
+  end = block + 1;
+  ++ssd_private_pairs_;
+  return true;
+}
+
+void Sequence::CountRestoredPrivateOnSsd() {
+  ssd_private_pairs_ = 0;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    ssd_private_end_[t] = tables_[t].size();
+    for (const BlockRef& ref : tables_[t]) ssd_private_pairs_ += ref.shared ? 0 : 1;
+  }
 }
 
 std::vector<BlockRef>& Sequence::table(int layer, int head_index) {

@@ -143,6 +143,14 @@ class Sequence {
   std::string Name(int layer, int head_index, size_t block) const {
     return BlockName(layer, head_index, block);
   }
+  // Private block pairs (K and V) the sequence has on SSD, for the tier's capacity: a
+  // write-through that landed the pair (layer, head_index, block) counts it once; the tail
+  // block a prefill chunk wrote partial and a later seal writes again is not counted twice.
+  // Returns whether the pair was new.
+  bool NotePrivateOnSsd(int layer, int head_index, size_t block) REQUIRES(mu);
+  int64_t private_pairs_on_ssd() const REQUIRES(mu) { return ssd_private_pairs_; }
+  // After Restore: every private block of the restored tables is on SSD.
+  void CountRestoredPrivateOnSsd() REQUIRES(mu);
   // Installs what recovery rebuilt from the manifest: pinned entries (one per hash), the
   // tables ([num_layers][num_heads] blocks) and the durable lengths as lengths.
   void Restore(const Manifest& m, std::vector<PrefixEntry*> entries, int matched_blocks,
@@ -164,6 +172,9 @@ class Sequence {
   std::vector<int> durable_lengths_ GUARDED_BY(mu);   // [num_layers], tokens on SSD
   std::vector<PendingBlock> pending_ GUARDED_BY(mu);
   bool recovered_ GUARDED_BY(mu) = false;
+  // [num_layers * num_heads]: one past the last private block index written to SSD.
+  std::vector<size_t> ssd_private_end_ GUARDED_BY(mu);
+  int64_t ssd_private_pairs_ GUARDED_BY(mu) = 0;
   // [num_layers][num_heads]: block b holds tokens [b*B, (b+1)*B); size ceil(length / B).
   std::vector<std::vector<BlockRef>> tables_ GUARDED_BY(mu);
 };

@@ -108,6 +108,13 @@ std::string SharedBlockKey(uint64_t scope, uint64_t hash, int layer, int kv_head
   return s;
 }
 
+std::string SharedBlockPrefix(uint64_t scope, uint64_t hash) {
+  std::string s = Tagged(kSharedBlockTag, 1 + 8 + 8);
+  Put64(&s, scope);
+  Put64(&s, hash);
+  return s;
+}
+
 std::string PrivateBlockPrefix(uint64_t seq_id) {
   std::string s = Tagged(kPrivateBlockTag, 1 + 8);
   Put64(&s, seq_id);

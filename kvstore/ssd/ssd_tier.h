@@ -114,6 +114,9 @@ std::string PrivateBlockKey(uint64_t seq_id, int layer, int kv_head, int block, 
 std::string SharedBlockKey(uint64_t scope, uint64_t hash, int layer, int kv_head, BlockKind kind);
 // Every private block key of a sequence starts with this (DeleteRange of a closed sequence).
 std::string PrivateBlockPrefix(uint64_t seq_id);
+// Every shared block key of one prefix entry (scope, hash) starts with this, K and V of every
+// layer and head (DeleteRange of a reclaimed entry; one shard, the scope's).
+std::string SharedBlockPrefix(uint64_t scope, uint64_t hash);
 // REQUIRES for the block and record keys: layer, kv_head and block are >= 0.
 
 // Record keys (the small column family).
