@@ -1,6 +1,6 @@
 // ./attic bench ssd [--dir DIR] [--bytes N] [--json FILE] [--quick] [--sync] [--buffered]
-//                   [--writers LIST] [--shards LIST] [--data DIR] [--dram-fraction F]
-//                   [--skip-sparse] [--sections LIST]
+//                   [--flush-bytes N] [--read-threads N] [--writers LIST] [--shards LIST]
+//                   [--data DIR] [--dram-fraction F] [--skip-sparse] [--sections LIST]
 //
 // The SSD tier against the disk under it, in one run (docs/kvstore-ssd.md):
 //
@@ -72,6 +72,8 @@ struct Flags {
   std::vector<int> shards = {0};  // SsdTierOptions.block_shards of each spill (0: default)
   std::vector<int> writers = {1, 2, 4};  // writer threads of each spill
   bool buffered = false;                 // SsdTierOptions.direct_io = false
+  size_t flush_bytes = 0;                // SsdTierOptions.flush_bytes (0: the tier's default)
+  int read_threads = -1;                 // SsdTierOptions.read_threads (-1: the tier's default)
   std::string data;                      // activation dump of the sparse-fetch section
   double dram_fraction = 0.1;            // values in DRAM in its spilled decode steps
   bool skip_sparse = false;
@@ -94,8 +96,9 @@ using Section = Status (*)(SsdBenchContext&, BenchReport&);
 void Usage() {
   std::printf(
       "usage: attic-bench-ssd [--dir DIR] [--bytes N] [--json FILE] [--quick] [--sync]\n"
-      "                       [--buffered] [--writers LIST] [--shards LIST] [--data DIR]\n"
-      "                       [--dram-fraction F] [--skip-sparse]\n"
+      "                       [--buffered] [--flush-bytes N] [--read-threads N]\n"
+      "                       [--writers LIST] [--shards LIST] [--data DIR]\n"
+      "                       [--dram-fraction F] [--skip-sparse] [--sections LIST]\n"
       "  The SSD tier (RocksDB) against raw O_DIRECT throughput of the same disk.\n"
       "  --dir DIR    where to write (default: a fresh directory under $TMPDIR or /tmp);\n"
       "               the disk under DIR is the one measured\n"
@@ -104,6 +107,9 @@ void Usage() {
       "  --quick      256 MiB and fewer latency samples (a smoke run)\n"
       "  --sync       the tier with SsdTierOptions.sync (every fsync: power-loss durable)\n"
       "  --buffered   the tier without direct I/O (flushes and reads through the page cache)\n"
+      "  --flush-bytes N  SsdTierOptions.flush_bytes: smaller writes go through the WAL (their\n"
+      "               bytes then sit in the page cache and memtables: not disk figures)\n"
+      "  --read-threads N  SsdTierOptions.read_threads of the tier rows (default: the tier's)\n"
       "  --writers LIST  writer thread counts to spill with (default 1,2,4)\n"
       "  --shards LIST  block shard counts to spill with, e.g. 1,4,8 (default: the tier's\n"
       "               default, min(8, hardware threads)); reloads read the last one's blocks\n"
@@ -173,6 +179,10 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
       f->sync = true;
     } else if (a == "--buffered") {
       f->buffered = true;
+    } else if (a == "--read-threads" && has_value) {
+      f->read_threads = std::atoi(argv[++i]);
+    } else if (a == "--flush-bytes" && has_value) {
+      f->flush_bytes = ParseBytes(argv[++i]);
     } else if (a == "--shards" && has_value) {
       f->shards = ParseCounts("--shards", argv[++i]);
     } else if (a == "--writers" && has_value) {
@@ -301,6 +311,11 @@ TierBenchOptions TierOptions(const SsdBenchContext& c) {
   o.random_reads = c.flags.quick ? 500 : 2000;
   o.tier.sync = c.flags.sync;
   o.tier.direct_io = !c.flags.buffered;
+  if (c.flags.read_threads >= 0) o.tier.read_threads = c.flags.read_threads;
+  if (c.flags.flush_bytes != 0) {
+    o.tier.flush_bytes = c.flags.flush_bytes;
+    o.tier.write_buffer_bytes = std::max(o.tier.write_buffer_bytes, c.flags.flush_bytes);
+  }
   return o;
 }
 

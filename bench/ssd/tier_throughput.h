@@ -38,8 +38,9 @@ struct TierBenchOptions {
   int heads = 8;
   int stream_blocks = 64;  // 4096 tokens
   int chunk_blocks = 4;    // a 256-token prefill chunk
-  // Reads go one MultiGet at a time per thread (Debian's RocksDB has no io_uring): the queue
-  // depth the disk sees is the thread count.
+  // Reload threads, each one ReadBlocks call at a time; the tier splits each call over its
+  // read_threads readers (tier.read_threads), so the disk sees up to threads x read_threads
+  // requests at once (Debian's RocksDB has no io_uring: one MultiGet reads one blob at a time).
   std::vector<int> reload_threads = {1, 2, 4, 8};
   int read_batch_blocks = 256;  // keys per ReadBlocks call (every-block reload)
   int random_reads = 2000;
