@@ -40,7 +40,9 @@ static bool HasF16c() {
 }
 #endif
 
-IsaLevel DetectIsa() {
+namespace {
+
+IsaLevel ProbeIsa() {
 #if defined(__x86_64__)
   // __builtin_cpu_supports checks both CPUID and the OS's XSAVE state for the register files.
   __builtin_cpu_init();
@@ -54,6 +56,15 @@ IsaLevel DetectIsa() {
 #else
   return IsaLevel::kScalar;
 #endif
+}
+
+}  // namespace
+
+// CPUID traps to the hypervisor on a VM (tens of microseconds): probe once per process, not
+// per kernel call.
+IsaLevel DetectIsa() {
+  static const IsaLevel detected = ProbeIsa();
+  return detected;
 }
 
 std::vector<IsaLevel> SupportedIsaLevels() {

@@ -60,7 +60,15 @@ StatusOr<Stream> OpenStream(Client& client, const ModelSpec& spec, uint64_t id, 
 struct RunFigures {
   double seconds = 0;               // wall time of the timed steps
   std::vector<double> step_seconds;  // every stream's steps (all layers)
+  WorkerAttendTime worker;           // what the worker measured over the timed steps
 };
+
+// The worker's Attend figures accumulated between two scrapes.
+WorkerAttendTime Between(const WorkerAttendTime& a, const WorkerAttendTime& b) {
+  return {.seconds = b.seconds - a.seconds, .count = b.count - a.count,
+          .prepare = b.prepare - a.prepare, .compute = b.compute - a.compute,
+          .reply = b.reply - a.reply};
+}
 
 // Every stream decodes `steps` steps at once, each on its own thread.
 StatusOr<RunFigures> DecodeTogether(Client& client, std::vector<Stream>& streams, int steps) {
@@ -148,9 +156,14 @@ int RunConcurrentDecode(const ConcurrentDecodeFlags& f) {
     }
     std::vector<Stream> active;
     for (int i = 0; i < n; ++i) active.push_back(std::move(streams[static_cast<size_t>(i)]));
+    StatusOr<WorkerAttendTime> before = ScrapeAttendTime(worker->control_address());
+    if (!before.ok()) return Fail(before.status());
     StatusOr<RunFigures> run = DecodeTogether(**client, active, f.steps);
     for (int i = 0; i < n; ++i) streams[static_cast<size_t>(i)] = std::move(active[static_cast<size_t>(i)]);
     if (!run.ok()) return Fail(run.status());
+    StatusOr<WorkerAttendTime> after = ScrapeAttendTime(worker->control_address());
+    if (!after.ok()) return Fail(after.status());
+    run->worker = Between(*before, *after);
     rows.push_back({n, std::move(run).value()});
     std::printf("  N = %-3d decoded in %.2f s\n", n, rows.back().run.seconds);
   }
@@ -193,6 +206,22 @@ int RunConcurrentDecode(const ConcurrentDecodeFlags& f) {
     report.AddRow({.name = "decode_throughput", .params = params, .value = tps,
                    .unit = "tokens/s", .limit = r.n / bound,
                    .limit_source = "N / step bound"});
+    // Where a request's time goes on the worker: its whole Attend (queueing excluded) and the
+    // kernels' share, against one request's KV bytes at the measured bandwidth.
+    const WorkerAttendTime& w = r.run.worker;
+    if (w.count > 0) {
+      const double request_bound = step_bytes / spec.num_layers / (bw.best_gbps * 1e9);
+      report.AddRow({.name = "worker_attend_time", .params = with({"stat", "mean"}),
+                     .value = w.seconds / w.count * 1e6, .unit = "us",
+                     .limit = request_bound * 1e6,
+                     .limit_source = "one request's KV bytes / dram_read_bandwidth",
+                     .better = "lower"});
+      report.AddRow({.name = "worker_attend_phase", .params = with({"phase", "compute"}),
+                     .value = w.compute / w.count * 1e6, .unit = "us",
+                     .limit = request_bound * 1e6,
+                     .limit_source = "one request's KV bytes / dram_read_bandwidth",
+                     .better = "lower"});
+    }
   }
   const int rc = report.Finish(f.json, "attic-bench-decode");
   for (const Row& r : rows) {
