@@ -171,6 +171,9 @@ std::vector<config::Setting> SsdSettings(WorkerConfig* c) {
                           "fsync every write: durable across power loss, not only crashes."),
       IntSetting("ssd.flush_mb", &c->ssd.flush_mb, 1, 128,
                  "Writes of at least this many MiB skip the WAL and are flushed at once"),
+      IntSetting("ssd.capacity_mb", &c->ssd.capacity_mb, 0, int64_t{1} << 32,
+                 "SSD tier capacity, MiB; past it unpinned prefix entries are reclaimed, "
+                 "least recently used first; 0 = no limit but the disk"),
       FractionSetting("value_dram_fraction", &c->value_dram_fraction,
                       "With the SSD tier: fraction of the V pool's blocks whose values stay in "
                       "DRAM; 1 = spill only when the pool is full."),

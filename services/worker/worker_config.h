@@ -113,6 +113,9 @@ struct WorkerConfig {
     bool direct_io = true;
     bool sync = false;
     int flush_mb = 1;
+    // The tier's capacity, MiB; 0 = no limit but the disk. Past it, prefix entries no open
+    // sequence holds are reclaimed least recently used first (docs/kvstore-ssd.md).
+    uint64_t capacity_mb = 0;
   };
   Ssd ssd;
   // With the SSD tier: values kept in DRAM, as a fraction (0, 1] of the V pool's blocks

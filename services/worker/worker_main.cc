@@ -96,6 +96,7 @@ WorkerServiceOptions ServiceOptions(const WorkerConfig& config) {
   o.ssd.direct_io = config.ssd.direct_io;
   o.ssd.sync = config.ssd.sync;
   o.ssd.flush_bytes = static_cast<size_t>(config.ssd.flush_mb) * kMiB;
+  o.ssd_capacity_bytes = config.ssd.capacity_mb * kMiB;
   o.value_dram_fraction = config.value_dram_fraction;
   o.value_dram_bytes = config.value_dram_mb * kMiB;
   o.spill_high_watermark = config.spill_high_watermark;

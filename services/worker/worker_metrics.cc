@@ -215,7 +215,13 @@ void WorkerMetrics::AddSsdSeries() {
       &files.Add({{"kind", "sst"}}),
       AddGauge(r, "attic_worker_ssd_write_amplification",
                "Bytes RocksDB wrote to files per block byte written."),
-      AddGauge(r, "attic_worker_ssd_direct_io", "1 while the SSD tier uses direct I/O.")};
+      AddGauge(r, "attic_worker_ssd_direct_io", "1 while the SSD tier uses direct I/O."),
+      AddGauge(r, "attic_worker_ssd_capacity_bytes",
+               "The SSD tier's capacity (ssd.capacity_mb); 0 = no limit but the disk."),
+      AddGauge(r, "attic_worker_ssd_used_bytes",
+               "Block bytes on the SSD tier: open sequences' own blocks and prefix entries."),
+      AddGauge(r, "attic_worker_ssd_full",
+               "1 while the SSD tier has no room: the last write needing space got none.")};
   auto& writes = prometheus::BuildCounter()
                      .Name("attic_worker_ssd_writes_total")
                      .Help("Atomic writes to the SSD tier, by result.")
@@ -241,7 +247,12 @@ void WorkerMetrics::AddSsdSeries() {
                  "Prompt blocks LookupPrefix found only on SSD."),
       AddCounter(r, "attic_worker_query_sample_store_errors_total",
                  "Query samples that could not be stored on SSD (their indexes are not rebuilt "
-                 "after a restart).")};
+                 "after a restart)."),
+      AddCounter(r, "attic_worker_ssd_reclaimed_bytes_total",
+                 "Bytes of prefix entries reclaimed from the SSD tier to stay under its "
+                 "capacity."),
+      AddCounter(r, "attic_worker_ssd_full_refusals_total",
+                 "Write-throughs refused because the SSD tier had no room.")};
 }
 
 prometheus::Counter* WorkerMetrics::RequestCounter(int op, int code) {
@@ -343,14 +354,17 @@ void WorkerMetrics::SetSsd(const SsdFigures& f) {
                            static_cast<double>(f.live_blob_bytes),
                            static_cast<double>(f.sst_bytes),
                            std::isfinite(f.write_amplification) ? f.write_amplification : 0.0,
-                           f.direct_io ? 1.0 : 0.0};
+                           f.direct_io ? 1.0 : 0.0,
+                           static_cast<double>(f.capacity_bytes),
+                           static_cast<double>(f.used_bytes),
+                           f.full ? 1.0 : 0.0};
   static_assert(std::size(gauges) == std::tuple_size_v<decltype(ssd_gauges_)>);
   for (size_t i = 0; i < ssd_gauges_.size(); ++i) ssd_gauges_[i]->Set(gauges[i]);
   const uint64_t totals[] = {f.spilled,      f.reloaded,          f.streamed,
                              f.durable_retries, f.bytes_read,     f.bytes_written,
                              f.writes,       f.write_errors,      f.durability_errors,
                              f.checksum_failures, f.flushes,      f.prefix_hits,
-                             f.sample_store_errors};
+                             f.sample_store_errors, f.reclaimed_bytes, f.full_refusals};
   static_assert(std::size(totals) == kSsdCounters);
   for (size_t i = 0; i < kSsdCounters; ++i) SetTotal(ssd_counters_[i], &last_ssd_[i], totals[i]);
 }

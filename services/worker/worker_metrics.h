@@ -32,13 +32,15 @@
 //   DRAM budget), attic_worker_kv_resident_value_blocks, attic_worker_kv_spilled_value_blocks,
 //   attic_worker_kv_pending_durable_blocks, attic_worker_recovered_sequences,
 //   attic_worker_ssd_prefix_entries, attic_worker_ssd_file_bytes{kind="blob|sst"},
+//   attic_worker_ssd_capacity_bytes, attic_worker_ssd_used_bytes, attic_worker_ssd_full,
 //   attic_worker_ssd_write_amplification, attic_worker_ssd_direct_io                gauges
 //   attic_worker_kv_spilled_blocks_total, attic_worker_kv_reloaded_blocks_total,
 //   attic_worker_kv_streamed_blocks_total, attic_worker_kv_durable_retries_total,
 //   attic_worker_ssd_bytes_read_total, attic_worker_ssd_bytes_written_total,
 //   attic_worker_ssd_writes_total{result="ok|error"}, attic_worker_durability_errors_total,
 //   attic_worker_ssd_checksum_failures_total, attic_worker_ssd_flushes_total,
-//   attic_worker_ssd_prefix_hits_total, attic_worker_query_sample_store_errors_total counters
+//   attic_worker_ssd_prefix_hits_total, attic_worker_query_sample_store_errors_total,
+//   attic_worker_ssd_reclaimed_bytes_total, attic_worker_ssd_full_refusals_total      counters
 //
 // Thread safety: every method may be called from any thread. The hot path (ObserveRequest,
 // AddBytes, AddKeysScanned, SetQueueDepth) takes no lock and does not allocate: counters are
@@ -121,11 +123,14 @@ class WorkerMetrics {
     uint64_t live_blob_bytes = 0, sst_bytes = 0;
     double write_amplification = 0;
     bool direct_io = false;
+    uint64_t capacity_bytes = 0, used_bytes = 0;  // ssd.capacity_mb (0 = none); in use
+    bool full = false;                            // the last write needing room got none
     // Running totals.
     uint64_t spilled = 0, reloaded = 0, streamed = 0, durable_retries = 0;
     uint64_t bytes_read = 0, bytes_written = 0, writes = 0, write_errors = 0;
     uint64_t durability_errors = 0, checksum_failures = 0, flushes = 0, prefix_hits = 0;
     uint64_t sample_store_errors = 0;
+    uint64_t reclaimed_bytes = 0, full_refusals = 0;
   };
   void SetSsd(const SsdFigures& ssd);
   // Open connections, and the transport's running total of refused handshakes (the counter
@@ -185,9 +190,9 @@ class WorkerMetrics {
   std::atomic<uint64_t> last_prefix_hits_{0};
   // SSD gauges: tier, value DRAM budget, resident, spilled, pending durable, recovered,
   // prefix entries, blob bytes, SST bytes, write amplification, direct I/O.
-  std::array<prometheus::Gauge*, 11> ssd_gauges_;
+  std::array<prometheus::Gauge*, 14> ssd_gauges_;
   // SSD counters in SsdFigures' order of running totals, and their last totals.
-  static constexpr size_t kSsdCounters = 13;
+  static constexpr size_t kSsdCounters = 15;
   std::array<prometheus::Counter*, kSsdCounters> ssd_counters_;
   std::array<std::atomic<uint64_t>, kSsdCounters> last_ssd_{};
   std::atomic<uint64_t> last_handshakes_refused_{0};

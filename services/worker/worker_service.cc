@@ -40,6 +40,7 @@ StatusOr<KvStoreOptions> StoreOptions(const WorkerServiceOptions& options) {
   kv.value_dram_blocks = std::clamp<int64_t>(budget, 1, kv.v_pool_blocks);
   kv.spill_high_watermark = options.spill_high_watermark;
   kv.spill_low_watermark = options.spill_low_watermark;
+  kv.ssd_capacity_bytes = options.ssd_capacity_bytes;
   return kv;
 }
 
@@ -276,6 +277,9 @@ void WorkerService::RefreshMetrics() const {
                     .sst_bytes = s.tier.total_sst_bytes,
                     .write_amplification = s.tier.write_amplification(),
                     .direct_io = s.tier.direct_io,
+                    .capacity_bytes = s.ssd_capacity.capacity_bytes,
+                    .used_bytes = s.ssd_capacity.used_bytes,
+                    .full = s.ssd_capacity.full,
                     .spilled = static_cast<uint64_t>(std::max<int64_t>(0, s.spilled_total)),
                     .reloaded = static_cast<uint64_t>(std::max<int64_t>(0, s.reloaded_total)),
                     .streamed = static_cast<uint64_t>(std::max<int64_t>(0, s.streamed_total)),
@@ -289,7 +293,10 @@ void WorkerService::RefreshMetrics() const {
                     .checksum_failures = s.tier.checksum_failures,
                     .flushes = s.tier.flushes,
                     .prefix_hits = static_cast<uint64_t>(std::max<int64_t>(0, s.ssd_prefix_hits)),
-                    .sample_store_errors = sample_store_errors_.load(std::memory_order_relaxed)});
+                    .sample_store_errors = sample_store_errors_.load(std::memory_order_relaxed),
+                    .reclaimed_bytes = s.ssd_capacity.reclaimed_bytes,
+                    .full_refusals = static_cast<uint64_t>(
+                        std::max<int64_t>(0, s.ssd_capacity.full_refusals))});
   metrics_->SetRetrieval({.indexes = r.indexes,
                           .index_bytes = r.index_bytes,
                           .dense_heads = r.dense_heads,

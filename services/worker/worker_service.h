@@ -88,6 +88,8 @@ struct WorkerServiceOptions {
   uint64_t value_dram_bytes = 0;
   double spill_high_watermark = 0.9;
   double spill_low_watermark = 0.75;
+  // The tier's capacity in bytes; 0 = no limit but the disk (KvStoreOptions).
+  uint64_t ssd_capacity_bytes = 0;
 };
 
 // What Create recovered from the SSD tier.
