@@ -15,8 +15,9 @@
 // tokens at all, out is zero and lse is -inf: the identity of the merge.
 // A block-and-range selection ("block b, tokens [i, j)") is a KvRun pointing into the block.
 //
-// Performance: streams K and V once, prefetching a chunk ahead. With every core busy it runs
-// at the DRAM read limit from 16K tokens on; one core alone is compute-bound (docs/kernels.md,
+// Performance: streams K and V once, prefetching rows a fixed distance ahead. With every core busy it runs
+// at the DRAM read limit from 16K tokens on; one core alone reaches about 0.7 of it, its
+// compute and memory time adding up rather than overlapping (docs/kernels.md,
 // bench/kernels_bench.cc). Nothing allocates on the dense path.
 // Thread safety: stateless; concurrent calls with distinct outputs are safe.
 #pragma once

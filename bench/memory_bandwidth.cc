@@ -95,7 +95,9 @@ __attribute__((target("avx2,fma"), noinline)) float FmaAvx2(int64_t n, float b) 
   ATTIC_FMA_CHAINS(ATTIC_SUM)
   alignas(32) float lanes[8];
   _mm256_store_ps(lanes, s);
-  return lanes[0] + lanes[7];
+  float sum = 0.0f;
+  for (float lane : lanes) sum += lane;
+  return sum;
 #undef ATTIC_DECL
 #undef ATTIC_STEP
 #undef ATTIC_SUM

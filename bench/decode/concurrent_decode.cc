@@ -179,11 +179,16 @@ int RunConcurrentDecode(const ConcurrentDecodeFlags& f) {
                  .value = bw.best_gbps, .unit = "GB/s"});
   report.AddRow({.name = "round_trip", .params = {{"bytes", "64"}, {"stat", "p50"}},
                  .value = *rtt * 1e6, .unit = "us", .better = "lower"});
+  // A step's KV bytes (the context grows by a token a step: its mean over a run, roughly) and
+  // N streams' step bound.
+  const double step_bytes = (static_cast<double>(f.context) + f.steps) * spec.num_layers *
+                            spec.num_kv_heads * spec.head_dim * 2 *
+                            static_cast<double>(DTypeSize(spec.dtype));
+  const auto step_bound = [&](int n) {
+    return n * step_bytes / (bw.best_gbps * 1e9) + spec.num_layers * *rtt;
+  };
   for (const Row& r : rows) {
-    const double ctx = static_cast<double>(f.context) + f.steps;  // mean over the runs, roughly
-    const double step_bytes = ctx * spec.num_layers * spec.num_kv_heads * spec.head_dim * 2 *
-                              static_cast<double>(DTypeSize(spec.dtype));
-    const double bound = r.n * step_bytes / (bw.best_gbps * 1e9) + spec.num_layers * *rtt;
+    const double bound = step_bound(r.n);
     const double p50 = loadgen::Percentile(r.run.step_seconds, 0.5);
     const double p99 = loadgen::Percentile(r.run.step_seconds, 0.99);
     const double tps = static_cast<double>(r.n) * f.steps / r.run.seconds;
@@ -225,12 +230,8 @@ int RunConcurrentDecode(const ConcurrentDecodeFlags& f) {
   }
   const int rc = report.Finish(f.json, "attic-bench-decode");
   for (const Row& r : rows) {
-    const double ctx = static_cast<double>(f.context) + f.steps;
-    const double step_bytes = ctx * spec.num_layers * spec.num_kv_heads * spec.head_dim * 2 *
-                              static_cast<double>(DTypeSize(spec.dtype));
-    const double bound = r.n * step_bytes / (bw.best_gbps * 1e9) + spec.num_layers * *rtt;
     std::printf("N = %-3d p50 step %.2fx the bound (target <= 1.3x at N >= 4)\n", r.n,
-                loadgen::Percentile(r.run.step_seconds, 0.5) / bound);
+                loadgen::Percentile(r.run.step_seconds, 0.5) / step_bound(r.n));
   }
   return rc;
 }
