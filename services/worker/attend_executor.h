@@ -1,63 +1,57 @@
 // AttendExecutor: runs one Attend request (one layer of one decode step for a batch of
-// sequences) on the compute pool and builds its reply.
+// sequences) and builds its reply. The glue between the codec, the store and the plan/run of
+// attention_workers/ (attend_plan.h, attend_run.h):
 //
-// A request's work is split into tasks of (item, KV head, token chunk): chunks keep every
-// thread busy even when a batch has fewer (sequence, head) pairs than threads (split-K, as
-// flash-decoding does), and their partial states are merged by LSE afterwards. Each item
-// succeeds or fails on its own; a failed item carries its code in the reply and does not
-// fail the batch.
+//   1. Prepare, one pool task per item: append the item's token, read its blocks' views from
+//      the store, convert its queries into the item's rows of the workspace.
+//   2. Plan: each (item, KV head) becomes an AttendHead (its blocks, dense or sparse from the
+//      retrieval state, the window left out where the caller keeps it); PlanAttend cuts them
+//      into tasks (split-K chunks, one task per sparse head, spilled blocks listed).
+//   3. Run: RunAttend on the pool writes each head's merged state straight into its rows of
+//      the reply payload; sparse tasks run in SparseAttend, spilled values load through this
+//      executor (a ValueLoader over the store).
+//   4. Reply: per-item figures and the header, through the codec.
 //
-// Preparing the items (appending each sequence's token, gathering its block views, converting
-// its queries) and merging the chunk partials run on the pool too, one task per item and per
-// (item, head).
-//
-// Sparse mode (retrieval attention, docs/retrieval.md): each (item, KV head) whose index is
-// ready is one task that searches the index with the head's GQA group, builds the selection
-// (sinks + window + retrieved) and attends to it exactly; heads without an index, heads
-// profiled as diffuse and short contexts run the dense tasks above. Per-request parameters
-// default to the worker's retrieval settings.
+// Each item succeeds or fails on its own; a failed item carries its code in the reply and does
+// not fail the batch (its rows of the payload are zeroed).
 //
 // Thread safety: not thread-safe; one Run at a time. The worker keeps one executor per request
-// runner (requests of different sequences run concurrently on the shared pool). Scratch
-// buffers and reply payloads are reused across requests, so the steady state allocates little
-// beyond the reply's header.
+// runner (requests of different sequences run concurrently on the shared pool). Items, the
+// plan, the workspace and reply payloads are reused across requests, so the steady state
+// allocates little beyond the reply's header.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <vector>
 
-#include "attention_workers/decode_attention.h"
-#include "attention_workers/retrieval/key_index.h"
-#include "attention_workers/retrieval/locality.h"
-#include "attention_workers/retrieval/selection.h"
+#include "attention_workers/attend_plan.h"
+#include "attention_workers/attend_run.h"
 #include "attention_workers/thread_pool.h"
 #include "common/model_spec.h"
-#include "common/thread_annotations.h"
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "kvstore/kv_store.h"
 #include "services/worker/codec/worker_codec.h"
 #include "services/worker/retrieval_state.h"
+#include "services/worker/sparse_attend.h"
 #include "transport/message.h"
 
 namespace attic::worker_internal {
 
-class AttendExecutor {
+class AttendExecutor final : private ValueLoader {
  public:
   // retrieval serves sparse requests; not owned.
   AttendExecutor(KvStore* store, ThreadPool* pool, const ModelSpec& spec,
                  RetrievalState* retrieval);
-  ~AttendExecutor();
+  ~AttendExecutor() override;
   AttendExecutor(const AttendExecutor&) = delete;
   AttendExecutor& operator=(const AttendExecutor&) = delete;
 
-  // The reply to an Attend request; *keys_scanned gets the keys (token x KV head) whose dot
-  // products were computed. Request-level errors (an unreadable header) are returned; item
-  // errors travel inside the reply.
   // Seconds one Run spent in each phase (see WorkerMetrics::AddAttendPhases).
   struct Phases {
-    double prepare = 0.0;
-    double compute = 0.0;
+    double prepare = 0.0;  // store reads and query conversion
+    double compute = 0.0;  // plan and run
     double reply = 0.0;
   };
   // What one Run did, over all items and heads.
@@ -69,49 +63,24 @@ class AttendExecutor {
     uint64_t dense_heads = 0;   // sparse requests' heads answered densely
     uint64_t ssd_bytes_read = 0;  // values read from the SSD tier (dense streams, sparse fetches)
   };
-  // call was decoded and checked by the codec; payload is the request's.
+  // The reply to an Attend request; call was decoded and checked by the codec, payload is the
+  // request's. Request-level errors are returned; item errors travel inside the reply.
   StatusOr<transport::OutgoingMessage> Run(const worker_codec::AttendCall& call,
                                            std::span<const std::byte> payload, Figures* figures,
                                            Phases* phases);
 
-  // The sparse request's parameters, defaults resolved.
-  struct SparseRun {
-    bool active = false;
-    retrieval::SelectionParams selection;
-    IndexKind kind = IndexKind::kGraph;
-    int effort = 0;
-  };
-
-  // Minimum tokens per task: smaller chunks cost more in merging than they win in balance.
-  static constexpr int kMinChunkTokens = 1024;
-  // Tasks per compute thread a batch is cut into when it is long enough.
-  static constexpr int kTasksPerThread = 16;
-
  private:
-  struct Item;   // one sequence of the request
-  struct Slot;   // one (item, KV head): its runs and token count
-  struct Task;   // one (item, head, token chunk), or one sparse (item, head)
-  struct SparseScratch;  // per sparse task, reused across requests
+  struct Item;  // one sequence of the request
 
-
-  // One item: appends its token, reads its block views and converts its queries into the
-  // item's own scratch. Runs on a pool thread; items are distinct sequences.
+  void TakeCall(const worker_codec::AttendCall& call);
   Status Prepare(std::span<const std::byte> payload, int layer, Item& item);
-  // Moves the prepared items' runs into runs_ and slots_.
-  void Gather();
-  void PlanTasks();
-  void TrimSlot(Slot& slot, int window);
-  void Compute();
-  // One sparse task: search, select, attend. Falls back to dense when the index is busy.
-  Status RunSparse(size_t t, float* out, float* lse);
-  // runs are consecutive blocks of the task's (item, head) starting at block first_block.
-  Status RunDense(Task& task, std::span<const KvRun> runs, int first_block, float* out,
-                  float* lse);
-  // A sparse step over a sequence with spilled values: chooses the top k with the locality
-  // plan, reloads the blocks it needs and fills scratch.selection and scratch.fetched_runs.
-  Status FetchSelection(Task& task, std::span<const KvRun> runs, int64_t tokens, int64_t indexed,
-                        SparseScratch& scratch);
+  // The plan's heads of every prepared item, then the plan.
+  void PlanHeads();
+  // The reply payload and each head's rows in it.
+  void PlaceOutputs();
   transport::OutgoingMessage BuildReply(Figures* figures);
+  Status LoadValues(uint32_t head, std::span<const int32_t> blocks,
+                    std::span<std::byte* const> dst, uint64_t* ssd_bytes) override;
 
   KvStore* const store_;
   ThreadPool* const pool_;
@@ -119,19 +88,19 @@ class AttendExecutor {
   const int group_;
   RetrievalState* const retrieval_;
   int layer_ = 0;
-  SparseRun sparse_;
-  retrieval::LocalityParams locality_;  // sparse fetch from SSD (its defaults)
+  SparseRequest sparse_;
 
   std::vector<Item> items_;
-  std::vector<Slot> slots_;
-  std::vector<Task> tasks_;
-  std::vector<Status> task_status_;
-  std::vector<KvRun> runs_;            // every (item, head)'s blocks, concatenated
-  std::vector<float> q_;               // fp32 queries, [items][Hq][D] (an item's first G * h rows)
-  std::vector<float> partial_o_;       // per task [G, D]
-  std::vector<float> partial_lse_;     // per task [G]
-  std::vector<std::unique_ptr<SparseScratch>> sparse_scratch_;  // per task
+  std::vector<float> q_;             // fp32 queries, [items][Hq][D] (an item's first G * h rows)
+  std::vector<AttendHead> heads_;    // every ok item's heads, item after item
+  std::vector<PlanHead> plan_heads_; // the same heads as the sparse tasks and loads see them
+  std::vector<uint8_t> dense_in_sparse_;  // per head: a sparse request's head planned dense
+  std::vector<AttendHeadIo> io_;
+  AttendPlan plan_;
+  AttendWorkspace workspace_;
+  SparseAttend sparse_attend_;
   std::vector<worker_codec::AttendItemReply> replies_;
+  std::shared_ptr<std::vector<float>> payload_;  // the reply being built
 
   // Reply payloads, reused: a fresh buffer of a few hundred KB per reply costs page faults
   // (glibc maps large allocations anew each time). Shared with the buffers' deleters, which

@@ -1,0 +1,183 @@
+#include "services/worker/sparse_attend.h"
+
+#include <algorithm>
+#include <string>
+
+namespace attic::worker_internal {
+
+struct SparseAttend::Scratch {
+  std::vector<const std::byte*> key_blocks;
+  std::vector<KvRun> fallback_runs;
+  std::vector<int32_t> fallback_spilled;
+  DenseStaging fallback_staging;
+  std::vector<KvRun> fetched_runs;  // the runs with reloaded values filled in
+  std::vector<int32_t> fixed;       // sinks + window + unfolded keys
+  std::vector<int> fetch;
+  std::vector<int> used;
+  std::vector<const std::byte*> values;
+  retrieval::SearchResult result;
+  std::vector<int32_t> selection;
+};
+
+SparseAttend::SparseAttend(KvStore* store, const ModelSpec& spec, RetrievalState* retrieval)
+    : store_(store), spec_(spec), retrieval_(retrieval) {
+  locality_.block_size = spec.block_size;
+  locality_.fetch_budget = retrieval->config().fetch_budget;
+  locality_.score_slack = retrieval->config().score_slack;
+}
+
+SparseAttend::~SparseAttend() = default;
+
+void SparseAttend::Reset(int layer, const SparseRequest& request, std::span<const PlanHead> heads,
+                         size_t num_tasks) {
+  layer_ = layer;
+  request_ = request;
+  heads_ = heads;
+  while (scratch_.size() < num_tasks) scratch_.push_back(std::make_unique<Scratch>());
+}
+
+Status SparseAttend::RunSparse(const AttendRunParams& params, size_t index, const PlanTask& task,
+                               const float* q, float* out, float* lse, TaskFigures* figures) {
+  const PlanHead& head = heads_[task.head];
+  Scratch& scratch = *scratch_[index];
+  const std::span<const KvRun> runs = task.runs;
+  RetrievalState::Lease lease =
+      retrieval_->Acquire(head.sequence, layer_, head.local_head, request_.kind);
+  if (lease.index == nullptr) {
+    // A fold holds the index right now: the head is answered densely, over the runs without
+    // the caller's window when it keeps that itself.
+    figures->fell_back = true;
+    int64_t keep = 0;
+    for (const KvRun& r : runs) keep += r.num_tokens;
+    if (head.selection.exclude_window) keep -= head.selection.window;
+    scratch.fallback_runs.clear();
+    scratch.fallback_spilled.clear();
+    for (const KvRun& r : runs) {
+      if (keep <= 0) break;
+      KvRun cut = r;
+      cut.num_tokens = static_cast<int>(std::min<int64_t>(cut.num_tokens, keep));
+      keep -= cut.num_tokens;
+      if (cut.v == nullptr && cut.num_tokens > 0) {
+        scratch.fallback_spilled.push_back(static_cast<int32_t>(scratch.fallback_runs.size()));
+      }
+      scratch.fallback_runs.push_back(cut);
+    }
+    return AttendDense(params, task.head, scratch.fallback_runs, 0, scratch.fallback_spilled,
+                       &scratch.fallback_staging, q, out, lse, figures);
+  }
+  scratch.key_blocks.clear();
+  int64_t tokens = 0;
+  for (const KvRun& r : runs) {
+    scratch.key_blocks.push_back(static_cast<const std::byte*>(r.k));
+    tokens += r.num_tokens;
+  }
+  const retrieval::KeyRows keys{.blocks = scratch.key_blocks,
+                                .block_size = spec_.block_size,
+                                .head_dim = spec_.head_dim,
+                                .dtype = spec_.dtype,
+                                .count = tokens};
+  const retrieval::GroupScorer scorer(
+      {.q = q, .group_size = params.group_size, .head_dim = spec_.head_dim}, spec_.dtype);
+  scratch.result.positions.clear();
+  scratch.result.stats = {};
+  const bool spilled =
+      std::any_of(runs.begin(), runs.end(), [](const KvRun& r) { return r.v == nullptr; });
+  const int top_k = request_.selection.top_k;
+  // With values on SSD, the search returns more candidates for the locality plan to choose
+  // the top k from.
+  const int depth = spilled ? retrieval::CandidateDepth(locality_, top_k) : top_k;
+  if (top_k > 0) {
+    RETURN_IF_ERROR(lease.index->Search(keys, scorer, {.top_k = depth, .effort = request_.effort},
+                                        &scratch.result));
+  }
+  const int64_t indexed = lease.index->size();
+  lease = {};  // the index is not needed past the search
+  std::span<const KvRun> attend_runs = runs;
+  if (!spilled) {
+    scratch.selection = retrieval::BuildSelection(
+        {.length = tokens, .indexed = indexed, .retrieved = scratch.result.positions},
+        head.selection);
+    if (store_->has_ssd_tier()) {
+      // Mark the selected values used, so that the spill order keeps what sparse steps read.
+      scratch.fetch.clear();
+      for (int32_t p : scratch.selection) {
+        const int b = p / spec_.block_size;
+        if (scratch.fetch.empty() || scratch.fetch.back() != b) scratch.fetch.push_back(b);
+      }
+      RETURN_IF_ERROR(store_->FetchValues(head.sequence, layer_, head.kv_head, scratch.fetch,
+                                          &scratch.values, nullptr));
+    }
+  } else {
+    RETURN_IF_ERROR(FetchSelection(head, runs, tokens, indexed, scratch, figures));
+    attend_runs = scratch.fetched_runs;
+  }
+  RETURN_IF_ERROR(SparseDecodeAttention({.q = q,
+                                         .group_size = params.group_size,
+                                         .head_dim = spec_.head_dim,
+                                         .dtype = spec_.dtype,
+                                         .scale = params.scale,
+                                         .blocks = attend_runs,
+                                         .block_size = spec_.block_size,
+                                         .positions = scratch.selection,
+                                         .out = out,
+                                         .lse = lse}));
+  // Keys of the selection that the search did not score exactly are read once more.
+  const uint64_t row_bytes = static_cast<uint64_t>(spec_.head_dim) * DTypeSize(spec_.dtype);
+  const uint64_t selected = scratch.selection.size();
+  uint64_t scored_selected = 0;
+  for (int32_t p : scratch.result.positions) {
+    scored_selected += std::binary_search(scratch.selection.begin(), scratch.selection.end(), p);
+  }
+  figures->keys =
+      static_cast<uint64_t>(scratch.result.stats.keys_scored) + selected - scored_selected;
+  figures->selected = selected;
+  figures->bytes = static_cast<uint64_t>(scratch.result.stats.bytes_read) +
+                   (2 * selected - scored_selected) * row_bytes;
+  return OkStatus();
+}
+
+Status SparseAttend::FetchSelection(const PlanHead& head, std::span<const KvRun> runs,
+                                    int64_t tokens, int64_t indexed, Scratch& scratch,
+                                    TaskFigures* figures) {
+  const int top_k = request_.selection.top_k;
+  scratch.fixed = retrieval::BuildSelection({.length = tokens, .indexed = indexed, .retrieved = {}},
+                                            head.selection);
+  // The store's DRAM is the resident set: a block is available when its value is resident.
+  const retrieval::FetchPlan plan = retrieval::PlanLocalityFetch(
+      {.length = tokens,
+       .fixed = scratch.fixed,
+       .candidates = scratch.result.positions,
+       .scores = scratch.result.scores,
+       .top_k = std::min<int>(top_k, static_cast<int>(scratch.result.positions.size()))},
+      locality_, [&](int b) { return runs[static_cast<size_t>(b)].v != nullptr; });
+  scratch.fetch.assign(plan.blocks_fetched.begin(), plan.blocks_fetched.end());
+  scratch.fetch.insert(scratch.fetch.end(), plan.blocks_prefetched.begin(),
+                       plan.blocks_prefetched.end());
+  scratch.fetched_runs.assign(runs.begin(), runs.end());
+  if (!scratch.fetch.empty()) {
+    FetchStats fs;
+    RETURN_IF_ERROR(store_->FetchValues(head.sequence, layer_, head.kv_head, scratch.fetch,
+                                        &scratch.values, &fs));
+    figures->ssd_bytes += fs.bytes_read;
+    for (size_t i = 0; i < scratch.fetch.size(); ++i) {
+      scratch.fetched_runs[static_cast<size_t>(scratch.fetch[i])].v = scratch.values[i];
+    }
+  }
+  // The blocks used from DRAM are marked used too, so the spill order keeps them.
+  scratch.used.assign(plan.blocks_resident.begin(), plan.blocks_resident.end());
+  if (!scratch.used.empty()) {
+    RETURN_IF_ERROR(store_->FetchValues(head.sequence, layer_, head.kv_head, scratch.used,
+                                        &scratch.values, nullptr));
+  }
+  scratch.selection = retrieval::BuildSelection(
+      {.length = tokens, .indexed = indexed, .retrieved = plan.retrieved}, head.selection);
+  for (int32_t p : scratch.selection) {
+    if (scratch.fetched_runs[static_cast<size_t>(p / spec_.block_size)].v == nullptr) {
+      return InternalError("sparse fetch: selected token " + std::to_string(p) +
+                           " has no value in DRAM after the fetch");
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace attic::worker_internal
