@@ -28,6 +28,47 @@ SparseAttend::SparseAttend(KvStore* store, const ModelSpec& spec, RetrievalState
 
 SparseAttend::~SparseAttend() = default;
 
+// A fold holds the index right now: the head is answered densely, over the runs without the
+// caller's window when it keeps that itself.
+Status SparseAttend::RunDenseFallback(const AttendRunParams& params, const PlanTask& task,
+                                      const float* q, float* out, float* lse, Scratch& scratch,
+                                      TaskFigures* figures) {
+  const PlanHead& head = heads_[task.head];
+  figures->fell_back = true;
+  int64_t keep = 0;
+  for (const KvRun& r : task.runs) keep += r.num_tokens;
+  if (head.selection.exclude_window) keep -= head.selection.window;
+  scratch.fallback_runs.clear();
+  scratch.fallback_spilled.clear();
+  for (const KvRun& r : task.runs) {
+    if (keep <= 0) break;
+    KvRun cut = r;
+    cut.num_tokens = static_cast<int>(std::min<int64_t>(cut.num_tokens, keep));
+    keep -= cut.num_tokens;
+    if (cut.v == nullptr && cut.num_tokens > 0) {
+      scratch.fallback_spilled.push_back(static_cast<int32_t>(scratch.fallback_runs.size()));
+    }
+    scratch.fallback_runs.push_back(cut);
+  }
+  return AttendDense(params, task.head, scratch.fallback_runs, 0, scratch.fallback_spilled,
+                     &scratch.fallback_staging, q, out, lse, figures);
+}
+
+// Keys of the selection that the search did not score exactly are read once more.
+void SparseAttend::CountSelection(const Scratch& scratch, TaskFigures* figures) const {
+  const uint64_t row_bytes = static_cast<uint64_t>(spec_.head_dim) * DTypeSize(spec_.dtype);
+  const uint64_t selected = scratch.selection.size();
+  uint64_t scored_selected = 0;
+  for (int32_t p : scratch.result.positions) {
+    scored_selected += std::binary_search(scratch.selection.begin(), scratch.selection.end(), p);
+  }
+  figures->keys =
+      static_cast<uint64_t>(scratch.result.stats.keys_scored) + selected - scored_selected;
+  figures->selected = selected;
+  figures->bytes = static_cast<uint64_t>(scratch.result.stats.bytes_read) +
+                   (2 * selected - scored_selected) * row_bytes;
+}
+
 void SparseAttend::Reset(int layer, const SparseRequest& request, std::span<const PlanHead> heads,
                          size_t num_tasks) {
   layer_ = layer;
@@ -44,26 +85,7 @@ Status SparseAttend::RunSparse(const AttendRunParams& params, size_t index, cons
   RetrievalState::Lease lease =
       retrieval_->Acquire(head.sequence, layer_, head.local_head, request_.kind);
   if (lease.index == nullptr) {
-    // A fold holds the index right now: the head is answered densely, over the runs without
-    // the caller's window when it keeps that itself.
-    figures->fell_back = true;
-    int64_t keep = 0;
-    for (const KvRun& r : runs) keep += r.num_tokens;
-    if (head.selection.exclude_window) keep -= head.selection.window;
-    scratch.fallback_runs.clear();
-    scratch.fallback_spilled.clear();
-    for (const KvRun& r : runs) {
-      if (keep <= 0) break;
-      KvRun cut = r;
-      cut.num_tokens = static_cast<int>(std::min<int64_t>(cut.num_tokens, keep));
-      keep -= cut.num_tokens;
-      if (cut.v == nullptr && cut.num_tokens > 0) {
-        scratch.fallback_spilled.push_back(static_cast<int32_t>(scratch.fallback_runs.size()));
-      }
-      scratch.fallback_runs.push_back(cut);
-    }
-    return AttendDense(params, task.head, scratch.fallback_runs, 0, scratch.fallback_spilled,
-                       &scratch.fallback_staging, q, out, lse, figures);
+    return RunDenseFallback(params, task, q, out, lse, scratch, figures);
   }
   scratch.key_blocks.clear();
   int64_t tokens = 0;
@@ -121,18 +143,7 @@ Status SparseAttend::RunSparse(const AttendRunParams& params, size_t index, cons
                                          .positions = scratch.selection,
                                          .out = out,
                                          .lse = lse}));
-  // Keys of the selection that the search did not score exactly are read once more.
-  const uint64_t row_bytes = static_cast<uint64_t>(spec_.head_dim) * DTypeSize(spec_.dtype);
-  const uint64_t selected = scratch.selection.size();
-  uint64_t scored_selected = 0;
-  for (int32_t p : scratch.result.positions) {
-    scored_selected += std::binary_search(scratch.selection.begin(), scratch.selection.end(), p);
-  }
-  figures->keys =
-      static_cast<uint64_t>(scratch.result.stats.keys_scored) + selected - scored_selected;
-  figures->selected = selected;
-  figures->bytes = static_cast<uint64_t>(scratch.result.stats.bytes_read) +
-                   (2 * selected - scored_selected) * row_bytes;
+  CountSelection(scratch, figures);
   return OkStatus();
 }
 

@@ -60,6 +60,9 @@ class SparseAttend final : public SparseTaskRunner {
  private:
   struct Scratch;  // per task, reused across requests
 
+  Status RunDenseFallback(const AttendRunParams& params, const PlanTask& task, const float* q,
+                          float* out, float* lse, Scratch& scratch, TaskFigures* figures);
+  void CountSelection(const Scratch& scratch, TaskFigures* figures) const;
   // Over spilled values: the locality plan's top k, the blocks it needs reloaded, and
   // scratch.selection / scratch.fetched_runs filled.
   Status FetchSelection(const PlanHead& head, std::span<const KvRun> runs, int64_t tokens,
