@@ -166,6 +166,9 @@ struct SparseOptions {
   // The engine attends to the last `window` tokens itself (e.g. on the GPU) and merges that
   // partial with the returned one by LSE: the workers leave them out.
   bool exclude_window = false;
+  // Answer every head with an index sparse, also those the worker profiled as diffuse (which
+  // it answers densely otherwise).
+  bool force = false;
 };
 
 struct AttendBatch {
@@ -180,6 +183,12 @@ struct AttendStats {
   uint64_t selected_tokens = 0;  // tokens attended, over all items, heads and shards
   uint64_t bytes_read = 0;       // K, V and index bytes the workers read
   uint64_t dense_heads = 0;      // sparse mode: (item, KV head)s answered densely
+  uint64_t ssd_bytes_read = 0;   // of bytes_read, values read from the workers' SSD tiers
+  // Online recall (the workers' retrieval.recall_sample_every): sparse heads checked against
+  // an exact search this call, the sum of their k, and how many of those the index retrieved.
+  uint64_t recall_heads = 0;
+  uint64_t recall_exact = 0;
+  uint64_t recall_hits = 0;
 };
 
 // What the scheduler needs to place a new sequence.

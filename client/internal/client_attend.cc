@@ -97,6 +97,10 @@ class AttendCall {
     stats_.selected_tokens += part->selected_tokens;
     stats_.bytes_read += part->bytes_read;
     stats_.dense_heads += part->dense_heads;
+    stats_.ssd_bytes_read += part->ssd_bytes_read;
+    stats_.recall_heads += part->recall_heads;
+    stats_.recall_exact += part->recall_exact;
+    stats_.recall_hits += part->recall_hits;
     const size_t row = static_cast<size_t>(e.q_head_begin);
     // Straight from the reply's payload into the caller's buffers, which start as the empty
     // state (0, -inf): one copy for an unsharded sequence.

@@ -82,6 +82,15 @@ Status ReadAttendPart(wire::AttendReply::Result::Reader r, const AttendExpect& w
   part->dense_heads = r.getDenseHeads();
   part->length = r.getLength();
   part->durable_tokens = r.getDurableTokens();
+  part->ssd_bytes_read = r.getSsdBytesRead();
+  part->recall_heads = r.getRecallHeads();
+  part->recall_exact = r.getRecallExact();
+  part->recall_hits = r.getRecallHits();
+  if (part->recall_hits > part->recall_exact) {
+    return BadReply("AttendReply", "sequence " + std::to_string(part->id) + ": " +
+                                       std::to_string(part->recall_hits) + " recall hits of " +
+                                       std::to_string(part->recall_exact));
+  }
   if (*code != StatusCode::kOk) {
     std::string message = r.getMessage().cStr();
     if (message.empty()) message = "(no message)";
@@ -167,6 +176,7 @@ std::string EncodeAttend(int layer, std::span<const AttendWireItem> items, Atten
     p.setIndexKind(transport::IndexKindToWire(sparse.index));
     p.setEffort(sparse.effort);
     p.setExcludeWindow(sparse.exclude_window);
+    p.setForceSparse(sparse.force);
   } else {
     req.setMode(wire::AttendRequest::Mode::DENSE);
   }

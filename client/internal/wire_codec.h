@@ -105,6 +105,10 @@ struct AttendPart {
   uint32_t dense_heads = 0;
   int64_t length = 0;
   int64_t durable_tokens = 0;
+  uint64_t ssd_bytes_read = 0;
+  uint32_t recall_heads = 0;
+  uint64_t recall_exact = 0;
+  uint64_t recall_hits = 0;
   // Views into the reply's payload (valid while it lives), when status is OK.
   std::span<const float> o;    // [num_q_heads, D]
   std::span<const float> lse;  // [num_q_heads]

@@ -84,6 +84,7 @@ SparseRequest ResolveSparse(const worker_codec::SparseCall& p, const RetrievalCo
   run.selection.exclude_window = p.exclude_window;
   run.effort = std::max(0, p.effort);
   run.kind = p.index_kind.value_or(config.kind);
+  run.force = p.force_sparse;
   return run;
 }
 
@@ -232,7 +233,7 @@ void AttendExecutor::PlanHeads() {
         // without the window when the caller attends that itself.
         const bool long_enough = tokens >= retrieval_->config().min_tokens;
         const HeadPlan mode = long_enough ? retrieval_->Plan(item.id, layer_, h, item.heads,
-                                                             sparse_.kind, tokens)
+                                                             sparse_.kind, tokens, sparse_.force)
                                           : HeadPlan::kDenseNotReady;
         if (mode == HeadPlan::kSparse) {
           head.mode = HeadMode::kSparse;
@@ -318,7 +319,11 @@ OutgoingMessage AttendExecutor::BuildReply(Figures* figures) {
         r.keys_scanned += f.keys;
         r.selected_tokens += f.selected;
         r.bytes_read += f.bytes;
-        figures->ssd_bytes_read += f.ssd_bytes;
+        r.ssd_bytes_read += f.ssd_bytes;
+        r.recall_heads += f.recall_k > 0 ? 1 : 0;
+        r.recall_exact += f.recall_k;
+        r.recall_hits += f.recall_hits;
+        figures->fallback_heads += f.fell_back ? 1 : 0;
         dense = dense || f.fell_back;
       }
       dense_heads += dense ? 1 : 0;
@@ -328,6 +333,10 @@ OutgoingMessage AttendExecutor::BuildReply(Figures* figures) {
     figures->selected_tokens += r.selected_tokens;
     figures->bytes_read += r.bytes_read;
     figures->dense_heads += dense_heads;
+    figures->ssd_bytes_read += r.ssd_bytes_read;
+    figures->recall_heads += static_cast<uint64_t>(r.recall_heads);
+    figures->recall_exact += r.recall_exact;
+    figures->recall_hits += r.recall_hits;
     r.out_offset = item.out_index * sizeof(float);
     r.num_q_heads = item.heads * group_;
     r.length = item.length;

@@ -117,7 +117,7 @@ void RetrievalState::RequestBuild(uint64_t seq, int layer, int heads, IndexKind 
 }
 
 HeadPlan RetrievalState::Plan(uint64_t seq, int layer, int head, int heads, IndexKind kind,
-                              int64_t length) {
+                              int64_t length, bool force) {
   bool notify = false;
   HeadPlan plan = HeadPlan::kSparse;
   {
@@ -127,8 +127,18 @@ HeadPlan RetrievalState::Plan(uint64_t seq, int layer, int head, int heads, Inde
     Head& h = *e.seq->layers[static_cast<size_t>(layer)]->heads[static_cast<size_t>(head)];
     const int k = KindIndex(kind);
     const int64_t indexed = h.indexed[k].load();
-    if (h.dense.load()) {
+    auto& fold_queued = l.fold_queued[static_cast<size_t>(head)][k];
+    if (h.dense.load() && !force) {
       plan = HeadPlan::kDenseDiffuse;
+    } else if (h.dense.load() && indexed < 0) {
+      // A forced request over a diffuse head: its own index, built once.
+      plan = HeadPlan::kDenseNotReady;
+      if (!fold_queued) {
+        fold_queued = true;
+        jobs_.push_back(
+            Job{.seq = seq, .layer = layer, .head = head, .kind = kind, .forced = true});
+        notify = true;
+      }
     } else if (indexed < 0) {
       plan = HeadPlan::kDenseNotReady;
       if (!l.build_queued[k]) {
@@ -136,9 +146,8 @@ HeadPlan RetrievalState::Plan(uint64_t seq, int layer, int head, int heads, Inde
         jobs_.push_back(Job{.seq = seq, .layer = layer, .head = -1, .kind = kind});
         notify = true;
       }
-    } else if (length - indexed >= config_.fold_tokens &&
-               !l.fold_queued[static_cast<size_t>(head)][k]) {
-      l.fold_queued[static_cast<size_t>(head)][k] = true;
+    } else if (length - indexed >= config_.fold_tokens && !fold_queued) {
+      fold_queued = true;
       jobs_.push_back(Job{.seq = seq, .layer = layer, .head = head, .kind = kind});
       notify = true;
     }
@@ -240,7 +249,8 @@ void RetrievalState::Run(const Job& job) {
     if (Book(*s, job.layer) == nullptr) return;  // forgotten
   }
   const auto t0 = std::chrono::steady_clock::now();
-  const Status status = job.head < 0 ? Build(*s, job.layer, job.kind)
+  const Status status = job.head < 0  ? Build(*s, job.layer, job.kind)
+                        : job.forced ? Build(*s, job.layer, job.kind, job.head)
                                      : Fold(*s, job.layer, job.head, job.kind);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -282,7 +292,7 @@ Status RetrievalState::ReadKeys(uint64_t seq, int layer, int head,
   return OkStatus();
 }
 
-Status RetrievalState::Build(Sequence& seq, int layer, IndexKind kind) {
+Status RetrievalState::Build(Sequence& seq, int layer, IndexKind kind, int only_head) {
   const int g = spec_.group_size();
   const int d = spec_.head_dim;
   std::vector<float> sample;
@@ -299,6 +309,7 @@ Status RetrievalState::Build(Sequence& seq, int layer, IndexKind kind) {
   const size_t row = static_cast<size_t>(seq.heads) * g * d;
   std::vector<float> head_q(n * static_cast<size_t>(g) * d);
   for (int h = 0; h < seq.heads; ++h) {
+    if (only_head >= 0 && h != only_head) continue;
     Head& head = *seq.layers[static_cast<size_t>(layer)]->heads[static_cast<size_t>(h)];
     std::vector<const std::byte*> blocks;
     KeyRows rows;
@@ -326,8 +337,8 @@ Status RetrievalState::Build(Sequence& seq, int layer, IndexKind kind) {
                                                            : ": sparse, ")
                                     << profile.ToString();
     }
-    // A diffuse head is answered densely: no index is built for it.
-    if (head.dense.load()) continue;
+    // A diffuse head is answered densely: no index is built for it unless asked for alone.
+    if (head.dense.load() && only_head < 0) continue;
     ASSIGN_OR_RETURN(std::unique_ptr<KeyIndex> index,
                      retrieval::BuildKeyIndex(kind, rows, qs, {.pool = pool_.get()}));
     const int64_t size = index->size();

@@ -72,6 +72,8 @@ struct RetrievalConfig {
   // (0 = no limit), and the preference for resident values (LocalityParams::score_slack).
   int fetch_budget = 0;
   float score_slack = 0.02f;
+  // Online recall: one sparse head in this many is also searched exactly; 0 = never.
+  int recall_sample_every = 64;
 };
 
 enum class HeadPlan {
@@ -99,9 +101,10 @@ class RetrievalState {
   void RequestBuild(uint64_t seq, int layer, int heads, IndexKind kind) EXCLUDES(mu_);
 
   // What a sparse request does with one head now. Queues the build when none is there yet,
-  // and a fold when `length` has run fold_tokens past the index.
-  HeadPlan Plan(uint64_t seq, int layer, int head, int heads, IndexKind kind, int64_t length)
-      EXCLUDES(mu_);
+  // and a fold when `length` has run fold_tokens past the index. force: a head profiled as
+  // diffuse is answered sparse too (its index is built on first demand).
+  HeadPlan Plan(uint64_t seq, int layer, int head, int heads, IndexKind kind, int64_t length,
+                bool force = false) EXCLUDES(mu_);
 
   // The index of (seq, layer, head, kind), read-locked until the lease is destroyed; index is
   // null when there is none or a fold holds it right now (then run the head densely).
@@ -110,6 +113,12 @@ class RetrievalState {
     const retrieval::KeyIndex* index = nullptr;
   };
   Lease Acquire(uint64_t seq, int layer, int head, IndexKind kind) EXCLUDES(mu_);
+
+  // Whether this sparse head is one of the 1 in recall_sample_every checked exactly.
+  bool SampleRecall() {
+    const int every = config_.recall_sample_every;
+    return every > 0 && recall_counter_.fetch_add(1, std::memory_order_relaxed) % every == 0;
+  }
 
   // Drops everything about seq, after waiting for a build or fold of it in flight.
   void Forget(uint64_t seq) EXCLUDES(mu_);
@@ -152,6 +161,7 @@ class RetrievalState {
     int layer = 0;
     int head = -1;  // -1: build every head of the layer; else fold this head
     IndexKind kind = IndexKind::kGraph;
+    bool forced = false;  // with head >= 0: build that diffuse head's index (forced requests)
   };
 
   std::shared_ptr<Sequence> Find(uint64_t seq) const EXCLUDES(mu_);
@@ -160,7 +170,9 @@ class RetrievalState {
   LayerBook* Book(const Sequence& s, int layer) REQUIRES(mu_);
   void BuildLoop() EXCLUDES(mu_);
   void Run(const Job& job) EXCLUDES(mu_);
-  Status Build(Sequence& seq, int layer, IndexKind kind) EXCLUDES(mu_);
+  // Every head of the layer but the diffuse ones; only_head >= 0: that head alone, diffuse
+  // or not.
+  Status Build(Sequence& seq, int layer, IndexKind kind, int only_head = -1) EXCLUDES(mu_);
   Status Fold(Sequence& seq, int layer, int head, IndexKind kind);
   Status ReadKeys(uint64_t seq, int layer, int head, std::vector<const std::byte*>* blocks,
                   retrieval::KeyRows* rows) const;
@@ -168,6 +180,7 @@ class RetrievalState {
   KvStore* const store_;
   const ModelSpec spec_;
   const RetrievalConfig config_;
+  std::atomic<uint64_t> recall_counter_{0};
   std::unique_ptr<ThreadPool> pool_;  // the build threads
 
   mutable Mutex mu_;

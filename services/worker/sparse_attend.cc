@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <string>
 
+#include "attention_workers/retrieval/exact_index.h"
+
 namespace attic::worker_internal {
 
 struct SparseAttend::Scratch {
@@ -17,6 +19,8 @@ struct SparseAttend::Scratch {
   std::vector<const std::byte*> values;
   retrieval::SearchResult result;
   std::vector<int32_t> selection;
+  std::vector<int32_t> retrieved;  // what the index retrieved, sorted (online recall)
+  retrieval::SearchResult exact;
 };
 
 SparseAttend::SparseAttend(KvStore* store, const ModelSpec& spec, RetrievalState* retrieval)
@@ -52,6 +56,24 @@ Status SparseAttend::RunDenseFallback(const AttendRunParams& params, const PlanT
   }
   return AttendDense(params, task.head, scratch.fallback_runs, 0, scratch.fallback_spilled,
                      &scratch.fallback_staging, q, out, lse, figures);
+}
+
+// recall@k as the retrieval benchmark defines it: of the exact top k of the indexed keys (by
+// the group's best score), the share the index retrieved.
+Status SparseAttend::CheckRecall(const retrieval::KeyRows& indexed_keys,
+                                 const retrieval::GroupScorer& scorer, int top_k,
+                                 Scratch& scratch, TaskFigures* figures) const {
+  ASSIGN_OR_RETURN(std::unique_ptr<retrieval::KeyIndex> exact,
+                   retrieval::BuildExactIndex(indexed_keys));
+  RETURN_IF_ERROR(exact->Search(indexed_keys, scorer, {.top_k = top_k}, &scratch.exact));
+  std::sort(scratch.retrieved.begin(), scratch.retrieved.end());
+  uint32_t hits = 0;
+  for (int32_t p : scratch.exact.positions) {
+    hits += std::binary_search(scratch.retrieved.begin(), scratch.retrieved.end(), p) ? 1 : 0;
+  }
+  figures->recall_k = static_cast<uint32_t>(scratch.exact.positions.size());
+  figures->recall_hits = hits;
+  return OkStatus();
 }
 
 // Keys of the selection that the search did not score exactly are read once more.
@@ -133,6 +155,15 @@ Status SparseAttend::RunSparse(const AttendRunParams& params, size_t index, cons
     RETURN_IF_ERROR(FetchSelection(head, runs, tokens, indexed, scratch, figures));
     attend_runs = scratch.fetched_runs;
   }
+  if (top_k > 0 && indexed > 0 && retrieval_->SampleRecall()) {
+    if (!spilled) scratch.retrieved = scratch.result.positions;
+    RETURN_IF_ERROR(CheckRecall({.blocks = scratch.key_blocks,
+                                 .block_size = spec_.block_size,
+                                 .head_dim = spec_.head_dim,
+                                 .dtype = spec_.dtype,
+                                 .count = indexed},
+                                scorer, top_k, scratch, figures));
+  }
   RETURN_IF_ERROR(SparseDecodeAttention({.q = q,
                                          .group_size = params.group_size,
                                          .head_dim = spec_.head_dim,
@@ -182,6 +213,7 @@ Status SparseAttend::FetchSelection(const PlanHead& head, std::span<const KvRun>
   }
   scratch.selection = retrieval::BuildSelection(
       {.length = tokens, .indexed = indexed, .retrieved = plan.retrieved}, head.selection);
+  scratch.retrieved.assign(plan.retrieved.begin(), plan.retrieved.end());
   for (int32_t p : scratch.selection) {
     if (scratch.fetched_runs[static_cast<size_t>(p / spec_.block_size)].v == nullptr) {
       return InternalError("sparse fetch: selected token " + std::to_string(p) +

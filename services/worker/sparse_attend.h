@@ -33,6 +33,7 @@ struct SparseRequest {
   retrieval::SelectionParams selection;
   IndexKind kind = IndexKind::kGraph;
   int effort = 0;
+  bool force = false;  // heads profiled as diffuse answered sparse too
 };
 
 // One head of the plan, as the sparse tasks and the SSD loads see it.
@@ -63,6 +64,8 @@ class SparseAttend final : public SparseTaskRunner {
   Status RunDenseFallback(const AttendRunParams& params, const PlanTask& task, const float* q,
                           float* out, float* lse, Scratch& scratch, TaskFigures* figures);
   void CountSelection(const Scratch& scratch, TaskFigures* figures) const;
+  Status CheckRecall(const retrieval::KeyRows& indexed_keys, const retrieval::GroupScorer& scorer,
+                     int top_k, Scratch& scratch, TaskFigures* figures) const;
   // Over spilled values: the locality plan's top k, the blocks it needs reloaded, and
   // scratch.selection / scratch.fetched_runs filled.
   Status FetchSelection(const PlanHead& head, std::span<const KvRun> runs, int64_t tokens,

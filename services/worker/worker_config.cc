@@ -258,6 +258,10 @@ std::vector<config::Setting> ServingSettings(WorkerConfig* c) {
       IntSetting("retrieval.score_slack_pct", &c->retrieval.score_slack_pct, 0, 1000,
                  "With values on SSD: preference for tokens whose values are in DRAM, in "
                  "percent of the spread of the top-k scores; 0 = none"),
+      IntSetting("retrieval.recall_sample_every", &c->retrieval.recall_sample_every, 0,
+                 1 << 30,
+                 "Online recall: one sparse head in this many is also searched exactly "
+                 "(recall@k exported); 0 = never"),
   };
 }
 

@@ -95,6 +95,9 @@ struct WorkerConfig {
     // resident blocks, in percent of the spread of the top-k scores.
     int fetch_budget = 0;
     int score_slack_pct = 2;
+    // Online recall: one sparse head in this many is also searched exactly and its recall@k
+    // exported (attic_worker_retrieval_recall); 0 = never.
+    int recall_sample_every = 64;
   };
   Retrieval retrieval;
   // The SSD tier (docs/worker.md, "Durability and restart"): the RocksDB directory, created if

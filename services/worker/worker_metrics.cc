@@ -163,6 +163,20 @@ WorkerMetrics::WorkerMetrics(const std::string& worker_name)
                           "(sparse) or densely (diffuse head, index not ready, short context).")
                     .Register(*registry_);
   attend_heads_ = {&heads.Add({{"mode", "sparse"}}), &heads.Add({{"mode", "dense"}})};
+  dense_fallbacks_ = AddCounter(*registry_, "attic_worker_retrieval_dense_fallbacks_total",
+                                "Sparse heads answered densely because a fold held the index.");
+  recall_counters_ = {
+      AddCounter(*registry_, "attic_worker_retrieval_recall_checks_total",
+                 "Sparse heads also searched exactly (online recall, one in "
+                 "retrieval.recall_sample_every)."),
+      AddCounter(*registry_, "attic_worker_retrieval_recall_exact_total",
+                 "Keys of the checked heads' exact top-k."),
+      AddCounter(*registry_, "attic_worker_retrieval_recall_hits_total",
+                 "Keys of the checked heads' exact top-k that the index retrieved.")};
+  recall_ = AddGauge(*registry_, "attic_worker_retrieval_recall",
+                     "Online recall@k of the retrieval indexes, a moving average over the last "
+                     "checks (about 32); -1 before the first.");
+  recall_->Set(-1.0);
   retrieval_gauges_ = {
       AddGauge(*registry_, "attic_worker_retrieval_indexes",
                "Retrieval indexes built (sequence, layer, KV head, kind)."),
@@ -305,6 +319,21 @@ void WorkerMetrics::SetQueueDepth(int64_t depth) { queue_depth_->Set(NonNegative
 void WorkerMetrics::AddAttendHeads(uint64_t sparse, uint64_t dense) {
   if (sparse > 0) attend_heads_[0]->Increment(static_cast<double>(sparse));
   if (dense > 0) attend_heads_[1]->Increment(static_cast<double>(dense));
+}
+
+void WorkerMetrics::AddRetrievalChecks(uint64_t fallbacks, uint64_t heads, uint64_t exact,
+                                       uint64_t hits) {
+  if (fallbacks > 0) dense_fallbacks_->Increment(static_cast<double>(fallbacks));
+  if (heads == 0 || exact == 0) return;
+  recall_counters_[0]->Increment(static_cast<double>(heads));
+  recall_counters_[1]->Increment(static_cast<double>(exact));
+  recall_counters_[2]->Increment(static_cast<double>(hits));
+  const double recall = static_cast<double>(hits) / static_cast<double>(exact);
+  MutexLock lock(&recall_mu_);
+  // Each check weighs 1/32: the gauge follows the last few dozen.
+  const double w = 1.0 - std::pow(1.0 - 1.0 / 32.0, static_cast<double>(heads));
+  recall_average_ = recall_average_ < 0 ? recall : recall_average_ + w * (recall - recall_average_);
+  recall_->Set(recall_average_);
 }
 
 void WorkerMetrics::SetRetrieval(const RetrievalFigures& r) {

@@ -27,6 +27,11 @@
 //   attic_worker_retrieval_dense_heads, attic_worker_retrieval_queued_jobs            gauges
 //   attic_worker_retrieval_builds_total, attic_worker_retrieval_folds_total,
 //   attic_worker_retrieval_build_seconds_total                                     counters
+//   attic_worker_retrieval_dense_fallbacks_total (sparse heads answered densely while a fold
+//   held the index), attic_worker_retrieval_recall_checks_total,
+//   attic_worker_retrieval_recall_exact_total, attic_worker_retrieval_recall_hits_total
+//   (online recall: rate(hits) / rate(exact) is recall@k)                          counters
+//   attic_worker_retrieval_recall      gauge: recall@k, moving average over recent checks
 // The SSD tier (all 0 without one; docs/worker.md):
 //   attic_worker_ssd_tier (1 with a tier), attic_worker_kv_value_dram_blocks (the values'
 //   DRAM budget), attic_worker_kv_resident_value_blocks, attic_worker_kv_spilled_value_blocks,
@@ -95,6 +100,9 @@ class WorkerMetrics {
   void SetQueueDepth(int64_t depth);
   // Heads of sparse Attend requests answered from an index, and answered densely.
   void AddAttendHeads(uint64_t sparse, uint64_t dense);
+  // Sparse heads answered densely while a fold held their index; online recall checks: heads
+  // checked, the sum of their k, hits among those.
+  void AddRetrievalChecks(uint64_t fallbacks, uint64_t heads, uint64_t exact, uint64_t hits);
 
   // Retrieval figures (worker_internal::RetrievalState::Stats), copied before each scrape; the
   // counters advance by the running totals' growth since the previous call.
@@ -181,6 +189,11 @@ class WorkerMetrics {
   std::array<prometheus::Gauge*, 4> kv_bytes_;
   std::array<prometheus::Gauge*, 3> prefix_cache_blocks_;  // cached, shared, total
   std::array<prometheus::Counter*, 2> attend_heads_;  // sparse, dense
+  prometheus::Counter* dense_fallbacks_;
+  std::array<prometheus::Counter*, 3> recall_counters_;  // heads, exact, hits
+  prometheus::Gauge* recall_;                             // moving average over checks
+  Mutex recall_mu_;
+  double recall_average_ GUARDED_BY(recall_mu_) = -1.0;
   std::array<prometheus::Gauge*, 4> retrieval_gauges_;  // indexes, bytes, dense heads, queued
   std::array<prometheus::Counter*, 3> retrieval_counters_;  // builds, folds, build seconds
   std::atomic<uint64_t> last_builds_{0};

@@ -197,6 +197,8 @@ StatusOr<OutgoingMessage> WorkerService::Attend(const worker_codec::AttendCall& 
   if (metrics_ != nullptr) {
     metrics_->AddKeysScanned(figures.keys_scanned);
     metrics_->AddAttendHeads(figures.sparse_heads, figures.dense_heads);
+    metrics_->AddRetrievalChecks(figures.fallback_heads, figures.recall_heads,
+                                 figures.recall_exact, figures.recall_hits);
     metrics_->AddAttendPhases(phases.prepare, phases.compute, phases.reply);
   }
   return reply;

@@ -6,6 +6,7 @@
 // whose prefill queries show diffuse attention are answered densely, as profiled offline.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -181,6 +182,8 @@ class RetrievalOffload : public ::testing::Test {
       args.push_back(std::to_string(fold_tokens_));
       args.push_back("--retrieval-index-kind");
       args.push_back(std::string(IndexKindName(kKind)));
+      args.push_back("--retrieval-recall-sample-every");
+      args.push_back(std::to_string(recall_every_));
       workers_.push_back(std::make_unique<loadgen::WorkerProcess>(loadgen::WorkerProcessOptions{
           .binary = ATTIC_WORKER_BINARY, .args = args, .name = "w" + std::to_string(i)}));
       ASSERT_TRUE(workers_.back()->Start(std::chrono::seconds(30)).ok());
@@ -234,6 +237,8 @@ class RetrievalOffload : public ::testing::Test {
 
   // Decode keys that trigger a fold; large by default, so the index stays as built.
   int fold_tokens_ = 100000;
+  // Online recall: every sparse head is checked exactly (0: never).
+  int recall_every_ = 0;
   Layer layer_;
   bool real_ = false;
   std::vector<std::unique_ptr<loadgen::WorkerProcess>> workers_;
@@ -393,6 +398,90 @@ TEST_F(RetrievalOffload, DiffuseHeadsAreAnsweredDenselyAsProfiled) {
   StatusOr<AttendStats> s = Query(1, 1, L.q_decode.data(), out.data(), lse.data());
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->dense_heads, want_dense);
+}
+
+// Forced retrieval: heads the worker profiled as diffuse get an index of their own on demand
+// and are answered sparse; requests that do not force it keep answering them densely.
+TEST_F(RetrievalOffload, ForcedSparseAnswersDiffuseHeadsFromAnIndex) {
+  const ModelSpec spec = Spec();
+  std::optional<Layer> real = RealLayer(1);
+  if (!real) GTEST_SKIP() << kNoSharedDataMessage << " (needs a layer with diffuse heads)";
+  const Layer& L = *real;
+  // The profile's verdict, computed offline as the worker does.
+  uint64_t diffuse = 0;
+  for (int h = 0; h < kHkv; ++h) {
+    HeadKv kv = HeadOf(L, h, L.indexed);
+    std::vector<float> sample = SampleOf(L, h);
+    std::vector<int32_t> pos(L.sample_positions.begin(), L.sample_positions.end());
+    StatusOr<retrieval::HeadProfile> p = retrieval::ProfileHead(
+        kv.rows(L.indexed),
+        {.q = sample.data(), .num_queries = static_cast<int>(pos.size()), .group_size = kG,
+         .head_dim = kD, .positions = pos},
+        {.scale = spec.EffectiveScale()});
+    ASSERT_TRUE(p.ok()) << p.status();
+    diffuse += p->dense ? 1 : 0;
+  }
+  OpenAndPrefill(1, ShardPlan::Single(spec, 0), 1, L);
+  WaitReady(1, 1, L, diffuse);
+  std::vector<float> out(kHq * kD), lse(kHq);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  ASSERT_GT(diffuse, 0u) << "layer 1 of the reference model has a diffuse head";
+  for (;;) {
+    StatusOr<AttendStats> s =
+        Query(1, 1, L.q_decode.data(), out.data(), lse.data(), {.force = true});
+    ASSERT_TRUE(s.ok()) << s.status();
+    if (s->dense_heads == 0) break;
+    ASSERT_LT(std::chrono::steady_clock::now(), give_up) << "forced heads stayed dense";
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  StatusOr<AttendStats> plain = Query(1, 1, L.q_decode.data(), out.data(), lse.data());
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->dense_heads, diffuse);
+}
+
+class RetrievalRecall : public RetrievalOffload {
+ protected:
+  RetrievalRecall() { recall_every_ = 1; }
+};
+
+// Online recall: each checked head's hits are exactly the offline count, |index top 100 ∩
+// exact top 100| over the indexed keys.
+TEST_F(RetrievalRecall, OnlineRecallMatchesTheOfflineCount) {
+  const ModelSpec spec = Spec();
+  const Layer& L = layer_;
+  OpenAndPrefill(1, ShardPlan::Single(spec, 0), 4, L);
+  WaitReady(1, 4, L, 0);
+  uint64_t want_hits = 0;
+  const float* q = L.q_decode.data();
+  for (int h = 0; h < kHkv; ++h) {
+    HeadKv kv = HeadOf(L, h, L.indexed);
+    std::vector<float> sample = SampleOf(L, h);
+    std::vector<int32_t> pos(L.sample_positions.begin(), L.sample_positions.end());
+    StatusOr<std::unique_ptr<retrieval::KeyIndex>> index = retrieval::BuildKeyIndex(
+        kKind, kv.rows(L.indexed),
+        {.q = sample.data(), .num_queries = static_cast<int>(pos.size()), .group_size = kG,
+         .head_dim = kD, .positions = pos});
+    ASSERT_TRUE(index.ok()) << index.status();
+    StatusOr<std::unique_ptr<retrieval::KeyIndex>> exact =
+        retrieval::BuildKeyIndex(IndexKind::kExact, kv.rows(L.indexed), {});
+    ASSERT_TRUE(exact.ok()) << exact.status();
+    retrieval::GroupScorer scorer({.q = q + static_cast<size_t>(h) * kG * kD, .group_size = kG,
+                                   .head_dim = kD}, DType::kBFloat16);
+    retrieval::SearchResult got, truth;
+    ASSERT_TRUE((*index)->Search(kv.rows(L.indexed), scorer, {.top_k = 100}, &got).ok());
+    ASSERT_TRUE((*exact)->Search(kv.rows(L.indexed), scorer, {.top_k = 100}, &truth).ok());
+    std::sort(got.positions.begin(), got.positions.end());
+    for (int32_t p : truth.positions) {
+      want_hits += std::binary_search(got.positions.begin(), got.positions.end(), p) ? 1 : 0;
+    }
+  }
+  std::vector<float> out(kHq * kD), lse(kHq);
+  StatusOr<AttendStats> s = Query(1, 4, q, out.data(), lse.data());
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->recall_heads, static_cast<uint64_t>(kHkv));
+  EXPECT_EQ(s->recall_exact, 100u * kHkv);
+  EXPECT_EQ(s->recall_hits, want_hits);
+  std::printf("online recall@100 %.3f\n", static_cast<double>(s->recall_hits) / 200.0);
 }
 
 class RetrievalFold : public RetrievalOffload {

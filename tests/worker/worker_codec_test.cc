@@ -195,7 +195,8 @@ TEST(WorkerCodec, AttendItemsFailAloneAndTheBatchAsAWhole) {
        .kv_dtype = DType::kFloat32, .k_offset = 1024, .v_offset = 1280, .token_begin = 7,
        .tokens_after = 9}};
   const SparseOptions sparse{.sinks = 4, .window = -1, .top_k = 100,
-                             .index = IndexKind::kGraph, .exclude_window = true};
+                             .index = IndexKind::kGraph, .exclude_window = true,
+                             .force = true};
   const auto c = Decode<AttendCall>(
       Method::kAttend, client_internal::EncodeAttend(2, items, AttendMode::kSparse, sparse));
   EXPECT_EQ(c.layer, 2);
@@ -205,6 +206,7 @@ TEST(WorkerCodec, AttendItemsFailAloneAndTheBatchAsAWhole) {
   EXPECT_EQ(c.sparse->top_k, 100);
   EXPECT_EQ(c.sparse->index_kind, IndexKind::kGraph);
   EXPECT_TRUE(c.sparse->exclude_window);
+  EXPECT_TRUE(c.sparse->force_sparse);
   ASSERT_EQ(c.items.size(), 4u);
   EXPECT_TRUE(c.items[0].status.ok());
   EXPECT_EQ(c.items[1].status.code(), StatusCode::kInvalidArgument);
@@ -271,7 +273,8 @@ TEST(WorkerCodec, RepliesDecodeOnTheClientSide) {
   const std::vector<AttendItemReply> items = {
       {.id = 3, .status = OkStatus(), .out_offset = 0, .num_q_heads = heads, .keys_scanned = 99,
        .length = 100, .selected_tokens = 80, .bytes_read = 1000, .dense_heads = 1,
-       .durable_tokens = 64},
+       .durable_tokens = 64, .ssd_bytes_read = 512, .recall_heads = 2, .recall_exact = 200,
+       .recall_hits = 190},
       {.id = 5, .status = NotFoundError("sequence 5 is not open")}};
   const std::string header = EncodeAttendReply(items);
   const std::vector<client_internal::AttendExpect> expect = {{.id = 3, .num_q_heads = heads},
@@ -284,7 +287,20 @@ TEST(WorkerCodec, RepliesDecodeOnTheClientSide) {
   EXPECT_EQ((*parts)[0].length, 100);
   EXPECT_EQ((*parts)[0].durable_tokens, 64);
   EXPECT_EQ((*parts)[0].dense_heads, 1u);
+  EXPECT_EQ((*parts)[0].ssd_bytes_read, 512u);
+  EXPECT_EQ((*parts)[0].recall_heads, 2u);
+  EXPECT_EQ((*parts)[0].recall_exact, 200u);
+  EXPECT_EQ((*parts)[0].recall_hits, 190u);
   EXPECT_EQ((*parts)[1].status.code(), StatusCode::kNotFound);
+  // More hits than exact keys is a bad reply.
+  std::vector<AttendItemReply> bad = {items[0]};
+  bad[0].recall_hits = 201;
+  EXPECT_EQ(client_internal::ParseAttendReply(Bytes(EncodeAttendReply(bad)),
+                                              std::as_bytes(std::span<const float>(payload)),
+                                              std::span(expect).first(1), d)
+                .status()
+                .code(),
+            StatusCode::kInternal);
 }
 
 TEST(WorkerCodec, PayloadSliceIsOverflowSafe) {

@@ -160,6 +160,9 @@ struct AttendRequest {
     # The caller attends to the last `window` tokens itself and merges by LSE: they are left
     # out of this worker's selection.
     excludeWindow @5 :Bool;
+    # Every head with an index is answered sparse, heads the worker profiled as diffuse
+    # included (forced retrieval: measuring what the indexes lose there).
+    forceSparse @6 :Bool;
   }
 
   struct Item {
@@ -196,6 +199,12 @@ struct AttendReply {
                                  # index not built yet, or context below retrieval.min_tokens)
     durableTokens @10 :UInt32;   # the layer's tokens on the SSD tier after the optional
                                  # append (as AppendKvReply.durableTokens); 0 without a tier
+    ssdBytesRead @11 :UInt64;    # values read from the SSD tier for this item
+    # Online recall (retrieval.recall_sample_every): sparse heads of this item checked against
+    # an exact search this step, and of their exact top-k, how many the index retrieved.
+    recallHeads @12 :UInt32;
+    recallExact @13 :UInt64;     # sum of the checked heads' k
+    recallHits @14 :UInt64;
   }
 }
 

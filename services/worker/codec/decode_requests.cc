@@ -141,6 +141,7 @@ StatusOr<SparseCall> DecodeSparse(wire::AttendRequest::SparseParams::Reader p,
   s.top_k = p.getTopK();
   s.effort = p.getEffort();
   s.exclude_window = p.getExcludeWindow();
+  s.force_sparse = p.getForceSparse();
   const int max = ctx.limits.max_selection_tokens;
   if (s.sinks > max || s.window > max || s.top_k > max) {
     return InvalidArgumentError("sparse sinks " + std::to_string(s.sinks) + ", window " +

@@ -75,6 +75,10 @@ std::string EncodeAttendReply(std::span<const AttendItemReply> items) {
     r.setBytesRead(item.bytes_read);
     r.setDenseHeads(static_cast<uint32_t>(item.dense_heads));
     r.setDurableTokens(static_cast<uint32_t>(item.durable_tokens));
+    r.setSsdBytesRead(item.ssd_bytes_read);
+    r.setRecallHeads(static_cast<uint32_t>(item.recall_heads));
+    r.setRecallExact(item.recall_exact);
+    r.setRecallHits(item.recall_hits);
   }
   return transport::EncodeCapnp(builder);
 }

@@ -91,6 +91,7 @@ struct SparseCall {
   std::optional<IndexKind> index_kind;
   int effort = -1;
   bool exclude_window = false;
+  bool force_sparse = false;
 };
 
 struct AttendItemCall {
@@ -164,6 +165,10 @@ struct AttendItemReply {
   uint64_t bytes_read = 0;
   int dense_heads = 0;
   int durable_tokens = 0;
+  uint64_t ssd_bytes_read = 0;
+  int recall_heads = 0;  // online recall: heads checked, their k summed, hits among those
+  uint64_t recall_exact = 0;
+  uint64_t recall_hits = 0;
 };
 std::string EncodeAttendReply(std::span<const AttendItemReply> items);
 
