@@ -23,6 +23,16 @@
 #include "services/replay/synthetic.h"
 
 namespace attic::replay {
+
+std::string_view AttentionPolicyName(AttentionPolicy p) {
+  switch (p) {
+    case AttentionPolicy::kDense: return "dense";
+    case AttentionPolicy::kAuto: return "auto";
+    case AttentionPolicy::kRetrieval: return "retrieval";
+  }
+  return "?";
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -62,6 +72,9 @@ struct FleetCapacity {
 Status CheckOptions(const DriverOptions& o) {
   if (o.scheduler.empty()) return InvalidArgumentError("replay: no scheduler address");
   if (!(o.speedup > 0)) return InvalidArgumentError("replay: speedup must be > 0");
+  if (o.index_sample_stride < 1) {
+    return InvalidArgumentError("replay: index_sample_stride must be >= 1");
+  }
   return o.spec.Validate();
 }
 
@@ -261,8 +274,38 @@ struct ReplayDriver::Impl {
       RETURN_IF_ERROR(first_error);
       first += n;
     }
+    if (options.attention != AttentionPolicy::kDense) RETURN_IF_ERROR(BuildIndexes(live));
     r.prefill_ms = MsBetween(begin, Clock::now());
     return OkStatus();
+  }
+
+  // Retrieval: every layer's prompt queries at a stride, for the workers to profile the heads
+  // and build their indexes from (in the background; sparse steps answer densely until then).
+  Status BuildIndexes(Live& live) {
+    const ModelSpec& spec = options.spec;
+    const TraceRequest& t = trace.requests[live.rec];
+    std::vector<int64_t> positions;
+    for (int64_t p = 0; p < t.input_tokens; p += options.index_sample_stride) {
+      positions.push_back(p);
+    }
+    if (positions.empty()) return OkStatus();
+    const int64_t n = static_cast<int64_t>(positions.size());
+    std::vector<std::byte> q(static_cast<size_t>(n) * static_cast<size_t>(spec.num_q_heads) *
+                             static_cast<size_t>(spec.head_dim) * DTypeSize(spec.dtype));
+    std::vector<std::future<Status>> sent;
+    for (int layer = 0; layer < spec.num_layers; ++layer) {
+      gen.FillPromptQueries(live.hashes, layer, positions, q.data());
+      // The client copies the view before BuildIndex returns: the buffer is reused.
+      sent.push_back(client->BuildIndex(
+          live.id, layer, TensorView(q.data(), spec.dtype, {n, spec.num_q_heads, spec.head_dim}),
+          positions));
+    }
+    Status first_error;
+    for (auto& f : sent) {
+      Status s = f.get();
+      if (first_error.ok()) first_error = s;
+    }
+    return first_error;
   }
 
   void CloseQuietly(const Live& live) {
@@ -330,6 +373,11 @@ struct ReplayDriver::Impl {
     const Clock::time_point begin = Clock::now();
     for (int layer = 0; layer < spec.num_layers; ++layer) {
       AttendBatch attend{.layer = layer};
+      if (options.attention != AttentionPolicy::kDense) {
+        attend.mode = AttendMode::kSparse;
+        attend.sparse.force = options.attention == AttentionPolicy::kRetrieval;
+      }
+      uint64_t context = 0;  // keys of the batch's heads after this step's append
       for (auto& live : batch) {
         if (!live->status.ok()) continue;
         gen.FillDecode(live->hashes.tail, live->position, layer, live->k.data(), live->v.data(),
@@ -342,10 +390,16 @@ struct ReplayDriver::Impl {
              .out = live->out.data(),
              .lse = live->lse.data(),
              .status = &live->status});
+        context += static_cast<uint64_t>(live->position + 1) *
+                   static_cast<uint64_t>(spec.num_kv_heads);
       }
       if (attend.items.empty()) break;
+      const uint64_t heads = attend.items.size() * static_cast<size_t>(spec.num_kv_heads);
       StatusOr<AttendStats> r = client->Attend(std::move(attend)).get();
-      if (r.ok()) report.attend_bytes_read += r->bytes_read;
+      if (r.ok()) {
+        report.attend_bytes_read += r->bytes_read;
+        CountAttention(layer, heads, context, *r);
+      }
       if (!r.ok()) {
         // Items the workers refused carry their own status; a batch refused as a whole (before
         // anything was sent) fails every item in it.
@@ -358,6 +412,28 @@ struct ReplayDriver::Impl {
     }
     report.step_latency_ms.push_back(static_cast<float>(MsBetween(begin, Clock::now())));
     report.step_batch.push_back(static_cast<int32_t>(batch.size()));
+  }
+
+  // One layer's Attend of a whole batch into the report's attention totals.
+  void CountAttention(int layer, uint64_t heads, uint64_t context, const AttendStats& s) {
+    const ModelSpec& spec = options.spec;
+    AttentionTotals& a = report.attention;
+    // A dense pass: every context key's K and V row, in the storage dtype.
+    const uint64_t row = static_cast<uint64_t>(spec.head_dim) * DTypeSize(spec.dtype);
+    const uint64_t dense_heads =
+        options.attention == AttentionPolicy::kDense ? heads : std::min(s.dense_heads, heads);
+    a.head_steps += heads;
+    a.dense_head_steps += dense_heads;
+    a.keys_touched += std::min(s.keys_scanned, context);
+    a.keys_context += context;
+    a.bytes_read += s.bytes_read;
+    a.dense_bytes += 2 * context * row;
+    a.ssd_bytes += s.ssd_bytes_read;
+    a.recall_heads += s.recall_heads;
+    a.recall_exact += s.recall_exact;
+    a.recall_hits += s.recall_hits;
+    a.layer_head_steps[static_cast<size_t>(layer)] += heads;
+    a.layer_dense_head_steps[static_cast<size_t>(layer)] += dense_heads;
   }
 
   // Moves the prefilled requests into the batch. An empty batch first waits for one, or for
@@ -561,6 +637,9 @@ StatusOr<ReplayReport> ReplayDriver::Run() {
   impl.report.config =
       DescribeRun(options_, trace_, impl.max_concurrency, impl.max_queue, fleet.workers);
   impl.report.requests = ScheduledRequests(trace_, options_.speedup);
+  impl.report.attention.policy = std::string(AttentionPolicyName(options_.attention));
+  impl.report.attention.layer_head_steps.assign(static_cast<size_t>(options_.spec.num_layers), 0);
+  impl.report.attention.layer_dense_head_steps = impl.report.attention.layer_head_steps;
   impl.report.started_at = IsoNow();
   const Clock::time_point end = impl.ReplayAll();
   impl.FinishReport(end);

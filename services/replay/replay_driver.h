@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "common/model_spec.h"
 #include "common/status.h"
@@ -26,6 +27,14 @@
 #include "services/replay/trace.h"
 
 namespace attic::replay {
+
+// How decode steps attend (docs/replay.md, "Attention"):
+enum class AttentionPolicy {
+  kDense,      // every head over every token
+  kAuto,       // retrieval attention where the worker's profile finds the head sparse
+  kRetrieval,  // retrieval attention on every head (SparseOptions::force)
+};
+std::string_view AttentionPolicyName(AttentionPolicy p);
 
 struct DriverOptions {
   ModelSpec spec;          // the replayed model (layers already scaled)
@@ -37,6 +46,10 @@ struct DriverOptions {
   int prefill_threads = 2;
   int64_t prefill_chunk_tokens = 8192;
   uint64_t seed = 1;
+  AttentionPolicy attention = AttentionPolicy::kAuto;
+  // Retrieval: every this many prompt positions, the query is sent with Client::BuildIndex
+  // for the workers' indexes and head profiles to learn from.
+  int index_sample_stride = 16;
   std::string tenant = "replay";
   std::chrono::milliseconds timeout{120000};  // each client call
   bool progress = true;                       // a progress line on stderr

@@ -38,6 +38,8 @@ struct ReplayFlags {
   int prefill_threads = 2;
   int64_t prefill_chunk = 8192;
   uint64_t seed = 1;
+  std::string attention = "auto";
+  int index_sample_stride = 16;
   std::string tenant = "replay";
   std::string json;
   std::string html;
@@ -84,6 +86,12 @@ std::vector<config::Setting> Table(ReplayFlags* f) {
           "Prompt tokens sent per Prefill call and layer."),
       IntSetting("seed", &f->seed, 0, std::numeric_limits<int64_t>::max(),
                  "Seed of the synthetic K/V/Q contents."),
+      ChoiceSetting("attention", &f->attention, {"auto", "retrieval", "dense"},
+                    "Decode attention: auto = retrieval where the workers profile a head as "
+                    "sparse, dense elsewhere; retrieval = every head; dense = none."),
+      IntSetting("index_sample_stride", &f->index_sample_stride, 1, 1 << 20,
+                 "Retrieval: one prompt query in this many is sent for the indexes to learn "
+                 "from."),
       StringSetting("tenant", &f->tenant, "Prefix-cache scope of the replayed requests."),
       StringSetting("json", &f->json, "Write the JSON report here."),
       StringSetting("html", &f->html, "Write the HTML report here."),
@@ -207,6 +215,10 @@ DriverOptions DriverOptionsFor(const ReplayFlags& flags, const ModelSpec& spec,
           .prefill_threads = flags.prefill_threads,
           .prefill_chunk_tokens = flags.prefill_chunk,
           .seed = flags.seed,
+          .attention = flags.attention == "dense"       ? AttentionPolicy::kDense
+                       : flags.attention == "retrieval" ? AttentionPolicy::kRetrieval
+                                                        : AttentionPolicy::kAuto,
+          .index_sample_stride = flags.index_sample_stride,
           .tenant = flags.tenant,
           .timeout = std::chrono::milliseconds(flags.timeout_ms),
           .progress = flags.progress};

@@ -119,6 +119,63 @@ std::string FailuresText(const ReplaySummary& s) {
   return out;
 }
 
+double Ratio(uint64_t a, uint64_t b) {
+  return b == 0 ? 0.0 : static_cast<double>(a) / static_cast<double>(b);
+}
+
+// The sparse share of each layer's heads, "0% 0% 100% ...".
+std::string LayerSparseText(const AttentionTotals& a) {
+  std::string t;
+  for (size_t l = 0; l < a.layer_head_steps.size(); ++l) {
+    if (!t.empty()) t += ' ';
+    t += FormatPercent(1.0 - Ratio(a.layer_dense_head_steps[l], a.layer_head_steps[l]));
+  }
+  return t;
+}
+
+std::string AttentionText(const AttentionTotals& a) {
+  if (a.head_steps == 0) return a.policy + ": no decode step\n";
+  std::string t = fmt::format("{}: {} of heads sparse | keys touched {}\n", a.policy,
+                              FormatPercent(1.0 - Ratio(a.dense_head_steps, a.head_steps)),
+                              FormatPercent(Ratio(a.keys_touched, a.keys_context)));
+  t += fmt::format("{:<14}bytes read {} of a dense pass ({}, of it {} from SSD)\n", "",
+                   FormatPercent(Ratio(a.bytes_read, a.dense_bytes)),
+                   FormatBytes(static_cast<double>(a.bytes_read)),
+                   FormatBytes(static_cast<double>(a.ssd_bytes)));
+  t += fmt::format("{:<14}sparse heads by layer: {}\n", "", LayerSparseText(a));
+  if (a.recall_heads > 0) {
+    t += fmt::format("{:<14}online recall@k {:.3f} ({} heads checked)\n", "",
+                     Ratio(a.recall_hits, a.recall_exact), FormatCount(
+                         static_cast<int64_t>(a.recall_heads)));
+  } else if (a.policy != "dense") {
+    t += fmt::format("{:<14}online recall: no sparse head was checked\n", "");
+  }
+  return t;
+}
+
+Json AttentionJson(const AttentionTotals& a) {
+  Json layers = Json::array();
+  for (size_t l = 0; l < a.layer_head_steps.size(); ++l) {
+    layers.push_back(1.0 - Ratio(a.layer_dense_head_steps[l], a.layer_head_steps[l]));
+  }
+  return Json{{"policy", a.policy},
+              {"sparse_head_fraction", 1.0 - Ratio(a.dense_head_steps, a.head_steps)},
+              {"sparse_head_fraction_by_layer", std::move(layers)},
+              {"keys_touched_fraction", Ratio(a.keys_touched, a.keys_context)},
+              {"bytes_fraction", Ratio(a.bytes_read, a.dense_bytes)},
+              {"recall", a.recall_exact > 0 ? Json(Ratio(a.recall_hits, a.recall_exact)) : Json()},
+              {"head_steps", a.head_steps},
+              {"dense_head_steps", a.dense_head_steps},
+              {"keys_touched", a.keys_touched},
+              {"keys_context", a.keys_context},
+              {"bytes_read", a.bytes_read},
+              {"dense_bytes", a.dense_bytes},
+              {"ssd_bytes", a.ssd_bytes},
+              {"recall_heads", a.recall_heads},
+              {"recall_exact", a.recall_exact},
+              {"recall_hits", a.recall_hits}};
+}
+
 }  // namespace
 
 Percentiles ComputePercentiles(std::vector<double> values) {
@@ -196,6 +253,7 @@ std::string RenderTable(const ReplayReport& report, const ReplaySummary& s) {
                    FormatBytes(static_cast<double>(report.bytes_sent)),
                    FormatBytes(static_cast<double>(report.bytes_received)),
                    FormatBytes(static_cast<double>(report.attend_bytes_read)));
+  t += fmt::format("{:<14}{}", "attention", AttentionText(report.attention));
   t += fmt::format("{:<14}{:.1f} s{}\n", "wall time", report.wall_s,
                    report.started_at.empty() ? "" : " (started " + report.started_at + ")");
   return t;
@@ -234,6 +292,7 @@ std::string RenderJson(const ReplayReport& report, const ReplaySummary& s) {
          {"bytes_sent", report.bytes_sent},
          {"bytes_received", report.bytes_received},
          {"attend_bytes_read", report.attend_bytes_read},
+         {"attention", AttentionJson(report.attention)},
          {"wall_s", Finite(report.wall_s)},
          {"started_at", report.started_at},
          {"config", ConfigJson(report.config)},

@@ -78,6 +78,24 @@ struct TimelineSample {
   uint64_t bytes_sent = 0;  // cumulative, client to workers
 };
 
+// What decode attention did over the run (docs/replay.md, "Attention"). Sums over every
+// (request, layer, KV head, step) answered; a head answered densely counts its whole context.
+struct AttentionTotals {
+  std::string policy = "dense";  // dense | auto | retrieval
+  uint64_t head_steps = 0;
+  uint64_t dense_head_steps = 0;  // answered densely (diffuse, index not ready, short context)
+  uint64_t keys_touched = 0;      // keys scored exactly or selected (their union), per head
+  uint64_t keys_context = 0;      // context keys of the same heads (what a dense pass touches)
+  uint64_t bytes_read = 0;        // K, V and index bytes the workers read
+  uint64_t dense_bytes = 0;       // what a dense pass over the same heads reads
+  uint64_t ssd_bytes = 0;         // of bytes_read, values read from SSD
+  uint64_t recall_heads = 0;      // online recall: heads checked, their k, hits among those
+  uint64_t recall_exact = 0;
+  uint64_t recall_hits = 0;
+  std::vector<uint64_t> layer_head_steps;  // [layers]
+  std::vector<uint64_t> layer_dense_head_steps;
+};
+
 struct ReplayReport {
   ReplayConfig config;
   std::vector<RequestRecord> requests;  // every admitted request, in trace order
@@ -89,6 +107,7 @@ struct ReplayReport {
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
   uint64_t attend_bytes_read = 0;  // K and V bytes the workers' Attend calls read
+  AttentionTotals attention;
   uint64_t kv_bytes_dram_peak = 0;
   uint64_t kv_bytes_ssd_peak = 0;
   std::string started_at;  // ISO 8601 UTC wall-clock time the run started

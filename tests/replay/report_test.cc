@@ -93,6 +93,21 @@ ReplayReport HandcraftedReport() {
   r.kv_bytes_dram_peak = 20000000;
   r.kv_bytes_ssd_peak = 0;
   r.started_at = "2025-01-02T03:04:05Z";
+  // Two layers: the first answered densely (diffuse), the second sparse at 5 % of the keys.
+  AttentionTotals& a = r.attention;
+  a.policy = "auto";
+  a.head_steps = 400;
+  a.dense_head_steps = 200;
+  a.keys_context = 400000;
+  a.keys_touched = 200000 + 10000;
+  a.dense_bytes = 400000ull * 512;
+  a.bytes_read = 200000ull * 512 + 6000ull * 512;
+  a.ssd_bytes = 1ull << 20;
+  a.recall_heads = 8;
+  a.recall_exact = 800;
+  a.recall_hits = 760;
+  a.layer_head_steps = {200, 200};
+  a.layer_dense_head_steps = {200, 0};
   return r;
 }
 
@@ -167,7 +182,9 @@ TEST(RenderTableTest, ShowsEveryFigure) {
         "123.4 decode tokens/s", "decode step", "prefill", "TTFT", "33.9 %",
         "(1 524 of 4 500 prompt tokens)", "DRAM 19.1 MiB", "SSD 0 B", "3.00 GiB",
         "KV read by Attend 7.00 GiB", "10.0 s", "attic-ref-54m", "requests 10-14, speed-up 4x",
-        "127.0.0.1:7100", "6.00 KiB/token"}) {
+        "127.0.0.1:7100", "6.00 KiB/token", "auto: 50.0 % of heads sparse",
+        "keys touched 52.5 %", "bytes read 51.5 % of a dense pass", "of it 1.00 MiB from SSD",
+        "sparse heads by layer: 0.0 % 100.0 %", "online recall@k 0.950 (8 heads checked)"}) {
     EXPECT_THAT(t, HasSubstr(want)) << t;
   }
   std::istringstream lines(t);
@@ -197,6 +214,14 @@ TEST(RenderJsonTest, ParsesBackWithTheRequiredKeys) {
   EXPECT_DOUBLE_EQ(j["prefix_hit_ratio"].get<double>(), 1524.0 / 4500.0);
   EXPECT_EQ(j["bytes_sent"], 3ull << 30);
   EXPECT_EQ(j["attend_bytes_read"], 7ull << 30);
+  const nlohmann::json& at = j["attention"];
+  EXPECT_EQ(at["policy"], "auto");
+  EXPECT_DOUBLE_EQ(at["sparse_head_fraction"].get<double>(), 0.5);
+  EXPECT_EQ(at["sparse_head_fraction_by_layer"], (nlohmann::json{0.0, 1.0}));
+  EXPECT_DOUBLE_EQ(at["keys_touched_fraction"].get<double>(), 0.525);
+  EXPECT_DOUBLE_EQ(at["bytes_fraction"].get<double>(), 206000.0 / 400000.0);
+  EXPECT_DOUBLE_EQ(at["recall"].get<double>(), 0.95);
+  EXPECT_EQ(at["ssd_bytes"], 1ull << 20);
   const nlohmann::json& c = j["config"];
   EXPECT_EQ(c["trace"], "conv<1>.jsonl");
   EXPECT_EQ(c["model"], "attic-ref-54m");
