@@ -17,4 +17,9 @@ namespace attic::replay::internal {
 // otherwise SSE2 is used where the target has it. Both paths write identical bytes.
 void SyntheticRow(DType dtype, uint64_t state, int d, bool key, bool portable, std::byte* out);
 
+// d fp32 values (a multiple of 8) to `dtype` at out, rounded toward zero as SyntheticRow rounds
+// (fp16 flushes magnitudes below 2^-14 to zero; |x| must stay below 65504). Both paths write
+// identical bytes.
+void TruncateRow(DType dtype, const float* in, int d, bool portable, std::byte* out);
+
 }  // namespace attic::replay::internal
