@@ -22,6 +22,7 @@ Status ValidateGraphOptions(const GraphOptions& o) {
         "graph options: query_top_k, max_candidates, build_beam, num_entries and default_beam "
         "must be positive");
   }
+  if (o.train_queries < 0) return InvalidArgumentError("graph options: train_queries < 0");
   if (!(o.prune_alpha >= 1.0f)) return InvalidArgumentError("graph options: prune_alpha < 1");
   if (o.rerank < 1) return InvalidArgumentError("graph options: rerank < 1");
   if (o.search_width < 1 || o.search_width > internal::kMaxSearchWidth) {

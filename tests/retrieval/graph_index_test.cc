@@ -99,6 +99,81 @@ TEST(GraphIndex, FindsTheExactTopKOfOutOfDistributionQueries) {
   }
 }
 
+// The build's top lists (a blocked product over fp32 key panels, internal/graph_build.h)
+// against an exact scan of every key with GroupScorer: per list, the same keys up to float
+// rounding at the k-th score. Key counts off the panel width, query counts off the task size,
+// paged keys, both dtypes, both list kinds, every ISA, with and without a pool.
+TEST(GraphBuild, TopListsMatchAnExactScan) {
+  constexpr int kD = 64;
+  constexpr int kGroup = 4;
+  constexpr int kTop = 25;
+  ThreadPool pool({.num_threads = 2});
+  const std::vector<float> q = OodQueries(37, kGroup, kD, 11);
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+    const TestKeys keys = MakeTestKeys(Gaussian(1000, kD, 0.0f, 12), kD, dtype, 96);
+    for (IsaLevel isa : {IsaLevel::kScalar, IsaLevel::kAvx2, IsaLevel::kAvx512}) {
+      if (!IsaSupported(isa)) continue;
+      for (bool per_head : {true, false}) {
+        for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+          int num_lists = 0;
+          const std::vector<int32_t> lists = internal::QueryTopLists(
+              keys.rows, SampleOf(q, kGroup, kD), kTop, per_head, isa, p, &num_lists);
+          ASSERT_EQ(num_lists, 37 * (per_head ? kGroup : 1));
+          int64_t same = 0;
+          std::vector<float> all(1000);
+          for (int l = 0; l < num_lists; ++l) {
+            const float* qq = q.data() + static_cast<size_t>(per_head ? l : l * kGroup) * kD;
+            GroupScorer scorer({.q = qq, .group_size = per_head ? 1 : kGroup, .head_dim = kD},
+                               dtype);
+            scorer.ScoreRange(keys.rows, 0, 1000, all.data());
+            const std::vector<int32_t> truth = TopKPositions(all, kTop);
+            const std::set<int32_t> want(truth.begin(), truth.end());
+            const int32_t* got = lists.data() + static_cast<size_t>(l) * kTop;
+            EXPECT_EQ(got[0], truth[0]) << "list " << l;
+            const float kth = all[static_cast<size_t>(truth.back())];
+            for (int i = 0; i < kTop; ++i) {
+              if (want.count(got[i]) != 0) {
+                ++same;
+              } else {  // only a near-tie with the k-th score may differ
+                EXPECT_NEAR(all[static_cast<size_t>(got[i])], kth, 1e-3f * (1 + std::fabs(kth)))
+                    << "list " << l << " isa " << static_cast<int>(isa);
+              }
+            }
+          }
+          EXPECT_GE(static_cast<double>(same) / (num_lists * kTop), 0.995)
+              << "dtype " << static_cast<int>(dtype) << " isa " << static_cast<int>(isa)
+              << " per_head " << per_head;
+        }
+      }
+    }
+  }
+}
+
+// Top lists from a subsample of the prefill queries (train_queries) still find the exact top-k
+// nearly as well as lists from every query; the exact scan is the reference.
+TEST(GraphBuild, SubsampledTrainingQueriesKeepRecall) {
+  constexpr int kD = 64;
+  constexpr int kGroup = 4;
+  const TestKeys keys = MakeTestKeys(Gaussian(4000, kD, 0.0f, 3), kD, DType::kBFloat16, 256);
+  const std::vector<float> train = OodQueries(300, kGroup, kD, 4);
+  const std::vector<float> test = OodQueries(40, kGroup, kD, 5);
+  GraphOptions all;
+  auto full = BuildGraphIndex(keys.rows, SampleOf(train, kGroup, kD), all);
+  ASSERT_TRUE(full.ok());
+  GraphOptions few;
+  few.train_queries = 100;
+  auto part = BuildGraphIndex(keys.rows, SampleOf(train, kGroup, kD), few);
+  ASSERT_TRUE(part.ok());
+  const double r_full = Recall(**full, keys.rows, test, kGroup, 10, 128);
+  const double r_part = Recall(**part, keys.rows, test, kGroup, 10, 128);
+  EXPECT_GE(r_full, 0.9);
+  EXPECT_GE(r_part, 0.9);
+  EXPECT_GE(r_part, r_full - 0.03);
+  GraphOptions bad;
+  bad.train_queries = -1;
+  EXPECT_FALSE(BuildGraphIndex(keys.rows, SampleOf(train, kGroup, kD), bad).ok());
+}
+
 TEST(GraphIndex, SearchStatsCountKeysCodesAndAdjacency) {
   constexpr int kD = 64;
   const TestKeys keys = MakeTestKeys(Gaussian(1000, kD, 0.0f, 6), kD, DType::kBFloat16, 64);

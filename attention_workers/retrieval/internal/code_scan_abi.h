@@ -39,6 +39,27 @@ struct DotArgs {
   float* out;      // [num_rows, num_cols]
 };
 
+// Keys transposed in panels of kPanelKeys: panel p holds keys [p * kPanelKeys, (p + 1) *
+// kPanelKeys) dimension-major, panels[(p * head_dim + d) * kPanelKeys + j] = key j's dimension d,
+// so one vector load holds one dimension of several keys and a query element is broadcast to
+// them: no horizontal sums (the graph build's exact top lists: many queries against all keys).
+inline constexpr int kPanelKeys = 32;
+
+// out[r * out_stride + p * kPanelKeys + j] = dot(x[r], key j of panel p) over head_dim fp32.
+struct DotPanelArgs {
+  const float* x;       // [num_rows, head_dim]
+  const float* panels;  // [num_panels, head_dim, kPanelKeys]
+  int head_dim;         // >= 1
+  int num_rows;
+  int num_panels;
+  float* out;           // [num_rows, out_stride], out_stride >= num_panels * kPanelKeys
+  long out_stride;
+};
+
+void DotPanelScalar(const DotPanelArgs& args);
+void DotPanelAvx2(const DotPanelArgs& args);
+void DotPanelAvx512(const DotPanelArgs& args);
+
 void CodeScanScalar(const CodeScanArgs& args);
 void CodeScanAvx2(const CodeScanArgs& args);
 void CodeScanAvx512(const CodeScanArgs& args);

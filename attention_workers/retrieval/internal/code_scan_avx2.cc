@@ -17,5 +17,6 @@ namespace {
 
 void CodeScanAvx2(const CodeScanArgs& args) { CodeScan(args); }
 void DotAvx2(const DotArgs& args) { Dot(args); }
+void DotPanelAvx2(const DotPanelArgs& args) { DotPanel(args); }
 
 }  // namespace attic::retrieval::kernels

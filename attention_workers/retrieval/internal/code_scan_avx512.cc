@@ -18,5 +18,6 @@ constexpr bool kUseBf16Dot = false;
 
 void CodeScanAvx512(const CodeScanArgs& args) { CodeScan(args); }
 void DotAvx512(const DotArgs& args) { Dot(args); }
+void DotPanelAvx512(const DotPanelArgs& args) { DotPanel(args); }
 
 }  // namespace attic::retrieval::kernels

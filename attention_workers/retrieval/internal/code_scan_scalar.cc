@@ -18,5 +18,6 @@ namespace {
 
 void CodeScanScalar(const CodeScanArgs& args) { CodeScan(args); }
 void DotScalar(const DotArgs& args) { Dot(args); }
+void DotPanelScalar(const DotPanelArgs& args) { DotPanel(args); }
 
 }  // namespace attic::retrieval::kernels

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "attention_workers/retrieval/internal/code_scan_abi.h"
 #include "attention_workers/retrieval/internal/graph_search.h"
 #include "attention_workers/thread_pool.h"
 
@@ -27,29 +28,6 @@ std::vector<float> KeyAsQuery(const KeyRows& keys, int64_t p) {
 GroupScorer KeyScorer(const std::vector<float>& x, const KeyRows& keys, IsaLevel isa) {
   return GroupScorer({.q = x.data(), .group_size = 1, .head_dim = keys.head_dim}, keys.dtype,
                      isa);
-}
-
-// Positions of the k best of scores, best first, ties to the lower position. A bounded
-// min-heap: most scores lose to its top with one comparison.
-void TopK(const std::vector<float>& scores, int k, std::vector<Scored>* heap, int32_t* out) {
-  // "Worse" first in the heap: a lower score, or the same score at a higher position.
-  auto better = [](const Scored& a, const Scored& b) {
-    return a.score > b.score || (a.score == b.score && a.id < b.id);
-  };
-  heap->clear();
-  for (size_t i = 0; i < scores.size(); ++i) {
-    const Scored c{scores[i], static_cast<int32_t>(i)};
-    if (static_cast<int>(heap->size()) < k) {
-      heap->push_back(c);
-      std::push_heap(heap->begin(), heap->end(), better);
-    } else if (better(c, heap->front())) {
-      std::pop_heap(heap->begin(), heap->end(), better);
-      heap->back() = c;
-      std::push_heap(heap->begin(), heap->end(), better);
-    }
-  }
-  std::sort_heap(heap->begin(), heap->end(), better);
-  for (int i = 0; i < k; ++i) out[i] = (*heap)[static_cast<size_t>(i)].id;
 }
 
 // The num_entries keys in the most lists (ties to the lower id).
@@ -150,27 +128,115 @@ void ComputeNorms(const KeyRows& keys, int64_t begin, int64_t end, std::vector<f
   }
 }
 
+KeyPanels::KeyPanels(const KeyRows& keys) : head_dim(keys.head_dim), count(keys.count) {
+  constexpr int kP = kernels::kPanelKeys;
+  num_panels = static_cast<int>((keys.count + kP - 1) / kP);
+  data.assign(static_cast<size_t>(num_panels) * head_dim * kP, 0.0f);
+  std::vector<float> x(static_cast<size_t>(head_dim));
+  for (int64_t p = 0; p < keys.count; ++p) {
+    ConvertToFloat(keys.dtype, keys.row(p), x.data(), x.size());
+    float* panel = data.data() + static_cast<size_t>(p / kP) * head_dim * kP;
+    const int64_t j = p % kP;
+    for (int d = 0; d < head_dim; ++d) panel[static_cast<size_t>(d) * kP + j] = x[static_cast<size_t>(d)];
+  }
+}
+
+void DotPanels(const float* x, int rows, const KeyPanels& panels, int first_panel,
+               int num_panels, float* out, int64_t out_stride, IsaLevel isa) {
+  const kernels::DotPanelArgs args{
+      .x = x,
+      .panels = panels.data.data() +
+                static_cast<size_t>(first_panel) * panels.head_dim * kernels::kPanelKeys,
+      .head_dim = panels.head_dim,
+      .num_rows = rows,
+      .num_panels = num_panels,
+      .out = out,
+      .out_stride = static_cast<long>(out_stride)};
+  if (isa >= IsaLevel::kAvx512) {
+    kernels::DotPanelAvx512(args);
+  } else if (isa >= IsaLevel::kAvx2) {
+    kernels::DotPanelAvx2(args);
+  } else {
+    kernels::DotPanelScalar(args);
+  }
+}
+
 std::vector<int32_t> QueryTopLists(const KeyRows& keys, const QuerySample& sample, int k,
                                    bool per_head, IsaLevel isa, ThreadPool* pool,
                                    int* num_lists) {
-  const int heads = per_head ? sample.group_size : 1;
+  const int g_size = sample.group_size;
+  const int heads = per_head ? g_size : 1;
+  const int d = keys.head_dim;
   k = static_cast<int>(std::min<int64_t>(k, keys.count));
   *num_lists = sample.num_queries * heads;
   std::vector<int32_t> lists(static_cast<size_t>(*num_lists) * k);
-  if (k == 0) return lists;
-  RunParallel(pool, sample.num_queries, [&](int64_t i) {
+  if (k == 0 || sample.num_queries == 0) return lists;
+  const KeyPanels panels(keys);
+  // A task: kTaskQueries sample queries (all their heads) against every key, kChunkPanels
+  // panels at a time (the chunk's panels stay in cache while every row of the task reads them).
+  constexpr int kTaskQueries = 16;
+  constexpr int kChunkPanels = 32;
+  constexpr int64_t kChunkKeys = int64_t{kChunkPanels} * kernels::kPanelKeys;
+  const int64_t tasks = (sample.num_queries + kTaskQueries - 1) / kTaskQueries;
+  auto better = [](const Scored& a, const Scored& b) {
+    return a.score > b.score || (a.score == b.score && a.id < b.id);
+  };
+  RunParallel(pool, tasks, [&](int64_t t) {
+    const int q0 = static_cast<int>(t * kTaskQueries);
+    const int nq = std::min(kTaskQueries, sample.num_queries - q0);
+    const int rows = nq * g_size;
+    const int task_lists = nq * heads;
     thread_local std::vector<float> scores;
-    thread_local std::vector<Scored> heap;
-    scores.resize(static_cast<size_t>(keys.count));
-    const QueryGroup q = sample.query(static_cast<int>(i));
-    for (int h = 0; h < heads; ++h) {
-      const QueryGroup one = per_head ? QueryGroup{.q = q.q + static_cast<size_t>(h) * q.head_dim,
-                                                   .group_size = 1,
-                                                   .head_dim = q.head_dim}
-                                      : q;
-      GroupScorer scorer(one, keys.dtype, isa);
-      scorer.ScoreRange(keys, 0, keys.count, scores.data());
-      TopK(scores, k, &heap, lists.data() + (static_cast<size_t>(i) * heads + h) * k);
+    thread_local std::vector<Scored> heaps;
+    scores.resize(static_cast<size_t>(rows) * kChunkKeys);
+    heaps.resize(static_cast<size_t>(task_lists) * k);
+    std::vector<int> fill(static_cast<size_t>(task_lists), 0);
+    std::vector<float> group(static_cast<size_t>(kChunkKeys));
+    for (int p0 = 0; p0 < panels.num_panels; p0 += kChunkPanels) {
+      const int np = std::min(kChunkPanels, panels.num_panels - p0);
+      const int64_t key0 = int64_t{p0} * kernels::kPanelKeys;
+      const int64_t valid = std::min<int64_t>(int64_t{np} * kernels::kPanelKeys, keys.count - key0);
+      DotPanels(sample.q + static_cast<size_t>(q0) * g_size * d, rows, panels, p0, np,
+                scores.data(), kChunkKeys, isa);
+      for (int l = 0; l < task_lists; ++l) {
+        const float* row;
+        if (per_head) {
+          row = scores.data() + static_cast<size_t>(l) * kChunkKeys;
+        } else {
+          const float* base = scores.data() + static_cast<size_t>(l) * g_size * kChunkKeys;
+          for (int64_t j = 0; j < valid; ++j) {
+            float m = base[j];
+            for (int g = 1; g < g_size; ++g) m = std::max(m, base[g * kChunkKeys + j]);
+            group[static_cast<size_t>(j)] = m;
+          }
+          row = group.data();
+        }
+        // A bounded min-heap per list ("worse" first); keys arrive in position order, so a
+        // tie never displaces a lower position.
+        Scored* heap = heaps.data() + static_cast<size_t>(l) * k;
+        int& size = fill[static_cast<size_t>(l)];
+        int64_t j = 0;
+        for (; j < valid && size < k; ++j) {
+          heap[size++] = {row[j], static_cast<int32_t>(key0 + j)};
+          std::push_heap(heap, heap + size, better);
+        }
+        // Full: a score enters only above the current k-th (kept in a register; most lose).
+        float worst = size == k ? heap[0].score : 0.0f;
+        for (; j < valid; ++j) {
+          const float v = row[j];
+          if (!(v > worst)) continue;
+          std::pop_heap(heap, heap + k, better);
+          heap[k - 1] = {v, static_cast<int32_t>(key0 + j)};
+          std::push_heap(heap, heap + k, better);
+          worst = heap[0].score;
+        }
+      }
+    }
+    for (int l = 0; l < task_lists; ++l) {
+      Scored* heap = heaps.data() + static_cast<size_t>(l) * k;
+      std::sort_heap(heap, heap + k, better);
+      int32_t* out = lists.data() + (static_cast<size_t>(q0) * heads + l) * k;
+      for (int i = 0; i < k; ++i) out[i] = heap[i].id;
     }
   });
   return lists;
@@ -205,14 +271,28 @@ std::vector<std::vector<int32_t>> CoOccurrenceCandidates(std::span<const int32_t
         if (count[static_cast<size_t>(l[j])]++ == 0) touched.push_back(l[j]);
       }
     }
+    // The max_candidates best by (count desc, id asc): a histogram of the counts gives the
+    // smallest count that still makes the cut, so only those at or above it are sorted.
+    thread_local std::vector<int32_t> hist;
+    int32_t top = 0;
+    for (int32_t v : touched) top = std::max(top, count[static_cast<size_t>(v)]);
+    hist.assign(static_cast<size_t>(top) + 1, 0);
+    for (int32_t v : touched) {
+      if (v != u) ++hist[static_cast<size_t>(count[static_cast<size_t>(v)])];
+    }
+    int32_t cut = top;
+    for (int64_t above = 0; cut > 0; --cut) {
+      above += hist[static_cast<size_t>(cut)];
+      if (above >= max_candidates) break;
+    }
     counted.clear();
     for (int32_t v : touched) {
-      if (v != u) counted.emplace_back(-count[static_cast<size_t>(v)], v);
+      const int32_t c = count[static_cast<size_t>(v)];
+      if (v != u && c >= cut) counted.emplace_back(-c, v);
       count[static_cast<size_t>(v)] = 0;
     }
     const size_t keep = std::min<size_t>(counted.size(), static_cast<size_t>(max_candidates));
-    std::partial_sort(counted.begin(), counted.begin() + static_cast<ptrdiff_t>(keep),
-                      counted.end());
+    std::sort(counted.begin(), counted.end());
     auto& out = candidates[static_cast<size_t>(u)];
     out.reserve(keep);
     for (size_t i = 0; i < keep; ++i) out.push_back(counted[i].second);
@@ -326,7 +406,22 @@ Status BuildFromQueries(const KeyRows& keys, const QuerySample& sample,
   data->graph.Resize(n);
   ComputeNorms(keys, 0, n, &data->norms);
   int num_lists = 0;
-  const std::vector<int32_t> lists = QueryTopLists(keys, sample, options.query_top_k,
+  // At most options.train_queries sample queries, evenly spaced over the sample.
+  std::vector<float> subq;
+  QuerySample sub = sample;
+  if (options.train_queries > 0 && options.train_queries < sample.num_queries) {
+    const int want = options.train_queries;
+    const size_t row = static_cast<size_t>(sample.group_size) * sample.head_dim;
+    subq.reserve(static_cast<size_t>(want) * row);
+    for (int i = 0; i < want; ++i) {
+      const auto src = static_cast<size_t>((static_cast<int64_t>(i) * sample.num_queries) / want);
+      subq.insert(subq.end(), sample.q + src * row, sample.q + (src + 1) * row);
+    }
+    sub.q = subq.data();
+    sub.num_queries = want;
+    sub.positions = {};
+  }
+  const std::vector<int32_t> lists = QueryTopLists(keys, sub, options.query_top_k,
                                                    options.per_head_links, build.isa, build.pool,
                                                    &num_lists);
   const int k = static_cast<int>(std::min<int64_t>(options.query_top_k, n));

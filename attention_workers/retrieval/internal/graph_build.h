@@ -31,6 +31,21 @@ struct GraphData {
   KeyCodes codes;                // traversal codes (GraphOptions::traverse_with_codes)
 };
 
+// The keys as fp32 panels of kernels::kPanelKeys keys, dimension-major (code_scan_abi.h), the
+// last panel zero-padded: what DotPanels scores many queries against.
+struct KeyPanels {
+  explicit KeyPanels(const KeyRows& keys);
+  int head_dim = 0;
+  int64_t count = 0;
+  int num_panels = 0;
+  std::vector<float> data;  // [num_panels, head_dim, kPanelKeys]
+};
+
+// out[r * out_stride + j] = x[r] . key (first_panel * kPanelKeys + j), for the keys of panels
+// [first_panel, first_panel + num_panels) (padding keys score 0). x: [rows, head_dim] fp32.
+void DotPanels(const float* x, int rows, const KeyPanels& panels, int first_panel,
+               int num_panels, float* out, int64_t out_stride, IsaLevel isa);
+
 // Top-k keys of every training query, best first: [num_lists, k] (k = min(k, keys.count)).
 // With per_head, each head of each sample query is its own training query (list i * G + g);
 // otherwise each query is scored by its group maximum.
