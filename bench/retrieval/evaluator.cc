@@ -167,6 +167,10 @@ Status EvaluateMethod(const Dataset& ds, const LayerData& layer, int kv_head,
     row.kv_head = kv_head;
     row.context = plan.context;
     row.build_ms = build_ms;
+    row.build_threads = m.build_threads;
+    row.build_keys_per_s_per_core =
+        build_ms > 0 ? static_cast<double>(v.indexed.count) / (build_ms / 1000.0) / m.build_threads
+                     : 0.0;
     row.index_bytes_per_key =
         static_cast<double>((*searcher)->memory_bytes()) / static_cast<double>(v.indexed.count);
     result->rows.push_back(std::move(row));

@@ -46,6 +46,8 @@ struct EvalRow {
   double bytes_fraction = 0.0;              // step bytes / dense-pass bytes
   double latency_us = 0.0;                  // median over steps
   double build_ms = 0.0;
+  int build_threads = 1;                    // threads the build ran on
+  double build_keys_per_s_per_core = 0.0;   // indexed keys / build seconds / build_threads
   double index_bytes_per_key = 0.0;
 };
 

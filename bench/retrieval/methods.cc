@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "attention_workers/retrieval/quantized_scan.h"
+#include "attention_workers/thread_pool.h"
 #include "bench/retrieval/baselines.h"
 
 namespace attic::retrieval::eval {
@@ -39,16 +40,17 @@ std::vector<int> AtticEfforts(IndexKind kind) {
   return {0};
 }
 
-MethodSpec AtticMethod(IndexKind kind, uint64_t seed) {
+MethodSpec AtticMethod(IndexKind kind, uint64_t seed, ThreadPool* pool) {
   MethodSpec m;
   m.name = "attic-" + std::string(IndexKindName(kind));
   m.effort_name = "effort";
   m.efforts = AtticEfforts(kind);
   m.learns_from_queries = kind == IndexKind::kGraph || kind == IndexKind::kCluster;
-  m.build = [kind, seed](const KeyRows& keys,
-                         const QuerySample& sample) -> StatusOr<std::unique_ptr<Searcher>> {
+  m.build_threads = pool != nullptr ? pool->num_threads() : 1;
+  m.build = [kind, seed, pool](const KeyRows& keys,
+                               const QuerySample& sample) -> StatusOr<std::unique_ptr<Searcher>> {
     ASSIGN_OR_RETURN(std::unique_ptr<KeyIndex> index,
-                     BuildKeyIndex(kind, keys, sample, {.pool = nullptr, .seed = seed}));
+                     BuildKeyIndex(kind, keys, sample, {.pool = pool, .seed = seed}));
     return WrapKeyIndex(std::move(index));
   };
   return m;
@@ -56,15 +58,17 @@ MethodSpec AtticMethod(IndexKind kind, uint64_t seed) {
 
 // The two-stage quantized scan at a given code width, built directly (the factory's kQuantized
 // is the 4-bit default).
-MethodSpec QuantizedMethod(int bits) {
+MethodSpec QuantizedMethod(int bits, ThreadPool* pool) {
   MethodSpec m;
   m.name = "attic-quantized-" + std::to_string(bits) + "bit";
   m.effort_name = "rerank";
   m.efforts = bits == 4 ? std::vector<int>{100, 150, 200, 300, 400}
                         : std::vector<int>{400, 800, 1600, 3200};
-  m.build = [bits](const KeyRows& keys,
-                   const QuerySample& /*sample*/) -> StatusOr<std::unique_ptr<Searcher>> {
-    ASSIGN_OR_RETURN(std::unique_ptr<KeyIndex> index, BuildQuantizedScan(keys, {.bits = bits}));
+  m.build_threads = pool != nullptr ? pool->num_threads() : 1;
+  m.build = [bits, pool](const KeyRows& keys,
+                         const QuerySample& /*sample*/) -> StatusOr<std::unique_ptr<Searcher>> {
+    ASSIGN_OR_RETURN(std::unique_ptr<KeyIndex> index,
+                     BuildQuantizedScan(keys, {.bits = bits}, {.pool = pool}));
     return WrapKeyIndex(std::move(index));
   };
   return m;
@@ -114,10 +118,10 @@ std::unique_ptr<Searcher> WrapKeyIndex(std::unique_ptr<KeyIndex> index) {
 std::vector<MethodSpec> RetrievalMethods(const MethodOptions& options) {
   std::vector<MethodSpec> all;
   for (IndexKind kind : {IndexKind::kExact, IndexKind::kGraph, IndexKind::kCluster}) {
-    all.push_back(AtticMethod(kind, options.seed));
+    all.push_back(AtticMethod(kind, options.seed, options.build_pool));
   }
-  all.push_back(QuantizedMethod(4));
-  all.push_back(QuantizedMethod(1));
+  all.push_back(QuantizedMethod(4, options.build_pool));
+  all.push_back(QuantizedMethod(1, options.build_pool));
   for (MethodSpec& b : Baselines(options.seed)) all.push_back(std::move(b));
   std::vector<MethodSpec> out;
   for (MethodSpec& m : all) {

@@ -27,6 +27,10 @@
 #include "attention_workers/retrieval/key_index.h"
 #include "common/status.h"
 
+namespace attic {
+class ThreadPool;
+}
+
 namespace attic::retrieval::eval {
 
 class Searcher {
@@ -50,6 +54,7 @@ struct MethodSpec {
   std::vector<int> efforts;  // the sweep, cheapest first
   bool learns_from_queries = false;
   BuildFn build;
+  int build_threads = 1;     // threads the build runs on (for keys/s per core)
 };
 
 struct MethodOptions {
@@ -57,6 +62,9 @@ struct MethodOptions {
   uint64_t seed = 1;
   // Only methods whose name contains one of these (empty = all).
   std::vector<std::string> only;
+  // Attic's indexes build on this pool (nullptr = the calling thread alone); the baselines
+  // always build on one thread.
+  ThreadPool* build_pool = nullptr;
 };
 
 std::vector<MethodSpec> RetrievalMethods(const MethodOptions& options);

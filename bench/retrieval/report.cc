@@ -22,9 +22,10 @@ std::string PerHead(const EvalRow& r) {
 }
 
 void PrintHeader(std::FILE* out) {
-  std::fprintf(out, "%-5s %-4s %-7s %-20s %-40s %7s %-19s %7s %8s %8s %8s %9s %6s %8s %7s\n",
+  std::fprintf(out, "%-5s %-4s %-7s %-20s %-40s %7s %-19s %7s %8s %8s %8s %9s %6s %8s %11s %7s\n",
                "layer", "head", "context", "method", "setting", "rec@100", "per q-head", "mass",
-               "out_err", "keys%", "bytes%", "lat_us", "ratio", "build_ms", "B/key");
+               "out_err", "keys%", "bytes%", "lat_us", "ratio", "build_ms", "bld_keys/s/c",
+               "B/key");
 }
 
 void PrintRow(std::FILE* out, const EvalRow& r, const DenseLatencies& dense_us) {
@@ -32,11 +33,11 @@ void PrintRow(std::FILE* out, const EvalRow& r, const DenseLatencies& dense_us) 
   if (r.output_rel_err) std::snprintf(err, sizeof(err), "%.4f", *r.output_rel_err);
   std::fprintf(out,
                "%-5d %-4d %-7lld %-20s %-40s %7.3f %-19s %7.4f %8s %8.2f %8.2f %9.1f %6.3f %8.1f "
-               "%7.1f\n",
+               "%12.0f %7.1f\n",
                r.layer, r.kv_head, static_cast<long long>(r.context), r.method.c_str(),
                r.setting.c_str(), r.recall_at_100, PerHead(r).c_str(), r.mass_recall, err,
                100.0 * r.keys_scanned_fraction, 100.0 * r.bytes_fraction, r.latency_us,
-               Ratio(r, dense_us), r.build_ms, r.index_bytes_per_key);
+               Ratio(r, dense_us), r.build_ms, r.build_keys_per_s_per_core, r.index_bytes_per_key);
 }
 
 }  // namespace
@@ -93,6 +94,8 @@ std::string RowJson(const EvalRow& r, double dense_us) {
                       {"bytes_fraction", r.bytes_fraction},
                       {"latency_us", r.latency_us},
                       {"build_ms", r.build_ms},
+                      {"build_threads", r.build_threads},
+                      {"build_keys_per_s_per_core", r.build_keys_per_s_per_core},
                       {"index_bytes_per_key", r.index_bytes_per_key},
                       {"steps", r.steps}};
   j["output_rel_err"] = r.output_rel_err ? nlohmann::json(*r.output_rel_err) : nullptr;

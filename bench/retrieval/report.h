@@ -31,6 +31,7 @@ void PrintMatchedRecall(std::FILE* out, const std::vector<EvalRow>& rows,
 
 // {"method", "setting", "layer", "kv_head", "context", "recall_at_100", "mass_recall",
 //  "output_rel_err", "keys_scanned_fraction", "bytes_fraction", "latency_us", "build_ms",
+//  "build_threads", "build_keys_per_s_per_core",
 //  "index_bytes_per_key", "recall_at_100_per_head", "steps", "dense_latency_us",
 //  "latency_ratio"} as one JSON object.
 std::string RowJson(const EvalRow& row, double dense_us);
