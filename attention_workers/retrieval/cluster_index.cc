@@ -51,6 +51,9 @@ class ClusterIndex final : public KeyIndex {
       : options_(options), build_(build), head_dim_(head_dim), dtype_(dtype) {}
 
   IndexKind kind() const override { return IndexKind::kCluster; }
+  StatusOr<std::unique_ptr<KeyIndex>> Clone() const override {
+    return std::unique_ptr<KeyIndex>(new ClusterIndex(*this));
+  }
   int64_t size() const override { return size_; }
   int64_t memory_bytes() const override { return set_ ? set_->memory_bytes() : 0; }
   float spread_weight() const { return lambda_; }

@@ -13,6 +13,9 @@ class ExactIndex final : public KeyIndex {
   IndexKind kind() const override { return IndexKind::kExact; }
   int64_t size() const override { return size_; }
   int64_t memory_bytes() const override { return 0; }
+  StatusOr<std::unique_ptr<KeyIndex>> Clone() const override {
+    return std::unique_ptr<KeyIndex>(new ExactIndex(*this));
+  }
 
   Status Add(const KeyRows& keys) override {
     RETURN_IF_ERROR(ValidateKeyRows(keys));

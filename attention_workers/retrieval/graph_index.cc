@@ -43,6 +43,9 @@ class GraphIndex final : public KeyIndex {
   GraphData* data() { return &data_; }
 
   IndexKind kind() const override { return IndexKind::kGraph; }
+  StatusOr<std::unique_ptr<KeyIndex>> Clone() const override {
+    return std::unique_ptr<KeyIndex>(new GraphIndex(*this));
+  }
   int64_t size() const override { return data_.graph.size(); }
   int64_t memory_bytes() const override {
     return data_.graph.memory_bytes() +

@@ -96,6 +96,12 @@ class KeyIndex {
   // the rows disagree with the build's head_dim or dtype.
   virtual Status Add(const KeyRows& keys) = 0;
 
+  // A copy that is grown independently (the worker folds decode keys into a copy while the
+  // original keeps serving searches). Unimplemented for kinds that cannot be copied.
+  virtual StatusOr<std::unique_ptr<KeyIndex>> Clone() const {
+    return UnimplementedError("this index kind cannot be copied");
+  }
+
   // The approximate top params.top_k keys for the scorer's queries. keys must hold at least
   // size() rows (the same rows the index was built and grown from). InvalidArgument for a
   // scorer whose head_dim or dtype differs from the keys', or top_k < 1.

@@ -20,6 +20,9 @@ class QuantizedScan final : public KeyIndex {
       : options_(options), isa_(build.isa), head_dim_(head_dim), dtype_(dtype) {}
 
   IndexKind kind() const override { return IndexKind::kQuantized; }
+  StatusOr<std::unique_ptr<KeyIndex>> Clone() const override {
+    return std::unique_ptr<KeyIndex>(new QuantizedScan(*this));
+  }
   int64_t size() const override { return store_ ? store_->size() : 0; }
   int64_t memory_bytes() const override {
     return (store_ ? store_->bytes() : 0) + 3 * head_dim_ * static_cast<int64_t>(sizeof(float));

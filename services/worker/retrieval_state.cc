@@ -163,9 +163,9 @@ RetrievalState::Lease RetrievalState::Acquire(uint64_t seq, int layer, int head,
   if (s == nullptr) return lease;
   Head& h = *s->layers[static_cast<size_t>(layer)]->heads[static_cast<size_t>(head)];
   // The lock travels with the lease, out of this scope: a std::shared_lock, which the analysis
-  // does not follow, so it is told the lock is held.
-  std::shared_lock<SharedMutex> lock(h.mu, std::try_to_lock);
-  if (!lock.owns_lock()) return lease;
+  // does not follow, so it is told the lock is held. Writers hold it only to install a built
+  // or folded index (folds grow a copy), so waiting for it is brief.
+  std::shared_lock<SharedMutex> lock(h.mu);
   h.mu.AssertReaderHeld();
   lease.index = h.index[KindIndex(kind)].get();
   if (lease.index != nullptr) lease.lock = std::move(lock);
@@ -356,13 +356,37 @@ Status RetrievalState::Fold(Sequence& seq, int layer, int head, IndexKind kind) 
   std::vector<const std::byte*> blocks;
   KeyRows rows;
   RETURN_IF_ERROR(ReadKeys(seq.id, layer, head, &blocks, &rows));
+  const int k = KindIndex(kind);
+  // Copy on write: the keys are folded into a copy while the index keeps serving searches
+  // (readers share h.mu), then the copy replaces it under a brief exclusive lock. Only this
+  // job writes the index (jobs of one sequence run one at a time).
+  std::unique_ptr<KeyIndex> next;
+  int64_t before = 0;
+  {
+    ReaderLock lock(&h.mu);
+    const KeyIndex* index = h.index[k].get();
+    if (index == nullptr) return OkStatus();
+    before = index->memory_bytes();
+    StatusOr<std::unique_ptr<KeyIndex>> copy = index->Clone();
+    if (copy.ok()) next = *std::move(copy);
+  }
+  if (next != nullptr) {
+    RETURN_IF_ERROR(next->Add(rows));
+    const int64_t bytes = next->memory_bytes();
+    const int64_t size = next->size();
+    WriterLock lock(&h.mu);
+    h.index[k] = std::move(next);
+    h.index_bytes += bytes - before;
+    h.indexed[k].store(size);
+    return OkStatus();
+  }
+  // A kind without copies grows in place; searches of the head wait meanwhile.
   WriterLock lock(&h.mu);
-  KeyIndex* index = h.index[KindIndex(kind)].get();
+  KeyIndex* index = h.index[k].get();
   if (index == nullptr) return OkStatus();
-  const int64_t before = index->memory_bytes();
   RETURN_IF_ERROR(index->Add(rows));
   h.index_bytes += index->memory_bytes() - before;
-  h.indexed[KindIndex(kind)].store(index->size());
+  h.indexed[k].store(index->size());
   return OkStatus();
 }
 

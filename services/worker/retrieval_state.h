@@ -107,7 +107,8 @@ class RetrievalState {
                 bool force = false) EXCLUDES(mu_);
 
   // The index of (seq, layer, head, kind), read-locked until the lease is destroyed; index is
-  // null when there is none or a fold holds it right now (then run the head densely).
+  // null when there is none (then run the head densely). Waits while a finished build or fold
+  // is being installed (folds grow a copy, so searches go on meanwhile).
   struct Lease {
     std::shared_lock<SharedMutex> lock;
     const retrieval::KeyIndex* index = nullptr;

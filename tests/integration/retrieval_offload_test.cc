@@ -520,6 +520,8 @@ TEST_F(RetrievalFold, DecodeKeysAreFoldedAndFound) {
                            .out = out.data(), .lse = lse.data()});
     StatusOr<AttendStats> s = client_->Attend(std::move(batch)).get();
     ASSERT_TRUE(s.ok()) << s.status();
+    // Folds grow a copy of the index: the old one answers meanwhile, never a dense pass.
+    EXPECT_EQ(s->dense_heads, 0u) << "step " << t;
   }
   // Wait for the folds, then attend with top-1, a window of 1 and no sinks: once the decode
   // keys are folded (fewer than fold_tokens left outside the index), the strong key (23 tokens
