@@ -12,22 +12,25 @@ int64_t CountTokens(std::span<const KvRun> runs) {
 }
 
 // The runs a dense head covers: all of them, or a cut copy (appended to *cut, whose capacity
-// was reserved so that earlier spans into it stay valid) ending after `keep` tokens.
+// was reserved so that earlier spans into it stay valid) ending after dense_tokens tokens.
 std::span<const KvRun> DenseRuns(const AttendHead& head, std::vector<KvRun>* cut) {
   if (head.dense_tokens < 0) return head.runs;
   const size_t begin = cut->size();
-  int64_t keep = head.dense_tokens;
-  for (const KvRun& r : head.runs) {
-    if (keep <= 0) break;
-    KvRun c = r;
-    c.num_tokens = static_cast<int>(std::min<int64_t>(c.num_tokens, keep));
-    keep -= c.num_tokens;
-    cut->push_back(c);
-  }
+  AppendRunsCut(head.runs, head.dense_tokens, cut);
   return {cut->data() + begin, cut->size() - begin};
 }
 
 }  // namespace
+
+void AppendRunsCut(std::span<const KvRun> runs, int64_t keep, std::vector<KvRun>* out) {
+  for (const KvRun& r : runs) {
+    if (keep <= 0) break;
+    KvRun c = r;
+    c.num_tokens = static_cast<int>(std::min<int64_t>(c.num_tokens, keep));
+    keep -= c.num_tokens;
+    out->push_back(c);
+  }
+}
 
 void PlanAttend(std::span<const AttendHead> heads, const PlanParams& params, AttendPlan* plan) {
   plan->tasks.clear();

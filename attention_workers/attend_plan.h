@@ -82,6 +82,9 @@ struct AttendPlan {
   }
 };
 
+// Appends to *out the runs holding the first `keep` tokens of runs (the last one cut short).
+void AppendRunsCut(std::span<const KvRun> runs, int64_t keep, std::vector<KvRun>* out);
+
 // Replaces *plan with the plan of heads. Spans in the plan point into heads' runs and into the
 // plan itself: they stay valid while both do and the plan is not planned again.
 void PlanAttend(std::span<const AttendHead> heads, const PlanParams& params, AttendPlan* plan);

@@ -97,7 +97,8 @@ class KeyIndex {
   virtual Status Add(const KeyRows& keys) = 0;
 
   // A copy that is grown independently (the worker folds decode keys into a copy while the
-  // original keeps serving searches). Unimplemented for kinds that cannot be copied.
+  // original keeps serving searches). Every built-in kind implements it; the default answers
+  // Unimplemented.
   virtual StatusOr<std::unique_ptr<KeyIndex>> Clone() const {
     return UnimplementedError("this index kind cannot be copied");
   }

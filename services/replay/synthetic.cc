@@ -116,6 +116,26 @@ inline __m128i Fp16Bits(__m128 v) {
   return _mm_srai_epi32(_mm_slli_epi32(h, 16), 16);
 }
 
+// Eight fp32 values (lo, hi) into dst in dtype, truncated toward zero.
+inline void StoreTruncated(DType dtype, __m128 lo, __m128 hi, std::byte* dst) {
+  switch (dtype) {
+    case DType::kFloat32:
+      _mm_storeu_ps(reinterpret_cast<float*>(dst), lo);
+      _mm_storeu_ps(reinterpret_cast<float*>(dst + 16), hi);
+      break;
+    case DType::kBFloat16:
+      // The top halves, shifted arithmetically so that the signed pack is exact.
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst),
+                       _mm_packs_epi32(_mm_srai_epi32(_mm_castps_si128(lo), 16),
+                                       _mm_srai_epi32(_mm_castps_si128(hi), 16)));
+      break;
+    case DType::kFloat16:
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst),
+                       _mm_packs_epi32(Fp16Bits(lo), Fp16Bits(hi)));
+      break;
+  }
+}
+
 void Sse2Row(DType dtype, uint64_t state, int d, Range r, std::byte* out) {
   const __m128i zero = _mm_setzero_si128();
   for (int i = 0; i < d; i += 8) {
@@ -124,23 +144,7 @@ void Sse2Row(DType dtype, uint64_t state, int d, Range r, std::byte* out) {
     const __m128i lanes = _mm_set_epi64x(static_cast<int64_t>(w1), static_cast<int64_t>(w0));
     const __m128 lo = LaneValues(_mm_unpacklo_epi16(lanes, zero), r);
     const __m128 hi = LaneValues(_mm_unpackhi_epi16(lanes, zero), r);
-    std::byte* dst = out + static_cast<size_t>(i) * DTypeSize(dtype);
-    switch (dtype) {
-      case DType::kFloat32:
-        _mm_storeu_ps(reinterpret_cast<float*>(dst), lo);
-        _mm_storeu_ps(reinterpret_cast<float*>(dst + 16), hi);
-        break;
-      case DType::kBFloat16:
-        // The top halves, shifted arithmetically so that the signed pack is exact.
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst),
-                         _mm_packs_epi32(_mm_srai_epi32(_mm_castps_si128(lo), 16),
-                                         _mm_srai_epi32(_mm_castps_si128(hi), 16)));
-        break;
-      case DType::kFloat16:
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst),
-                         _mm_packs_epi32(Fp16Bits(lo), Fp16Bits(hi)));
-        break;
-    }
+    StoreTruncated(dtype, lo, hi, out + static_cast<size_t>(i) * DTypeSize(dtype));
   }
 }
 
@@ -148,22 +152,7 @@ void Sse2Truncate(DType dtype, const float* in, int d, std::byte* out) {
   for (int i = 0; i < d; i += 8) {
     const __m128 lo = _mm_loadu_ps(in + i);
     const __m128 hi = _mm_loadu_ps(in + i + 4);
-    std::byte* dst = out + static_cast<size_t>(i) * DTypeSize(dtype);
-    switch (dtype) {
-      case DType::kFloat32:
-        _mm_storeu_ps(reinterpret_cast<float*>(dst), lo);
-        _mm_storeu_ps(reinterpret_cast<float*>(dst + 16), hi);
-        break;
-      case DType::kBFloat16:
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst),
-                         _mm_packs_epi32(_mm_srai_epi32(_mm_castps_si128(lo), 16),
-                                         _mm_srai_epi32(_mm_castps_si128(hi), 16)));
-        break;
-      case DType::kFloat16:
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst),
-                         _mm_packs_epi32(Fp16Bits(lo), Fp16Bits(hi)));
-        break;
-    }
+    StoreTruncated(dtype, lo, hi, out + static_cast<size_t>(i) * DTypeSize(dtype));
   }
 }
 #endif

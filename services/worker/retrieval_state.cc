@@ -367,26 +367,15 @@ Status RetrievalState::Fold(Sequence& seq, int layer, int head, IndexKind kind) 
     const KeyIndex* index = h.index[k].get();
     if (index == nullptr) return OkStatus();
     before = index->memory_bytes();
-    StatusOr<std::unique_ptr<KeyIndex>> copy = index->Clone();
-    if (copy.ok()) next = *std::move(copy);
+    ASSIGN_OR_RETURN(next, index->Clone());  // every kind can be copied
   }
-  if (next != nullptr) {
-    RETURN_IF_ERROR(next->Add(rows));
-    const int64_t bytes = next->memory_bytes();
-    const int64_t size = next->size();
-    WriterLock lock(&h.mu);
-    h.index[k] = std::move(next);
-    h.index_bytes += bytes - before;
-    h.indexed[k].store(size);
-    return OkStatus();
-  }
-  // A kind without copies grows in place; searches of the head wait meanwhile.
+  RETURN_IF_ERROR(next->Add(rows));
+  const int64_t bytes = next->memory_bytes();
+  const int64_t size = next->size();
   WriterLock lock(&h.mu);
-  KeyIndex* index = h.index[k].get();
-  if (index == nullptr) return OkStatus();
-  RETURN_IF_ERROR(index->Add(rows));
-  h.index_bytes += index->memory_bytes() - before;
-  h.indexed[k].store(index->size());
+  h.index[k] = std::move(next);
+  h.index_bytes += bytes - before;
+  h.indexed[k].store(size);
   return OkStatus();
 }
 

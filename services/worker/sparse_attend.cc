@@ -43,16 +43,13 @@ Status SparseAttend::RunDenseFallback(const AttendRunParams& params, const PlanT
   for (const KvRun& r : task.runs) keep += r.num_tokens;
   if (head.selection.exclude_window) keep -= head.selection.window;
   scratch.fallback_runs.clear();
+  AppendRunsCut(task.runs, keep, &scratch.fallback_runs);
   scratch.fallback_spilled.clear();
-  for (const KvRun& r : task.runs) {
-    if (keep <= 0) break;
-    KvRun cut = r;
-    cut.num_tokens = static_cast<int>(std::min<int64_t>(cut.num_tokens, keep));
-    keep -= cut.num_tokens;
-    if (cut.v == nullptr && cut.num_tokens > 0) {
-      scratch.fallback_spilled.push_back(static_cast<int32_t>(scratch.fallback_runs.size()));
+  for (size_t b = 0; b < scratch.fallback_runs.size(); ++b) {
+    const KvRun& r = scratch.fallback_runs[b];
+    if (r.v == nullptr && r.num_tokens > 0) {
+      scratch.fallback_spilled.push_back(static_cast<int32_t>(b));
     }
-    scratch.fallback_runs.push_back(cut);
   }
   return AttendDense(params, task.head, scratch.fallback_runs, 0, scratch.fallback_spilled,
                      &scratch.fallback_staging, q, out, lse, figures);

@@ -157,6 +157,27 @@ std::vector<float> SampleOf(const Layer& layer, int h) {
   return q;
 }
 
+// The heads of `layer` the worker's profiler marks dense, computed offline with its default
+// options from the same keys and sample (printed as `model_layer`).
+uint64_t ProfiledDenseHeads(const Layer& layer, int model_layer) {
+  uint64_t dense = 0;
+  for (int h = 0; h < kHkv; ++h) {
+    HeadKv kv = HeadOf(layer, h, layer.indexed);
+    std::vector<float> sample = SampleOf(layer, h);
+    std::vector<int32_t> pos(layer.sample_positions.begin(), layer.sample_positions.end());
+    StatusOr<retrieval::HeadProfile> p = retrieval::ProfileHead(
+        kv.rows(layer.indexed),
+        {.q = sample.data(), .num_queries = static_cast<int>(pos.size()), .group_size = kG,
+         .head_dim = kD, .positions = pos},
+        {.scale = Spec().EffectiveScale()});
+    EXPECT_TRUE(p.ok()) << p.status();
+    if (!p.ok()) continue;
+    std::printf("layer %d head %d: %s\n", model_layer, h, p->ToString().c_str());
+    dense += p->dense ? 1 : 0;
+  }
+  return dense;
+}
+
 double RelDiff(const float* a, const float* b, int n) {
   double num = 0, den = 0;
   for (int i = 0; i < n; ++i) {
@@ -374,20 +395,8 @@ TEST_F(RetrievalOffload, DiffuseHeadsAreAnsweredDenselyAsProfiled) {
   std::optional<Layer> real = RealLayer(1);
   const Layer L = real ? *std::move(real) : layer_;
   // What the worker decides from the sample, computed offline with its default options.
-  uint64_t want_dense = 0;
-  for (int h = 0; h < kHkv; ++h) {
-    HeadKv kv = HeadOf(L, h, L.indexed);
-    std::vector<float> sample = SampleOf(L, h);
-    std::vector<int32_t> pos(L.sample_positions.begin(), L.sample_positions.end());
-    StatusOr<retrieval::HeadProfile> p = retrieval::ProfileHead(
-        kv.rows(L.indexed),
-        {.q = sample.data(), .num_queries = static_cast<int>(pos.size()), .group_size = kG,
-         .head_dim = kD, .positions = pos},
-        {.scale = spec.EffectiveScale()});
-    ASSERT_TRUE(p.ok()) << p.status();
-    std::printf("layer %d head %d: %s\n", real ? 1 : 4, h, p->ToString().c_str());
-    want_dense += p->dense ? 1 : 0;
-  }
+  const uint64_t want_dense = ProfiledDenseHeads(L, real ? 1 : 4);
+  ASSERT_FALSE(HasFailure());
   if (real) {
     EXPECT_GT(want_dense, 0u) << "layer 1 of the reference model is diffuse";
   }
@@ -408,19 +417,8 @@ TEST_F(RetrievalOffload, ForcedSparseAnswersDiffuseHeadsFromAnIndex) {
   if (!real) GTEST_SKIP() << kNoSharedDataMessage << " (needs a layer with diffuse heads)";
   const Layer& L = *real;
   // The profile's verdict, computed offline as the worker does.
-  uint64_t diffuse = 0;
-  for (int h = 0; h < kHkv; ++h) {
-    HeadKv kv = HeadOf(L, h, L.indexed);
-    std::vector<float> sample = SampleOf(L, h);
-    std::vector<int32_t> pos(L.sample_positions.begin(), L.sample_positions.end());
-    StatusOr<retrieval::HeadProfile> p = retrieval::ProfileHead(
-        kv.rows(L.indexed),
-        {.q = sample.data(), .num_queries = static_cast<int>(pos.size()), .group_size = kG,
-         .head_dim = kD, .positions = pos},
-        {.scale = spec.EffectiveScale()});
-    ASSERT_TRUE(p.ok()) << p.status();
-    diffuse += p->dense ? 1 : 0;
-  }
+  const uint64_t diffuse = ProfiledDenseHeads(L, 1);
+  ASSERT_FALSE(HasFailure());
   OpenAndPrefill(1, ShardPlan::Single(spec, 0), 1, L);
   WaitReady(1, 1, L, diffuse);
   std::vector<float> out(kHq * kD), lse(kHq);
