@@ -48,6 +48,7 @@ struct TaskFigures {
   uint64_t bytes = 0;      // K, V and index bytes read
   uint64_t ssd_bytes = 0;  // values read from the SSD tier
   bool fell_back = false;  // a sparse task answered densely
+  bool stand_in = false;   // a sparse task searched a stand-in index (its own not built yet)
   // Online recall of a sparse task checked against an exact search: k of the exact top-k
   // (0: not checked), and how many of them the index retrieved.
   uint32_t recall_k = 0;

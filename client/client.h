@@ -189,6 +189,9 @@ struct AttendStats {
   uint64_t recall_heads = 0;
   uint64_t recall_exact = 0;
   uint64_t recall_hits = 0;
+  // Sparse heads searched through a worker's stand-in index (a fast scan serving while the
+  // index asked for is built), counted among the sparse heads.
+  uint64_t stand_in_heads = 0;
 };
 
 // What the scheduler needs to place a new sequence.

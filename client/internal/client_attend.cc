@@ -101,6 +101,7 @@ class AttendCall {
     stats_.recall_heads += part->recall_heads;
     stats_.recall_exact += part->recall_exact;
     stats_.recall_hits += part->recall_hits;
+    stats_.stand_in_heads += part->stand_in_heads;
     const size_t row = static_cast<size_t>(e.q_head_begin);
     // Straight from the reply's payload into the caller's buffers, which start as the empty
     // state (0, -inf): one copy for an unsharded sequence.

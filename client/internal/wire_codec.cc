@@ -86,6 +86,7 @@ Status ReadAttendPart(wire::AttendReply::Result::Reader r, const AttendExpect& w
   part->recall_heads = r.getRecallHeads();
   part->recall_exact = r.getRecallExact();
   part->recall_hits = r.getRecallHits();
+  part->stand_in_heads = r.getStandInHeads();
   if (part->recall_hits > part->recall_exact) {
     return BadReply("AttendReply", "sequence " + std::to_string(part->id) + ": " +
                                        std::to_string(part->recall_hits) + " recall hits of " +

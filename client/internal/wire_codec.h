@@ -109,6 +109,7 @@ struct AttendPart {
   uint32_t recall_heads = 0;
   uint64_t recall_exact = 0;
   uint64_t recall_hits = 0;
+  uint32_t stand_in_heads = 0;
   // Views into the reply's payload (valid while it lives), when status is OK.
   std::span<const float> o;    // [num_q_heads, D]
   std::span<const float> lse;  // [num_q_heads]

@@ -432,6 +432,7 @@ struct ReplayDriver::Impl {
     a.recall_heads += s.recall_heads;
     a.recall_exact += s.recall_exact;
     a.recall_hits += s.recall_hits;
+    a.stand_in_head_steps += std::min(s.stand_in_heads, heads - dense_heads);
     a.layer_head_steps[static_cast<size_t>(layer)] += heads;
     a.layer_dense_head_steps[static_cast<size_t>(layer)] += dense_heads;
   }

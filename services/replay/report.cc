@@ -143,6 +143,10 @@ std::string AttentionText(const AttentionTotals& a) {
                    FormatBytes(static_cast<double>(a.bytes_read)),
                    FormatBytes(static_cast<double>(a.ssd_bytes)));
   t += fmt::format("{:<14}sparse heads by layer: {}\n", "", LayerSparseText(a));
+  if (a.stand_in_head_steps > 0) {
+    t += fmt::format("{:<14}{} of heads searched the stand-in index while theirs was built\n",
+                     "", FormatPercent(Ratio(a.stand_in_head_steps, a.head_steps)));
+  }
   if (a.recall_heads > 0) {
     t += fmt::format("{:<14}online recall@k {:.3f} ({} heads checked)\n", "",
                      Ratio(a.recall_hits, a.recall_exact), FormatCount(
@@ -161,11 +165,13 @@ Json AttentionJson(const AttentionTotals& a) {
   return Json{{"policy", a.policy},
               {"sparse_head_fraction", 1.0 - Ratio(a.dense_head_steps, a.head_steps)},
               {"sparse_head_fraction_by_layer", std::move(layers)},
+              {"stand_in_head_fraction", Ratio(a.stand_in_head_steps, a.head_steps)},
               {"keys_touched_fraction", Ratio(a.keys_touched, a.keys_context)},
               {"bytes_fraction", Ratio(a.bytes_read, a.dense_bytes)},
               {"recall", a.recall_exact > 0 ? Json(Ratio(a.recall_hits, a.recall_exact)) : Json()},
               {"head_steps", a.head_steps},
               {"dense_head_steps", a.dense_head_steps},
+              {"stand_in_head_steps", a.stand_in_head_steps},
               {"keys_touched", a.keys_touched},
               {"keys_context", a.keys_context},
               {"bytes_read", a.bytes_read},

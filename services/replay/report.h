@@ -84,6 +84,7 @@ struct AttentionTotals {
   std::string policy = "dense";  // dense | auto | retrieval
   uint64_t head_steps = 0;
   uint64_t dense_head_steps = 0;  // answered densely (diffuse, index not ready, short context)
+  uint64_t stand_in_head_steps = 0;  // answered sparse through a worker's stand-in index
   uint64_t keys_touched = 0;      // keys scored exactly or selected (their union), per head
   uint64_t keys_context = 0;      // context keys of the same heads (what a dense pass touches)
   uint64_t bytes_read = 0;        // K, V and index bytes the workers read

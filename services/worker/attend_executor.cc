@@ -314,6 +314,7 @@ OutgoingMessage AttendExecutor::BuildReply(Figures* figures) {
     for (int h = 0; h < item.heads; ++h) {
       const size_t head = item.head_begin + static_cast<size_t>(h);
       bool dense = dense_in_sparse_[head] != 0;
+      bool stand_in = false;
       for (uint32_t t = plan_.head_tasks[head]; t < plan_.head_tasks[head + 1]; ++t) {
         const TaskFigures& f = workspace_.task_figures(t);
         r.keys_scanned += f.keys;
@@ -325,8 +326,10 @@ OutgoingMessage AttendExecutor::BuildReply(Figures* figures) {
         r.recall_hits += f.recall_hits;
         figures->fallback_heads += f.fell_back ? 1 : 0;
         dense = dense || f.fell_back;
+        stand_in = stand_in || f.stand_in;
       }
       dense_heads += dense ? 1 : 0;
+      if (sparse_.active && !dense && stand_in) ++r.stand_in_heads;
       if (sparse_.active && !dense) ++figures->sparse_heads;
     }
     figures->keys_scanned += r.keys_scanned;
@@ -337,6 +340,7 @@ OutgoingMessage AttendExecutor::BuildReply(Figures* figures) {
     figures->recall_heads += static_cast<uint64_t>(r.recall_heads);
     figures->recall_exact += r.recall_exact;
     figures->recall_hits += r.recall_hits;
+    figures->stand_in_heads += static_cast<uint64_t>(r.stand_in_heads);
     r.out_offset = item.out_index * sizeof(float);
     r.num_q_heads = item.heads * group_;
     r.length = item.length;

@@ -62,6 +62,7 @@ class AttendExecutor final : private ValueLoader {
     uint64_t sparse_heads = 0;  // answered from an index
     uint64_t dense_heads = 0;   // sparse requests' heads answered densely
     uint64_t ssd_bytes_read = 0;  // values read from the SSD tier (dense streams, sparse fetches)
+    uint64_t stand_in_heads = 0;  // sparse heads searched through a stand-in index
     uint64_t fallback_heads = 0;  // sparse heads answered densely because a fold held the index
     uint64_t recall_heads = 0;    // online recall: sparse heads checked exactly,
     uint64_t recall_exact = 0;    // the sum of their k,

@@ -32,7 +32,13 @@ struct RetrievalState::Head {
   std::atomic<int64_t> indexed[kKinds] = {};  // index size, or -1 while none
   std::atomic<int64_t> index_bytes{0};
   std::atomic<bool> dense{false};
-  std::atomic<bool> profiled{false};
+  // The profile is computed once, by whichever build comes first; the other waits for it.
+  Mutex profile_mu;
+  bool profiled GUARDED_BY(profile_mu) = false;
+  // The stand-in (RetrievalConfig::stand_in) until an index of the kind asked for is built.
+  std::unique_ptr<KeyIndex> stand_in GUARDED_BY(mu);
+  int64_t stand_in_bytes GUARDED_BY(mu) = 0;
+  std::atomic<int64_t> stand_in_indexed{-1};
 
   Head() {
     for (auto& n : indexed) n.store(-1);
@@ -47,15 +53,16 @@ struct RetrievalState::Layer {
 struct RetrievalState::Sequence {
   uint64_t id = 0;
   int heads = 0;
-  // Held by the build thread while it works on this sequence; Forget takes it to wait.
-  Mutex busy;
+  // Shared by the build threads while they work on this sequence; Forget takes it to wait.
+  SharedMutex busy;
   std::vector<std::unique_ptr<Layer>> layers;
 };
 
 RetrievalState::RetrievalState(KvStore* store, const ModelSpec& spec,
                                const RetrievalConfig& config)
     : store_(store), spec_(spec), config_(config) {
-  builder_ = std::thread([this] { BuildLoop(); });
+  builder_ = std::thread([this] { BuildLoop(false); });
+  quick_builder_ = std::thread([this] { BuildLoop(true); });
 }
 
 RetrievalState::~RetrievalState() {
@@ -63,9 +70,11 @@ RetrievalState::~RetrievalState() {
     MutexLock lock(&mu_);
     stop_ = true;
     jobs_.clear();
+    quick_jobs_.clear();
   }
   wake_.NotifyAll();
   builder_.join();
+  quick_builder_.join();
 }
 
 std::shared_ptr<RetrievalState::Sequence> RetrievalState::Find(uint64_t seq) const {
@@ -86,7 +95,10 @@ RetrievalState::Entry& RetrievalState::FindOrAdd(uint64_t seq, int heads) {
       entry.seq->layers.push_back(std::move(layer));
     }
     entry.layers.resize(static_cast<size_t>(spec_.num_layers));
-    for (LayerBook& l : entry.layers) l.fold_queued.resize(static_cast<size_t>(heads));
+    for (LayerBook& l : entry.layers) {
+      l.fold_queued.resize(static_cast<size_t>(heads));
+      l.stand_in_fold_queued.resize(static_cast<size_t>(heads));
+    }
   }
   return entry;
 }
@@ -95,6 +107,22 @@ RetrievalState::LayerBook* RetrievalState::Book(const Sequence& s, int layer) {
   auto it = seqs_.find(s.id);
   if (it == seqs_.end() || it->second.seq.get() != &s) return nullptr;
   return &it->second.layers[static_cast<size_t>(layer)];
+}
+
+bool RetrievalState::UsesStandIn(IndexKind kind) const {
+  return config_.stand_in.has_value() && *config_.stand_in != kind && kind != IndexKind::kExact;
+}
+
+bool RetrievalState::QueueBuild(LayerBook& book, uint64_t seq, int layer, IndexKind kind) {
+  if (book.build_queued[KindIndex(kind)]) return false;
+  book.build_queued[KindIndex(kind)] = true;
+  if (UsesStandIn(kind) && !book.stand_in_queued) {
+    book.stand_in_queued = true;
+    quick_jobs_.push_back(
+        Job{.seq = seq, .layer = layer, .head = -1, .kind = *config_.stand_in, .stand_in = true});
+  }
+  jobs_.push_back(Job{.seq = seq, .layer = layer, .head = -1, .kind = kind});
+  return true;
 }
 
 void RetrievalState::AddSample(uint64_t seq, int layer, int heads, std::vector<float> q,
@@ -109,11 +137,9 @@ void RetrievalState::RequestBuild(uint64_t seq, int layer, int heads, IndexKind 
   {
     MutexLock lock(&mu_);
     LayerBook& l = FindOrAdd(seq, heads).layers[static_cast<size_t>(layer)];
-    if (l.build_queued[KindIndex(kind)]) return;
-    l.build_queued[KindIndex(kind)] = true;
-    jobs_.push_back(Job{.seq = seq, .layer = layer, .head = -1, .kind = kind});
+    if (!QueueBuild(l, seq, layer, kind)) return;
   }
-  wake_.NotifyOne();
+  wake_.NotifyAll();
 }
 
 HeadPlan RetrievalState::Plan(uint64_t seq, int layer, int head, int heads, IndexKind kind,
@@ -140,10 +166,17 @@ HeadPlan RetrievalState::Plan(uint64_t seq, int layer, int head, int heads, Inde
         notify = true;
       }
     } else if (indexed < 0) {
-      plan = HeadPlan::kDenseNotReady;
-      if (!l.build_queued[k]) {
-        l.build_queued[k] = true;
-        jobs_.push_back(Job{.seq = seq, .layer = layer, .head = -1, .kind = kind});
+      notify = QueueBuild(l, seq, layer, kind);
+      const int64_t stand_in = UsesStandIn(kind) ? h.stand_in_indexed.load() : -1;
+      plan = stand_in >= 0 ? HeadPlan::kSparse : HeadPlan::kDenseNotReady;
+      auto& stand_in_fold = l.stand_in_fold_queued[static_cast<size_t>(head)];
+      if (stand_in >= 0 && length - stand_in >= config_.fold_tokens && stand_in_fold == 0) {
+        stand_in_fold = 1;
+        quick_jobs_.push_back(Job{.seq = seq,
+                                  .layer = layer,
+                                  .head = head,
+                                  .kind = *config_.stand_in,
+                                  .stand_in = true});
         notify = true;
       }
     } else if (length - indexed >= config_.fold_tokens && !fold_queued) {
@@ -152,7 +185,7 @@ HeadPlan RetrievalState::Plan(uint64_t seq, int layer, int head, int heads, Inde
       notify = true;
     }
   }
-  if (notify) wake_.NotifyOne();
+  if (notify) wake_.NotifyAll();
   return plan;
 }
 
@@ -168,6 +201,10 @@ RetrievalState::Lease RetrievalState::Acquire(uint64_t seq, int layer, int head,
   std::shared_lock<SharedMutex> lock(h.mu);
   h.mu.AssertReaderHeld();
   lease.index = h.index[KindIndex(kind)].get();
+  if (lease.index == nullptr && UsesStandIn(kind) && h.stand_in != nullptr) {
+    lease.index = h.stand_in.get();
+    lease.stand_in = true;
+  }
   if (lease.index != nullptr) lease.lock = std::move(lock);
   return lease;
 }
@@ -181,9 +218,10 @@ void RetrievalState::Forget(uint64_t seq) {
     s = it->second.seq;
     seqs_.erase(it);
     std::erase_if(jobs_, [seq](const Job& j) { return j.seq == seq; });
+    std::erase_if(quick_jobs_, [seq](const Job& j) { return j.seq == seq; });
   }
   // A build of this sequence in flight reads its blocks: wait for it before the store frees them.
-  MutexLock wait(&s->busy);
+  WriterLock wait(&s->busy);
   idle_.NotifyAll();
 }
 
@@ -200,10 +238,11 @@ RetrievalState::Stats RetrievalState::stats() const {
         for (const auto& n : h->indexed) st.indexes += n.load() >= 0 ? 1 : 0;
         st.index_bytes += h->index_bytes.load();
         st.dense_heads += h->dense.load() ? 1 : 0;
+        st.stand_ins += h->stand_in_indexed.load() >= 0 ? 1 : 0;
       }
     }
   }
-  st.queued = static_cast<int64_t>(jobs_.size());
+  st.queued = static_cast<int64_t>(jobs_.size() + quick_jobs_.size());
   st.builds = builds_;
   st.folds = folds_;
   st.build_seconds = build_seconds_;
@@ -212,46 +251,51 @@ RetrievalState::Stats RetrievalState::stats() const {
 
 void RetrievalState::WaitIdle() {
   MutexLock lock(&mu_);
-  while (!jobs_.empty() || running_job_) idle_.Wait(&mu_);
+  while (!jobs_.empty() || !quick_jobs_.empty() || running_jobs_ > 0) idle_.Wait(&mu_);
 }
 
-void RetrievalState::BuildLoop() {
-  // Build threads (this one and the pool it starts) run below the attention pool's priority.
+void RetrievalState::BuildLoop(bool quick) {
+  // Build threads (these and the pool one starts) run below the attention pool's priority.
   setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kBuildNice);
-  pool_ = std::make_unique<ThreadPool>(
-      ThreadPoolOptions{.num_threads = std::max(1, config_.build_threads)});
+  // Stand-ins build in milliseconds on their own thread; the slow kinds get the pool.
+  std::unique_ptr<ThreadPool> pool;
+  if (!quick) {
+    pool = std::make_unique<ThreadPool>(
+        ThreadPoolOptions{.num_threads = std::max(1, config_.build_threads)});
+  }
   for (;;) {
     Job job;
     {
       MutexLock lock(&mu_);
-      while (!stop_ && jobs_.empty()) wake_.Wait(&mu_);
+      std::deque<Job>& queue = quick ? quick_jobs_ : jobs_;
+      while (!stop_ && queue.empty()) wake_.Wait(&mu_);
       if (stop_) break;
-      job = jobs_.front();
-      jobs_.pop_front();
-      running_job_ = true;
+      job = queue.front();
+      queue.pop_front();
+      ++running_jobs_;
     }
-    Run(job);
+    if (!quick && config_.before_slow_job) config_.before_slow_job();
+    Run(job, pool.get());
     {
       MutexLock lock(&mu_);
-      running_job_ = false;
+      --running_jobs_;
     }
     idle_.NotifyAll();
   }
-  pool_.reset();
 }
 
-void RetrievalState::Run(const Job& job) {
+void RetrievalState::Run(const Job& job, ThreadPool* pool) {
   std::shared_ptr<Sequence> s = Find(job.seq);
   if (s == nullptr) return;
-  MutexLock busy(&s->busy);
+  ReaderLock busy(&s->busy);
   {
     MutexLock lock(&mu_);
     if (Book(*s, job.layer) == nullptr) return;  // forgotten
   }
   const auto t0 = std::chrono::steady_clock::now();
-  const Status status = job.head < 0  ? Build(*s, job.layer, job.kind)
-                        : job.forced ? Build(*s, job.layer, job.kind, job.head)
-                                     : Fold(*s, job.layer, job.head, job.kind);
+  const Status status = job.head < 0  ? Build(*s, job.layer, job.kind, -1, job.stand_in, pool)
+                        : job.forced ? Build(*s, job.layer, job.kind, job.head, false, pool)
+                                     : Fold(*s, job.layer, job.head, job.kind, job.stand_in);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   MutexLock lock(&mu_);
@@ -260,16 +304,23 @@ void RetrievalState::Run(const Job& job) {
   if (job.head < 0) {
     ++builds_;
     build_seconds_ += seconds;
-    // A failed build may be asked for again by the next sparse request.
-    if (!status.ok() && l != nullptr) l->build_queued[KindIndex(job.kind)] = false;
+    // A failed build may be asked for again by the next sparse request (a failed stand-in
+    // is not retried: the head waits for its index).
+    if (!status.ok() && l != nullptr && !job.stand_in) {
+      l->build_queued[KindIndex(job.kind)] = false;
+    }
   } else {
     ++folds_;
-    if (l != nullptr) l->fold_queued[static_cast<size_t>(job.head)][KindIndex(job.kind)] = false;
+    if (l != nullptr && job.stand_in) {
+      l->stand_in_fold_queued[static_cast<size_t>(job.head)] = 0;
+    } else if (l != nullptr) {
+      l->fold_queued[static_cast<size_t>(job.head)][KindIndex(job.kind)] = false;
+    }
   }
   if (!status.ok() && l != nullptr) {
     ATTIC_LOG(kWarn, "retrieval")
         << "sequence " << job.seq << " layer " << job.layer << ": index "
-        << (job.head < 0 ? "build" : "fold") << " failed: " << status.ToString();
+        << (job.stand_in ? "stand-in " : "") << (job.head < 0 ? "build" : "fold") << " failed: " << status.ToString();
   }
 }
 
@@ -292,7 +343,8 @@ Status RetrievalState::ReadKeys(uint64_t seq, int layer, int head,
   return OkStatus();
 }
 
-Status RetrievalState::Build(Sequence& seq, int layer, IndexKind kind, int only_head) {
+Status RetrievalState::Build(Sequence& seq, int layer, IndexKind kind, int only_head,
+                             bool stand_in, ThreadPool* pool) {
   const int g = spec_.group_size();
   const int d = spec_.head_dim;
   std::vector<float> sample;
@@ -324,34 +376,58 @@ Status RetrievalState::Build(Sequence& seq, int layer, IndexKind kind, int only_
                                     .group_size = g,
                                     .head_dim = d,
                                     .positions = positions};
-    if (config_.profile_heads && n > 0 && !head.profiled.exchange(true)) {
-      retrieval::ProfileOptions options = config_.profile;
-      options.scale = spec_.EffectiveScale();
-      options.selection = {.sinks = config_.sinks, .window = config_.window,
-                           .top_k = config_.top_k};
-      options.pool = pool_.get();
-      ASSIGN_OR_RETURN(retrieval::HeadProfile profile, retrieval::ProfileHead(rows, qs, options));
-      head.dense.store(profile.dense);
-      ATTIC_LOG(kInfo, "retrieval") << "sequence " << seq.id << " layer " << layer << " head "
-                                    << h << (profile.dense ? ": dense (diffuse attention), "
-                                                           : ": sparse, ")
-                                    << profile.ToString();
+    if (config_.profile_heads && n > 0) {
+      MutexLock profile_lock(&head.profile_mu);
+      if (!head.profiled) {
+        retrieval::ProfileOptions options = config_.profile;
+        options.scale = spec_.EffectiveScale();
+        options.selection = {.sinks = config_.sinks, .window = config_.window,
+                             .top_k = config_.top_k};
+        options.pool = pool;
+        ASSIGN_OR_RETURN(retrieval::HeadProfile profile,
+                         retrieval::ProfileHead(rows, qs, options));
+        head.dense.store(profile.dense);
+        head.profiled = true;
+        ATTIC_LOG(kInfo, "retrieval") << "sequence " << seq.id << " layer " << layer << " head "
+                                      << h << (profile.dense ? ": dense (diffuse attention), "
+                                                             : ": sparse, ")
+                                      << profile.ToString();
+      }
     }
     // A diffuse head is answered densely: no index is built for it unless asked for alone.
     if (head.dense.load() && only_head < 0) continue;
     ASSIGN_OR_RETURN(std::unique_ptr<KeyIndex> index,
-                     retrieval::BuildKeyIndex(kind, rows, qs, {.pool = pool_.get()}));
+                     retrieval::BuildKeyIndex(kind, rows, qs, {.pool = pool}));
     const int64_t size = index->size();
     const int64_t bytes = index->memory_bytes();
     WriterLock lock(&head.mu);
+    if (stand_in) {
+      // Not once an index it would stand in for is there.
+      if (std::any_of(std::begin(head.index), std::end(head.index),
+                      [](const auto& i) { return i != nullptr; })) {
+        continue;
+      }
+      head.stand_in = std::move(index);
+      head.stand_in_bytes = bytes;
+      head.index_bytes += bytes;
+      head.stand_in_indexed.store(size);
+      continue;
+    }
     head.index[KindIndex(kind)] = std::move(index);
     head.index_bytes += bytes;
     head.indexed[KindIndex(kind)].store(size);
+    // The index asked for replaces the stand-in.
+    if (head.stand_in != nullptr && UsesStandIn(kind)) {
+      head.stand_in.reset();
+      head.index_bytes -= head.stand_in_bytes;
+      head.stand_in_bytes = 0;
+      head.stand_in_indexed.store(-1);
+    }
   }
   return OkStatus();
 }
 
-Status RetrievalState::Fold(Sequence& seq, int layer, int head, IndexKind kind) {
+Status RetrievalState::Fold(Sequence& seq, int layer, int head, IndexKind kind, bool stand_in) {
   Head& h = *seq.layers[static_cast<size_t>(layer)]->heads[static_cast<size_t>(head)];
   std::vector<const std::byte*> blocks;
   KeyRows rows;
@@ -360,11 +436,12 @@ Status RetrievalState::Fold(Sequence& seq, int layer, int head, IndexKind kind) 
   // Copy on write: the keys are folded into a copy while the index keeps serving searches
   // (readers share h.mu), then the copy replaces it under a brief exclusive lock. Only this
   // job writes the index (jobs of one sequence run one at a time).
+  // A stand-in dropped meanwhile (its index was installed) is not folded.
   std::unique_ptr<KeyIndex> next;
   int64_t before = 0;
   {
     ReaderLock lock(&h.mu);
-    const KeyIndex* index = h.index[k].get();
+    const KeyIndex* index = stand_in ? h.stand_in.get() : h.index[k].get();
     if (index == nullptr) return OkStatus();
     before = index->memory_bytes();
     ASSIGN_OR_RETURN(next, index->Clone());  // every kind can be copied
@@ -373,8 +450,16 @@ Status RetrievalState::Fold(Sequence& seq, int layer, int head, IndexKind kind) 
   const int64_t bytes = next->memory_bytes();
   const int64_t size = next->size();
   WriterLock lock(&h.mu);
-  h.index[k] = std::move(next);
+  if (stand_in) {
+    if (h.stand_in == nullptr) return OkStatus();  // dropped while this fold ran
+    h.index_bytes += bytes - h.stand_in_bytes;
+    h.stand_in = std::move(next);
+    h.stand_in_bytes = bytes;
+    h.stand_in_indexed.store(size);
+    return OkStatus();
+  }
   h.index_bytes += bytes - before;
+  h.index[k] = std::move(next);
   h.indexed[k].store(size);
   return OkStatus();
 }

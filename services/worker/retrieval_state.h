@@ -14,12 +14,22 @@
 //   }
 //   state.Forget(seq);                                                  // before CloseSequence
 //
-// Background work runs on the state's own build threads (config.build_threads), at a lower
+// Background work runs on the state's own build threads (config.build_threads, plus the
+// stand-in thread), at a lower
 // scheduling priority than the attention pool: the pool's ParallelFor runs one batch at a time,
 // so a build sharing it would hold decode steps back for the length of a build phase.
 // Decode keeps reading the sequence while a build reads its first `length` keys: rows below
 // the length a build captured are never written again, and Forget waits for a build in flight
 // before the store may free the blocks.
+//
+// Stand-in: a graph or cluster index takes seconds per head on a busy node, a 4-bit scan
+// (IndexKind::kQuantized) milliseconds. A build request of a slow kind first builds the
+// stand-in for every head of the layer, on a queue served before the slow builds, and sparse
+// requests search it until the index asked for is installed (the stand-in is then dropped).
+// Stand-in builds and folds run on a thread of their own, so a slow build in flight does not
+// hold them back either.
+// The stand-in reads more bytes per search (every key's code), but the head is sparse from
+// the first steps of decode instead of dense for the length of the build queue.
 //
 // A head whose prefill queries show diffuse attention (retrieval/head_profile.h) is marked
 // dense at build: sparse requests answer it with dense attention, and it is counted and
@@ -32,8 +42,10 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <shared_mutex>
 #include <thread>
 #include <vector>
@@ -63,6 +75,12 @@ struct RetrievalConfig {
   int fold_tokens = 256;
   // Threads that build and fold indexes.
   int build_threads = 1;
+  // The fast index searched while a slower kind is being built (see above); nullopt = none
+  // (heads run dense until their index is built).
+  std::optional<IndexKind> stand_in = IndexKind::kQuantized;
+  // Tests: called on the build thread before each build or fold of a kind asked for (not the
+  // stand-in's), so a test can hold slow work back.
+  std::function<void()> before_slow_job;
   // Decide per (layer, head) at build whether the head is diffuse (answered densely), from
   // the prefill query sample; profile's scale and selection are filled from the model and
   // the fields above.
@@ -109,9 +127,11 @@ class RetrievalState {
   // The index of (seq, layer, head, kind), read-locked until the lease is destroyed; index is
   // null when there is none (then run the head densely). Waits while a finished build or fold
   // is being installed (folds grow a copy, so searches go on meanwhile).
+  // stand_in: index is the stand-in, not a `kind` index (its search effort is its own).
   struct Lease {
     std::shared_lock<SharedMutex> lock;
     const retrieval::KeyIndex* index = nullptr;
+    bool stand_in = false;
   };
   Lease Acquire(uint64_t seq, int layer, int head, IndexKind kind) EXCLUDES(mu_);
 
@@ -127,6 +147,7 @@ class RetrievalState {
   struct Stats {
     int64_t indexes = 0;       // built (sequence, layer, head, kind) indexes
     int64_t dense_heads = 0;   // (sequence, layer, head)s profiled as diffuse
+    int64_t stand_ins = 0;     // (sequence, layer, head)s searched through a stand-in now
     int64_t queued = 0;        // builds and folds waiting
     int64_t index_bytes = 0;   // memory of every index
     int64_t sample_bytes = 0;  // prefill query samples kept
@@ -152,6 +173,8 @@ class RetrievalState {
     std::vector<int32_t> sample_positions;
     std::array<bool, kKinds> build_queued = {};
     std::vector<std::array<bool, kKinds>> fold_queued;  // [heads]
+    bool stand_in_queued = false;
+    std::vector<char> stand_in_fold_queued;  // [heads]
   };
   struct Entry {
     std::shared_ptr<Sequence> seq;
@@ -163,18 +186,28 @@ class RetrievalState {
     int head = -1;  // -1: build every head of the layer; else fold this head
     IndexKind kind = IndexKind::kGraph;
     bool forced = false;  // with head >= 0: build that diffuse head's index (forced requests)
+    bool stand_in = false;  // build (head -1) or fold the stand-in; kind is the stand-in's
   };
 
   std::shared_ptr<Sequence> Find(uint64_t seq) const EXCLUDES(mu_);
   Entry& FindOrAdd(uint64_t seq, int heads) REQUIRES(mu_);
   // The book of s's layer while s is the live sequence of its id; null once it was forgotten.
   LayerBook* Book(const Sequence& s, int layer) REQUIRES(mu_);
-  void BuildLoop() EXCLUDES(mu_);
-  void Run(const Job& job) EXCLUDES(mu_);
+  // Whether a request for kind is served by the stand-in until its index is built.
+  bool UsesStandIn(IndexKind kind) const;
+  // Queues the build of kind for a layer (its stand-in first, on the quick queue) unless it is
+  // queued already. Returns whether anything was queued.
+  bool QueueBuild(LayerBook& book, uint64_t seq, int layer, IndexKind kind) REQUIRES(mu_);
+  // quick: the stand-in thread (quick_jobs_), else the build thread (jobs_, on its pool of
+  // config.build_threads).
+  void BuildLoop(bool quick) EXCLUDES(mu_);
+  void Run(const Job& job, ThreadPool* pool) EXCLUDES(mu_);
   // Every head of the layer but the diffuse ones; only_head >= 0: that head alone, diffuse
   // or not.
-  Status Build(Sequence& seq, int layer, IndexKind kind, int only_head = -1) EXCLUDES(mu_);
-  Status Fold(Sequence& seq, int layer, int head, IndexKind kind);
+  // stand_in: build the stand-in (kind) of every head that has no index yet.
+  Status Build(Sequence& seq, int layer, IndexKind kind, int only_head, bool stand_in,
+               ThreadPool* pool) EXCLUDES(mu_);
+  Status Fold(Sequence& seq, int layer, int head, IndexKind kind, bool stand_in = false);
   Status ReadKeys(uint64_t seq, int layer, int head, std::vector<const std::byte*>* blocks,
                   retrieval::KeyRows* rows) const;
 
@@ -182,19 +215,20 @@ class RetrievalState {
   const ModelSpec spec_;
   const RetrievalConfig config_;
   std::atomic<uint64_t> recall_counter_{0};
-  std::unique_ptr<ThreadPool> pool_;  // the build threads
 
   mutable Mutex mu_;
-  CondVar wake_;
+  CondVar wake_;  // both build threads wait on it: notify all
   CondVar idle_;
   std::map<uint64_t, Entry> seqs_ GUARDED_BY(mu_);
+  std::deque<Job> quick_jobs_ GUARDED_BY(mu_);  // stand-in builds and folds, served first
   std::deque<Job> jobs_ GUARDED_BY(mu_);
-  bool running_job_ GUARDED_BY(mu_) = false;
+  int running_jobs_ GUARDED_BY(mu_) = 0;
   bool stop_ GUARDED_BY(mu_) = false;
   uint64_t builds_ GUARDED_BY(mu_) = 0;
   uint64_t folds_ GUARDED_BY(mu_) = 0;
   double build_seconds_ GUARDED_BY(mu_) = 0;
   std::thread builder_;
+  std::thread quick_builder_;
 };
 
 }  // namespace attic::worker_internal

@@ -128,10 +128,13 @@ Status SparseAttend::RunSparse(const AttendRunParams& params, size_t index, cons
   // the top k from.
   const int depth = spilled ? retrieval::CandidateDepth(locality_, top_k) : top_k;
   if (top_k > 0) {
-    RETURN_IF_ERROR(lease.index->Search(keys, scorer, {.top_k = depth, .effort = request_.effort},
-                                        &scratch.result));
+    // A request's effort is in the unit of the kind it asked for, not the stand-in's.
+    const int effort = lease.stand_in ? 0 : request_.effort;
+    RETURN_IF_ERROR(
+        lease.index->Search(keys, scorer, {.top_k = depth, .effort = effort}, &scratch.result));
   }
   const int64_t indexed = lease.index->size();
+  figures->stand_in = lease.stand_in;
   lease = {};  // the index is not needed past the search
   std::span<const KvRun> attend_runs = runs;
   if (!spilled) {

@@ -249,6 +249,10 @@ std::vector<config::Setting> ServingSettings(WorkerConfig* c) {
                  "Decode keys past an index's end that trigger folding them in"),
       IntSetting("retrieval.build_threads", &c->retrieval.build_threads, 1, 1024,
                  "Threads that build and fold indexes (below the compute pool's priority)"),
+      config::ChoiceSetting("retrieval.stand_in", &c->retrieval.stand_in,
+                            {"quantized", "cluster", "none"},
+                            "Fast index a sparse head searches while its graph or cluster index "
+                            "is being built; none = dense until then."),
       config::BoolSetting("retrieval.profile_heads", &c->retrieval.profile_heads,
                           "Decide per (layer, head) at build whether attention is diffuse "
                           "(then answered densely)."),

@@ -89,6 +89,9 @@ struct WorkerConfig {
     int min_tokens = 1024;
     int fold_tokens = 256;
     int build_threads = 1;
+    // The fast index searched while a graph or cluster index is being built ("none": heads run
+    // dense until then).
+    std::string stand_in = "quantized";
     bool profile_heads = true;
     // Sparse fetch from the SSD tier (docs/retrieval-locality.md): most value blocks one
     // (sequence, layer, KV head) reads per step (0 = no limit), and the preference for

@@ -86,6 +86,9 @@ WorkerServiceOptions ServiceOptions(const WorkerConfig& config) {
       .min_tokens = config.retrieval.min_tokens,
       .fold_tokens = config.retrieval.fold_tokens,
       .build_threads = config.retrieval.build_threads,
+      .stand_in = config.retrieval.stand_in == "none"
+                      ? std::nullopt
+                      : ParseIndexKind(config.retrieval.stand_in),  // a checked choice
       .profile_heads = config.retrieval.profile_heads,
       .fetch_budget = config.retrieval.fetch_budget,
       .score_slack = static_cast<float>(config.retrieval.score_slack_pct) / 100.0f,

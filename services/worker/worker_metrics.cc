@@ -165,6 +165,10 @@ WorkerMetrics::WorkerMetrics(const std::string& worker_name)
   attend_heads_ = {&heads.Add({{"mode", "sparse"}}), &heads.Add({{"mode", "dense"}})};
   dense_fallbacks_ = AddCounter(*registry_, "attic_worker_retrieval_dense_fallbacks_total",
                                 "Sparse heads answered densely because a fold held the index.");
+  stand_in_heads_ =
+      AddCounter(*registry_, "attic_worker_retrieval_stand_in_heads_total",
+                 "Sparse heads searched through the stand-in index (retrieval.stand_in) while "
+                 "the index asked for was being built.");
   recall_counters_ = {
       AddCounter(*registry_, "attic_worker_retrieval_recall_checks_total",
                  "Sparse heads also searched exactly (online recall, one in "
@@ -319,6 +323,10 @@ void WorkerMetrics::SetQueueDepth(int64_t depth) { queue_depth_->Set(NonNegative
 void WorkerMetrics::AddAttendHeads(uint64_t sparse, uint64_t dense) {
   if (sparse > 0) attend_heads_[0]->Increment(static_cast<double>(sparse));
   if (dense > 0) attend_heads_[1]->Increment(static_cast<double>(dense));
+}
+
+void WorkerMetrics::AddStandInHeads(uint64_t heads) {
+  if (heads > 0) stand_in_heads_->Increment(static_cast<double>(heads));
 }
 
 void WorkerMetrics::AddRetrievalChecks(uint64_t fallbacks, uint64_t heads, uint64_t exact,

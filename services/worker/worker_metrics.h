@@ -32,6 +32,8 @@
 //   attic_worker_retrieval_recall_exact_total, attic_worker_retrieval_recall_hits_total
 //   (online recall: rate(hits) / rate(exact) is recall@k)                          counters
 //   attic_worker_retrieval_recall      gauge: recall@k, moving average over recent checks
+//   attic_worker_retrieval_stand_in_heads_total   counter: sparse heads searched through the
+//                                                 stand-in while their index was being built
 // The SSD tier (all 0 without one; docs/worker.md):
 //   attic_worker_ssd_tier (1 with a tier), attic_worker_kv_value_dram_blocks (the values'
 //   DRAM budget), attic_worker_kv_resident_value_blocks, attic_worker_kv_spilled_value_blocks,
@@ -103,6 +105,7 @@ class WorkerMetrics {
   // Sparse heads answered densely while a fold held their index; online recall checks: heads
   // checked, the sum of their k, hits among those.
   void AddRetrievalChecks(uint64_t fallbacks, uint64_t heads, uint64_t exact, uint64_t hits);
+  void AddStandInHeads(uint64_t heads);
 
   // Retrieval figures (worker_internal::RetrievalState::Stats), copied before each scrape; the
   // counters advance by the running totals' growth since the previous call.
@@ -190,6 +193,7 @@ class WorkerMetrics {
   std::array<prometheus::Gauge*, 3> prefix_cache_blocks_;  // cached, shared, total
   std::array<prometheus::Counter*, 2> attend_heads_;  // sparse, dense
   prometheus::Counter* dense_fallbacks_;
+  prometheus::Counter* stand_in_heads_;
   std::array<prometheus::Counter*, 3> recall_counters_;  // heads, exact, hits
   prometheus::Gauge* recall_;                             // moving average over checks
   Mutex recall_mu_;

@@ -199,6 +199,7 @@ StatusOr<OutgoingMessage> WorkerService::Attend(const worker_codec::AttendCall& 
     metrics_->AddAttendHeads(figures.sparse_heads, figures.dense_heads);
     metrics_->AddRetrievalChecks(figures.fallback_heads, figures.recall_heads,
                                  figures.recall_exact, figures.recall_hits);
+    metrics_->AddStandInHeads(figures.stand_in_heads);
     metrics_->AddAttendPhases(phases.prepare, phases.compute, phases.reply);
   }
   return reply;

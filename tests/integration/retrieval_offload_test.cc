@@ -249,9 +249,12 @@ class RetrievalOffload : public ::testing::Test {
       StatusOr<AttendStats> s = Query(id, model_layer, layer.q_decode.data(), out.data(),
                                       lse.data());
       ASSERT_TRUE(s.ok()) << s.status();
-      if (s->dense_heads == want_dense) return;
+      // Heads answered through the stand-in (a 4-bit scan while the graph is built) are
+      // sparse but not yet the kind the offline evaluation builds: wait for those too.
+      if (s->dense_heads == want_dense && s->stand_in_heads == 0) return;
       ASSERT_LT(std::chrono::steady_clock::now(), give_up)
-          << "indexes not ready: " << s->dense_heads << " heads still dense";
+          << "indexes not ready: " << s->dense_heads << " heads still dense, "
+          << s->stand_in_heads << " on the stand-in";
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }

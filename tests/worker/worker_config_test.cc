@@ -478,6 +478,13 @@ TEST(WorkerConfigTest, RetrievalSettings) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->config.retrieval.fetch_budget, 16);
   EXPECT_EQ(r->config.retrieval.score_slack_pct, 10);
+  EXPECT_EQ(r->config.retrieval.stand_in, "quantized");  // default
+  r = Load({"--retrieval-stand-in", "none"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.retrieval.stand_in, "none");
+  r = Load({"--retrieval-stand-in", "graph"});  // a slow kind cannot stand in
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("retrieval.stand_in"), std::string::npos) << r.status();
   r = Load({"--retrieval-index-kind", "hnsw"});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("retrieval.index_kind"), std::string::npos) << r.status();
@@ -565,7 +572,7 @@ TEST(WorkerConfigTest, DescribeConfigMasksTheToken) {
   EXPECT_NE(text.find("name = w1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("model.num_layers = 6\n"), std::string::npos) << text;
   EXPECT_NE(text.find("kv_memory_bytes = 1GiB\n"), std::string::npos) << text;
-  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 52);  // one line per setting
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 53);  // one line per setting
   r = Load({});
   ASSERT_TRUE(r.ok());
   EXPECT_NE(DescribeConfig(r->config).find("token = \n"), std::string::npos);

@@ -205,6 +205,9 @@ struct AttendReply {
     recallHeads @12 :UInt32;
     recallExact @13 :UInt64;     # sum of the checked heads' k
     recallHits @14 :UInt64;
+    # Sparse heads of this item searched through a stand-in index (a fast 4-bit scan serving
+    # while the index asked for is still being built); counted among the sparse heads.
+    standInHeads @15 :UInt32;
   }
 }
 

@@ -79,6 +79,7 @@ std::string EncodeAttendReply(std::span<const AttendItemReply> items) {
     r.setRecallHeads(static_cast<uint32_t>(item.recall_heads));
     r.setRecallExact(item.recall_exact);
     r.setRecallHits(item.recall_hits);
+    r.setStandInHeads(static_cast<uint32_t>(item.stand_in_heads));
   }
   return transport::EncodeCapnp(builder);
 }

@@ -169,6 +169,7 @@ struct AttendItemReply {
   int recall_heads = 0;  // online recall: heads checked, their k summed, hits among those
   uint64_t recall_exact = 0;
   uint64_t recall_hits = 0;
+  int stand_in_heads = 0;  // sparse heads searched through a stand-in index
 };
 std::string EncodeAttendReply(std::span<const AttendItemReply> items);
 
