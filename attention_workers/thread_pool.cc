@@ -1,10 +1,25 @@
 #include "attention_workers/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace attic {
 
-ThreadPool::ThreadPool(const ThreadPoolOptions& options) {
+namespace {
+
+void CpuRelax() {
+#if defined(__x86_64__)
+  _mm_pause();
+#endif
+}
+
+}  // namespace
+
+ThreadPool::ThreadPool(const ThreadPoolOptions& options)
+    : spin_us_(std::max(0, options.spin_us)) {
   int n = options.num_threads;
   if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
   if (n <= 0) n = 1;
@@ -44,7 +59,23 @@ void ThreadPool::WorkerLoop() {
       batch = OpenBatch();
       return batch != nullptr;
     };
-    while (!ready()) wake_.Wait(&mu_);
+    if (!ready() && spin_us_ > 0) {
+      // Poll (without the lock) until a batch is posted or the spin runs out.
+      const uint64_t seen = posted_.load(std::memory_order_acquire);
+      mu_.Unlock();
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
+      int polls = 0;
+      while (posted_.load(std::memory_order_acquire) == seen) {
+        CpuRelax();
+        if (++polls % 64 == 0 && std::chrono::steady_clock::now() >= until) break;
+      }
+      mu_.Lock();
+    }
+    while (!ready()) {
+      ++sleepers_;
+      wake_.Wait(&mu_);
+      --sleepers_;
+    }
     if (stop_) return;
     ++batch->helpers;
     mu_.Unlock();
@@ -64,15 +95,21 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t)>& fn) 
   Batch batch;
   batch.fn = &fn;
   batch.n = n;
+  int64_t sleepers = 0;
   {
     MutexLock l(&mu_);
     open_.push_back(&batch);
+    posted_.fetch_add(1, std::memory_order_release);
+    sleepers = sleepers_;
   }
-  // The caller takes one task's share itself: wake at most n - 1 threads.
-  if (n - 1 >= static_cast<int64_t>(workers_.size())) {
+  // The caller takes one task's share itself: wake at most n - 1 threads, and only sleeping
+  // ones (spinning threads see posted_ change). A thread that goes to sleep after the push
+  // finds the batch under the lock first.
+  const int64_t wake = std::min(n - 1, sleepers);
+  if (wake >= static_cast<int64_t>(workers_.size())) {
     wake_.NotifyAll();
   } else {
-    for (int64_t i = 0; i < n - 1; ++i) wake_.NotifyOne();
+    for (int64_t i = 0; i < wake; ++i) wake_.NotifyOne();
   }
   Drain(batch);
   MutexLock l(&mu_);

@@ -10,7 +10,11 @@
 // takes tasks from the oldest batch that still has any, so an early request finishes first
 // while a later one fills the cores the early one leaves idle. Tasks are handed out one index
 // at a time from each batch's atomic counter (dynamic balance: tasks differ in length).
-// Threads sleep on a condition variable between batches; nothing spins while idle.
+// Threads sleep on a condition variable between batches. With spin_us > 0 a thread that runs
+// out of work first polls for a new batch that long: a decode step's batch then starts on
+// every core without a futex wake per thread (tens of microseconds each on a VM, against
+// a batch of a few hundred). Spinning costs a core's time for spin_us after each batch, so it
+// is for dedicated cores (the worker's busy_poll_us), not oversubscribed ones.
 //
 // Thread safety: ParallelFor may be called from any thread, concurrently; fn may itself call
 // ParallelFor on the same pool (the nested caller drains its own batch).
@@ -30,6 +34,8 @@ struct ThreadPoolOptions {
   // Threads that run tasks, the caller of ParallelFor included. 0 = std::thread's
   // hardware_concurrency(). More threads than cores only adds contention.
   int num_threads = 0;
+  // Poll for new work this long before sleeping, microseconds; 0 = sleep at once.
+  int spin_us = 0;
 };
 
 class ThreadPool {
@@ -58,7 +64,11 @@ class ThreadPool {
   // The oldest open batch with unclaimed tasks, or nullptr.
   Batch* OpenBatch() REQUIRES(mu_);
 
+  const int spin_us_;
+  // Batches posted so far: a spinning thread watches it change.
+  std::atomic<uint64_t> posted_{0};
   Mutex mu_;
+  int sleepers_ GUARDED_BY(mu_) = 0;  // pool threads waiting on wake_
   CondVar wake_;
   CondVar done_;
   std::vector<Batch*> open_ GUARDED_BY(mu_);  // in call order

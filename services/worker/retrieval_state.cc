@@ -18,7 +18,10 @@ using retrieval::KeyRows;
 namespace {
 
 // Background work yields to the attention pool: a positive nice value for the build threads.
+// Stand-in jobs take milliseconds and each one turns a head from dense to sparse, which saves
+// the attention pool far more than the job costs: they run at the pool's own priority.
 constexpr int kBuildNice = 10;
+constexpr int kStandInNice = 0;
 
 int KindIndex(IndexKind kind) { return static_cast<int>(kind); }
 
@@ -256,7 +259,8 @@ void RetrievalState::WaitIdle() {
 
 void RetrievalState::BuildLoop(bool quick) {
   // Build threads (these and the pool one starts) run below the attention pool's priority.
-  setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kBuildNice);
+  setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)),
+              quick ? kStandInNice : kBuildNice);
   // Stand-ins build in milliseconds on their own thread; the slow kinds get the pool.
   std::unique_ptr<ThreadPool> pool;
   if (!quick) {
@@ -274,8 +278,14 @@ void RetrievalState::BuildLoop(bool quick) {
       queue.pop_front();
       ++running_jobs_;
     }
+    const auto t0 = std::chrono::steady_clock::now();
     if (!quick && config_.before_slow_job) config_.before_slow_job();
     Run(job, pool.get());
+    ATTIC_LOG(kDebug, "retrieval")
+        << "sequence " << job.seq << " layer " << job.layer << ": "
+        << (job.stand_in ? "stand-in " : "") << (job.head < 0 ? "build" : "fold") << " took "
+        << std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count()
+        << " ms";
     {
       MutexLock lock(&mu_);
       --running_jobs_;

@@ -234,6 +234,9 @@ std::vector<config::Setting> ServingSettings(WorkerConfig* c) {
       IntSetting("busy_poll_us", &c->busy_poll_us, 0, 100000,
                  "Data-plane polling after activity before sleeping, us; 0 = sleep at once "
                  "(oversubscribed cores)"),
+      IntSetting("compute_spin_us", &c->compute_spin_us, 0, 100000,
+                 "Compute threads poll for the next batch this long before sleeping, us; 0 = "
+                 "sleep at once (oversubscribed cores)"),
       config::ChoiceSetting("retrieval.index_kind", &c->retrieval.index_kind,
                             {"exact", "graph", "cluster", "quantized"},
                             "Retrieval index a sparse request gets when it names none."),

@@ -76,6 +76,7 @@ WorkerServiceOptions ServiceOptions(const WorkerConfig& config) {
                          .kv_memory_bytes = config.kv_memory_bytes,
                          .populate = config.populate,
                          .compute_threads = config.compute_threads,
+                         .compute_spin_us = static_cast<int>(config.compute_spin_us),
                          .max_concurrent_requests = config.max_concurrent_requests,
                          .max_queued_requests = config.max_queued_requests};
   o.retrieval = {

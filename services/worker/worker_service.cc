@@ -58,7 +58,8 @@ StatusOr<std::unique_ptr<WorkerService>> WorkerService::Create(
   }
   ASSIGN_OR_RETURN(service->store_, std::move(store));
   service->pool_ = std::make_unique<ThreadPool>(
-      ThreadPoolOptions{.num_threads = options.compute_threads});
+      ThreadPoolOptions{.num_threads = options.compute_threads,
+                        .spin_us = options.compute_spin_us});
   service->retrieval_ = std::make_unique<worker_internal::RetrievalState>(
       service->store_.get(), options.spec, options.retrieval);
   RETURN_IF_ERROR(service->Recover());

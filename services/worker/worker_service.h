@@ -73,6 +73,8 @@ struct WorkerServiceOptions {
   bool populate = false;
   // Threads that compute attention; 0 = one per core.
   int compute_threads = 0;
+  // Compute threads poll for the next batch this long before sleeping, us; 0 = sleep at once.
+  int compute_spin_us = 0;
   // Requests run at once (each spreads over the compute pool); 0 = min(4, compute threads).
   int max_concurrent_requests = 0;
   // Requests waiting at most; beyond it admission refuses with RESOURCE_EXHAUSTED.
