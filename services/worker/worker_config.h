@@ -80,7 +80,7 @@ struct WorkerConfig {
   // How long a compute thread polls for the next batch before it sleeps, us
   // (ThreadPoolOptions::spin_us): a decode step's batch then starts on every core without a
   // wake-up each. 0 = sleep at once (oversubscribed cores). [0, 100000].
-  uint32_t compute_spin_us = 50;
+  uint32_t compute_spin_us = 0;
   // Retrieval attention (docs/retrieval.md): the index built when a request names none (exact,
   // graph, cluster or quantized), the selection a sparse request gets when it leaves a field
   // unset, contexts answered densely, background build threads, the fold trigger and the

@@ -493,6 +493,18 @@ TEST(WorkerConfigTest, RetrievalSettings) {
   EXPECT_NE(r.status().message().find("retrieval.fold_tokens"), std::string::npos) << r.status();
 }
 
+TEST(WorkerConfigTest, ComputeSpin) {
+  StatusOr<ConfigResult> r = Load({});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.compute_spin_us, 0u);  // sleep at once unless told
+  r = Load({"--compute-spin-us", "50"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.compute_spin_us, 50u);
+  r = Load({"--compute-spin-us", "100001"});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("compute_spin_us"), std::string::npos) << r.status();
+}
+
 TEST(WorkerConfigTest, SsdTierSettings) {
   StatusOr<ConfigResult> r = Load({});
   ASSERT_TRUE(r.ok()) << r.status();
