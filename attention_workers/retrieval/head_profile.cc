@@ -30,37 +30,6 @@ void Softmax(float scale, std::vector<float>& v) {
 }
 
 // Fraction of probs needed, largest first, to reach target mass.
-// The fewest largest probabilities whose sum reaches target, as a fraction of all. A
-// selection rather than a sort (the profile runs on every build, and sorting every query
-// head's context dominated it): halve the range with nth_element, keep the upper half whole
-// when it holds less than the mass still needed, else look only inside it; sort the last
-// few. Expected linear time.
-double KeyFraction(std::vector<float> probs, double target) {
-  const size_t n = probs.size();
-  if (n == 0) return 0.0;
-  size_t lo = 0, hi = n;  // [0, lo) taken, each >= everything in [lo, n); answer in (lo, hi]
-  double need = target;
-  while (hi - lo > 64) {
-    const size_t mid = lo + (hi - lo) / 2;
-    std::nth_element(probs.begin() + static_cast<std::ptrdiff_t>(lo),
-                     probs.begin() + static_cast<std::ptrdiff_t>(mid),
-                     probs.begin() + static_cast<std::ptrdiff_t>(hi), std::greater<>());
-    double upper = 0.0;
-    for (size_t i = lo; i < mid; ++i) upper += probs[i];
-    if (upper >= need) {
-      hi = mid;
-    } else {
-      need -= upper;
-      lo = mid;
-    }
-  }
-  std::sort(probs.begin() + static_cast<std::ptrdiff_t>(lo),
-            probs.begin() + static_cast<std::ptrdiff_t>(hi), std::greater<>());
-  double mass = 0.0;
-  size_t i = lo;
-  while (i < hi && mass < need) mass += probs[i++];
-  return static_cast<double>(i) / static_cast<double>(n);
-}
 
 QueryStats ProfileQuery(const KeyRows& keys, const QueryGroup& group, int64_t length,
                         float scale, const ProfileOptions& options) {
@@ -85,7 +54,7 @@ QueryStats ProfileQuery(const KeyRows& keys, const QueryGroup& group, int64_t le
     double mass = 0.0;
     for (int32_t t : chosen) mass += head[g][t];
     s.oracle_mass.push_back(mass);
-    s.key_fraction.push_back(KeyFraction(std::move(head[g]), options.mass_target));
+    s.key_fraction.push_back(KeyFractionForMass(std::move(head[g]), options.mass_target));
   }
   return s;
 }
@@ -133,6 +102,37 @@ Status ValidateProfile(const KeyRows& keys, const QuerySample& sample,
 }
 
 }  // namespace
+
+// A selection rather than a sort (the profile runs on every build, and sorting every query
+// head's context dominated it): halve the range with nth_element, keep the upper half whole
+// when it holds less than the mass still needed, else look only inside it; sort the last
+// few. Expected linear time.
+double KeyFractionForMass(std::vector<float> probs, double target) {
+  const size_t n = probs.size();
+  if (n == 0) return 0.0;
+  size_t lo = 0, hi = n;  // [0, lo) taken, each >= everything in [lo, n); answer in (lo, hi]
+  double need = target;
+  while (hi - lo > 64) {
+    const size_t mid = lo + (hi - lo) / 2;
+    std::nth_element(probs.begin() + static_cast<std::ptrdiff_t>(lo),
+                     probs.begin() + static_cast<std::ptrdiff_t>(mid),
+                     probs.begin() + static_cast<std::ptrdiff_t>(hi), std::greater<>());
+    double upper = 0.0;
+    for (size_t i = lo; i < mid; ++i) upper += probs[i];
+    if (upper >= need) {
+      hi = mid;
+    } else {
+      need -= upper;
+      lo = mid;
+    }
+  }
+  std::sort(probs.begin() + static_cast<std::ptrdiff_t>(lo),
+            probs.begin() + static_cast<std::ptrdiff_t>(hi), std::greater<>());
+  double mass = 0.0;
+  size_t i = lo;
+  while (i < hi && mass < need) mass += probs[i++];
+  return static_cast<double>(i) / static_cast<double>(n);
+}
 
 std::string HeadProfile::ToString() const {
   char buf[256];

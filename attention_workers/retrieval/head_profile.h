@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "attention_workers/retrieval/key_index.h"
 #include "attention_workers/retrieval/selection.h"
@@ -59,6 +60,10 @@ struct HeadProfile {
   // One line for logs: "dense=0 evidence=1 queries=32 ctx=15624 keys90=0.031 ...".
   std::string ToString() const;
 };
+
+// The fewest largest of probs whose sum reaches target (in (0, 1]), as a fraction of
+// probs.size() (all of them when the sum never reaches it); 0 for none. The profile's keys90.
+double KeyFractionForMass(std::vector<float> probs, double target);
 
 // InvalidArgument for invalid keys, a sample that does not match them, or bad options.
 StatusOr<HeadProfile> ProfileHead(const KeyRows& keys, const QuerySample& sample,

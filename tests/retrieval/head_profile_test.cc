@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -63,6 +66,33 @@ TEST(HeadProfile, PeakedHeadIsSparseUniformHeadIsDense) {
   EXPECT_TRUE(f->dense) << f->ToString();
   EXPECT_LT(f->oracle_mass, 0.2);  // 168 of ~4000 keys at equal weight
   EXPECT_GT(f->key_fraction, 0.8);
+}
+
+// The selection gives the sort's answer: the fewest largest probabilities reaching the mass.
+TEST(HeadProfile, KeyFractionForMassMatchesASort) {
+  std::mt19937 rng(3);
+  for (int n : {1, 7, 64, 65, 1000, 16384}) {
+    for (int shape = 0; shape < 3; ++shape) {
+      std::vector<float> p(static_cast<size_t>(n));
+      std::exponential_distribution<float> e(1.0f);
+      for (float& x : p) x = shape == 0 ? 1.0f : std::pow(e(rng), shape == 1 ? 1.0f : 8.0f);
+      double sum = 0;
+      for (float x : p) sum += x;
+      for (float& x : p) x = static_cast<float>(x / sum);
+      for (double target : {0.1, 0.5, 0.9, 0.999}) {
+        std::vector<float> sorted = p;
+        std::sort(sorted.begin(), sorted.end(), std::greater<>());
+        double mass = 0;
+        size_t want = 0;
+        while (want < sorted.size() && mass < target) mass += sorted[want++];
+        const double got = KeyFractionForMass(p, target) * n;
+        // Sums in another order may cross the target one key apart.
+        EXPECT_NEAR(got, static_cast<double>(want), 1.0)
+            << "n " << n << " shape " << shape << " target " << target;
+      }
+    }
+  }
+  EXPECT_EQ(KeyFractionForMass({}, 0.9), 0.0);
 }
 
 TEST(HeadProfile, EmptySampleIsNoEvidence) {
