@@ -133,30 +133,6 @@ std::string LayerSparseText(const AttentionTotals& a) {
   return t;
 }
 
-std::string AttentionText(const AttentionTotals& a) {
-  if (a.head_steps == 0) return a.policy + ": no decode step\n";
-  std::string t = fmt::format("{}: {} of heads sparse | keys touched {}\n", a.policy,
-                              FormatPercent(1.0 - Ratio(a.dense_head_steps, a.head_steps)),
-                              FormatPercent(Ratio(a.keys_touched, a.keys_context)));
-  t += fmt::format("{:<14}bytes read {} of a dense pass ({}, of it {} from SSD)\n", "",
-                   FormatPercent(Ratio(a.bytes_read, a.dense_bytes)),
-                   FormatBytes(static_cast<double>(a.bytes_read)),
-                   FormatBytes(static_cast<double>(a.ssd_bytes)));
-  t += fmt::format("{:<14}sparse heads by layer: {}\n", "", LayerSparseText(a));
-  if (a.stand_in_head_steps > 0) {
-    t += fmt::format("{:<14}{} of heads searched the stand-in index while theirs was built\n",
-                     "", FormatPercent(Ratio(a.stand_in_head_steps, a.head_steps)));
-  }
-  if (a.recall_heads > 0) {
-    t += fmt::format("{:<14}online recall@k {:.3f} ({} heads checked)\n", "",
-                     Ratio(a.recall_hits, a.recall_exact), FormatCount(
-                         static_cast<int64_t>(a.recall_heads)));
-  } else if (a.policy != "dense") {
-    t += fmt::format("{:<14}online recall: no sparse head was checked\n", "");
-  }
-  return t;
-}
-
 Json AttentionJson(const AttentionTotals& a) {
   Json layers = Json::array();
   for (size_t l = 0; l < a.layer_head_steps.size(); ++l) {
@@ -183,6 +159,30 @@ Json AttentionJson(const AttentionTotals& a) {
 }
 
 }  // namespace
+
+std::string AttentionText(const AttentionTotals& a) {
+  if (a.head_steps == 0) return a.policy + ": no decode step\n";
+  std::string t = fmt::format("{}: {} of heads sparse | keys touched {}\n", a.policy,
+                              FormatPercent(1.0 - Ratio(a.dense_head_steps, a.head_steps)),
+                              FormatPercent(Ratio(a.keys_touched, a.keys_context)));
+  t += fmt::format("{:<14}bytes read {} of a dense pass ({}, of it {} from SSD)\n", "",
+                   FormatPercent(Ratio(a.bytes_read, a.dense_bytes)),
+                   FormatBytes(static_cast<double>(a.bytes_read)),
+                   FormatBytes(static_cast<double>(a.ssd_bytes)));
+  t += fmt::format("{:<14}sparse heads by layer: {}\n", "", LayerSparseText(a));
+  if (a.stand_in_head_steps > 0) {
+    t += fmt::format("{:<14}{} of heads searched the stand-in index while theirs was built\n",
+                     "", FormatPercent(Ratio(a.stand_in_head_steps, a.head_steps)));
+  }
+  if (a.recall_heads > 0) {
+    t += fmt::format("{:<14}online recall@k {:.3f} ({} heads checked)\n", "",
+                     Ratio(a.recall_hits, a.recall_exact), FormatCount(
+                         static_cast<int64_t>(a.recall_heads)));
+  } else if (a.policy != "dense") {
+    t += fmt::format("{:<14}online recall: no sparse head was checked\n", "");
+  }
+  return t;
+}
 
 Percentiles ComputePercentiles(std::vector<double> values) {
   Percentiles p;

@@ -142,6 +142,11 @@ struct ReplaySummary {
 
 ReplaySummary Summarize(const ReplayReport& report);
 
+// What decode attention did, as the text table's "attention" lines (the first unindented):
+// policy and share of heads sparse, keys touched, bytes against a dense pass, by layer, the
+// stand-in share, online recall. Each line ends in a newline.
+std::string AttentionText(const AttentionTotals& attention);
+
 // A fixed-width text table of the summary, ending in a newline.
 std::string RenderTable(const ReplayReport& report, const ReplaySummary& summary);
 

@@ -267,6 +267,11 @@ std::string Cards(const ReplayReport& r, const ReplaySummary& s) {
   h += Card("decode step p99", FormatMs(s.step_latency_ms.p99) + " ms");
   h += Card("TTFT p50", FormatMs(s.ttft_ms.p50) + " ms");
   h += Card("prefix hit ratio", FormatPercent(s.prefix_hit_ratio));
+  if (r.attention.head_steps > 0) {
+    h += Card("heads sparse (" + r.attention.policy + ")",
+              FormatPercent(1.0 - static_cast<double>(r.attention.dense_head_steps) /
+                                      static_cast<double>(r.attention.head_steps)));
+  }
   h += Card("KV peak DRAM / SSD", FormatBytes(static_cast<double>(r.kv_bytes_dram_peak)) + " / " +
                                       FormatBytes(static_cast<double>(r.kv_bytes_ssd_peak)));
   h += Card("wall time", fmt::format("{:.1f} s", r.wall_s));
@@ -303,6 +308,15 @@ std::string SummaryTables(const ReplayReport& r, const ReplaySummary& s) {
            fmt::format("{} (received {})", FormatBytes(static_cast<double>(r.bytes_sent)),
                        FormatBytes(static_cast<double>(r.bytes_received))));
   h += Row("KV read by Attend", FormatBytes(static_cast<double>(r.attend_bytes_read)));
+  // The text table's attention lines, one row each.
+  const std::string attention = AttentionText(r.attention);
+  size_t begin = 0;
+  for (size_t end; (end = attention.find('\n', begin)) != std::string::npos; begin = end + 1) {
+    const std::string_view line =
+        std::string_view(attention).substr(begin, end - begin);
+    const size_t text = line.find_first_not_of(' ');
+    h += Row(begin == 0 ? "attention" : "", text == std::string_view::npos ? "" : line.substr(text));
+  }
   h += Row("decode tokens", FormatCount(r.decode_tokens));
   h += Row("wall time", fmt::format("{:.1f} s", r.wall_s));
   h += "</table>\n<table><tr><th>latency (ms)</th><th class=\"num\">p50</th><th class=\"num\">p90"

@@ -98,6 +98,7 @@ ReplayReport HandcraftedReport() {
   a.policy = "auto";
   a.head_steps = 400;
   a.dense_head_steps = 200;
+  a.stand_in_head_steps = 100;
   a.keys_context = 400000;
   a.keys_touched = 200000 + 10000;
   a.dense_bytes = 400000ull * 512;
@@ -184,7 +185,8 @@ TEST(RenderTableTest, ShowsEveryFigure) {
         "KV read by Attend 7.00 GiB", "10.0 s", "attic-ref-54m", "requests 10-14, speed-up 4x",
         "127.0.0.1:7100", "6.00 KiB/token", "auto: 50.0 % of heads sparse",
         "keys touched 52.5 %", "bytes read 51.5 % of a dense pass", "of it 1.00 MiB from SSD",
-        "sparse heads by layer: 0.0 % 100.0 %", "online recall@k 0.950 (8 heads checked)"}) {
+        "sparse heads by layer: 0.0 % 100.0 %", "online recall@k 0.950 (8 heads checked)",
+        "25.0 % of heads searched the stand-in index"}) {
     EXPECT_THAT(t, HasSubstr(want)) << t;
   }
   std::istringstream lines(t);
@@ -222,6 +224,8 @@ TEST(RenderJsonTest, ParsesBackWithTheRequiredKeys) {
   EXPECT_DOUBLE_EQ(at["bytes_fraction"].get<double>(), 206000.0 / 400000.0);
   EXPECT_DOUBLE_EQ(at["recall"].get<double>(), 0.95);
   EXPECT_EQ(at["ssd_bytes"], 1ull << 20);
+  EXPECT_DOUBLE_EQ(at["stand_in_head_fraction"].get<double>(), 0.25);
+  EXPECT_EQ(at["stand_in_head_steps"], 100);
   const nlohmann::json& c = j["config"];
   EXPECT_EQ(c["trace"], "conv<1>.jsonl");
   EXPECT_EQ(c["model"], "attic-ref-54m");
@@ -272,6 +276,11 @@ TEST(RenderHtmlTest, SelfContainedWithChartsAndEscapedText) {
   EXPECT_THAT(h, HasSubstr("KV cache over the fleet"));
   EXPECT_THAT(h, HasSubstr("Requests in flight"));
   EXPECT_THAT(h, HasSubstr("Configuration"));
+  // What attention did: a card and the text table's lines.
+  EXPECT_THAT(h, HasSubstr("heads sparse (auto)"));
+  EXPECT_THAT(h, HasSubstr("auto: 50.0 % of heads sparse | keys touched 52.5 %"));
+  EXPECT_THAT(h, HasSubstr("sparse heads by layer: 0.0 % 100.0 %"));
+  EXPECT_THAT(h, HasSubstr("online recall@k 0.950 (8 heads checked)"));
 }
 
 TEST(ProgressLineTest, StaysWithinTheWidth) {
