@@ -153,14 +153,6 @@ struct RunResult {
   bool within_slo = false;
 };
 
-double Fraction(uint64_t a, uint64_t b) {
-  return b > 0 ? static_cast<double>(a) / static_cast<double>(b) : 0.0;
-}
-
-double SparseShare(const replay::AttentionTotals& a) {
-  return a.head_steps > 0 ? 1.0 - Fraction(a.dense_head_steps, a.head_steps) : 0.0;
-}
-
 // One replay of the trace at one speed-up and policy, on a fresh local fleet.
 StatusOr<RunResult> RunOnce(const Flags& flags, const ModelSpec& spec, const replay::Trace& trace,
                             replay::AttentionPolicy policy, double speedup, uint64_t seed) {
@@ -240,17 +232,17 @@ void PrintSideBySide(const Flags& flags, const std::vector<std::vector<RunResult
     });
     row("TTFT p50 (ms)", [&](const RunResult& r) { return num(r.summary.ttft_ms.p50, "%.0f"); });
     row("heads sparse", [&](const RunResult& r) {
-      return num(100.0 * SparseShare(r.attention), "%.1f %%");
+      return num(100.0 * r.attention.sparse_fraction(), "%.1f %%");
     });
     row("keys touched", [&](const RunResult& r) {
-      return num(100.0 * Fraction(r.attention.keys_touched, r.attention.keys_context), "%.1f %%");
+      return num(100.0 * r.attention.keys_touched_fraction(), "%.1f %%");
     });
     row("bytes of a dense pass", [&](const RunResult& r) {
-      return num(100.0 * Fraction(r.attention.bytes_read, r.attention.dense_bytes), "%.1f %%");
+      return num(100.0 * r.attention.bytes_fraction(), "%.1f %%");
     });
     row("online recall@k", [&](const RunResult& r) {
       return r.attention.recall_exact > 0
-                 ? num(Fraction(r.attention.recall_hits, r.attention.recall_exact), "%.3f")
+                 ? num(r.attention.recall(), "%.3f")
                  : std::string("-");
     });
   }
@@ -294,7 +286,7 @@ int Run(const Flags& flags) {
                   name.c_str(), run->speedup, static_cast<long long>(s.requests_completed),
                   static_cast<long long>(s.requests_admitted), s.request_rate,
                   s.decode_tokens_per_s, s.step_latency_ms.p50, s.step_latency_ms.p99,
-                  100.0 * SparseShare(run->attention), run->within_slo ? "within SLO" : "OVER SLO");
+                  100.0 * run->attention.sparse_fraction(), run->within_slo ? "within SLO" : "OVER SLO");
       std::fflush(stdout);
       const std::vector<Param> params = {{"attention", name},
                                          {"speedup", std::to_string(run->speedup)},
@@ -307,9 +299,9 @@ int Run(const Flags& flags) {
                      .value = s.step_latency_ms.p99, .unit = "ms", .limit = flags.slo_ms,
                      .limit_source = "SLO", .better = "lower"});
       report.AddRow({.name = "sparse_head_fraction", .params = params,
-                     .value = SparseShare(run->attention), .unit = "fraction"});
+                     .value = run->attention.sparse_fraction(), .unit = "fraction"});
       report.AddRow({.name = "bytes_fraction", .params = params,
-                     .value = Fraction(run->attention.bytes_read, run->attention.dense_bytes),
+                     .value = run->attention.bytes_fraction(),
                      .unit = "fraction", .limit = 1.0, .limit_source = "a dense pass",
                      .better = "lower"});
       const bool within = run->within_slo;

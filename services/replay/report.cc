@@ -119,16 +119,12 @@ std::string FailuresText(const ReplaySummary& s) {
   return out;
 }
 
-double Ratio(uint64_t a, uint64_t b) {
-  return b == 0 ? 0.0 : static_cast<double>(a) / static_cast<double>(b);
-}
-
 // The sparse share of each layer's heads, "0% 0% 100% ...".
 std::string LayerSparseText(const AttentionTotals& a) {
   std::string t;
   for (size_t l = 0; l < a.layer_head_steps.size(); ++l) {
     if (!t.empty()) t += ' ';
-    t += FormatPercent(1.0 - Ratio(a.layer_dense_head_steps[l], a.layer_head_steps[l]));
+    t += FormatPercent(a.layer_sparse_fraction(l));
   }
   return t;
 }
@@ -136,15 +132,15 @@ std::string LayerSparseText(const AttentionTotals& a) {
 Json AttentionJson(const AttentionTotals& a) {
   Json layers = Json::array();
   for (size_t l = 0; l < a.layer_head_steps.size(); ++l) {
-    layers.push_back(1.0 - Ratio(a.layer_dense_head_steps[l], a.layer_head_steps[l]));
+    layers.push_back(a.layer_sparse_fraction(l));
   }
   return Json{{"policy", a.policy},
-              {"sparse_head_fraction", 1.0 - Ratio(a.dense_head_steps, a.head_steps)},
+              {"sparse_head_fraction", a.sparse_fraction()},
               {"sparse_head_fraction_by_layer", std::move(layers)},
-              {"stand_in_head_fraction", Ratio(a.stand_in_head_steps, a.head_steps)},
-              {"keys_touched_fraction", Ratio(a.keys_touched, a.keys_context)},
-              {"bytes_fraction", Ratio(a.bytes_read, a.dense_bytes)},
-              {"recall", a.recall_exact > 0 ? Json(Ratio(a.recall_hits, a.recall_exact)) : Json()},
+              {"stand_in_head_fraction", a.stand_in_fraction()},
+              {"keys_touched_fraction", a.keys_touched_fraction()},
+              {"bytes_fraction", a.bytes_fraction()},
+              {"recall", a.recall_exact > 0 ? Json(a.recall()) : Json()},
               {"head_steps", a.head_steps},
               {"dense_head_steps", a.dense_head_steps},
               {"stand_in_head_steps", a.stand_in_head_steps},
@@ -163,20 +159,20 @@ Json AttentionJson(const AttentionTotals& a) {
 std::string AttentionText(const AttentionTotals& a) {
   if (a.head_steps == 0) return a.policy + ": no decode step\n";
   std::string t = fmt::format("{}: {} of heads sparse | keys touched {}\n", a.policy,
-                              FormatPercent(1.0 - Ratio(a.dense_head_steps, a.head_steps)),
-                              FormatPercent(Ratio(a.keys_touched, a.keys_context)));
+                              FormatPercent(a.sparse_fraction()),
+                              FormatPercent(a.keys_touched_fraction()));
   t += fmt::format("{:<14}bytes read {} of a dense pass ({}, of it {} from SSD)\n", "",
-                   FormatPercent(Ratio(a.bytes_read, a.dense_bytes)),
+                   FormatPercent(a.bytes_fraction()),
                    FormatBytes(static_cast<double>(a.bytes_read)),
                    FormatBytes(static_cast<double>(a.ssd_bytes)));
   t += fmt::format("{:<14}sparse heads by layer: {}\n", "", LayerSparseText(a));
   if (a.stand_in_head_steps > 0) {
     t += fmt::format("{:<14}{} of heads searched the stand-in index while theirs was built\n",
-                     "", FormatPercent(Ratio(a.stand_in_head_steps, a.head_steps)));
+                     "", FormatPercent(a.stand_in_fraction()));
   }
   if (a.recall_heads > 0) {
     t += fmt::format("{:<14}online recall@k {:.3f} ({} heads checked)\n", "",
-                     Ratio(a.recall_hits, a.recall_exact), FormatCount(
+                     a.recall(), FormatCount(
                          static_cast<int64_t>(a.recall_heads)));
   } else if (a.policy != "dense") {
     t += fmt::format("{:<14}online recall: no sparse head was checked\n", "");

@@ -95,6 +95,26 @@ struct AttentionTotals {
   uint64_t recall_hits = 0;
   std::vector<uint64_t> layer_head_steps;  // [layers]
   std::vector<uint64_t> layer_dense_head_steps;
+
+  // The report's figures, fractions in [0, 1] (0 where nothing was counted).
+  double sparse_fraction() const {
+    return head_steps == 0 ? 0.0 : 1.0 - Ratio(dense_head_steps, head_steps);
+  }
+  double layer_sparse_fraction(size_t layer) const {
+    return layer_head_steps[layer] == 0
+               ? 0.0
+               : 1.0 - Ratio(layer_dense_head_steps[layer], layer_head_steps[layer]);
+  }
+  double stand_in_fraction() const { return Ratio(stand_in_head_steps, head_steps); }
+  double keys_touched_fraction() const { return Ratio(keys_touched, keys_context); }
+  double bytes_fraction() const { return Ratio(bytes_read, dense_bytes); }
+  // Online recall@k; meaningful only when recall_exact > 0.
+  double recall() const { return Ratio(recall_hits, recall_exact); }
+
+ private:
+  static double Ratio(uint64_t a, uint64_t b) {
+    return b == 0 ? 0.0 : static_cast<double>(a) / static_cast<double>(b);
+  }
 };
 
 struct ReplayReport {

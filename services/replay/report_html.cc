@@ -269,8 +269,7 @@ std::string Cards(const ReplayReport& r, const ReplaySummary& s) {
   h += Card("prefix hit ratio", FormatPercent(s.prefix_hit_ratio));
   if (r.attention.head_steps > 0) {
     h += Card("heads sparse (" + r.attention.policy + ")",
-              FormatPercent(1.0 - static_cast<double>(r.attention.dense_head_steps) /
-                                      static_cast<double>(r.attention.head_steps)));
+              FormatPercent(r.attention.sparse_fraction()));
   }
   h += Card("KV peak DRAM / SSD", FormatBytes(static_cast<double>(r.kv_bytes_dram_peak)) + " / " +
                                       FormatBytes(static_cast<double>(r.kv_bytes_ssd_peak)));

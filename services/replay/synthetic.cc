@@ -59,38 +59,29 @@ inline uint16_t Fp32BitsToFp16(uint32_t u) {
   return static_cast<uint16_t>(exponent > 112u ? normal : sign);
 }
 
+// Element i of a row in dtype: fp32 as is, bf16 truncated, fp16 converted.
+void StoreElement(DType dtype, float v, int i, std::byte* out) {
+  std::byte* dst = out + static_cast<size_t>(i) * DTypeSize(dtype);
+  if (dtype == DType::kFloat32) {
+    std::memcpy(dst, &v, sizeof(v));
+    return;
+  }
+  const uint32_t bits = std::bit_cast<uint32_t>(v);
+  const uint16_t h =
+      dtype == DType::kBFloat16 ? static_cast<uint16_t>(bits >> 16) : Fp32BitsToFp16(bits);
+  std::memcpy(dst, &h, sizeof(h));
+}
+
 void PortableRow(DType dtype, uint64_t state, int d, Range r, std::byte* out) {
   for (int i = 0; i < d; i += 4) {
     state += kWyIncrement;
     const uint64_t w = WyMix(state);
-    for (int j = 0; j < 4; ++j) {
-      const float v = LaneValue(w >> (16 * j), r);
-      const uint32_t bits = std::bit_cast<uint32_t>(v);
-      std::byte* dst = out + static_cast<size_t>(i + j) * DTypeSize(dtype);
-      if (dtype == DType::kFloat32) {
-        std::memcpy(dst, &v, sizeof(v));
-      } else {
-        const uint16_t h =
-            dtype == DType::kBFloat16 ? static_cast<uint16_t>(bits >> 16) : Fp32BitsToFp16(bits);
-        std::memcpy(dst, &h, sizeof(h));
-      }
-    }
+    for (int j = 0; j < 4; ++j) StoreElement(dtype, LaneValue(w >> (16 * j), r), i + j, out);
   }
 }
 
 void PortableTruncate(DType dtype, const float* in, int d, std::byte* out) {
-  for (int i = 0; i < d; ++i) {
-    const float v = in[i];
-    const uint32_t bits = std::bit_cast<uint32_t>(v);
-    std::byte* dst = out + static_cast<size_t>(i) * DTypeSize(dtype);
-    if (dtype == DType::kFloat32) {
-      std::memcpy(dst, &v, sizeof(v));
-    } else {
-      const uint16_t h =
-          dtype == DType::kBFloat16 ? static_cast<uint16_t>(bits >> 16) : Fp32BitsToFp16(bits);
-      std::memcpy(dst, &h, sizeof(h));
-    }
-  }
+  for (int i = 0; i < d; ++i) StoreElement(dtype, in[i], i, out);
 }
 
 #if defined(__SSE2__)

@@ -14,10 +14,11 @@
 //   }
 //   state.Forget(seq);                                                  // before CloseSequence
 //
-// Background work runs on the state's own build threads (config.build_threads, plus the
-// stand-in thread), at a lower
-// scheduling priority than the attention pool: the pool's ParallelFor runs one batch at a time,
-// so a build sharing it would hold decode steps back for the length of a build phase.
+// Background work runs on the state's own threads, never on the attention pool (its
+// ParallelFor runs one batch at a time, so a build sharing it would hold decode steps back for
+// the length of a build phase): slow builds and folds on config.build_threads at a lower
+// scheduling priority than the pool; stand-in builds and folds on one thread at the pool's
+// priority (they take milliseconds and each turns a dense head sparse).
 // Decode keeps reading the sequence while a build reads its first `length` keys: rows below
 // the length a build captured are never written again, and Forget waits for a build in flight
 // before the store may free the blocks.
