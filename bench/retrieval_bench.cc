@@ -208,6 +208,31 @@ std::vector<Task> PlanTasks(const Dataset& ds, int64_t context, std::vector<std:
   return tasks;
 }
 
+// The serving policy's figures for one context as envelope rows: recall of the worst sparse
+// head against the target, the bytes against a dense pass over every head.
+void AddServingRows(const ServingSummary& s, double target, bench::BenchReport* report) {
+  const std::vector<bench::Param> params = {{"context", std::to_string(s.context)},
+                                            {"heads", std::to_string(s.heads)},
+                                            {"sparse_heads", std::to_string(s.sparse_heads)}};
+  report->AddRow({.name = "serving_min_recall_at_100", .params = params, .value = s.min_recall,
+                  .unit = "recall", .limit = target, .limit_source = "recall target (--target)"});
+  report->AddRow({.name = "serving_mean_recall_at_100", .params = params,
+                  .value = s.mean_recall, .unit = "recall", .limit = target,
+                  .limit_source = "recall target (--target)"});
+  report->AddRow({.name = "serving_heads_below_target", .params = params,
+                  .value = static_cast<double>(s.below_target), .unit = "heads",
+                  .better = "lower"});
+  report->AddRow({.name = "serving_sparse_mean_bytes_fraction", .params = params,
+                  .value = s.sparse_bytes, .unit = "fraction", .limit = 1.0,
+                  .limit_source = "a dense pass", .better = "lower"});
+  report->AddRow({.name = "serving_sparse_max_bytes_fraction", .params = params,
+                  .value = s.max_sparse_bytes, .unit = "fraction", .limit = 1.0,
+                  .limit_source = "a dense pass", .better = "lower"});
+  report->AddRow({.name = "serving_all_heads_bytes_fraction", .params = params,
+                  .value = s.all_bytes, .unit = "fraction", .limit = 1.0,
+                  .limit_source = "a dense pass over every head", .better = "lower"});
+}
+
 int Run(const Flags& flags) {
   auto loaded = LoadDataset(flags.data, flags.layers);
   if (!loaded.ok()) {
@@ -277,6 +302,7 @@ int Run(const Flags& flags) {
   std::printf("\n\n");
   PrintRows(stdout, rows, dense_us);
   PrintMatchedRecall(stdout, rows, dense_us, flags.target);
+  const std::vector<ServingSummary> serving = PrintServingPolicy(stdout, rows, dense_us, flags.target);
 
   bench::BenchReport report("retrieval");
   report.AddHostFact("data", ds.dir);
@@ -286,6 +312,7 @@ int Run(const Flags& flags) {
   report.AddHostFact("threads", std::to_string(threads));
   report.AddHostFact("build_threads", std::to_string(flags.build_threads));
   for (const EvalRow& r : rows) report.AddRawRow(RowJson(r, dense_us[r.context]));
+  for (const ServingSummary& s : serving) AddServingRows(s, flags.target, &report);
   return report.Finish(flags.json, kProgram);
 }
 

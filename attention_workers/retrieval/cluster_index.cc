@@ -164,6 +164,9 @@ ClusterIndex::Probe ClusterIndex::ProbeClusters(const float* q, int group_size,
 Status ClusterIndex::Search(const KeyRows& keys, const GroupScorer& scorer,
                             const SearchParams& params, SearchResult* out) const {
   RETURN_IF_ERROR(ValidateSearch(keys, size_, scorer, params));
+  if (params.position_limit > 0) {
+    return InvalidArgumentError("cluster index: position_limit is not supported");
+  }
   SearchResult r;
   if (size_ > 0) {
     std::vector<float> q(static_cast<size_t>(scorer.group_size()) * head_dim_);

@@ -1,5 +1,7 @@
 #include "attention_workers/retrieval/exact_index.h"
 
+#include <algorithm>
+
 #include <vector>
 
 namespace attic::retrieval {
@@ -29,13 +31,14 @@ class ExactIndex final : public KeyIndex {
   Status Search(const KeyRows& keys, const GroupScorer& scorer, const SearchParams& params,
                 SearchResult* out) const override {
     RETURN_IF_ERROR(ValidateSearch(keys, size_, scorer, params));
-    std::vector<float> scores(static_cast<size_t>(size_));
-    scorer.ScoreRange(keys, 0, size_, scores.data());
+    const int64_t n =
+        params.position_limit > 0 ? std::min(size_, params.position_limit) : size_;
+    std::vector<float> scores(static_cast<size_t>(n));
+    scorer.ScoreRange(keys, 0, n, scores.data());
     out->positions = TopKPositions(scores, params.top_k);
     out->scores.clear();
     for (int32_t p : out->positions) out->scores.push_back(scores[static_cast<size_t>(p)]);
-    out->stats = {.keys_scored = size_,
-                  .bytes_read = size_ * static_cast<int64_t>(keys.row_bytes())};
+    out->stats = {.keys_scored = n, .bytes_read = n * static_cast<int64_t>(keys.row_bytes())};
     return OkStatus();
   }
 

@@ -1,8 +1,10 @@
 #include "attention_workers/retrieval/graph_index.h"
 
 #include <algorithm>
+#include <limits>
 #include <string>
 
+#include "attention_workers/retrieval/calibration.h"
 #include "attention_workers/retrieval/internal/graph_build.h"
 #include "attention_workers/retrieval/internal/graph_search.h"
 
@@ -25,6 +27,12 @@ Status ValidateGraphOptions(const GraphOptions& o) {
   if (o.train_queries < 0) return InvalidArgumentError("graph options: train_queries < 0");
   if (!(o.prune_alpha >= 1.0f)) return InvalidArgumentError("graph options: prune_alpha < 1");
   if (o.rerank < 1) return InvalidArgumentError("graph options: rerank < 1");
+  if (o.calibration_queries < 0 || o.calibration_top_k < 1 || o.calibration_window < 0 ||
+      !(o.calibration_target >= 0.0f && o.calibration_target <= 1.0f)) {
+    return InvalidArgumentError(
+        "graph options: calibration_queries < 0, calibration_top_k < 1 or calibration_target "
+        "outside [0, 1]");
+  }
   if (o.search_width < 1 || o.search_width > internal::kMaxSearchWidth) {
     return InvalidArgumentError("graph options: search_width outside [1, 16]");
   }
@@ -41,6 +49,24 @@ class GraphIndex final : public KeyIndex {
         data_(options.max_degree) {}
 
   GraphData* data() { return &data_; }
+
+  // Measures recall on held-out queries and sets the beam effort 0 uses.
+  Status Calibrate(const KeyRows& keys, const QuerySample& held_out, const BuildOptions& build) {
+    const int b = options_.default_beam;
+    const int efforts[] = {b / 2, b * 3 / 4, b, b * 3 / 2, b * 2, b * 3, b * 4};
+    ASSIGN_OR_RETURN(Calibration c,
+                     CalibrateEffort(*this, keys, held_out,
+                                     {.efforts = efforts,
+                                      .target = options_.calibration_target,
+                                      .top_k = options_.calibration_top_k,
+                                      .causal_window = options_.calibration_window,
+                                      .pool = build.pool,
+                                      .isa = isa_}));
+    calibration_ = c;
+    return OkStatus();
+  }
+  std::optional<Calibration> calibration() const override { return calibration_; }
+
 
   IndexKind kind() const override { return IndexKind::kGraph; }
   StatusOr<std::unique_ptr<KeyIndex>> Clone() const override {
@@ -77,14 +103,15 @@ class GraphIndex final : public KeyIndex {
     out->scores.clear();
     out->stats = {};
     if (size() == 0) return OkStatus();
-    const int beam = std::max(params.effort > 0 ? params.effort : options_.default_beam,
+    const int beam = std::max(params.effort > 0 ? params.effort : default_beam(),
                               params.top_k);
     internal::SearchScratch& s = internal::ThreadSearchScratch();
     internal::BeamStats stats;
     int64_t exact = 0;
     int64_t code_bytes = 0;
+    const int64_t limit = params.position_limit;
     if (options_.traverse_with_codes) {
-      TraverseWithCodes(scorer, beam, &s, &stats);
+      TraverseWithCodes(scorer, beam, limit, &s, &stats);
       code_bytes = stats.scored * data_.codes.code_bytes();
       exact = Rerank(keys, scorer, std::max(options_.rerank, params.top_k), &s);
     } else {
@@ -92,10 +119,14 @@ class GraphIndex final : public KeyIndex {
           data_.graph, data_.entries, beam, options_.search_width,
           [&](std::span<const int32_t> ids, float* scores) {
             scorer.ScorePositions(keys, ids, scores);
+            Exclude(ids, limit, scores);
           },
           &s, &stats);
       internal::SortBest(&s.best);
       exact = stats.scored;
+    }
+    if (limit > 0) {
+      std::erase_if(s.best, [limit](const internal::Scored& c) { return c.id >= limit; });
     }
     const size_t k = std::min<size_t>(s.best.size(), static_cast<size_t>(params.top_k));
     out->positions.reserve(k);
@@ -112,8 +143,8 @@ class GraphIndex final : public KeyIndex {
 
  private:
   // Beam search over the codes; leaves the beam in s->best (unsorted).
-  void TraverseWithCodes(const GroupScorer& scorer, int beam, internal::SearchScratch* s,
-                         internal::BeamStats* stats) const {
+  void TraverseWithCodes(const GroupScorer& scorer, int beam, int64_t limit,
+                         internal::SearchScratch* s, internal::BeamStats* stats) const {
     thread_local std::vector<float> q;
     thread_local internal::CodeQuery cq;
     q.resize(static_cast<size_t>(scorer.group_size()) * scorer.head_dim());
@@ -121,8 +152,20 @@ class GraphIndex final : public KeyIndex {
     cq.Prepare(data_.codes, q.data(), scorer.group_size(), isa_);
     internal::BeamSearch(
         data_.graph, data_.entries, beam, options_.search_width,
-        [&](std::span<const int32_t> ids, float* scores) { cq.Score(data_.codes, ids, scores); },
+        [&](std::span<const int32_t> ids, float* scores) {
+          cq.Score(data_.codes, ids, scores);
+          Exclude(ids, limit, scores);
+        },
         s, stats);
+  }
+
+  // Keys at or after limit (> 0) score -inf: never a result, never expanded (they do not exist
+  // for the search).
+  static void Exclude(std::span<const int32_t> ids, int64_t limit, float* scores) {
+    if (limit <= 0) return;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] >= limit) scores[i] = -std::numeric_limits<float>::infinity();
+    }
   }
 
   // Re-scores the best `depth` of s->best exactly and leaves them in s->best, best first.
@@ -145,7 +188,12 @@ class GraphIndex final : public KeyIndex {
     return static_cast<int64_t>(s->batch.size());
   }
 
+  int default_beam() const {
+    return calibration_.has_value() ? calibration_->effort : options_.default_beam;
+  }
+
   GraphOptions options_;
+  std::optional<Calibration> calibration_;
   int head_dim_;
   DType dtype_;
   IsaLevel isa_;
@@ -171,10 +219,26 @@ StatusOr<std::unique_ptr<KeyIndex>> BuildGraphIndex(const KeyRows& keys,
   if (sample.empty() || keys.count == 0) {
     RETURN_IF_ERROR(index->Add(keys));
   } else {
-    RETURN_IF_ERROR(internal::BuildFromQueries(keys, sample, options, build, index->data()));
+    // The last calibration_queries sample queries are held out of the build to check it.
+    const int held = options.calibration_queries > 0 &&
+                             sample.num_queries >= 4 * options.calibration_queries
+                         ? options.calibration_queries
+                         : 0;
+    QuerySample train = sample;
+    train.num_queries -= held;
+    if (!train.positions.empty()) train.positions = train.positions.first(train.num_queries);
+    RETURN_IF_ERROR(internal::BuildFromQueries(keys, train, options, build, index->data()));
     if (options.traverse_with_codes) {
       index->data()->codes.Train(keys);
       index->data()->codes.Append(keys, 0, keys.count);
+    }
+    if (held > 0) {
+      QuerySample held_out = sample;
+      held_out.q = sample.q + static_cast<size_t>(train.num_queries) * sample.group_size *
+                                  sample.head_dim;
+      held_out.num_queries = held;
+      if (!sample.positions.empty()) held_out.positions = sample.positions.last(held);
+      RETURN_IF_ERROR(index->Calibrate(keys, held_out, build));
     }
   }
   return std::unique_ptr<KeyIndex>(std::move(index));

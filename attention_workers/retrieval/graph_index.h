@@ -33,8 +33,8 @@
 // scored in one batch with the group-max score. By default (traverse_with_codes) traversal
 // scores 4-bit codes of the keys that the index holds, and the best `rerank` candidates are
 // then re-scored exactly from the key rows; otherwise traversal scores key rows exactly.
-// SearchParams::effort is the beam width (0 = GraphOptions::default_beam; it is raised to
-// top_k when smaller). SearchStats: keys_scored = exact dot products (the re-rank, or every
+// SearchParams::effort is the beam width (0 = the calibrated beam, or GraphOptions::default_beam
+// without a calibration; it is raised to top_k when smaller). SearchStats: keys_scored = exact dot products (the re-rank, or every
 // traversal score without codes); bytes_read = those key rows + codes scored (head_dim / 2 B
 // each) + every adjacency list read (4 B length + 4 B per id).
 //
@@ -113,11 +113,31 @@ struct GraphOptions {
   // Candidates re-scored exactly at the end of a code traversal (raised to top_k when
   // smaller, capped at the beam). More: fewer keys lost to code error, one key row each.
   int rerank = 200;
+
+  // Recall check at build (KeyIndex::calibration()). The last calibration_queries sample
+  // queries are held out of the top lists; once the graph is built, each is searched at beams
+  // default_beam x {1/2, 3/4, 1, 3/2, 2, 3, 4}, cheapest first, against its exact top
+  // calibration_top_k, and the first beam whose mean recall reaches calibration_target becomes
+  // what effort 0 means. A held-out query at position p is checked as a decode step there
+  // would be (calibration.h causal_window): only keys before p + 1 - calibration_window exist
+  // for it. Without that, keys near and after p (which a decode step never searches) make the
+  // check optimistic: on the reference layer 4 it read 0.98 where the decode steps reached
+  // 0.92; with it, 0.93 (docs/retrieval-graph.md). When none does, the largest is kept and
+  // calibration().met is false: this index cannot serve the head at the target, and the caller
+  // should serve it another way (the worker's and the bench's serving policy:
+  // serving_index.h). The beam then follows the data a head shows, not the data the defaults
+  // were measured on. 0 = no check (effort 0 is default_beam); the check also needs at least
+  // 4 x calibration_queries sample queries.
+  int calibration_queries = 64;
+  float calibration_target = 0.96f;
+  int calibration_top_k = 100;
+  int calibration_window = 64;
 };
 
 // InvalidArgument for invalid keys, a sample whose head_dim differs from the keys', or
 // options outside their ranges (max_degree in [2, 1024], train_queries >= 0, query_top_k, max_candidates,
-// build_beam, num_entries, default_beam >= 1, prune_alpha >= 1).
+// build_beam, num_entries, default_beam >= 1, prune_alpha >= 1, calibration_queries and
+// calibration_window >= 0, calibration_top_k >= 1, calibration_target in [0, 1]).
 StatusOr<std::unique_ptr<KeyIndex>> BuildGraphIndex(const KeyRows& keys,
                                                     const QuerySample& sample,
                                                     const GraphOptions& options = {},

@@ -33,6 +33,7 @@ Status ValidateSearch(const KeyRows& keys, int64_t indexed, const GroupScorer& s
     return InvalidArgumentError("search: top_k " + std::to_string(params.top_k) + " < 1");
   }
   if (params.effort < 0) return InvalidArgumentError("search: negative effort");
+  if (params.position_limit < 0) return InvalidArgumentError("search: negative position_limit");
   if (scorer.head_dim() != keys.head_dim || scorer.dtype() != keys.dtype) {
     return InvalidArgumentError("search: queries have head_dim " +
                                 std::to_string(scorer.head_dim()) + " and dtype " +

@@ -69,11 +69,26 @@ struct SearchParams {
   // Search effort, in the index's own unit (its header says which: beam width, keys probed);
   // 0 = the index's default. Larger is slower and more accurate.
   int effort = 0;
+  // > 0: only positions below it are candidates, as if the keys from it on were not indexed
+  // (a build's recall check on its held-out queries: calibration.h). The graph and quantized
+  // kinds support it; the others answer InvalidArgument.
+  int64_t position_limit = 0;
 };
 
 struct SearchStats {
   int64_t keys_scored = 0;  // exact dot products computed
   int64_t bytes_read = 0;   // all bytes the search read (see above)
+};
+
+// What a build measured about its own recall, on sample queries it held out of its training
+// (graph_index.h: GraphOptions::calibration_queries): the effort a search with effort 0 uses,
+// and the recall@top_k the held-out queries reached there.
+struct Calibration {
+  int queries = 0;        // held-out sample queries measured
+  int effort = 0;         // the effort chosen (what effort 0 means for this index)
+  double recall = 0.0;    // mean recall@top_k of the held-out queries at that effort
+  double target = 0.0;    // the recall it had to reach
+  bool met = false;       // recall >= target at an effort within the allowed range
 };
 
 struct SearchResult {
@@ -102,6 +117,10 @@ class KeyIndex {
   virtual StatusOr<std::unique_ptr<KeyIndex>> Clone() const {
     return UnimplementedError("this index kind cannot be copied");
   }
+
+  // The build's recall check, when the kind makes one (the graph index does, with a sample of
+  // enough queries); nullopt otherwise.
+  virtual std::optional<Calibration> calibration() const { return std::nullopt; }
 
   // The approximate top params.top_k keys for the scorer's queries. keys must hold at least
   // size() rows (the same rows the index was built and grown from). InvalidArgument for a

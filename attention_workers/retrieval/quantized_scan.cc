@@ -79,7 +79,7 @@ std::vector<int32_t> QuantizedScan::BestCandidates(const std::vector<float>& app
 Status QuantizedScan::Search(const KeyRows& keys, const GroupScorer& scorer,
                              const SearchParams& params, SearchResult* out) const {
   RETURN_IF_ERROR(ValidateSearch(keys, size(), scorer, params));
-  const int64_t n = size();
+  const int64_t n = params.position_limit > 0 ? std::min(size(), params.position_limit) : size();
   SearchResult r;
   if (n > 0) {
     std::vector<float> q(static_cast<size_t>(scorer.group_size()) * head_dim_);

@@ -149,6 +149,22 @@ Status EvaluateMethod(const Dataset& ds, const LayerData& layer, int kv_head,
                   m.name + " build, layer " + std::to_string(layer.layer) + " head " +
                       std::to_string(kv_head) + ": " + std::string(searcher.status().message()));
   }
+  const std::string detail = (*searcher)->detail();
+  if (!detail.empty()) {
+    result->notes.push_back(m.name + ", layer " + std::to_string(layer.layer) + " head " +
+                            std::to_string(kv_head) + " context " + std::to_string(plan.context) +
+                            ": " + detail);
+  }
+  if ((*searcher)->serves_dense()) {
+    EvalRow row = DenseRow(layer, kv_head, plan.context, ds.group_size);
+    row.method = m.name;
+    row.setting = "dense (" + Setting(m, 0, sample.empty()) + ")";
+    row.steps = static_cast<int>(truth.size());
+    row.build_ms = build_ms;
+    row.build_threads = m.build_threads;
+    result->rows.push_back(std::move(row));
+    return OkStatus();
+  }
   StepScratch scratch;
   scratch.out.resize(static_cast<size_t>(ds.group_size) * ds.head_dim);
   scratch.lse.resize(static_cast<size_t>(ds.group_size));

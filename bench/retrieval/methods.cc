@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "attention_workers/retrieval/quantized_scan.h"
+#include "attention_workers/retrieval/serving_index.h"
 #include "attention_workers/thread_pool.h"
 #include "bench/retrieval/baselines.h"
 
@@ -21,6 +22,45 @@ class KeyIndexSearcher final : public Searcher {
  private:
   std::unique_ptr<KeyIndex> index_;
 };
+
+// The serving policy (serving_index.h) over the graph index: what the worker serves the head
+// with, decided from the prefill sample alone, searched at effort 0 only (its calibrated
+// effort). A head it answers densely has no index: serves_dense() makes the evaluator count
+// it as a dense pass without searching.
+class ServingSearcher final : public Searcher {
+ public:
+  explicit ServingSearcher(ServingIndex serving) : serving_(std::move(serving)) {}
+  int64_t memory_bytes() const override {
+    return serving_.index != nullptr ? serving_.index->memory_bytes() : 0;
+  }
+  Status Search(const KeyRows& keys, const QueryGroup& /*group*/, const GroupScorer& scorer,
+                const SearchParams& params, SearchResult* out) override {
+    if (serving_.index == nullptr) return FailedPreconditionError("the head is served densely");
+    return serving_.index->Search(keys, scorer, {.top_k = params.top_k, .effort = 0}, out);
+  }
+  std::string detail() const override { return serving_.ToString(); }
+  bool serves_dense() const override { return serving_.dense; }
+
+ private:
+  ServingIndex serving_;
+};
+
+MethodSpec ServingMethod(ThreadPool* pool) {
+  MethodSpec m;
+  m.name = "attic-serving";
+  m.build_params = "graph, calibrated";
+  m.effort_name = "effort";
+  m.efforts = {0};
+  m.learns_from_queries = true;
+  m.build_threads = pool != nullptr ? pool->num_threads() : 1;
+  m.build = [pool](const KeyRows& keys,
+                   const QuerySample& sample) -> StatusOr<std::unique_ptr<Searcher>> {
+    ASSIGN_OR_RETURN(ServingIndex serving,
+                     BuildServingIndex(IndexKind::kGraph, keys, sample, {}, {.pool = pool}));
+    return std::unique_ptr<Searcher>(new ServingSearcher(std::move(serving)));
+  };
+  return m;
+}
 
 // The effort sweep of each Attic kind, in the kind's own unit, cheapest first; 0 is the
 // kind's default. graph: beam width (raised to top_k when smaller); cluster: keys probed
@@ -120,6 +160,7 @@ std::vector<MethodSpec> RetrievalMethods(const MethodOptions& options) {
   for (IndexKind kind : {IndexKind::kExact, IndexKind::kGraph, IndexKind::kCluster}) {
     all.push_back(AtticMethod(kind, options.seed, options.build_pool));
   }
+  all.push_back(ServingMethod(options.build_pool));
   all.push_back(QuantizedMethod(4, options.build_pool));
   all.push_back(QuantizedMethod(1, options.build_pool));
   for (MethodSpec& b : Baselines(options.seed)) all.push_back(std::move(b));

@@ -42,6 +42,11 @@ class Searcher {
   // [G, D]; scorer: the same queries in GroupScorer form. params.effort is the method's unit.
   virtual Status Search(const KeyRows& keys, const QueryGroup& group, const GroupScorer& scorer,
                         const SearchParams& params, SearchResult* out) = 0;
+  // What the build decided, for methods that decide something (the serving policy: which
+  // index, which effort, or dense); empty otherwise.
+  virtual std::string detail() const { return {}; }
+  // The build decided to answer the head densely: its rows count as a dense pass.
+  virtual bool serves_dense() const { return false; }
 };
 
 using BuildFn = std::function<StatusOr<std::unique_ptr<Searcher>>(const KeyRows& keys,

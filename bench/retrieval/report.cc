@@ -81,6 +81,60 @@ void PrintMatchedRecall(std::FILE* out, const std::vector<EvalRow>& rows,
   }
 }
 
+std::vector<ServingSummary> PrintServingPolicy(std::FILE* out, const std::vector<EvalRow>& rows,
+                                               const DenseLatencies& dense_us, double target) {
+  // (layer, head, context) -> the profile's dense row, or the serving row.
+  std::map<std::tuple<int, int, int64_t>, const EvalRow*> chosen;
+  for (const EvalRow& r : rows) {
+    const auto key = std::make_tuple(r.layer, r.kv_head, r.context);
+    if (r.method == "attic-dense") {
+      chosen[key] = &r;
+    } else if (r.method == "attic-serving" && chosen.count(key) == 0) {
+      chosen[key] = &r;
+    }
+  }
+  std::vector<ServingSummary> out_summary;
+  if (chosen.empty()) return out_summary;
+  std::fprintf(out, "\nServing policy (chosen from the prefill sample only: head profile, then the "
+                    "calibrated graph, the 4-bit scan, or dense)\n");
+  std::fprintf(out, "%-5s %-4s %-7s %-14s %-40s %7s %8s %9s %6s\n", "layer", "head", "context",
+               "served", "setting", "rec@100", "bytes%", "lat_us", "ratio");
+  std::map<int64_t, ServingSummary> by_context;
+  for (const auto& [key, r] : chosen) {
+    const bool dense = r->bytes_fraction >= 1.0;
+    std::fprintf(out, "%-5d %-4d %-7lld %-14s %-40s %7.3f %8.2f %9.1f %6.3f\n", r->layer,
+                 r->kv_head, static_cast<long long>(r->context), dense ? "dense" : "sparse",
+                 r->setting.c_str(), r->recall_at_100, 100.0 * r->bytes_fraction, r->latency_us,
+                 dense ? 1.0 : Ratio(*r, dense_us));
+    ServingSummary& s = by_context[r->context];
+    s.context = r->context;
+    ++s.heads;
+    s.all_bytes += r->bytes_fraction;
+    if (dense) continue;
+    ++s.sparse_heads;
+    s.below_target += r->recall_at_100 < target ? 1 : 0;
+    s.min_recall = std::min(s.min_recall, r->recall_at_100);
+    s.mean_recall += r->recall_at_100;
+    s.sparse_bytes += r->bytes_fraction;
+    s.max_sparse_bytes = std::max(s.max_sparse_bytes, r->bytes_fraction);
+  }
+  for (auto& [context, s] : by_context) {
+    if (s.sparse_heads > 0) {
+      s.mean_recall /= s.sparse_heads;
+      s.sparse_bytes /= s.sparse_heads;
+    }
+    s.all_bytes /= s.heads;
+    std::fprintf(out, "context %lld: %d of %d heads sparse; sparse heads: recall@100 min %.3f mean "
+                      "%.3f (%d under %.2f), bytes mean %.2f %% max %.2f %%; all heads: bytes "
+                      "%.2f %%\n",
+                 static_cast<long long>(context), s.sparse_heads, s.heads, s.min_recall,
+                 s.mean_recall, s.below_target, target, 100.0 * s.sparse_bytes,
+                 100.0 * s.max_sparse_bytes, 100.0 * s.all_bytes);
+    out_summary.push_back(s);
+  }
+  return out_summary;
+}
+
 std::string RowJson(const EvalRow& r, double dense_us) {
   nlohmann::json j = {{"method", r.method},
                       {"setting", r.setting},

@@ -29,6 +29,26 @@ void PrintRows(std::FILE* out, const std::vector<EvalRow>& rows, const DenseLate
 void PrintMatchedRecall(std::FILE* out, const std::vector<EvalRow>& rows,
                         const DenseLatencies& dense_us, double target);
 
+// What the worker would serve, decided from the prefill sample alone (no decode step chose
+// anything): per (layer, head, context) the dense decision's row when the head profile says
+// dense, else the attic-serving row (calibrated graph, 4-bit scan, or dense). Then, per
+// context, the heads sent sparse, their bytes and recall (lowest, mean, how many under
+// target), and the bytes over all heads with dense heads at 100 %. Prints nothing without
+// attic-serving rows.
+struct ServingSummary {
+  int64_t context = 0;
+  int heads = 0;
+  int sparse_heads = 0;
+  int below_target = 0;           // sparse heads with recall@100 < target
+  double min_recall = 1.0;        // over sparse heads
+  double mean_recall = 0.0;       // over sparse heads
+  double sparse_bytes = 0.0;      // mean bytes fraction over sparse heads
+  double max_sparse_bytes = 0.0;  // the costliest sparse head
+  double all_bytes = 0.0;         // mean over all heads, dense heads at 1
+};
+std::vector<ServingSummary> PrintServingPolicy(std::FILE* out, const std::vector<EvalRow>& rows,
+                                               const DenseLatencies& dense_us, double target);
+
 // {"method", "setting", "layer", "kv_head", "context", "recall_at_100", "mass_recall",
 //  "output_rel_err", "keys_scanned_fraction", "bytes_fraction", "latency_us", "build_ms",
 //  "build_threads", "build_keys_per_s_per_core",

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <string>
 
+#include "attention_workers/retrieval/serving_index.h"
 #include "common/log.h"
 
 namespace attic::worker_internal {
@@ -249,6 +250,8 @@ RetrievalState::Stats RetrievalState::stats() const {
   st.builds = builds_;
   st.folds = folds_;
   st.build_seconds = build_seconds_;
+  st.served_by_scan = served_by_scan_.load();
+  st.served_dense = served_dense_.load();
   return st;
 }
 
@@ -406,8 +409,37 @@ Status RetrievalState::Build(Sequence& seq, int layer, IndexKind kind, int only_
     }
     // A diffuse head is answered densely: no index is built for it unless asked for alone.
     if (head.dense.load() && only_head < 0) continue;
-    ASSIGN_OR_RETURN(std::unique_ptr<KeyIndex> index,
-                     retrieval::BuildKeyIndex(kind, rows, qs, {.pool = pool}));
+    std::unique_ptr<KeyIndex> index;
+    if (stand_in) {
+      ASSIGN_OR_RETURN(index, retrieval::BuildKeyIndex(kind, rows, qs, {.pool = pool}));
+    } else {
+      // The serving policy: the kind asked for when it reaches its recall target on held-out
+      // sample queries, else the 4-bit scan, else dense.
+      retrieval::ServingOptions serving_options;
+      serving_options.graph.calibration_target = config_.recall_target;
+      ASSIGN_OR_RETURN(retrieval::ServingIndex serving,
+                       retrieval::BuildServingIndex(kind, rows, qs, serving_options,
+                                                    {.pool = pool}));
+      if (serving.calibration.has_value()) {
+        ATTIC_LOG(kInfo, "retrieval") << "sequence " << seq.id << " layer " << layer << " head "
+                                      << h << ": " << serving.ToString();
+      }
+      if (serving.replaced) served_by_scan_.fetch_add(1);
+      if (serving.dense) {
+        // No index reaches the target: exact rather than below it.
+        served_dense_.fetch_add(1);
+        head.dense.store(true);
+        WriterLock lock(&head.mu);
+        if (head.stand_in != nullptr) {
+          head.index_bytes -= head.stand_in_bytes;
+          head.stand_in.reset();
+          head.stand_in_bytes = 0;
+          head.stand_in_indexed.store(-1);
+        }
+        continue;
+      }
+      index = std::move(serving.index);
+    }
     const int64_t size = index->size();
     const int64_t bytes = index->memory_bytes();
     WriterLock lock(&head.mu);

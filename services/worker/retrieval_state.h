@@ -93,6 +93,10 @@ struct RetrievalConfig {
   float score_slack = 0.02f;
   // Online recall: one sparse head in this many is also searched exactly; 0 = never.
   int recall_sample_every = 64;
+  // The recall@top_k a sparse head's index must reach on held-out prefill queries at build
+  // (retrieval/serving_index.h): a graph that misses it gives way to the 4-bit scan, a scan
+  // that misses it to dense attention.
+  float recall_target = 0.96f;
 };
 
 enum class HeadPlan {
@@ -155,6 +159,10 @@ class RetrievalState {
     uint64_t builds = 0;       // finished builds since start
     uint64_t folds = 0;
     double build_seconds = 0;  // spent building, since start
+    // Heads whose index missed its recall check at build (serving_index.h), since start:
+    // served by the 4-bit scan instead, or densely.
+    uint64_t served_by_scan = 0;
+    uint64_t served_dense = 0;
   };
   Stats stats() const EXCLUDES(mu_);
 
@@ -216,6 +224,8 @@ class RetrievalState {
   const ModelSpec spec_;
   const RetrievalConfig config_;
   std::atomic<uint64_t> recall_counter_{0};
+  std::atomic<uint64_t> served_by_scan_{0};
+  std::atomic<uint64_t> served_dense_{0};
 
   mutable Mutex mu_;
   CondVar wake_;  // both build threads wait on it: notify all

@@ -128,8 +128,10 @@ Status SparseAttend::RunSparse(const AttendRunParams& params, size_t index, cons
   // the top k from.
   const int depth = spilled ? retrieval::CandidateDepth(locality_, top_k) : top_k;
   if (top_k > 0) {
-    // A request's effort is in the unit of the kind it asked for, not the stand-in's.
-    const int effort = lease.stand_in ? 0 : request_.effort;
+    // A request's effort is in the unit of the kind it asked for, not the stand-in's nor that
+    // of the 4-bit scan the serving policy put in its place (serving_index.h).
+    const int effort =
+        lease.stand_in || lease.index->kind() != request_.kind ? 0 : request_.effort;
     RETURN_IF_ERROR(
         lease.index->Search(keys, scorer, {.top_k = depth, .effort = effort}, &scratch.result));
   }

@@ -269,6 +269,10 @@ std::vector<config::Setting> ServingSettings(WorkerConfig* c) {
                  1 << 30,
                  "Online recall: one sparse head in this many is also searched exactly "
                  "(recall@k exported); 0 = never"),
+      FractionSetting("retrieval.recall_target", &c->retrieval.recall_target,
+                      "Recall@k a sparse head's index must reach on held-out prefill queries "
+                      "at build; a graph below it is replaced by the 4-bit scan, a scan below "
+                      "it by dense attention"),
   };
 }
 

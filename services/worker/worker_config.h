@@ -105,6 +105,9 @@ struct WorkerConfig {
     // Online recall: one sparse head in this many is also searched exactly and its recall@k
     // exported (attic_worker_retrieval_recall); 0 = never.
     int recall_sample_every = 64;
+    // The recall@k a sparse head's index must reach on held-out prefill queries at build;
+    // below it the head is served by the 4-bit scan, or densely.
+    double recall_target = 0.96;
   };
   Retrieval retrieval;
   // The SSD tier (docs/worker.md, "Durability and restart"): the RocksDB directory, created if

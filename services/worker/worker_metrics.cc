@@ -196,6 +196,13 @@ WorkerMetrics::WorkerMetrics(const std::string& worker_name)
                  "Folds of decode keys into an index."),
       AddCounter(*registry_, "attic_worker_retrieval_build_seconds_total",
                  "Time the build threads spent building indexes.")};
+  auto& fallbacks = prometheus::BuildCounter()
+                        .Name("attic_worker_retrieval_recall_fallbacks_total")
+                        .Help("Heads whose index missed its recall check on held-out prefill "
+                              "queries at build, by what serves them instead (the 4-bit scan, "
+                              "or dense attention).")
+                        .Register(*registry_);
+  recall_fallbacks_ = {&fallbacks.Add({{"to", "scan"}}), &fallbacks.Add({{"to", "dense"}})};
   AddSsdSeries();
   AddGauge(*registry_, "attic_worker_up", "1 while the worker runs.")->Set(1);
   prometheus::BuildGauge()
@@ -351,6 +358,8 @@ void WorkerMetrics::SetRetrieval(const RetrievalFigures& r) {
   retrieval_gauges_[3]->Set(NonNegative(r.queued));
   SetTotal(retrieval_counters_[0], &last_builds_, r.builds);
   SetTotal(retrieval_counters_[1], &last_folds_, r.folds);
+  SetTotal(recall_fallbacks_[0], &last_served_by_scan_, r.served_by_scan);
+  SetTotal(recall_fallbacks_[1], &last_served_dense_, r.served_dense);
   MutexLock lock(&build_seconds_mu_);
   if (r.build_seconds > last_build_seconds_) {
     retrieval_counters_[2]->Increment(r.build_seconds - last_build_seconds_);

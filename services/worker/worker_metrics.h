@@ -26,6 +26,7 @@
 //   attic_worker_retrieval_indexes, attic_worker_retrieval_index_bytes,
 //   attic_worker_retrieval_dense_heads, attic_worker_retrieval_queued_jobs            gauges
 //   attic_worker_retrieval_builds_total, attic_worker_retrieval_folds_total,
+//   attic_worker_retrieval_recall_fallbacks_total{to},
 //   attic_worker_retrieval_build_seconds_total                                     counters
 //   attic_worker_retrieval_dense_fallbacks_total (sparse heads answered densely while a fold
 //   held the index), attic_worker_retrieval_recall_checks_total,
@@ -113,6 +114,7 @@ class WorkerMetrics {
     int64_t indexes = 0, index_bytes = 0, dense_heads = 0, queued = 0;
     uint64_t builds = 0, folds = 0;
     double build_seconds = 0;
+    uint64_t served_by_scan = 0, served_dense = 0;  // heads whose index missed its recall check
   };
   void SetRetrieval(const RetrievalFigures& r) EXCLUDES(build_seconds_mu_);
 
@@ -202,6 +204,9 @@ class WorkerMetrics {
   std::array<prometheus::Counter*, 3> retrieval_counters_;  // builds, folds, build seconds
   std::atomic<uint64_t> last_builds_{0};
   std::atomic<uint64_t> last_folds_{0};
+  std::array<prometheus::Counter*, 2> recall_fallbacks_;  // to="scan", to="dense"
+  std::atomic<uint64_t> last_served_by_scan_{0};
+  std::atomic<uint64_t> last_served_dense_{0};
   Mutex build_seconds_mu_;
   double last_build_seconds_ GUARDED_BY(build_seconds_mu_) = 0;
   std::atomic<uint64_t> last_prefix_hits_{0};

@@ -307,7 +307,9 @@ void WorkerService::RefreshMetrics() const {
                           .queued = r.queued,
                           .builds = r.builds,
                           .folds = r.folds,
-                          .build_seconds = r.build_seconds});
+                          .build_seconds = r.build_seconds,
+                          .served_by_scan = r.served_by_scan,
+                          .served_dense = r.served_dense});
 }
 
 }  // namespace attic

@@ -86,8 +86,15 @@ TEST(RetrievalBenchSmokeTest, QuickRunWritesEveryField) {
   EXPECT_TRUE(j["host"].contains("cpu"));
   ASSERT_TRUE(j["rows"].is_array());
   ASSERT_FALSE(j["rows"].empty()) << out;
-  bool saw_exact = false, saw_faiss = false;
+  bool saw_exact = false, saw_faiss = false, saw_serving = false;
   for (const auto& row : j["rows"]) {
+    if (row.contains("name")) {  // an envelope row: the serving policy's summary per context
+      EXPECT_EQ(row["name"].get<std::string>().rfind("serving_", 0), 0u) << row.dump();
+      EXPECT_TRUE(row["value"].is_number()) << row.dump();
+      EXPECT_TRUE(row["params"].contains("context")) << row.dump();
+      saw_serving = true;
+      continue;
+    }
     for (const char* f : {"method", "setting", "layer", "kv_head", "context", "recall_at_100",
                           "mass_recall", "output_rel_err", "keys_scanned_fraction",
                           "bytes_fraction", "latency_us", "build_ms", "index_bytes_per_key"}) {
@@ -100,6 +107,7 @@ TEST(RetrievalBenchSmokeTest, QuickRunWritesEveryField) {
   }
   EXPECT_TRUE(saw_exact);
   EXPECT_TRUE(saw_faiss);
+  EXPECT_TRUE(saw_serving);
   fs::remove_all(dir);
   fs::remove(json);
   fs::remove(TempPath("log"));

@@ -574,6 +574,22 @@ TEST(WorkerConfigTest, SsdTierRefusalsNameTheSettings) {
   }
 }
 
+TEST(WorkerConfigTest, RecallTargetIsAFraction) {
+  StatusOr<ConfigResult> r = Load({});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_DOUBLE_EQ(r->config.retrieval.recall_target, 0.96);
+  r = Load({"--retrieval-recall-target", "0.9"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_DOUBLE_EQ(r->config.retrieval.recall_target, 0.9);
+  for (const char* bad : {"0", "1.5", "high"}) {
+    r = Load({"--retrieval-recall-target", bad});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find("retrieval.recall_target"), std::string::npos)
+        << r.status();
+  }
+}
+
 TEST(WorkerConfigTest, DescribeConfigMasksTheToken) {
   StatusOr<ConfigResult> r = Load({"--token", "s3cret-token", "--name", "w1"});
   ASSERT_TRUE(r.ok()) << r.status();
@@ -584,7 +600,7 @@ TEST(WorkerConfigTest, DescribeConfigMasksTheToken) {
   EXPECT_NE(text.find("name = w1\n"), std::string::npos) << text;
   EXPECT_NE(text.find("model.num_layers = 6\n"), std::string::npos) << text;
   EXPECT_NE(text.find("kv_memory_bytes = 1GiB\n"), std::string::npos) << text;
-  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 54);  // one line per setting
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 55);  // one line per setting
   r = Load({});
   ASSERT_TRUE(r.ok());
   EXPECT_NE(DescribeConfig(r->config).find("token = \n"), std::string::npos);

@@ -1,0 +1,93 @@
+#include "attention_workers/retrieval/serving_index.h"
+
+#include <cstdio>
+
+#include "attention_workers/retrieval/calibration.h"
+#include "attention_workers/retrieval/graph_index.h"
+#include "attention_workers/retrieval/quantized_scan.h"
+
+namespace attic::retrieval {
+namespace {
+
+std::string Describe(const Calibration& c, const char* unit) {
+  char buf[160];
+  std::snprintf(buf, sizeof(buf), "%s %d, held-out recall %.3f %s %.3f (%d queries)", unit,
+                c.effort, c.recall, c.met ? ">=" : "<", c.target, c.queries);
+  return buf;
+}
+
+// The held-out queries the graph build used: the last calibration_queries of the sample.
+QuerySample HeldOut(const QuerySample& sample, int queries) {
+  QuerySample h = sample;
+  h.q = sample.q + static_cast<size_t>(sample.num_queries - queries) * sample.group_size *
+                       sample.head_dim;
+  h.num_queries = queries;
+  h.positions = sample.positions.empty() ? std::span<const int32_t>{}
+                                         : sample.positions.last(static_cast<size_t>(queries));
+  return h;
+}
+
+}  // namespace
+
+std::string ServingIndex::ToString() const {
+  std::string s;
+  if (dense) {
+    s = "dense";
+  } else if (replaced) {
+    s = "4-bit scan";
+  } else {
+    s = std::string(IndexKindName(asked));
+  }
+  if (calibration.has_value()) {
+    const char* unit = asked == IndexKind::kGraph ? "beam" : "effort";
+    s += replaced || dense ? ": " + std::string(IndexKindName(asked)) + " " + Describe(*calibration, unit)
+                           : ", " + Describe(*calibration, unit);
+  }
+  if (fallback_calibration.has_value()) {
+    s += "; 4-bit scan " + Describe(*fallback_calibration, "re-rank");
+  }
+  return s;
+}
+
+StatusOr<ServingIndex> BuildServingIndex(IndexKind kind, const KeyRows& keys,
+                                         const QuerySample& sample,
+                                         const ServingOptions& serving,
+                                         const BuildOptions& options) {
+  if (serving.scan_depths.empty()) return InvalidArgumentError("serving options: no scan_depths");
+  ServingIndex s;
+  s.asked = kind;
+  if (kind == IndexKind::kGraph) {
+    ASSIGN_OR_RETURN(s.index, BuildGraphIndex(keys, sample, serving.graph, options));
+  } else {
+    ASSIGN_OR_RETURN(s.index, BuildKeyIndex(kind, keys, sample, options));
+  }
+  s.calibration = s.index->calibration();
+  if (!s.calibration.has_value() || s.calibration->met) return s;
+
+  ASSIGN_OR_RETURN(std::unique_ptr<KeyIndex> scan,
+                   BuildQuantizedScan(keys, {.bits = 4}, {.pool = options.pool, .isa = options.isa}));
+  const GraphOptions& g = serving.graph;
+  ASSIGN_OR_RETURN(Calibration c,
+                   CalibrateEffort(*scan, keys, HeldOut(sample, s.calibration->queries),
+                                   {.efforts = serving.scan_depths,
+                                    .target = g.calibration_target,
+                                    .top_k = g.calibration_top_k,
+                                    .causal_window = g.calibration_window,
+                                    .pool = options.pool,
+                                    .isa = options.isa}));
+  s.fallback_calibration = c;
+  if (!c.met) {
+    s.index.reset();
+    s.dense = true;
+    return s;
+  }
+  if (c.effort != QuantizedScanOptions{}.rerank) {  // effort 0 must mean the depth that met it
+    ASSIGN_OR_RETURN(scan, BuildQuantizedScan(keys, {.bits = 4, .rerank = c.effort},
+                                              {.pool = options.pool, .isa = options.isa}));
+  }
+  s.index = std::move(scan);
+  s.replaced = true;
+  return s;
+}
+
+}  // namespace attic::retrieval

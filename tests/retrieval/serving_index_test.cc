@@ -1,0 +1,336 @@
+// The build-time recall check (calibration.h), the position limit it searches with, and the
+// serving policy built on it (serving_index.h): graph when it meets the target, else the 4-bit
+// scan at the depth that meets it, else dense.
+#include "attention_workers/retrieval/serving_index.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <numeric>
+#include <vector>
+
+#include "attention_workers/retrieval/calibration.h"
+#include "attention_workers/retrieval/cluster_index.h"
+#include "attention_workers/retrieval/exact_index.h"
+#include "attention_workers/retrieval/graph_index.h"
+#include "attention_workers/retrieval/quantized_scan.h"
+#include "attention_workers/thread_pool.h"
+#include "tests/retrieval/key_fixture.h"
+
+namespace attic::retrieval {
+namespace {
+
+constexpr int kD = 64;
+constexpr int kGroup = 2;
+
+// Queries out of the keys' distribution: a common offset along a few dimensions plus noise.
+std::vector<float> OodQueries(int count, uint64_t seed) {
+  std::vector<float> q = Gaussian(static_cast<int64_t>(count) * kGroup, kD, 0.0f, seed);
+  for (size_t i = 0; i < q.size(); ++i) {
+    if (i % kD < 8) q[i] += 3.0f;
+  }
+  return q;
+}
+
+QuerySample SampleOf(const std::vector<float>& q, std::span<const int32_t> positions = {}) {
+  return {.q = q.data(),
+          .num_queries = static_cast<int>(q.size()) / (kGroup * kD),
+          .group_size = kGroup,
+          .head_dim = kD,
+          .positions = positions};
+}
+
+// The exact top k over keys [0, end).
+std::vector<int32_t> ExactTop(const KeyRows& keys, const QueryGroup& q, int64_t end, int k) {
+  const GroupScorer scorer(q, keys.dtype);
+  std::vector<float> all(static_cast<size_t>(end));
+  scorer.ScoreRange(keys, 0, end, all.data());
+  return TopKPositions(all, k);
+}
+
+// Answers the exact top k when effort >= `good`, and nothing otherwise: its recall is known.
+class StepIndex final : public KeyIndex {
+ public:
+  StepIndex(int64_t n, int good) : n_(n), good_(good) {}
+  IndexKind kind() const override { return IndexKind::kExact; }
+  int64_t size() const override { return n_; }
+  int64_t memory_bytes() const override { return 0; }
+  Status Add(const KeyRows&) override { return OkStatus(); }
+  Status Search(const KeyRows& keys, const GroupScorer& scorer, const SearchParams& params,
+                SearchResult* out) const override {
+    ++searches;
+    out->positions.clear();
+    out->scores.clear();
+    if (params.effort < good_) return OkStatus();
+    const int64_t end = params.position_limit > 0 ? params.position_limit : n_;
+    std::vector<float> all(static_cast<size_t>(end));
+    scorer.ScoreRange(keys, 0, end, all.data());
+    out->positions = TopKPositions(all, params.top_k);
+    return OkStatus();
+  }
+  mutable std::atomic<int> searches{0};
+
+ private:
+  int64_t n_;
+  int good_;
+};
+
+TEST(CalibrateEffort, TakesTheCheapestEffortThatReachesTheTarget) {
+  const TestKeys keys = MakeTestKeys(Gaussian(2000, kD, 0.0f, 1), kD, DType::kBFloat16);
+  const std::vector<float> q = OodQueries(20, 2);
+  StepIndex index(keys.rows.count, 300);
+  const int efforts[] = {100, 200, 300, 400};
+  auto c = CalibrateEffort(index, keys.rows, SampleOf(q), {.efforts = efforts, .target = 0.9f});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->met);
+  EXPECT_EQ(c->effort, 300);
+  EXPECT_DOUBLE_EQ(c->recall, 1.0);
+  EXPECT_EQ(c->queries, 20);
+  EXPECT_FLOAT_EQ(static_cast<float>(c->target), 0.9f);
+  EXPECT_EQ(index.searches.load(), 3 * 20);  // stops at the first effort that meets the target
+
+  // None reaches it: the last effort, not met, with the recall measured there.
+  const int cheap[] = {100, 200};
+  ThreadPool pool({.num_threads = 2});
+  auto miss = CalibrateEffort(index, keys.rows, SampleOf(q),
+                              {.efforts = cheap, .target = 0.5f, .pool = &pool});
+  ASSERT_TRUE(miss.ok());
+  EXPECT_FALSE(miss->met);
+  EXPECT_EQ(miss->effort, 200);
+  EXPECT_DOUBLE_EQ(miss->recall, 0.0);
+}
+
+TEST(CalibrateEffort, CausalWindowChecksOnlyTheKeysBeforeEachQuery) {
+  const TestKeys keys = MakeTestKeys(Gaussian(2000, kD, 0.0f, 3), kD, DType::kBFloat16);
+  const std::vector<float> q = OodQueries(10, 4);
+  std::vector<int32_t> positions(10);
+  for (int i = 0; i < 10; ++i) positions[static_cast<size_t>(i)] = 500 + 150 * i;
+  // An index that ignores the position limit answers the top k over every key: against each
+  // query's causal truth (keys before p + 1 - window) it scores below 1; one that honours the
+  // limit scores 1.
+  class Unlimited final : public KeyIndex {
+   public:
+    explicit Unlimited(int64_t n) : n_(n) {}
+    IndexKind kind() const override { return IndexKind::kExact; }
+    int64_t size() const override { return n_; }
+    int64_t memory_bytes() const override { return 0; }
+    Status Add(const KeyRows&) override { return OkStatus(); }
+    Status Search(const KeyRows& keys, const GroupScorer& scorer, const SearchParams& params,
+                  SearchResult* out) const override {
+      std::vector<float> all(static_cast<size_t>(n_));
+      scorer.ScoreRange(keys, 0, n_, all.data());
+      out->positions = TopKPositions(all, params.top_k);
+      return OkStatus();
+    }
+
+   private:
+    int64_t n_;
+  };
+  const int efforts[] = {1};
+  const Unlimited unlimited(keys.rows.count);
+  auto optimistic = CalibrateEffort(unlimited, keys.rows, SampleOf(q, positions),
+                                    {.efforts = efforts, .target = 0.99f, .top_k = 50,
+                                     .causal_window = 64});
+  ASSERT_TRUE(optimistic.ok());
+  EXPECT_LT(optimistic->recall, 0.9);
+  EXPECT_FALSE(optimistic->met);
+  // Without the window (or without positions) the same index is checked over every key.
+  auto all_keys = CalibrateEffort(unlimited, keys.rows, SampleOf(q, positions),
+                                  {.efforts = efforts, .target = 0.99f, .top_k = 50});
+  ASSERT_TRUE(all_keys.ok());
+  EXPECT_DOUBLE_EQ(all_keys->recall, 1.0);
+
+  auto exact = BuildExactIndex(keys.rows);
+  ASSERT_TRUE(exact.ok());
+  auto honest = CalibrateEffort(**exact, keys.rows, SampleOf(q, positions),
+                                {.efforts = efforts, .target = 0.99f, .top_k = 50,
+                                 .causal_window = 64});
+  ASSERT_TRUE(honest.ok());
+  EXPECT_DOUBLE_EQ(honest->recall, 1.0);
+  EXPECT_TRUE(honest->met);
+}
+
+TEST(CalibrateEffort, RejectsInvalidArguments) {
+  const TestKeys keys = MakeTestKeys(Gaussian(500, kD, 0.0f, 5), kD, DType::kBFloat16);
+  const std::vector<float> q = OodQueries(4, 6);
+  auto exact = BuildExactIndex(keys.rows);
+  ASSERT_TRUE(exact.ok());
+  const int efforts[] = {1};
+  EXPECT_EQ(CalibrateEffort(**exact, keys.rows, SampleOf(q), {}).status().code(),
+            StatusCode::kInvalidArgument);  // no efforts
+  EXPECT_EQ(CalibrateEffort(**exact, keys.rows, SampleOf(q), {.efforts = efforts, .top_k = 0})
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(CalibrateEffort(**exact, keys.rows, QuerySample{}, {.efforts = efforts})
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
+  QuerySample wrong = SampleOf(q);
+  wrong.head_dim = kD / 2;
+  EXPECT_EQ(CalibrateEffort(**exact, keys.rows, wrong, {.efforts = efforts}).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+// Every kind that supports SearchParams::position_limit answers only positions below it, and
+// the best of them; the cluster index refuses it; a negative limit is refused everywhere.
+TEST(PositionLimit, SearchesOnlyThePrefix) {
+  const TestKeys keys = MakeTestKeys(Gaussian(3000, kD, 0.0f, 7), kD, DType::kBFloat16);
+  const std::vector<float> train = OodQueries(300, 8);
+  const std::vector<float> test = OodQueries(10, 9);
+  constexpr int64_t kLimit = 1200;
+  constexpr int kTop = 20;
+  std::vector<std::unique_ptr<KeyIndex>> indexes;
+  indexes.push_back(*BuildExactIndex(keys.rows));
+  indexes.push_back(*BuildQuantizedScan(keys.rows, {.bits = 4, .rerank = 400}));
+  indexes.push_back(*BuildGraphIndex(keys.rows, SampleOf(train)));
+  for (const auto& index : indexes) {
+    double hits = 0;
+    for (int i = 0; i < 10; ++i) {
+      const QueryGroup qg = SampleOf(test).query(i);
+      const GroupScorer scorer(qg, keys.rows.dtype);
+      SearchResult r;
+      ASSERT_TRUE(index->Search(keys.rows, scorer,
+                                {.top_k = kTop, .effort = 400, .position_limit = kLimit}, &r)
+                      .ok());
+      ASSERT_EQ(r.positions.size(), static_cast<size_t>(kTop)) << IndexKindName(index->kind());
+      for (int32_t p : r.positions) EXPECT_LT(p, kLimit) << IndexKindName(index->kind());
+      hits += Recall(r.positions, ExactTop(keys.rows, qg, kLimit, kTop));
+    }
+    EXPECT_GE(hits / 10, 0.9) << IndexKindName(index->kind());
+    SearchResult r;
+    const GroupScorer scorer(SampleOf(test).query(0), keys.rows.dtype);
+    EXPECT_EQ(index->Search(keys.rows, scorer, {.top_k = kTop, .position_limit = -1}, &r).code(),
+              StatusCode::kInvalidArgument)
+        << IndexKindName(index->kind());
+  }
+  auto cluster = BuildClusterIndex(keys.rows, SampleOf(train));
+  ASSERT_TRUE(cluster.ok());
+  SearchResult r;
+  const GroupScorer scorer(SampleOf(test).query(0), keys.rows.dtype);
+  EXPECT_EQ((*cluster)->Search(keys.rows, scorer, {.top_k = kTop, .position_limit = kLimit}, &r)
+                .code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST(GraphCalibration, HeldOutQueriesSetTheDefaultBeam) {
+  const TestKeys keys = MakeTestKeys(Gaussian(3000, kD, 0.0f, 10), kD, DType::kBFloat16);
+  const std::vector<float> train = OodQueries(300, 11);
+  auto index = BuildGraphIndex(keys.rows, SampleOf(train));
+  ASSERT_TRUE(index.ok());
+  const std::optional<Calibration> c = (*index)->calibration();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->queries, GraphOptions{}.calibration_queries);
+  EXPECT_FLOAT_EQ(static_cast<float>(c->target), GraphOptions{}.calibration_target);
+  EXPECT_EQ(c->met, c->recall >= c->target);
+  // Effort 0 searches at the calibrated beam: the same result as asking for it.
+  const std::vector<float> test = OodQueries(5, 12);
+  for (int i = 0; i < 5; ++i) {
+    const GroupScorer scorer(SampleOf(test).query(i), keys.rows.dtype);
+    SearchResult a, b;
+    ASSERT_TRUE((*index)->Search(keys.rows, scorer, {.top_k = 100}, &a).ok());
+    ASSERT_TRUE((*index)->Search(keys.rows, scorer, {.top_k = 100, .effort = c->effort}, &b).ok());
+    EXPECT_EQ(a.positions, b.positions);
+  }
+  // Too few sample queries to hold any out (fewer than 4 x 64): no calibration.
+  const std::vector<float> few = OodQueries(200, 13);
+  auto small = BuildGraphIndex(keys.rows, SampleOf(few));
+  ASSERT_TRUE(small.ok());
+  EXPECT_FALSE((*small)->calibration().has_value());
+  // Out-of-range calibration options are refused.
+  GraphOptions bad;
+  bad.calibration_target = 1.5f;
+  EXPECT_EQ(BuildGraphIndex(keys.rows, SampleOf(train), bad).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+class ServingIndexTest : public ::testing::Test {
+ protected:
+  ServingIndexTest()
+      : keys_(MakeTestKeys(Gaussian(3000, kD, 0.0f, 20), kD, DType::kBFloat16)),
+        train_(OodQueries(300, 21)) {}
+  TestKeys keys_;
+  std::vector<float> train_;
+};
+
+TEST_F(ServingIndexTest, GraphServesWhenItMeetsTheTarget) {
+  ServingOptions options;
+  options.graph.calibration_target = 0.5f;
+  auto s = BuildServingIndex(IndexKind::kGraph, keys_.rows, SampleOf(train_), options);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  ASSERT_NE(s->index, nullptr);
+  EXPECT_FALSE(s->dense);
+  EXPECT_FALSE(s->replaced);
+  EXPECT_EQ(s->index->kind(), IndexKind::kGraph);
+  ASSERT_TRUE(s->calibration.has_value());
+  EXPECT_TRUE(s->calibration->met);
+  EXPECT_FALSE(s->fallback_calibration.has_value());
+  EXPECT_NE(s->ToString().find("graph, beam"), std::string::npos) << s->ToString();
+}
+
+// A graph whose beams are all too narrow for the target (every beam is raised to top_k = 100,
+// far below what recall 1 needs on out-of-distribution queries) gives way to the 4-bit scan,
+// which serves at the re-rank depth that met the target.
+TEST_F(ServingIndexTest, ScanReplacesAGraphThatMissesTheTarget) {
+  ServingOptions options;
+  options.graph.default_beam = 8;
+  options.graph.calibration_target = 1.0f;
+  options.scan_depths = {100, 3000};  // 3000: every key re-ranked, recall 1
+  auto s = BuildServingIndex(IndexKind::kGraph, keys_.rows, SampleOf(train_), options);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  ASSERT_TRUE(s->calibration.has_value());
+  EXPECT_FALSE(s->calibration->met) << s->ToString();
+  EXPECT_TRUE(s->replaced);
+  EXPECT_FALSE(s->dense);
+  ASSERT_NE(s->index, nullptr);
+  EXPECT_EQ(s->index->kind(), IndexKind::kQuantized);
+  ASSERT_TRUE(s->fallback_calibration.has_value());
+  EXPECT_TRUE(s->fallback_calibration->met);
+  EXPECT_EQ(s->fallback_calibration->effort, 3000);
+  EXPECT_DOUBLE_EQ(s->fallback_calibration->recall, 1.0);
+  // Effort 0 of the scan re-ranks at that depth.
+  const GroupScorer scorer(SampleOf(train_).query(0), keys_.rows.dtype);
+  SearchResult r;
+  ASSERT_TRUE(s->index->Search(keys_.rows, scorer, {.top_k = 100}, &r).ok());
+  EXPECT_EQ(r.stats.keys_scored, 3000);
+  EXPECT_NE(s->ToString().find("4-bit scan"), std::string::npos) << s->ToString();
+}
+
+// Neither meets the target: the head is answered densely, with no index.
+TEST_F(ServingIndexTest, DenseWhenNoIndexMeetsTheTarget) {
+  ServingOptions options;
+  options.graph.default_beam = 8;
+  options.graph.calibration_target = 1.0f;
+  options.scan_depths = {100};  // re-ranking only top_k: 4-bit order errors cost recall
+  auto s = BuildServingIndex(IndexKind::kGraph, keys_.rows, SampleOf(train_), options);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_TRUE(s->dense);
+  EXPECT_EQ(s->index, nullptr);
+  ASSERT_TRUE(s->fallback_calibration.has_value());
+  EXPECT_FALSE(s->fallback_calibration->met);
+  EXPECT_LT(s->fallback_calibration->recall, 1.0);
+  EXPECT_EQ(s->ToString().rfind("dense", 0), 0u) << s->ToString();
+
+  options.scan_depths.clear();
+  EXPECT_EQ(BuildServingIndex(IndexKind::kGraph, keys_.rows, SampleOf(train_), options)
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
+}
+
+// Kinds without a calibration serve as built.
+TEST_F(ServingIndexTest, KindsWithoutACalibrationServeAsBuilt) {
+  for (IndexKind kind : {IndexKind::kExact, IndexKind::kQuantized, IndexKind::kCluster}) {
+    auto s = BuildServingIndex(kind, keys_.rows, SampleOf(train_));
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    ASSERT_NE(s->index, nullptr);
+    EXPECT_EQ(s->index->kind(), kind);
+    EXPECT_FALSE(s->calibration.has_value());
+    EXPECT_FALSE(s->dense);
+    EXPECT_FALSE(s->replaced);
+  }
+}
+
+}  // namespace
+}  // namespace attic::retrieval
