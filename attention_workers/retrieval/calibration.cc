@@ -19,7 +19,46 @@ void ForEach(ThreadPool* pool, int n, const std::function<void(int64_t)>& fn) {
   }
 }
 
+QuerySample View(const std::vector<float>& q, const std::vector<int32_t>& positions, int group,
+                 int d) {
+  const int per = group * d;
+  return {.q = q.data(),
+          .num_queries = per > 0 ? static_cast<int>(q.size() / static_cast<size_t>(per)) : 0,
+          .group_size = group,
+          .head_dim = d,
+          .positions = positions};
+}
+
 }  // namespace
+
+QuerySample HeldOutSplit::train() const {
+  return View(train_q, train_positions, group_size, head_dim);
+}
+QuerySample HeldOutSplit::held_out() const {
+  return View(held_q, held_positions, group_size, head_dim);
+}
+
+HeldOutSplit SplitHeldOut(const QuerySample& sample, int queries) {
+  HeldOutSplit s{.group_size = sample.group_size, .head_dim = sample.head_dim};
+  const int n = sample.num_queries;
+  const int half = n - n / 2;  // the second half: queries [n / 2, n)
+  const int held = std::clamp(queries, 0, half);
+  const int stride = held > 0 ? std::max(1, half / held) : 1;
+  std::vector<uint8_t> is_held(static_cast<size_t>(n), 0);
+  for (int i = 0; i < held; ++i) is_held[static_cast<size_t>(n - 1 - i * stride)] = 1;
+  const size_t per = static_cast<size_t>(sample.group_size) * sample.head_dim;
+  s.train_q.reserve((static_cast<size_t>(n) - held) * per);
+  s.held_q.reserve(static_cast<size_t>(held) * per);
+  for (int i = 0; i < n; ++i) {
+    const float* q = sample.q + static_cast<size_t>(i) * per;
+    const bool h = is_held[static_cast<size_t>(i)] != 0;
+    (h ? s.held_q : s.train_q).insert((h ? s.held_q : s.train_q).end(), q, q + per);
+    if (!sample.positions.empty()) {
+      (h ? s.held_positions : s.train_positions).push_back(sample.positions[static_cast<size_t>(i)]);
+    }
+  }
+  return s;
+}
 
 StatusOr<Calibration> CalibrateEffort(const KeyIndex& index, const KeyRows& keys,
                                       const QuerySample& held_out,
@@ -53,9 +92,22 @@ StatusOr<Calibration> CalibrateEffort(const KeyIndex& index, const KeyRows& keys
     std::sort(top.begin(), top.end());
     truth[static_cast<size_t>(i)] = std::move(top);
   });
-  Calibration c{.queries = n, .target = options.target};
+  // Which truth keys are far (sorted like truth).
+  const bool far_check = options.far_distance > 0 && !held_out.positions.empty();
+  int64_t far_total = 0, total = 0;
+  for (int i = 0; i < n; ++i) {
+    const std::vector<int32_t>& t = truth[static_cast<size_t>(i)];
+    total += static_cast<int64_t>(t.size());
+    if (!far_check) continue;
+    const int64_t far_end = limit[static_cast<size_t>(i)] - options.far_distance;
+    far_total += std::count_if(t.begin(), t.end(), [far_end](int32_t p) { return p < far_end; });
+  }
+  const double far_share = total > 0 ? static_cast<double>(far_total) / total : 0.0;
+  const bool far_measured = far_check && far_total > 0 && far_share >= options.min_far_share;
+  Calibration c{.queries = n, .far_share = far_share, .target = options.target};
   for (const int effort : options.efforts) {
     std::vector<double> recall(static_cast<size_t>(n), 0.0);
+    std::vector<int64_t> far_hits(static_cast<size_t>(n), 0);
     std::vector<Status> status(static_cast<size_t>(n));
     ForEach(options.pool, n, [&](int64_t i) {
       const GroupScorer scorer(held_out.query(static_cast<int>(i)), keys.dtype, options.isa);
@@ -75,13 +127,19 @@ StatusOr<Calibration> CalibrateEffort(const KeyIndex& index, const KeyRows& keys
                             std::back_inserter(both));
       recall[static_cast<size_t>(i)] =
           t.empty() ? 1.0 : static_cast<double>(both.size()) / static_cast<double>(t.size());
+      const int64_t far_end = end - options.far_distance;
+      far_hits[static_cast<size_t>(i)] =
+          std::count_if(both.begin(), both.end(), [far_end](int32_t p) { return p < far_end; });
     });
     for (const Status& s : status) RETURN_IF_ERROR(s);
     double sum = 0.0;
     for (const double r : recall) sum += r;
+    int64_t far = 0;
+    for (const int64_t h : far_hits) far += h;
     c.effort = effort;
     c.recall = sum / n;
-    if (c.recall >= options.target) {
+    c.recall_far = far_measured ? static_cast<double>(far) / far_total : -1.0;
+    if (c.recall >= options.target && (!far_measured || c.recall_far >= options.target)) {
       c.met = true;
       break;
     }

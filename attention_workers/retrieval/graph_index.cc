@@ -219,27 +219,20 @@ StatusOr<std::unique_ptr<KeyIndex>> BuildGraphIndex(const KeyRows& keys,
   if (sample.empty() || keys.count == 0) {
     RETURN_IF_ERROR(index->Add(keys));
   } else {
-    // The last calibration_queries sample queries are held out of the build to check it.
+    // calibration_queries sample queries are held out of the build to check it
+    // (calibration.h: SplitHeldOut).
     const int held = options.calibration_queries > 0 &&
                              sample.num_queries >= 4 * options.calibration_queries
                          ? options.calibration_queries
                          : 0;
-    QuerySample train = sample;
-    train.num_queries -= held;
-    if (!train.positions.empty()) train.positions = train.positions.first(train.num_queries);
-    RETURN_IF_ERROR(internal::BuildFromQueries(keys, train, options, build, index->data()));
+    const HeldOutSplit split = held > 0 ? SplitHeldOut(sample, held) : HeldOutSplit{};
+    RETURN_IF_ERROR(internal::BuildFromQueries(keys, held > 0 ? split.train() : sample, options,
+                                               build, index->data()));
     if (options.traverse_with_codes) {
       index->data()->codes.Train(keys);
       index->data()->codes.Append(keys, 0, keys.count);
     }
-    if (held > 0) {
-      QuerySample held_out = sample;
-      held_out.q = sample.q + static_cast<size_t>(train.num_queries) * sample.group_size *
-                                  sample.head_dim;
-      held_out.num_queries = held;
-      if (!sample.positions.empty()) held_out.positions = sample.positions.last(held);
-      RETURN_IF_ERROR(index->Calibrate(keys, held_out, build));
-    }
+    if (held > 0) RETURN_IF_ERROR(index->Calibrate(keys, split.held_out(), build));
   }
   return std::unique_ptr<KeyIndex>(std::move(index));
 }

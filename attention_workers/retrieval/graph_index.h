@@ -114,8 +114,9 @@ struct GraphOptions {
   // smaller, capped at the beam). More: fewer keys lost to code error, one key row each.
   int rerank = 200;
 
-  // Recall check at build (KeyIndex::calibration()). The last calibration_queries sample
-  // queries are held out of the top lists; once the graph is built, each is searched at beams
+  // Recall check at build (KeyIndex::calibration()). calibration_queries sample queries,
+  // spread over the sample's second half (calibration.h: SplitHeldOut), are held out of the
+  // top lists; once the graph is built, each is searched at beams
   // default_beam x {1/2, 3/4, 1, 3/2, 2, 3, 4}, cheapest first, against its exact top
   // calibration_top_k, and the first beam whose mean recall reaches calibration_target becomes
   // what effort 0 means. A held-out query at position p is checked as a decode step there

@@ -87,8 +87,12 @@ struct Calibration {
   int queries = 0;        // held-out sample queries measured
   int effort = 0;         // the effort chosen (what effort 0 means for this index)
   double recall = 0.0;    // mean recall@top_k of the held-out queries at that effort
+  // The exact top keys far before each query (calibration.h: far_distance): their share, and
+  // the share of them retrieved (-1 when too few to measure).
+  double far_share = 0.0;
+  double recall_far = -1.0;
   double target = 0.0;    // the recall it had to reach
-  bool met = false;       // recall >= target at an effort within the allowed range
+  bool met = false;       // recall (and recall_far, when measured) >= target at an allowed effort
 };
 
 struct SearchResult {

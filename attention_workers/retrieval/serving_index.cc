@@ -10,21 +10,19 @@ namespace attic::retrieval {
 namespace {
 
 std::string Describe(const Calibration& c, const char* unit) {
-  char buf[160];
-  std::snprintf(buf, sizeof(buf), "%s %d, held-out recall %.3f %s %.3f (%d queries)", unit,
-                c.effort, c.recall, c.met ? ">=" : "<", c.target, c.queries);
+  char buf[200];
+  int len = std::snprintf(buf, sizeof(buf), "%s %d, held-out recall %.3f", unit, c.effort,
+                          c.recall);
+  if (c.recall_far >= 0.0 && len > 0 && static_cast<size_t>(len) < sizeof(buf)) {
+    len += std::snprintf(buf + len, sizeof(buf) - static_cast<size_t>(len),
+                         ", far keys %.3f (%.0f %% of the top)", c.recall_far,
+                         100.0 * c.far_share);
+  }
+  if (len > 0 && static_cast<size_t>(len) < sizeof(buf)) {
+    std::snprintf(buf + len, sizeof(buf) - static_cast<size_t>(len), " %s %.3f (%d queries)",
+                  c.met ? ">=" : "<", c.target, c.queries);
+  }
   return buf;
-}
-
-// The held-out queries the graph build used: the last calibration_queries of the sample.
-QuerySample HeldOut(const QuerySample& sample, int queries) {
-  QuerySample h = sample;
-  h.q = sample.q + static_cast<size_t>(sample.num_queries - queries) * sample.group_size *
-                       sample.head_dim;
-  h.num_queries = queries;
-  h.positions = sample.positions.empty() ? std::span<const int32_t>{}
-                                         : sample.positions.last(static_cast<size_t>(queries));
-  return h;
 }
 
 }  // namespace
@@ -67,8 +65,9 @@ StatusOr<ServingIndex> BuildServingIndex(IndexKind kind, const KeyRows& keys,
   ASSIGN_OR_RETURN(std::unique_ptr<KeyIndex> scan,
                    BuildQuantizedScan(keys, {.bits = 4}, {.pool = options.pool, .isa = options.isa}));
   const GraphOptions& g = serving.graph;
+  const HeldOutSplit split = SplitHeldOut(sample, s.calibration->queries);  // the build's
   ASSIGN_OR_RETURN(Calibration c,
-                   CalibrateEffort(*scan, keys, HeldOut(sample, s.calibration->queries),
+                   CalibrateEffort(*scan, keys, split.held_out(),
                                    {.efforts = serving.scan_depths,
                                     .target = g.calibration_target,
                                     .top_k = g.calibration_top_k,

@@ -151,6 +151,86 @@ TEST(CalibrateEffort, CausalWindowChecksOnlyTheKeysBeforeEachQuery) {
   EXPECT_TRUE(honest->met);
 }
 
+// An index that finds only the keys near each query: its overall recall can pass the target
+// while the far keys, which a decode step quoting earlier text needs, are never found.
+TEST(CalibrateEffort, FarKeysMustReachTheTargetToo) {
+  constexpr int kNear = 1700;
+  class NearOnly final : public KeyIndex {
+   public:
+    explicit NearOnly(int64_t n) : n_(n) {}
+    IndexKind kind() const override { return IndexKind::kExact; }
+    int64_t size() const override { return n_; }
+    int64_t memory_bytes() const override { return 0; }
+    Status Add(const KeyRows&) override { return OkStatus(); }
+    Status Search(const KeyRows& keys, const GroupScorer& scorer, const SearchParams& params,
+                  SearchResult* out) const override {
+      const int64_t end = params.position_limit > 0 ? params.position_limit : n_;
+      const int64_t begin = std::max<int64_t>(0, end - kNear);
+      std::vector<float> all(static_cast<size_t>(end), -1e30f);
+      scorer.ScoreRange(keys, begin, end, all.data() + begin);
+      out->positions = TopKPositions(all, params.top_k);
+      return OkStatus();
+    }
+
+   private:
+    int64_t n_;
+  };
+  const TestKeys keys = MakeTestKeys(Gaussian(2000, kD, 0.0f, 30), kD, DType::kBFloat16);
+  const std::vector<float> q = OodQueries(16, 31);
+  const std::vector<int32_t> positions(16, 1900);  // limit 1837: keys [0, 137) are far
+  const NearOnly index(keys.rows.count);
+  const int efforts[] = {1};
+  auto c = CalibrateEffort(index, keys.rows, SampleOf(q, positions),
+                           {.efforts = efforts, .target = 0.85f, .top_k = 50,
+                            .causal_window = 64, .far_distance = kNear});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_GT(c->far_share, 0.02);
+  EXPECT_LT(c->far_share, 0.15);
+  EXPECT_GE(c->recall, 0.85);
+  EXPECT_DOUBLE_EQ(c->recall_far, 0.0);
+  EXPECT_FALSE(c->met);
+  // Without the far check the same index passes.
+  auto unchecked = CalibrateEffort(index, keys.rows, SampleOf(q, positions),
+                                   {.efforts = efforts, .target = 0.85f, .top_k = 50,
+                                    .causal_window = 64, .far_distance = 0});
+  ASSERT_TRUE(unchecked.ok());
+  EXPECT_TRUE(unchecked->met);
+  EXPECT_EQ(unchecked->recall_far, -1.0);
+}
+
+TEST(SplitHeldOut, SpreadsTheHeldOutQueriesOverTheSecondHalf) {
+  std::vector<float> q(static_cast<size_t>(100) * kGroup * kD);
+  std::vector<int32_t> positions(100);
+  for (int i = 0; i < 100; ++i) {
+    positions[static_cast<size_t>(i)] = 16 * i;
+    std::fill_n(q.begin() + static_cast<ptrdiff_t>(i) * kGroup * kD, kGroup * kD,
+                static_cast<float>(i));
+  }
+  const HeldOutSplit s = SplitHeldOut(SampleOf(q, positions), 10);
+  const QuerySample train = s.train(), held = s.held_out();
+  ASSERT_EQ(held.num_queries, 10);
+  ASSERT_EQ(train.num_queries, 90);
+  // Every 5th of queries [50, 100), from the last: 99, 94, ..., 54, in sample order.
+  for (int i = 0; i < 10; ++i) {
+    const int want = 54 + 5 * i;
+    EXPECT_EQ(held.positions[static_cast<size_t>(i)], 16 * want);
+    EXPECT_EQ(held.query(i).q[0], static_cast<float>(want));
+    EXPECT_EQ(held.query(i).q[kGroup * kD - 1], static_cast<float>(want));
+  }
+  // The rest, in order, none twice.
+  std::vector<int32_t> all(train.positions.begin(), train.positions.end());
+  all.insert(all.end(), held.positions.begin(), held.positions.end());
+  std::sort(all.begin(), all.end());
+  EXPECT_EQ(all, positions);
+  for (int i = 0; i < train.num_queries; ++i) {
+    EXPECT_EQ(train.query(i).q[0], static_cast<float>(train.positions[static_cast<size_t>(i)] / 16));
+  }
+  // More than the second half holds: all of it. None: nothing held.
+  EXPECT_EQ(SplitHeldOut(SampleOf(q, positions), 80).held_out().num_queries, 50);
+  EXPECT_EQ(SplitHeldOut(SampleOf(q, positions), 0).held_out().num_queries, 0);
+  EXPECT_EQ(SplitHeldOut(SampleOf(q, positions), 0).train().num_queries, 100);
+}
+
 TEST(CalibrateEffort, RejectsInvalidArguments) {
   const TestKeys keys = MakeTestKeys(Gaussian(500, kD, 0.0f, 5), kD, DType::kBFloat16);
   const std::vector<float> q = OodQueries(4, 6);
