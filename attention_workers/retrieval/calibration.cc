@@ -104,8 +104,8 @@ StatusOr<Calibration> CalibrateEffort(const KeyIndex& index, const KeyRows& keys
   }
   const double far_share = total > 0 ? static_cast<double>(far_total) / total : 0.0;
   const bool far_measured = far_check && far_total > 0 && far_share >= options.min_far_share;
-  Calibration c{.queries = n, .far_share = far_share, .target = options.target};
-  for (const int effort : options.efforts) {
+  // The calibration at one effort.
+  const auto measure = [&](int effort) -> StatusOr<Calibration> {
     std::vector<double> recall(static_cast<size_t>(n), 0.0);
     std::vector<int64_t> far_hits(static_cast<size_t>(n), 0);
     std::vector<Status> status(static_cast<size_t>(n));
@@ -131,20 +131,37 @@ StatusOr<Calibration> CalibrateEffort(const KeyIndex& index, const KeyRows& keys
       far_hits[static_cast<size_t>(i)] =
           std::count_if(both.begin(), both.end(), [far_end](int32_t p) { return p < far_end; });
     });
-    for (const Status& s : status) RETURN_IF_ERROR(s);
+    for (const Status& st : status) RETURN_IF_ERROR(st);
     double sum = 0.0;
     for (const double r : recall) sum += r;
     int64_t far = 0;
     for (const int64_t h : far_hits) far += h;
-    c.effort = effort;
-    c.recall = sum / n;
-    c.recall_far = far_measured ? static_cast<double>(far) / far_total : -1.0;
-    if (c.recall >= options.target && (!far_measured || c.recall_far >= options.target)) {
-      c.met = true;
-      break;
+    Calibration c{.queries = n,
+                  .effort = effort,
+                  .recall = sum / n,
+                  .far_share = far_share,
+                  .recall_far = far_measured ? static_cast<double>(far) / far_total : -1.0,
+                  .target = options.target};
+    c.met = c.recall >= options.target && (!far_measured || c.recall_far >= options.target);
+    return c;
+  };
+  // Recall grows with effort: the most effort first (when it misses, nothing meets the
+  // target), then a bisection for the cheapest that meets it.
+  const std::span<const int> efforts = options.efforts;
+  ASSIGN_OR_RETURN(Calibration best, measure(efforts.back()));
+  if (!best.met) return best;
+  size_t lo = 0, hi = efforts.size() - 1;  // efforts[hi] meets the target
+  while (lo < hi) {
+    const size_t mid = lo + (hi - lo) / 2;
+    ASSIGN_OR_RETURN(Calibration c, measure(efforts[mid]));
+    if (c.met) {
+      best = c;
+      hi = mid;
+    } else {
+      lo = mid + 1;
     }
   }
-  return c;
+  return best;
 }
 
 }  // namespace attic::retrieval

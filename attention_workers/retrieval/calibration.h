@@ -9,8 +9,9 @@
 //
 // Recall@k of one query is |retrieved ∩ exact top k| / k, with the exact top k by the GQA
 // group's best score over the indexed keys [0, index.size()) — the retrieval benchmark's
-// definition. Efforts are tried in the order given, which should be cheapest first; the first
-// that reaches the target is taken.
+// definition. Efforts are given cheapest first, and recall is taken to grow with effort: the
+// last is measured first (when it misses, it is returned, not met), then a bisection finds the
+// cheapest that meets the target (log2 of the efforts' count measurements, not one each).
 // Thread safety: stateless; the index is only searched (concurrently when a pool is given).
 #pragma once
 

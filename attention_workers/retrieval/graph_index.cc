@@ -53,7 +53,10 @@ class GraphIndex final : public KeyIndex {
   // Measures recall on held-out queries and sets the beam effort 0 uses.
   Status Calibrate(const KeyRows& keys, const QuerySample& held_out, const BuildOptions& build) {
     const int b = options_.default_beam;
-    const int efforts[] = {b / 2, b * 3 / 4, b, b * 3 / 2, b * 2, b * 3, b * 4};
+    // default_beam x 1/2 .. 4 in steps of 1/4 up to 2, then of 1/2.
+    const int efforts[] = {b * 2 / 4,  b * 3 / 4,  b,          b * 5 / 4,
+                           b * 6 / 4,  b * 7 / 4,  b * 2,      b * 10 / 4,
+                           b * 12 / 4, b * 14 / 4, b * 16 / 4};
     ASSIGN_OR_RETURN(Calibration c,
                      CalibrateEffort(*this, keys, held_out,
                                      {.efforts = efforts,

@@ -116,10 +116,10 @@ struct GraphOptions {
 
   // Recall check at build (KeyIndex::calibration()). calibration_queries sample queries,
   // spread over the sample's second half (calibration.h: SplitHeldOut), are held out of the
-  // top lists; once the graph is built, each is searched at beams
-  // default_beam x {1/2, 3/4, 1, 3/2, 2, 3, 4}, cheapest first, against its exact top
-  // calibration_top_k, and the first beam whose mean recall reaches calibration_target becomes
-  // what effort 0 means. A held-out query at position p is checked as a decode step there
+  // top lists. Once the graph is built they are searched against their exact top
+  // calibration_top_k at beams from default_beam x {1/2, 3/4, ..., 2} (steps of 1/4) and
+  // x {5/2, 3, 7/2, 4}, bisecting (calibration.h), and the cheapest beam whose mean recall
+  // reaches calibration_target, on the far top keys too, becomes what effort 0 means. A held-out query at position p is checked as a decode step there
   // would be (calibration.h causal_window): only keys before p + 1 - calibration_window exist
   // for it. Without that, keys near and after p (which a decode step never searches) make the
   // check optimistic: on the reference layer 4 it read 0.98 where the decode steps reached
