@@ -211,7 +211,8 @@ std::vector<Task> PlanTasks(const Dataset& ds, int64_t context, std::vector<std:
 // The serving policy's figures for one context as envelope rows: recall of the worst sparse
 // head against the target, the bytes against a dense pass over every head.
 void AddServingRows(const ServingSummary& s, double target, bench::BenchReport* report) {
-  const std::vector<bench::Param> params = {{"context", std::to_string(s.context)},
+  const std::vector<bench::Param> params = {{"method", s.method},
+                                            {"context", std::to_string(s.context)},
                                             {"heads", std::to_string(s.heads)},
                                             {"sparse_heads", std::to_string(s.sparse_heads)}};
   report->AddRow({.name = "serving_min_recall_at_100", .params = params, .value = s.min_recall,
@@ -302,7 +303,12 @@ int Run(const Flags& flags) {
   std::printf("\n\n");
   PrintRows(stdout, rows, dense_us);
   PrintMatchedRecall(stdout, rows, dense_us, flags.target);
-  const std::vector<ServingSummary> serving = PrintServingPolicy(stdout, rows, dense_us, flags.target);
+  std::vector<ServingSummary> serving;
+  for (const char* method : {"attic-serving", "attic-serving-guarded"}) {
+    for (ServingSummary& s : PrintServingPolicy(stdout, rows, dense_us, flags.target, method)) {
+      serving.push_back(std::move(s));
+    }
+  }
 
   bench::BenchReport report("retrieval");
   report.AddHostFact("data", ds.dir);

@@ -60,7 +60,12 @@ StatusOr<ServingIndex> BuildServingIndex(IndexKind kind, const KeyRows& keys,
     ASSIGN_OR_RETURN(s.index, BuildKeyIndex(kind, keys, sample, options));
   }
   s.calibration = s.index->calibration();
+  if (s.calibration.has_value() && kind == IndexKind::kGraph) {
+    s.base_effort = s.calibration->effort;
+    s.max_effort = 4 * serving.graph.default_beam;  // the check's largest beam
+  }
   if (!s.calibration.has_value() || s.calibration->met) return s;
+  s.base_effort = s.max_effort = 0;
 
   ASSIGN_OR_RETURN(std::unique_ptr<KeyIndex> scan,
                    BuildQuantizedScan(keys, {.bits = 4}, {.pool = options.pool, .isa = options.isa}));
@@ -86,6 +91,8 @@ StatusOr<ServingIndex> BuildServingIndex(IndexKind kind, const KeyRows& keys,
   }
   s.index = std::move(scan);
   s.replaced = true;
+  s.base_effort = c.effort;
+  s.max_effort = serving.scan_depths.back();
   return s;
 }
 

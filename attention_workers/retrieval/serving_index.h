@@ -44,6 +44,11 @@ struct ServingIndex {
   bool replaced = false;                 // index is the 4-bit scan instead of the kind asked for
   std::optional<Calibration> calibration;           // the asked kind's
   std::optional<Calibration> fallback_calibration;  // the 4-bit scan's, when it was tried
+  // The efforts the recall guard (recall_guard.h) starts from and may raise to, in the served
+  // index's unit: the calibrated beam up to the largest beam the check tried, or the scan's
+  // depth up to the deepest. 0 when not served or not calibrated.
+  int base_effort = 0;
+  int max_effort = 0;
   // "graph, beam 480, held-out recall 0.968 >= 0.960 (64 queries)", "4-bit scan: graph
   // reached 0.912 < 0.960 at beam 1280; ...", "dense: ...".
   std::string ToString() const;

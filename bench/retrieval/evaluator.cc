@@ -178,7 +178,8 @@ Status EvaluateMethod(const Dataset& ds, const LayerData& layer, int kv_head,
     }
     EvalRow row = Finish(acc, static_cast<int>(truth.size()), layer.has_values());
     row.method = m.name;
-    row.setting = Setting(m, effort, sample.empty());
+    const std::string chosen = (*searcher)->chosen_setting();
+    row.setting = chosen.empty() ? Setting(m, effort, sample.empty()) : chosen;
     row.layer = layer.layer;
     row.kv_head = kv_head;
     row.context = plan.context;

@@ -2,7 +2,14 @@
 
 #include <utility>
 
+#include <algorithm>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "attention_workers/retrieval/exact_index.h"
 #include "attention_workers/retrieval/quantized_scan.h"
+#include "attention_workers/retrieval/recall_guard.h"
 #include "attention_workers/retrieval/serving_index.h"
 #include "attention_workers/thread_pool.h"
 #include "bench/retrieval/baselines.h"
@@ -27,37 +34,94 @@ class KeyIndexSearcher final : public Searcher {
 // with, decided from the prefill sample alone, searched at effort 0 only (its calibrated
 // effort). A head it answers densely has no index: serves_dense() makes the evaluator count
 // it as a dense pass without searching.
+//
+// guard_every > 0 (attic-serving-guarded): the recall guard as the worker runs it
+// (recall_guard.h, 4 checks pooled, the worker's 0.96 target), with one step in guard_every
+// checked exactly. The checks' own cost (a pass over the keys each) is not in the step's
+// bytes. A head the guard sends dense searches exactly from then on and is priced as a dense
+// pass.
 class ServingSearcher final : public Searcher {
  public:
-  explicit ServingSearcher(ServingIndex serving) : serving_(std::move(serving)) {}
+  ServingSearcher(ServingIndex serving, int guard_every)
+      : serving_(std::move(serving)), guard_every_(guard_every) {
+    if (guard_every_ > 0 && serving_.base_effort > 0) {
+      guard_.emplace(RecallGuardOptions{.target = GraphOptions{}.calibration_target,
+                                        .checks = 4,
+                                        .base_effort = serving_.base_effort,
+                                        .max_effort = serving_.max_effort});
+    }
+  }
   int64_t memory_bytes() const override {
     return serving_.index != nullptr ? serving_.index->memory_bytes() : 0;
   }
   Status Search(const KeyRows& keys, const QueryGroup& /*group*/, const GroupScorer& scorer,
                 const SearchParams& params, SearchResult* out) override {
     if (serving_.index == nullptr) return FailedPreconditionError("the head is served densely");
-    return serving_.index->Search(keys, scorer, {.top_k = params.top_k, .effort = 0}, out);
+    if (!guard_.has_value()) {
+      return serving_.index->Search(keys, scorer, {.top_k = params.top_k, .effort = 0}, out);
+    }
+    const int64_t n = std::min(serving_.index->size(), keys.count);
+    if (exact_ == nullptr) {
+      ASSIGN_OR_RETURN(exact_, BuildExactIndex(keys.prefix(n)));
+    }
+    if (guard_->dense()) {
+      RETURN_IF_ERROR(exact_->Search(keys, scorer, {.top_k = params.top_k}, out));
+      out->stats.bytes_read = 2 * n * static_cast<int64_t>(keys.row_bytes());  // K and V
+      return OkStatus();
+    }
+    RETURN_IF_ERROR(serving_.index->Search(
+        keys, scorer, {.top_k = params.top_k, .effort = guard_->effort()}, out));
+    if (++steps_ % guard_every_ == 0) {
+      RETURN_IF_ERROR(exact_->Search(keys, scorer, {.top_k = params.top_k}, &check_));
+      int64_t hits = 0;
+      for (const int32_t p : check_.positions) {
+        hits += std::find(out->positions.begin(), out->positions.end(), p) !=
+                out->positions.end();
+      }
+      const RecallGuard::Action a =
+          guard_->Report(static_cast<int64_t>(check_.positions.size()), hits);
+      if (a == RecallGuard::Action::kRaised) ++raised_;
+    }
+    return OkStatus();
   }
   std::string detail() const override { return serving_.ToString(); }
   bool serves_dense() const override { return serving_.dense; }
+  std::string chosen_setting() const override {
+    if (serving_.dense || serving_.index == nullptr) return {};
+    const std::optional<Calibration>& c =
+        serving_.replaced ? serving_.fallback_calibration : serving_.calibration;
+    std::string s = serving_.replaced ? "4-bit scan re-rank" : "graph beam";
+    s += c.has_value() ? " " + std::to_string(c->effort) : " default";
+    // What the guard did over the steps (this is asked after them).
+    if (guard_.has_value() && guard_->dense()) s += ", guard -> dense";
+    else if (guard_.has_value() && raised_ > 0) s += ", guard -> " + std::to_string(guard_->effort());
+    return s;
+  }
 
  private:
   ServingIndex serving_;
+  const int guard_every_;
+  std::optional<RecallGuard> guard_;
+  std::unique_ptr<KeyIndex> exact_;
+  SearchResult check_;
+  int64_t steps_ = 0;
+  int raised_ = 0;
 };
 
-MethodSpec ServingMethod(ThreadPool* pool) {
+MethodSpec ServingMethod(ThreadPool* pool, int guard_every) {
   MethodSpec m;
-  m.name = "attic-serving";
+  m.name = guard_every > 0 ? "attic-serving-guarded" : "attic-serving";
   m.build_params = "graph, calibrated";
   m.effort_name = "effort";
   m.efforts = {0};
   m.learns_from_queries = true;
   m.build_threads = pool != nullptr ? pool->num_threads() : 1;
-  m.build = [pool](const KeyRows& keys,
+  if (guard_every > 0) m.build_params += ", guard 1 step in " + std::to_string(guard_every);
+  m.build = [pool, guard_every](const KeyRows& keys,
                    const QuerySample& sample) -> StatusOr<std::unique_ptr<Searcher>> {
     ASSIGN_OR_RETURN(ServingIndex serving,
                      BuildServingIndex(IndexKind::kGraph, keys, sample, {}, {.pool = pool}));
-    return std::unique_ptr<Searcher>(new ServingSearcher(std::move(serving)));
+    return std::unique_ptr<Searcher>(new ServingSearcher(std::move(serving), guard_every));
   };
   return m;
 }
@@ -160,7 +224,8 @@ std::vector<MethodSpec> RetrievalMethods(const MethodOptions& options) {
   for (IndexKind kind : {IndexKind::kExact, IndexKind::kGraph, IndexKind::kCluster}) {
     all.push_back(AtticMethod(kind, options.seed, options.build_pool));
   }
-  all.push_back(ServingMethod(options.build_pool));
+  all.push_back(ServingMethod(options.build_pool, 0));
+  all.push_back(ServingMethod(options.build_pool, 8));
   all.push_back(QuantizedMethod(4, options.build_pool));
   all.push_back(QuantizedMethod(1, options.build_pool));
   for (MethodSpec& b : Baselines(options.seed)) all.push_back(std::move(b));

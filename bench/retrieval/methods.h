@@ -47,6 +47,10 @@ class Searcher {
   virtual std::string detail() const { return {}; }
   // The build decided to answer the head densely: its rows count as a dense pass.
   virtual bool serves_dense() const { return false; }
+  // The setting the build chose, shown in place of the method's build_params ("graph beam
+  // 640", "4-bit scan re-rank 200", "graph beam 240, guard -> 360" when the recall guard
+  // raised it during the steps: asked after them); empty = build_params.
+  virtual std::string chosen_setting() const { return {}; }
 };
 
 using BuildFn = std::function<StatusOr<std::unique_ptr<Searcher>>(const KeyRows& keys,

@@ -82,21 +82,24 @@ void PrintMatchedRecall(std::FILE* out, const std::vector<EvalRow>& rows,
 }
 
 std::vector<ServingSummary> PrintServingPolicy(std::FILE* out, const std::vector<EvalRow>& rows,
-                                               const DenseLatencies& dense_us, double target) {
+                                               const DenseLatencies& dense_us, double target,
+                                               const std::string& method) {
   // (layer, head, context) -> the profile's dense row, or the serving row.
   std::map<std::tuple<int, int, int64_t>, const EvalRow*> chosen;
   for (const EvalRow& r : rows) {
     const auto key = std::make_tuple(r.layer, r.kv_head, r.context);
     if (r.method == "attic-dense") {
       chosen[key] = &r;
-    } else if (r.method == "attic-serving" && chosen.count(key) == 0) {
+    } else if (r.method == method && chosen.count(key) == 0) {
       chosen[key] = &r;
     }
   }
   std::vector<ServingSummary> out_summary;
-  if (chosen.empty()) return out_summary;
-  std::fprintf(out, "\nServing policy (chosen from the prefill sample only: head profile, then the "
-                    "calibrated graph, the 4-bit scan, or dense)\n");
+  if (std::none_of(rows.begin(), rows.end(), [&](const EvalRow& r) { return r.method == method; })) {
+    return out_summary;
+  }
+  std::fprintf(out, "\nServing policy, %s (chosen from the prefill sample only: head profile, "
+                    "then the calibrated graph, the 4-bit scan, or dense)\n", method.c_str());
   std::fprintf(out, "%-5s %-4s %-7s %-14s %-40s %7s %8s %9s %6s\n", "layer", "head", "context",
                "served", "setting", "rec@100", "bytes%", "lat_us", "ratio");
   std::map<int64_t, ServingSummary> by_context;
@@ -107,6 +110,7 @@ std::vector<ServingSummary> PrintServingPolicy(std::FILE* out, const std::vector
                  r->setting.c_str(), r->recall_at_100, 100.0 * r->bytes_fraction, r->latency_us,
                  dense ? 1.0 : Ratio(*r, dense_us));
     ServingSummary& s = by_context[r->context];
+    s.method = method;
     s.context = r->context;
     ++s.heads;
     s.all_bytes += r->bytes_fraction;
@@ -124,10 +128,10 @@ std::vector<ServingSummary> PrintServingPolicy(std::FILE* out, const std::vector
       s.sparse_bytes /= s.sparse_heads;
     }
     s.all_bytes /= s.heads;
-    std::fprintf(out, "context %lld: %d of %d heads sparse; sparse heads: recall@100 min %.3f mean "
+    std::fprintf(out, "%s, context %lld: %d of %d heads sparse; sparse heads: recall@100 min %.3f mean "
                       "%.3f (%d under %.2f), bytes mean %.2f %% max %.2f %%; all heads: bytes "
                       "%.2f %%\n",
-                 static_cast<long long>(context), s.sparse_heads, s.heads, s.min_recall,
+                 method.c_str(), static_cast<long long>(context), s.sparse_heads, s.heads, s.min_recall,
                  s.mean_recall, s.below_target, target, 100.0 * s.sparse_bytes,
                  100.0 * s.max_sparse_bytes, 100.0 * s.all_bytes);
     out_summary.push_back(s);

@@ -36,6 +36,7 @@ void PrintMatchedRecall(std::FILE* out, const std::vector<EvalRow>& rows,
 // target), and the bytes over all heads with dense heads at 100 %. Prints nothing without
 // attic-serving rows.
 struct ServingSummary {
+  std::string method;
   int64_t context = 0;
   int heads = 0;
   int sparse_heads = 0;
@@ -46,8 +47,10 @@ struct ServingSummary {
   double max_sparse_bytes = 0.0;  // the costliest sparse head
   double all_bytes = 0.0;         // mean over all heads, dense heads at 1
 };
+// method: attic-serving, or attic-serving-guarded (the same with the recall guard).
 std::vector<ServingSummary> PrintServingPolicy(std::FILE* out, const std::vector<EvalRow>& rows,
-                                               const DenseLatencies& dense_us, double target);
+                                               const DenseLatencies& dense_us, double target,
+                                               const std::string& method);
 
 // {"method", "setting", "layer", "kv_head", "context", "recall_at_100", "mass_recall",
 //  "output_rel_err", "keys_scanned_fraction", "bytes_fraction", "latency_us", "build_ms",

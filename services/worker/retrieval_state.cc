@@ -32,6 +32,7 @@ struct RetrievalState::Head {
   // Exclusive while an index is installed or folded; shared while a search uses it.
   SharedMutex mu;
   std::unique_ptr<KeyIndex> index[kKinds] GUARDED_BY(mu);
+  std::shared_ptr<retrieval::RecallGuard> guard[kKinds] GUARDED_BY(mu);  // null: unguarded
   // Read without mu by Plan and Stats.
   std::atomic<int64_t> indexed[kKinds] = {};  // index size, or -1 while none
   std::atomic<int64_t> index_bytes{0};
@@ -205,12 +206,34 @@ RetrievalState::Lease RetrievalState::Acquire(uint64_t seq, int layer, int head,
   std::shared_lock<SharedMutex> lock(h.mu);
   h.mu.AssertReaderHeld();
   lease.index = h.index[KindIndex(kind)].get();
+  if (lease.index != nullptr) lease.guard = h.guard[KindIndex(kind)];
   if (lease.index == nullptr && UsesStandIn(kind) && h.stand_in != nullptr) {
     lease.index = h.stand_in.get();
     lease.stand_in = true;
   }
   if (lease.index != nullptr) lease.lock = std::move(lock);
   return lease;
+}
+
+void RetrievalState::ReportRecall(uint64_t seq, int layer, int head,
+                                  retrieval::RecallGuard& guard, int64_t exact, int64_t hits) {
+  const retrieval::RecallGuard::Action action = guard.Report(exact, hits);
+  if (action == retrieval::RecallGuard::Action::kNone) return;
+  if (action == retrieval::RecallGuard::Action::kRaised) {
+    guard_raised_.fetch_add(1);
+    ATTIC_LOG(kInfo, "retrieval") << "sequence " << seq << " layer " << layer << " head " << head
+                                  << ": sampled recall below "
+                                  << config_.recall_target << ", search effort raised to "
+                                  << guard.effort();
+    return;
+  }
+  guard_dense_.fetch_add(1);
+  ATTIC_LOG(kWarn, "retrieval") << "sequence " << seq << " layer " << layer << " head "
+                                   << head << ": sampled recall below " << config_.recall_target
+                                   << " at the largest effort, answered densely from now on";
+  std::shared_ptr<Sequence> s = Find(seq);
+  if (s == nullptr) return;
+  s->layers[static_cast<size_t>(layer)]->heads[static_cast<size_t>(head)]->dense.store(true);
 }
 
 void RetrievalState::Forget(uint64_t seq) {
@@ -252,6 +275,8 @@ RetrievalState::Stats RetrievalState::stats() const {
   st.build_seconds = build_seconds_;
   st.served_by_scan = served_by_scan_.load();
   st.served_dense = served_dense_.load();
+  st.guard_raised = guard_raised_.load();
+  st.guard_dense = guard_dense_.load();
   return st;
 }
 
@@ -410,6 +435,7 @@ Status RetrievalState::Build(Sequence& seq, int layer, IndexKind kind, int only_
     // A diffuse head is answered densely: no index is built for it unless asked for alone.
     if (head.dense.load() && only_head < 0) continue;
     std::unique_ptr<KeyIndex> index;
+    std::shared_ptr<retrieval::RecallGuard> guard;
     if (stand_in) {
       ASSIGN_OR_RETURN(index, retrieval::BuildKeyIndex(kind, rows, qs, {.pool = pool}));
     } else {
@@ -438,6 +464,13 @@ Status RetrievalState::Build(Sequence& seq, int layer, IndexKind kind, int only_
         }
         continue;
       }
+      if (config_.recall_guard_checks > 0 && serving.base_effort > 0) {
+        guard = std::make_shared<retrieval::RecallGuard>(
+            retrieval::RecallGuardOptions{.target = config_.recall_target,
+                                          .checks = config_.recall_guard_checks,
+                                          .base_effort = serving.base_effort,
+                                          .max_effort = serving.max_effort});
+      }
       index = std::move(serving.index);
     }
     const int64_t size = index->size();
@@ -456,6 +489,7 @@ Status RetrievalState::Build(Sequence& seq, int layer, IndexKind kind, int only_
       continue;
     }
     head.index[KindIndex(kind)] = std::move(index);
+    head.guard[KindIndex(kind)] = std::move(guard);
     head.index_bytes += bytes;
     head.indexed[KindIndex(kind)].store(size);
     // The index asked for replaces the stand-in.

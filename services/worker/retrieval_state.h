@@ -56,6 +56,7 @@
 #include "attention_workers/thread_pool.h"
 #include "common/model_spec.h"
 #include "common/status.h"
+#include "attention_workers/retrieval/recall_guard.h"
 #include "common/thread_annotations.h"
 #include "kvstore/kv_store.h"
 
@@ -97,6 +98,10 @@ struct RetrievalConfig {
   // (retrieval/serving_index.h): a graph that misses it gives way to the 4-bit scan, a scan
   // that misses it to dense attention.
   float recall_target = 0.96f;
+  // The recall guard (retrieval/recall_guard.h): after this many sampled checks of a head
+  // pooled below recall_target, its search effort is raised by half, up to the largest its
+  // build check tried; below target there, the head goes dense. 0 = off.
+  int recall_guard_checks = 4;
 };
 
 enum class HeadPlan {
@@ -133,12 +138,20 @@ class RetrievalState {
   // null when there is none (then run the head densely). Waits while a finished build or fold
   // is being installed (folds grow a copy, so searches go on meanwhile).
   // stand_in: index is the stand-in, not a `kind` index (its search effort is its own).
+  // guard: the recall guard of a served (not stand-in) index, when it has one; its effort()
+  // replaces a request's effort 0.
   struct Lease {
     std::shared_lock<SharedMutex> lock;
     const retrieval::KeyIndex* index = nullptr;
     bool stand_in = false;
+    std::shared_ptr<retrieval::RecallGuard> guard;
   };
   Lease Acquire(uint64_t seq, int layer, int head, IndexKind kind) EXCLUDES(mu_);
+
+  // A sampled recall check of (seq, layer, head)'s search through lease.guard: feeds the
+  // guard, and answers the head densely from now on when the guard says so.
+  void ReportRecall(uint64_t seq, int layer, int head, retrieval::RecallGuard& guard,
+                    int64_t exact, int64_t hits) EXCLUDES(mu_);
 
   // Whether this sparse head is one of the 1 in recall_sample_every checked exactly.
   bool SampleRecall() {
@@ -163,6 +176,9 @@ class RetrievalState {
     // served by the 4-bit scan instead, or densely.
     uint64_t served_by_scan = 0;
     uint64_t served_dense = 0;
+    // Recall guard actions since start: efforts raised, heads sent dense.
+    uint64_t guard_raised = 0;
+    uint64_t guard_dense = 0;
   };
   Stats stats() const EXCLUDES(mu_);
 
@@ -226,6 +242,8 @@ class RetrievalState {
   std::atomic<uint64_t> recall_counter_{0};
   std::atomic<uint64_t> served_by_scan_{0};
   std::atomic<uint64_t> served_dense_{0};
+  std::atomic<uint64_t> guard_raised_{0};
+  std::atomic<uint64_t> guard_dense_{0};
 
   mutable Mutex mu_;
   CondVar wake_;  // both build threads wait on it: notify all

@@ -130,13 +130,15 @@ Status SparseAttend::RunSparse(const AttendRunParams& params, size_t index, cons
   if (top_k > 0) {
     // A request's effort is in the unit of the kind it asked for, not the stand-in's nor that
     // of the 4-bit scan the serving policy put in its place (serving_index.h).
-    const int effort =
-        lease.stand_in || lease.index->kind() != request_.kind ? 0 : request_.effort;
+    int effort = lease.stand_in || lease.index->kind() != request_.kind ? 0 : request_.effort;
+    // The recall guard's raised effort replaces the index's own (recall_guard.h).
+    if (effort == 0 && lease.guard != nullptr) effort = lease.guard->effort();
     RETURN_IF_ERROR(
         lease.index->Search(keys, scorer, {.top_k = depth, .effort = effort}, &scratch.result));
   }
   const int64_t indexed = lease.index->size();
   figures->stand_in = lease.stand_in;
+  const std::shared_ptr<retrieval::RecallGuard> guard = std::move(lease.guard);
   lease = {};  // the index is not needed past the search
   std::span<const KvRun> attend_runs = runs;
   if (!spilled) {
@@ -165,6 +167,10 @@ Status SparseAttend::RunSparse(const AttendRunParams& params, size_t index, cons
                                  .dtype = spec_.dtype,
                                  .count = indexed},
                                 scorer, top_k, scratch, figures));
+    if (guard != nullptr) {
+      retrieval_->ReportRecall(head.sequence, layer_, head.local_head, *guard,
+                               figures->recall_k, figures->recall_hits);
+    }
   }
   RETURN_IF_ERROR(SparseDecodeAttention({.q = q,
                                          .group_size = params.group_size,

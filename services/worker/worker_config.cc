@@ -273,6 +273,10 @@ std::vector<config::Setting> ServingSettings(WorkerConfig* c) {
                       "Recall@k a sparse head's index must reach on held-out prefill queries "
                       "at build; a graph below it is replaced by the 4-bit scan, a scan below "
                       "it by dense attention"),
+      IntSetting("retrieval.recall_guard_checks", &c->retrieval.recall_guard_checks, 0, 1 << 20,
+                 "Sampled recall checks of a head pooled before the recall guard acts: below "
+                 "recall_target its search effort is raised by half, at the largest effort it "
+                 "goes dense; 0 = no guard"),
   };
 }
 

@@ -108,6 +108,9 @@ struct WorkerConfig {
     // The recall@k a sparse head's index must reach on held-out prefill queries at build;
     // below it the head is served by the 4-bit scan, or densely.
     double recall_target = 0.96;
+    // Sampled checks of a head pooled before the recall guard acts (raises its search effort,
+    // or answers it densely at the largest); 0 = no guard.
+    int recall_guard_checks = 4;
   };
   Retrieval retrieval;
   // The SSD tier (docs/worker.md, "Durability and restart"): the RocksDB directory, created if

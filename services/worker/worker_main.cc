@@ -94,7 +94,8 @@ WorkerServiceOptions ServiceOptions(const WorkerConfig& config) {
       .fetch_budget = config.retrieval.fetch_budget,
       .score_slack = static_cast<float>(config.retrieval.score_slack_pct) / 100.0f,
       .recall_sample_every = config.retrieval.recall_sample_every,
-      .recall_target = static_cast<float>(config.retrieval.recall_target)};
+      .recall_target = static_cast<float>(config.retrieval.recall_target),
+      .recall_guard_checks = config.retrieval.recall_guard_checks};
   constexpr uint64_t kMiB = uint64_t{1} << 20;
   o.ssd.path = config.data_dir;
   o.ssd.block_cache_bytes = static_cast<size_t>(config.ssd.block_cache_mb) * kMiB;

@@ -203,6 +203,13 @@ WorkerMetrics::WorkerMetrics(const std::string& worker_name)
                               "or dense attention).")
                         .Register(*registry_);
   recall_fallbacks_ = {&fallbacks.Add({{"to", "scan"}}), &fallbacks.Add({{"to", "dense"}})};
+  auto& guard = prometheus::BuildCounter()
+                    .Name("attic_worker_retrieval_recall_guard_total")
+                    .Help("Recall guard actions: a head whose sampled decode recall fell below "
+                          "retrieval.recall_target had its search effort raised, or was "
+                          "answered densely once at the largest effort.")
+                    .Register(*registry_);
+  recall_guard_ = {&guard.Add({{"action", "raise"}}), &guard.Add({{"action", "dense"}})};
   AddSsdSeries();
   AddGauge(*registry_, "attic_worker_up", "1 while the worker runs.")->Set(1);
   prometheus::BuildGauge()
@@ -360,6 +367,8 @@ void WorkerMetrics::SetRetrieval(const RetrievalFigures& r) {
   SetTotal(retrieval_counters_[1], &last_folds_, r.folds);
   SetTotal(recall_fallbacks_[0], &last_served_by_scan_, r.served_by_scan);
   SetTotal(recall_fallbacks_[1], &last_served_dense_, r.served_dense);
+  SetTotal(recall_guard_[0], &last_guard_raised_, r.guard_raised);
+  SetTotal(recall_guard_[1], &last_guard_dense_, r.guard_dense);
   MutexLock lock(&build_seconds_mu_);
   if (r.build_seconds > last_build_seconds_) {
     retrieval_counters_[2]->Increment(r.build_seconds - last_build_seconds_);

@@ -309,7 +309,9 @@ void WorkerService::RefreshMetrics() const {
                           .folds = r.folds,
                           .build_seconds = r.build_seconds,
                           .served_by_scan = r.served_by_scan,
-                          .served_dense = r.served_dense});
+                          .served_dense = r.served_dense,
+                          .guard_raised = r.guard_raised,
+                          .guard_dense = r.guard_dense});
 }
 
 }  // namespace attic

@@ -15,6 +15,7 @@
 #include "attention_workers/retrieval/exact_index.h"
 #include "attention_workers/retrieval/graph_index.h"
 #include "attention_workers/retrieval/quantized_scan.h"
+#include "attention_workers/retrieval/recall_guard.h"
 #include "attention_workers/thread_pool.h"
 #include "tests/retrieval/key_fixture.h"
 
@@ -410,6 +411,59 @@ TEST_F(ServingIndexTest, KindsWithoutACalibrationServeAsBuilt) {
     EXPECT_FALSE(s->dense);
     EXPECT_FALSE(s->replaced);
   }
+}
+
+TEST(RecallGuard, RaisesByHalfUpToTheLargestEffortThenSaysDense) {
+  RecallGuard guard({.target = 0.95f, .checks = 3, .base_effort = 400, .max_effort = 1000});
+  EXPECT_EQ(guard.effort(), 0);
+  // Pooled over the checks: 99 + 93 + 93 of 300 hits is 0.95, at target.
+  EXPECT_EQ(guard.Report(100, 99), RecallGuard::Action::kNone);
+  EXPECT_EQ(guard.Report(100, 93), RecallGuard::Action::kNone);
+  EXPECT_EQ(guard.Report(100, 93), RecallGuard::Action::kNone);
+  EXPECT_EQ(guard.effort(), 0);
+  // Below it: 400 -> 600 -> 900 -> 1000 (capped) -> dense.
+  const int want[] = {600, 900, 1000};
+  for (const int w : want) {
+    EXPECT_EQ(guard.Report(100, 90), RecallGuard::Action::kNone);
+    EXPECT_EQ(guard.Report(100, 90), RecallGuard::Action::kNone);
+    EXPECT_EQ(guard.Report(100, 90), RecallGuard::Action::kRaised);
+    EXPECT_EQ(guard.effort(), w);
+    EXPECT_FALSE(guard.dense());
+  }
+  EXPECT_EQ(guard.Report(100, 0), RecallGuard::Action::kNone);
+  EXPECT_EQ(guard.Report(100, 0), RecallGuard::Action::kNone);
+  EXPECT_EQ(guard.Report(100, 0), RecallGuard::Action::kDense);
+  EXPECT_TRUE(guard.dense());
+  EXPECT_EQ(guard.Report(100, 0), RecallGuard::Action::kNone) << "dense is final";
+  // Empty checks count for nothing; hits are clamped to the checked keys.
+  RecallGuard other({.target = 0.95f, .checks = 1, .base_effort = 200, .max_effort = 800});
+  EXPECT_EQ(other.Report(0, 0), RecallGuard::Action::kNone);
+  EXPECT_EQ(other.Report(100, 250), RecallGuard::Action::kNone);
+  EXPECT_EQ(other.effort(), 0);
+  // No effort to raise from: straight to dense.
+  RecallGuard unknown({.target = 0.95f, .checks = 1, .base_effort = 0, .max_effort = 0});
+  EXPECT_EQ(unknown.Report(100, 10), RecallGuard::Action::kDense);
+}
+
+// The serving policy says where the guard starts and how far it may go.
+TEST_F(ServingIndexTest, GuardEffortsFollowTheServedIndex) {
+  ServingOptions options;
+  options.graph.calibration_target = 0.5f;
+  auto graph = BuildServingIndex(IndexKind::kGraph, keys_.rows, SampleOf(train_), options);
+  ASSERT_TRUE(graph.ok());
+  EXPECT_EQ(graph->base_effort, graph->calibration->effort);
+  EXPECT_EQ(graph->max_effort, 4 * options.graph.default_beam);
+  options.graph.default_beam = 8;
+  options.graph.calibration_target = 1.0f;
+  options.scan_depths = {100, 3000};
+  auto scan = BuildServingIndex(IndexKind::kGraph, keys_.rows, SampleOf(train_), options);
+  ASSERT_TRUE(scan.ok());
+  ASSERT_TRUE(scan->replaced);
+  EXPECT_EQ(scan->base_effort, 3000);
+  EXPECT_EQ(scan->max_effort, 3000);
+  auto plain = BuildServingIndex(IndexKind::kQuantized, keys_.rows, SampleOf(train_));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->base_effort, 0);
 }
 
 }  // namespace

@@ -85,8 +85,12 @@ class RetrievalStateTest : public ::testing::Test {
     length_ += n;
   }
 
-  std::unique_ptr<RetrievalState> MakeState(std::optional<IndexKind> stand_in) {
+  // samples: prefill sample queries (64 is too few for the build's recall check, 256 the least
+  // that makes one), at positions spread over the last `samples` tokens.
+  std::unique_ptr<RetrievalState> MakeState(std::optional<IndexKind> stand_in,
+                                            int samples = 64, int guard_checks = 4) {
     RetrievalConfig config;
+    config.recall_guard_checks = guard_checks;
     config.kind = IndexKind::kGraph;
     config.stand_in = stand_in;
     config.profile_heads = false;
@@ -95,10 +99,10 @@ class RetrievalStateTest : public ::testing::Test {
     auto state = std::make_unique<RetrievalState>(store_.get(), Spec(), config);
     // A prefill sample: queries near keys, as a real model's are.
     std::normal_distribution<float> normal;
-    std::vector<float> q(static_cast<size_t>(64) * kG * kD);
+    std::vector<float> q(static_cast<size_t>(samples) * kG * kD);
     for (float& x : q) x = normal(rng_);
-    std::vector<int32_t> positions(64);
-    for (int i = 0; i < 64; ++i) positions[static_cast<size_t>(i)] = kTokens - 64 + i;
+    std::vector<int32_t> positions(static_cast<size_t>(samples));
+    for (int i = 0; i < samples; ++i) positions[static_cast<size_t>(i)] = kTokens - samples + i;
     state->AddSample(1, 0, 1, std::move(q), std::move(positions));
     return state;
   }
@@ -220,6 +224,63 @@ TEST_F(RetrievalStateTest, AKindThatIsItsOwnStandInIsBuiltOnce) {
   const RetrievalState::Stats st = state->stats();
   EXPECT_EQ(st.builds, 1u);
   EXPECT_EQ(st.stand_ins, 0);
+}
+
+// The recall guard: sampled checks below recall_target raise the head's search effort, up to
+// the largest beam its build check tried; a miss there answers the head densely.
+TEST_F(RetrievalStateTest, RecallGuardRaisesTheEffortThenGoesDense) {
+  std::unique_ptr<RetrievalState> state =
+      MakeState(std::nullopt, /*samples=*/512, /*guard_checks=*/2);
+  gate_.Open();
+  state->RequestBuild(1, 0, 1, IndexKind::kGraph);
+  state->WaitIdle();
+  ASSERT_EQ(state->Plan(1, 0, 0, 1, IndexKind::kGraph, length_), HeadPlan::kSparse);
+  std::shared_ptr<retrieval::RecallGuard> guard;
+  int calibrated = 0;
+  {
+    RetrievalState::Lease lease = state->Acquire(1, 0, 0, IndexKind::kGraph);
+    ASSERT_NE(lease.index, nullptr);
+    ASSERT_NE(lease.guard, nullptr) << "a calibrated graph is guarded";
+    guard = lease.guard;
+    if (lease.index->kind() == IndexKind::kGraph) {
+      ASSERT_TRUE(lease.index->calibration().has_value());
+      calibrated = lease.index->calibration()->effort;
+    }
+  }
+  EXPECT_EQ(guard->effort(), 0);
+  // Checks at target leave it alone.
+  for (int i = 0; i < 4; ++i) state->ReportRecall(1, 0, 0, *guard, 100, 100);
+  EXPECT_EQ(guard->effort(), 0);
+  EXPECT_EQ(state->stats().guard_raised, 0u);
+  // Two checks below target: raised by half.
+  state->ReportRecall(1, 0, 0, *guard, 100, 80);
+  EXPECT_EQ(guard->effort(), 0) << "one check is not enough";
+  state->ReportRecall(1, 0, 0, *guard, 100, 90);
+  if (calibrated > 0) {
+    EXPECT_EQ(guard->effort(), calibrated + calibrated / 2);
+  }
+  EXPECT_GT(guard->effort(), 0);
+  EXPECT_EQ(state->stats().guard_raised, 1u);
+  EXPECT_EQ(state->Plan(1, 0, 0, 1, IndexKind::kGraph, length_), HeadPlan::kSparse);
+  // Missing on and on: raised up to the largest effort, then dense.
+  for (int i = 0; i < 40 && !guard->dense(); ++i) state->ReportRecall(1, 0, 0, *guard, 100, 0);
+  EXPECT_TRUE(guard->dense());
+  const RetrievalState::Stats st = state->stats();
+  EXPECT_GE(st.guard_raised, 1u);
+  EXPECT_EQ(st.guard_dense, 1u);
+  EXPECT_EQ(state->Plan(1, 0, 0, 1, IndexKind::kGraph, length_), HeadPlan::kDenseDiffuse);
+}
+
+TEST_F(RetrievalStateTest, NoGuardWithoutACalibrationOrWhenOff) {
+  gate_.Open();
+  for (const auto& [samples, checks] : {std::pair{64, 4}, std::pair{512, 0}}) {
+    std::unique_ptr<RetrievalState> state = MakeState(std::nullopt, samples, checks);
+    state->RequestBuild(1, 0, 1, IndexKind::kGraph);
+    state->WaitIdle();
+    RetrievalState::Lease lease = state->Acquire(1, 0, 0, IndexKind::kGraph);
+    ASSERT_NE(lease.index, nullptr);
+    EXPECT_EQ(lease.guard, nullptr) << samples << " samples, guard checks " << checks;
+  }
 }
 
 TEST_F(RetrievalStateTest, ForgetWhileTheSlowBuildIsHeldDropsEverything) {
