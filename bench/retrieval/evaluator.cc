@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 
 #include "attention_workers/decode_attention.h"
+#include "bench/retrieval/dense_reference.h"
 #include "bench/retrieval/metrics.h"
 
 namespace attic::retrieval::eval {
@@ -69,11 +71,13 @@ struct Accum {
 struct StepScratch {
   SearchResult result;
   std::vector<float> out, lse;
+  std::unique_ptr<CacheEvictor> evictor;  // cold steps only
 };
 
 Status RunStep(const Dataset& ds, const HeadView& v, const StepTruth& t, Searcher& searcher,
                const SearchParams& params, const SelectionParams& selection, StepScratch* s,
                Accum* acc) {
+  if (s->evictor != nullptr) s->evictor->Evict();
   const auto t0 = Clock::now();
   RETURN_IF_ERROR(searcher.Search(v.indexed, t.group, t.scorer, params, &s->result));
   const std::vector<int32_t> sel = BuildSelection(
@@ -166,6 +170,7 @@ Status EvaluateMethod(const Dataset& ds, const LayerData& layer, int kv_head,
     return OkStatus();
   }
   StepScratch scratch;
+  if (options.cold_steps) scratch.evictor = std::make_unique<CacheEvictor>();
   scratch.out.resize(static_cast<size_t>(ds.group_size) * ds.head_dim);
   scratch.lse.resize(static_cast<size_t>(ds.group_size));
   for (int effort : m.efforts) {

@@ -28,6 +28,9 @@ namespace attic::retrieval::eval {
 struct EvalOptions {
   SelectionParams selection{.sinks = 4, .window = 64, .top_k = 100};
   int max_steps = 0;  // 0 = every decode step of the context
+  // Time each step cold: the caches are streamed out before it (dense_reference.h), so the
+  // index, keys and values it reads come from DRAM. Run one evaluation at a time for this.
+  bool cold_steps = false;
 };
 
 // One (method, setting) on one (layer, KV head, context), averaged over the decode steps.
