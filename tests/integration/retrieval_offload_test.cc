@@ -22,10 +22,12 @@
 #include "attention_workers/retrieval/head_profile.h"
 #include "attention_workers/retrieval/key_index.h"
 #include "attention_workers/retrieval/selection.h"
+#include "attention_workers/retrieval/serving_index.h"
 #include "client/client.h"
 #include "common/npy.h"
 #include "services/loadgen/worker_process.h"
 #include "tests/testing/shared_data.h"
+#include "transport/control/http_server.h"
 
 namespace attic::testing {
 namespace {
@@ -205,6 +207,7 @@ class RetrievalOffload : public ::testing::Test {
       args.push_back(std::string(IndexKindName(kKind)));
       args.push_back("--retrieval-recall-sample-every");
       args.push_back(std::to_string(recall_every_));
+      args.insert(args.end(), extra_args_.begin(), extra_args_.end());
       workers_.push_back(std::make_unique<loadgen::WorkerProcess>(loadgen::WorkerProcessOptions{
           .binary = ATTIC_WORKER_BINARY, .args = args, .name = "w" + std::to_string(i)}));
       ASSERT_TRUE(workers_.back()->Start(std::chrono::seconds(30)).ok());
@@ -263,6 +266,7 @@ class RetrievalOffload : public ::testing::Test {
   int fold_tokens_ = 100000;
   // Online recall: every sparse head is checked exactly (0: never).
   int recall_every_ = 0;
+  std::vector<std::string> extra_args_;  // more worker flags
   Layer layer_;
   bool real_ = false;
   std::vector<std::unique_ptr<loadgen::WorkerProcess>> workers_;
@@ -438,6 +442,65 @@ TEST_F(RetrievalOffload, ForcedSparseAnswersDiffuseHeadsFromAnIndex) {
   StatusOr<AttendStats> plain = Query(1, 1, L.q_decode.data(), out.data(), lse.data());
   ASSERT_TRUE(plain.ok()) << plain.status();
   EXPECT_EQ(plain->dense_heads, diffuse);
+}
+
+// The serving policy through real workers: with retrieval.recall_target 1 no graph meets its
+// build check on the real layer 4, so each head is served by the 4-bit scan or densely —
+// exactly as BuildServingIndex decides offline from the same keys and sample — and the
+// workers count it in attic_worker_retrieval_recall_fallbacks_total.
+class RetrievalServingPolicy : public RetrievalOffload {
+ protected:
+  RetrievalServingPolicy() { extra_args_ = {"--retrieval-recall-target", "1"}; }
+};
+
+double MetricValue(const std::string& body, const std::string& series) {
+  const size_t at = body.find("\n" + series + " ");
+  return at == std::string::npos ? -1.0 : std::stod(body.substr(at + series.size() + 2));
+}
+
+TEST_F(RetrievalServingPolicy, HeadsBelowTargetAreServedByTheScanOrDensely) {
+  // The synthetic layer's 254 sample queries are too few for the build's check (256).
+  if (!real_) GTEST_SKIP() << kNoSharedDataMessage << " (needs a prompt with a checked build)";
+  const Layer& L = layer_;
+  uint64_t want_scan = 0, want_dense = 0;
+  for (int h = 0; h < kHkv; ++h) {
+    HeadKv kv = HeadOf(L, h, L.indexed);
+    std::vector<float> sample = SampleOf(L, h);
+    std::vector<int32_t> pos(L.sample_positions.begin(), L.sample_positions.end());
+    retrieval::ServingOptions options;
+    options.graph.calibration_target = 1.0f;
+    StatusOr<retrieval::ServingIndex> s = retrieval::BuildServingIndex(
+        kKind, kv.rows(L.indexed),
+        {.q = sample.data(), .num_queries = static_cast<int>(pos.size()), .group_size = kG,
+         .head_dim = kD, .positions = pos},
+        options);
+    ASSERT_TRUE(s.ok()) << s.status();
+    std::printf("head %d: %s\n", h, s->ToString().c_str());
+    ASSERT_TRUE(s->calibration.has_value());
+    EXPECT_FALSE(s->calibration->met) << "no graph reaches recall 1 on real keys";
+    want_scan += s->replaced ? 1 : 0;
+    want_dense += s->dense ? 1 : 0;
+  }
+  ASSERT_EQ(want_scan + want_dense, static_cast<uint64_t>(kHkv));
+
+  OpenAndPrefill(1, ShardPlan::Single(Spec(), 0), 4, L);
+  WaitReady(1, 4, L, want_dense);
+  std::vector<float> out(kHq * kD), lse(kHq);
+  StatusOr<AttendStats> st = Query(1, 4, L.q_decode.data(), out.data(), lse.data());
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->dense_heads, want_dense);
+  EXPECT_EQ(st->stand_in_heads, 0u);
+  StatusOr<control::HttpResponse> metrics =
+      control::HttpGet(workers_[0]->control_address(), "/metrics", std::chrono::seconds(5));
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(MetricValue(metrics->body,
+                        "attic_worker_retrieval_recall_fallbacks_total{to=\"scan\"}"),
+            static_cast<double>(want_scan))
+      << metrics->body;
+  EXPECT_EQ(MetricValue(metrics->body,
+                        "attic_worker_retrieval_recall_fallbacks_total{to=\"dense\"}"),
+            static_cast<double>(want_dense))
+      << metrics->body;
 }
 
 class RetrievalRecall : public RetrievalOffload {
