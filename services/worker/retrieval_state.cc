@@ -436,7 +436,9 @@ Status RetrievalState::Build(Sequence& seq, int layer, IndexKind kind, int only_
     if (head.dense.load() && only_head < 0) continue;
     std::unique_ptr<KeyIndex> index;
     std::shared_ptr<retrieval::RecallGuard> guard;
-    if (stand_in) {
+    if (stand_in || only_head >= 0) {
+      // A stand-in, or a head built alone for forced requests (which ask for retrieval on a
+      // head the profile sent dense, to see what it would lose): the kind asked for, as built.
       ASSIGN_OR_RETURN(index, retrieval::BuildKeyIndex(kind, rows, qs, {.pool = pool}));
     } else {
       // The serving policy: the kind asked for when it reaches its recall target on held-out
