@@ -37,18 +37,16 @@ class KeyIndexSearcher final : public Searcher {
 //
 // guard_every > 0 (attic-serving-guarded): the recall guard as the worker runs it
 // (recall_guard.h, 4 checks pooled, the worker's 0.96 target), with one step in guard_every
-// checked exactly. The checks' own cost (a pass over the keys each) is not in the step's
-// bytes. A head the guard sends dense searches exactly from then on and is priced as a dense
+// checked exactly: raised effort, then (a graph at its largest beam) the 4-bit scan at re-rank
+// 800, then (a scan that misses) dense. The checks' own cost (a pass over the keys each) is not
+// in the step's bytes. A head sent dense searches exactly from then on and is priced as a dense
 // pass.
 class ServingSearcher final : public Searcher {
  public:
   ServingSearcher(ServingIndex serving, int guard_every)
       : serving_(std::move(serving)), guard_every_(guard_every) {
     if (guard_every_ > 0 && serving_.base_effort > 0) {
-      guard_.emplace(RecallGuardOptions{.target = GraphOptions{}.calibration_target,
-                                        .checks = 4,
-                                        .base_effort = serving_.base_effort,
-                                        .max_effort = serving_.max_effort});
+      guard_ = std::make_unique<RecallGuard>(Guard(serving_.base_effort, serving_.max_effort));
     }
   }
   int64_t memory_bytes() const override {
@@ -57,20 +55,28 @@ class ServingSearcher final : public Searcher {
   Status Search(const KeyRows& keys, const QueryGroup& /*group*/, const GroupScorer& scorer,
                 const SearchParams& params, SearchResult* out) override {
     if (serving_.index == nullptr) return FailedPreconditionError("the head is served densely");
-    if (!guard_.has_value()) {
+    if (guard_ == nullptr) {
       return serving_.index->Search(keys, scorer, {.top_k = params.top_k, .effort = 0}, out);
     }
     const int64_t n = std::min(serving_.index->size(), keys.count);
     if (exact_ == nullptr) {
       ASSIGN_OR_RETURN(exact_, BuildExactIndex(keys.prefix(n)));
     }
+    if (guard_->dense() && !serving_.replaced && scan_ == nullptr) {
+      // The graph is out of beam: the 4-bit scan at the deepest re-rank replaces it.
+      const int depth = ServingOptions{}.scan_depths.back();
+      ASSIGN_OR_RETURN(scan_, BuildQuantizedScan(keys.prefix(n), {.bits = 4, .rerank = depth}));
+      guard_ = std::make_unique<RecallGuard>(Guard(depth, depth));
+    }
     if (guard_->dense()) {
+      dense_ = true;
       RETURN_IF_ERROR(exact_->Search(keys, scorer, {.top_k = params.top_k}, out));
       out->stats.bytes_read = 2 * n * static_cast<int64_t>(keys.row_bytes());  // K and V
       return OkStatus();
     }
-    RETURN_IF_ERROR(serving_.index->Search(
-        keys, scorer, {.top_k = params.top_k, .effort = guard_->effort()}, out));
+    const KeyIndex& index = scan_ != nullptr ? *scan_ : *serving_.index;
+    RETURN_IF_ERROR(
+        index.Search(keys, scorer, {.top_k = params.top_k, .effort = guard_->effort()}, out));
     if (++steps_ % guard_every_ == 0) {
       RETURN_IF_ERROR(exact_->Search(keys, scorer, {.top_k = params.top_k}, &check_));
       int64_t hits = 0;
@@ -80,7 +86,7 @@ class ServingSearcher final : public Searcher {
       }
       const RecallGuard::Action a =
           guard_->Report(static_cast<int64_t>(check_.positions.size()), hits);
-      if (a == RecallGuard::Action::kRaised) ++raised_;
+      if (a == RecallGuard::Action::kRaised) last_raised_ = guard_->effort();
     }
     return OkStatus();
   }
@@ -93,19 +99,29 @@ class ServingSearcher final : public Searcher {
     std::string s = serving_.replaced ? "4-bit scan re-rank" : "graph beam";
     s += c.has_value() ? " " + std::to_string(c->effort) : " default";
     // What the guard did over the steps (this is asked after them).
-    if (guard_.has_value() && guard_->dense()) s += ", guard -> dense";
-    else if (guard_.has_value() && raised_ > 0) s += ", guard -> " + std::to_string(guard_->effort());
+    if (last_raised_ > 0) s += ", guard -> " + std::to_string(last_raised_);
+    if (scan_ != nullptr) s += ", -> scan";
+    if (dense_) s += ", -> dense";
     return s;
   }
 
  private:
+  static RecallGuardOptions Guard(int base, int max) {
+    return {.target = GraphOptions{}.calibration_target,
+            .checks = 4,
+            .base_effort = base,
+            .max_effort = max};
+  }
+
   ServingIndex serving_;
   const int guard_every_;
-  std::optional<RecallGuard> guard_;
+  std::unique_ptr<RecallGuard> guard_;
   std::unique_ptr<KeyIndex> exact_;
+  std::unique_ptr<KeyIndex> scan_;  // the guard's replacement of the graph
   SearchResult check_;
   int64_t steps_ = 0;
-  int raised_ = 0;
+  int last_raised_ = 0;
+  bool dense_ = false;
 };
 
 MethodSpec ServingMethod(ThreadPool* pool, int guard_every) {

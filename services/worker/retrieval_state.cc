@@ -8,6 +8,7 @@
 #include <chrono>
 #include <string>
 
+#include "attention_workers/retrieval/quantized_scan.h"
 #include "attention_workers/retrieval/serving_index.h"
 #include "common/log.h"
 
@@ -215,7 +216,7 @@ RetrievalState::Lease RetrievalState::Acquire(uint64_t seq, int layer, int head,
   return lease;
 }
 
-void RetrievalState::ReportRecall(uint64_t seq, int layer, int head,
+void RetrievalState::ReportRecall(uint64_t seq, int layer, int head, IndexKind kind,
                                   retrieval::RecallGuard& guard, int64_t exact, int64_t hits) {
   const retrieval::RecallGuard::Action action = guard.Report(exact, hits);
   if (action == retrieval::RecallGuard::Action::kNone) return;
@@ -227,13 +228,59 @@ void RetrievalState::ReportRecall(uint64_t seq, int layer, int head,
                                   << guard.effort();
     return;
   }
-  guard_dense_.fetch_add(1);
-  ATTIC_LOG(kWarn, "retrieval") << "sequence " << seq << " layer " << layer << " head "
-                                   << head << ": sampled recall below " << config_.recall_target
-                                   << " at the largest effort, answered densely from now on";
-  std::shared_ptr<Sequence> s = Find(seq);
-  if (s == nullptr) return;
-  s->layers[static_cast<size_t>(layer)]->heads[static_cast<size_t>(head)]->dense.store(true);
+  // Out of effort: the scan is built in the background (GuardScan); this guard stays spent, so
+  // the search goes on at its largest effort until the scan replaces it.
+  {
+    MutexLock lock(&mu_);
+    const auto it = seqs_.find(seq);
+    if (it == seqs_.end() || Book(*it->second.seq, layer) == nullptr) return;  // forgotten
+    jobs_.push_back(
+        Job{.seq = seq, .layer = layer, .head = head, .kind = kind, .guard_scan = true});
+  }
+  wake_.NotifyAll();
+}
+
+Status RetrievalState::GuardScan(Sequence& seq, int layer, int head, IndexKind kind) {
+  Head& h = *seq.layers[static_cast<size_t>(layer)]->heads[static_cast<size_t>(head)];
+  const int k = KindIndex(kind);
+  bool scan_already = false;
+  {
+    ReaderLock lock(&h.mu);
+    if (h.index[k] == nullptr) return OkStatus();
+    scan_already = h.index[k]->kind() == IndexKind::kQuantized;
+  }
+  if (scan_already) {
+    guard_dense_.fetch_add(1);
+    h.dense.store(true);
+    ATTIC_LOG(kWarn, "retrieval") << "sequence " << seq.id << " layer " << layer << " head "
+                                  << head << ": sampled recall below " << config_.recall_target
+                                  << " with the 4-bit scan too, answered densely from now on";
+    return OkStatus();
+  }
+  std::vector<const std::byte*> blocks;
+  KeyRows rows;
+  RETURN_IF_ERROR(ReadKeys(seq.id, layer, head, &blocks, &rows));
+  const int depth = retrieval::ServingOptions{}.scan_depths.back();
+  ASSIGN_OR_RETURN(std::unique_ptr<KeyIndex> scan,
+                   retrieval::BuildQuantizedScan(rows, {.bits = 4, .rerank = depth}));
+  const int64_t bytes = scan->memory_bytes();
+  const int64_t size = scan->size();
+  WriterLock lock(&h.mu);
+  if (h.index[k] == nullptr) return OkStatus();
+  h.index_bytes += bytes - h.index[k]->memory_bytes();
+  h.index[k] = std::move(scan);
+  h.indexed[k].store(size);
+  h.guard[k] = std::make_shared<retrieval::RecallGuard>(
+      retrieval::RecallGuardOptions{.target = config_.recall_target,
+                                    .checks = config_.recall_guard_checks,
+                                    .base_effort = depth,
+                                    .max_effort = depth});
+  guard_scan_.fetch_add(1);
+  ATTIC_LOG(kWarn, "retrieval") << "sequence " << seq.id << " layer " << layer << " head "
+                                << head << ": sampled recall below " << config_.recall_target
+                                << " at the largest beam, served by the 4-bit scan (re-rank "
+                                << depth << ") from now on";
+  return OkStatus();
 }
 
 void RetrievalState::Forget(uint64_t seq) {
@@ -276,6 +323,7 @@ RetrievalState::Stats RetrievalState::stats() const {
   st.served_by_scan = served_by_scan_.load();
   st.served_dense = served_dense_.load();
   st.guard_raised = guard_raised_.load();
+  st.guard_scan = guard_scan_.load();
   st.guard_dense = guard_dense_.load();
   return st;
 }
@@ -331,9 +379,10 @@ void RetrievalState::Run(const Job& job, ThreadPool* pool) {
     if (Book(*s, job.layer) == nullptr) return;  // forgotten
   }
   const auto t0 = std::chrono::steady_clock::now();
-  const Status status = job.head < 0  ? Build(*s, job.layer, job.kind, -1, job.stand_in, pool)
-                        : job.forced ? Build(*s, job.layer, job.kind, job.head, false, pool)
-                                     : Fold(*s, job.layer, job.head, job.kind, job.stand_in);
+  const Status status = job.head < 0    ? Build(*s, job.layer, job.kind, -1, job.stand_in, pool)
+                        : job.forced   ? Build(*s, job.layer, job.kind, job.head, false, pool)
+                        : job.guard_scan ? GuardScan(*s, job.layer, job.head, job.kind)
+                                       : Fold(*s, job.layer, job.head, job.kind, job.stand_in);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   MutexLock lock(&mu_);
@@ -347,7 +396,7 @@ void RetrievalState::Run(const Job& job, ThreadPool* pool) {
     if (!status.ok() && l != nullptr && !job.stand_in) {
       l->build_queued[KindIndex(job.kind)] = false;
     }
-  } else {
+  } else if (!job.guard_scan) {
     ++folds_;
     if (l != nullptr && job.stand_in) {
       l->stand_in_fold_queued[static_cast<size_t>(job.head)] = 0;

@@ -100,7 +100,8 @@ struct RetrievalConfig {
   float recall_target = 0.96f;
   // The recall guard (retrieval/recall_guard.h): after this many sampled checks of a head
   // pooled below recall_target, its search effort is raised by half, up to the largest its
-  // build check tried; below target there, the head goes dense. 0 = off.
+  // build check tried; below target there, a graph is replaced by the 4-bit scan (re-rank
+  // 800), and a scan below target leaves the head dense. 0 = off.
   int recall_guard_checks = 4;
 };
 
@@ -148,10 +149,12 @@ class RetrievalState {
   };
   Lease Acquire(uint64_t seq, int layer, int head, IndexKind kind) EXCLUDES(mu_);
 
-  // A sampled recall check of (seq, layer, head)'s search through lease.guard: feeds the
-  // guard, and answers the head densely from now on when the guard says so.
-  void ReportRecall(uint64_t seq, int layer, int head, retrieval::RecallGuard& guard,
-                    int64_t exact, int64_t hits) EXCLUDES(mu_);
+  // A sampled recall check of (seq, layer, head)'s `kind` search through lease.guard: feeds
+  // the guard. Once the guard is out of effort, a graph is replaced by the 4-bit scan at its
+  // deepest re-rank (built in the background; the graph serves at its largest beam
+  // meanwhile), and a scan that misses too leaves the head dense from then on.
+  void ReportRecall(uint64_t seq, int layer, int head, IndexKind kind,
+                    retrieval::RecallGuard& guard, int64_t exact, int64_t hits) EXCLUDES(mu_);
 
   // Whether this sparse head is one of the 1 in recall_sample_every checked exactly.
   bool SampleRecall() {
@@ -176,8 +179,10 @@ class RetrievalState {
     // served by the 4-bit scan instead, or densely.
     uint64_t served_by_scan = 0;
     uint64_t served_dense = 0;
-    // Recall guard actions since start: efforts raised, heads sent dense.
+    // Recall guard actions since start: efforts raised, graphs replaced by the scan, heads
+    // sent dense.
     uint64_t guard_raised = 0;
+    uint64_t guard_scan = 0;
     uint64_t guard_dense = 0;
   };
   Stats stats() const EXCLUDES(mu_);
@@ -212,6 +217,7 @@ class RetrievalState {
     IndexKind kind = IndexKind::kGraph;
     bool forced = false;  // with head >= 0: build that diffuse head's index (forced requests)
     bool stand_in = false;  // build (head -1) or fold the stand-in; kind is the stand-in's
+    bool guard_scan = false;  // with head >= 0: the recall guard's scan for that head's kind
   };
 
   std::shared_ptr<Sequence> Find(uint64_t seq) const EXCLUDES(mu_);
@@ -233,6 +239,8 @@ class RetrievalState {
   Status Build(Sequence& seq, int layer, IndexKind kind, int only_head, bool stand_in,
                ThreadPool* pool) EXCLUDES(mu_);
   Status Fold(Sequence& seq, int layer, int head, IndexKind kind, bool stand_in = false);
+  // The recall guard's last resort for a head (ReportRecall).
+  Status GuardScan(Sequence& seq, int layer, int head, IndexKind kind);
   Status ReadKeys(uint64_t seq, int layer, int head, std::vector<const std::byte*>* blocks,
                   retrieval::KeyRows* rows) const;
 
@@ -243,6 +251,7 @@ class RetrievalState {
   std::atomic<uint64_t> served_by_scan_{0};
   std::atomic<uint64_t> served_dense_{0};
   std::atomic<uint64_t> guard_raised_{0};
+  std::atomic<uint64_t> guard_scan_{0};
   std::atomic<uint64_t> guard_dense_{0};
 
   mutable Mutex mu_;

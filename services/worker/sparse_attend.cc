@@ -168,7 +168,7 @@ Status SparseAttend::RunSparse(const AttendRunParams& params, size_t index, cons
                                  .count = indexed},
                                 scorer, top_k, scratch, figures));
     if (guard != nullptr) {
-      retrieval_->ReportRecall(head.sequence, layer_, head.local_head, *guard,
+      retrieval_->ReportRecall(head.sequence, layer_, head.local_head, request_.kind, *guard,
                                figures->recall_k, figures->recall_hits);
     }
   }

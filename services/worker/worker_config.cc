@@ -275,8 +275,9 @@ std::vector<config::Setting> ServingSettings(WorkerConfig* c) {
                       "it by dense attention"),
       IntSetting("retrieval.recall_guard_checks", &c->retrieval.recall_guard_checks, 0, 1 << 20,
                  "Sampled recall checks of a head pooled before the recall guard acts: below "
-                 "recall_target its search effort is raised by half, at the largest effort it "
-                 "goes dense; 0 = no guard"),
+                 "recall_target its search effort is raised by half; at the largest beam the "
+                 "graph is replaced by the 4-bit scan, and a scan below it goes dense; 0 = no "
+                 "guard"),
   };
 }
 

@@ -108,8 +108,8 @@ struct WorkerConfig {
     // The recall@k a sparse head's index must reach on held-out prefill queries at build;
     // below it the head is served by the 4-bit scan, or densely.
     double recall_target = 0.96;
-    // Sampled checks of a head pooled before the recall guard acts (raises its search effort,
-    // or answers it densely at the largest); 0 = no guard.
+    // Sampled checks of a head pooled before the recall guard acts (raises its search effort;
+    // at the largest, the 4-bit scan, then dense); 0 = no guard.
     int recall_guard_checks = 4;
   };
   Retrieval retrieval;

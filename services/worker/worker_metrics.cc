@@ -206,10 +206,12 @@ WorkerMetrics::WorkerMetrics(const std::string& worker_name)
   auto& guard = prometheus::BuildCounter()
                     .Name("attic_worker_retrieval_recall_guard_total")
                     .Help("Recall guard actions: a head whose sampled decode recall fell below "
-                          "retrieval.recall_target had its search effort raised, or was "
-                          "answered densely once at the largest effort.")
+                          "retrieval.recall_target had its search effort raised, was served by "
+                          "the 4-bit scan once its graph was at the largest beam, or was "
+                          "answered densely once the scan missed too.")
                     .Register(*registry_);
-  recall_guard_ = {&guard.Add({{"action", "raise"}}), &guard.Add({{"action", "dense"}})};
+  recall_guard_ = {&guard.Add({{"action", "raise"}}), &guard.Add({{"action", "scan"}}),
+                   &guard.Add({{"action", "dense"}})};
   AddSsdSeries();
   AddGauge(*registry_, "attic_worker_up", "1 while the worker runs.")->Set(1);
   prometheus::BuildGauge()
@@ -368,7 +370,8 @@ void WorkerMetrics::SetRetrieval(const RetrievalFigures& r) {
   SetTotal(recall_fallbacks_[0], &last_served_by_scan_, r.served_by_scan);
   SetTotal(recall_fallbacks_[1], &last_served_dense_, r.served_dense);
   SetTotal(recall_guard_[0], &last_guard_raised_, r.guard_raised);
-  SetTotal(recall_guard_[1], &last_guard_dense_, r.guard_dense);
+  SetTotal(recall_guard_[1], &last_guard_scan_, r.guard_scan);
+  SetTotal(recall_guard_[2], &last_guard_dense_, r.guard_dense);
   MutexLock lock(&build_seconds_mu_);
   if (r.build_seconds > last_build_seconds_) {
     retrieval_counters_[2]->Increment(r.build_seconds - last_build_seconds_);

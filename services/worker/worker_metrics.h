@@ -27,7 +27,7 @@
 //   attic_worker_retrieval_dense_heads, attic_worker_retrieval_queued_jobs            gauges
 //   attic_worker_retrieval_builds_total, attic_worker_retrieval_folds_total,
 //   attic_worker_retrieval_recall_fallbacks_total{to},
-//   attic_worker_retrieval_recall_guard_total{action="raise|dense"} (the recall guard),
+//   attic_worker_retrieval_recall_guard_total{action="raise|scan|dense"} (the recall guard),
 //   attic_worker_retrieval_build_seconds_total                                     counters
 //   attic_worker_retrieval_dense_fallbacks_total (sparse heads answered densely while a fold
 //   held the index), attic_worker_retrieval_recall_checks_total,
@@ -116,7 +116,7 @@ class WorkerMetrics {
     uint64_t builds = 0, folds = 0;
     double build_seconds = 0;
     uint64_t served_by_scan = 0, served_dense = 0;  // heads whose index missed its recall check
-    uint64_t guard_raised = 0, guard_dense = 0;     // recall guard actions
+    uint64_t guard_raised = 0, guard_scan = 0, guard_dense = 0;  // recall guard actions
   };
   void SetRetrieval(const RetrievalFigures& r) EXCLUDES(build_seconds_mu_);
 
@@ -209,8 +209,9 @@ class WorkerMetrics {
   std::array<prometheus::Counter*, 2> recall_fallbacks_;  // to="scan", to="dense"
   std::atomic<uint64_t> last_served_by_scan_{0};
   std::atomic<uint64_t> last_served_dense_{0};
-  std::array<prometheus::Counter*, 2> recall_guard_;  // action="raise", action="dense"
+  std::array<prometheus::Counter*, 3> recall_guard_;  // action="raise", "scan", "dense"
   std::atomic<uint64_t> last_guard_raised_{0};
+  std::atomic<uint64_t> last_guard_scan_{0};
   std::atomic<uint64_t> last_guard_dense_{0};
   Mutex build_seconds_mu_;
   double last_build_seconds_ GUARDED_BY(build_seconds_mu_) = 0;

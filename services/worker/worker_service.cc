@@ -311,6 +311,7 @@ void WorkerService::RefreshMetrics() const {
                           .served_by_scan = r.served_by_scan,
                           .served_dense = r.served_dense,
                           .guard_raised = r.guard_raised,
+                          .guard_scan = r.guard_scan,
                           .guard_dense = r.guard_dense});
 }
 

@@ -227,48 +227,63 @@ TEST_F(RetrievalStateTest, AKindThatIsItsOwnStandInIsBuiltOnce) {
 }
 
 // The recall guard: sampled checks below recall_target raise the head's search effort, up to
-// the largest beam its build check tried; a miss there answers the head densely.
-TEST_F(RetrievalStateTest, RecallGuardRaisesTheEffortThenGoesDense) {
+// the largest beam its build check tried; a miss there replaces the graph by the 4-bit scan,
+// and a miss of the scan answers the head densely.
+TEST_F(RetrievalStateTest, RecallGuardRaisesTheEffortThenScansThenGoesDense) {
+  constexpr IndexKind kGraph = IndexKind::kGraph;
   std::unique_ptr<RetrievalState> state =
       MakeState(std::nullopt, /*samples=*/512, /*guard_checks=*/2);
   gate_.Open();
-  state->RequestBuild(1, 0, 1, IndexKind::kGraph);
+  state->RequestBuild(1, 0, 1, kGraph);
   state->WaitIdle();
-  ASSERT_EQ(state->Plan(1, 0, 0, 1, IndexKind::kGraph, length_), HeadPlan::kSparse);
+  ASSERT_EQ(state->Plan(1, 0, 0, 1, kGraph, length_), HeadPlan::kSparse);
   std::shared_ptr<retrieval::RecallGuard> guard;
   int calibrated = 0;
   {
-    RetrievalState::Lease lease = state->Acquire(1, 0, 0, IndexKind::kGraph);
+    RetrievalState::Lease lease = state->Acquire(1, 0, 0, kGraph);
     ASSERT_NE(lease.index, nullptr);
+    ASSERT_EQ(lease.index->kind(), kGraph);
     ASSERT_NE(lease.guard, nullptr) << "a calibrated graph is guarded";
     guard = lease.guard;
-    if (lease.index->kind() == IndexKind::kGraph) {
-      ASSERT_TRUE(lease.index->calibration().has_value());
-      calibrated = lease.index->calibration()->effort;
-    }
+    ASSERT_TRUE(lease.index->calibration().has_value());
+    calibrated = lease.index->calibration()->effort;
   }
   EXPECT_EQ(guard->effort(), 0);
   // Checks at target leave it alone.
-  for (int i = 0; i < 4; ++i) state->ReportRecall(1, 0, 0, *guard, 100, 100);
+  for (int i = 0; i < 4; ++i) state->ReportRecall(1, 0, 0, kGraph, *guard, 100, 100);
   EXPECT_EQ(guard->effort(), 0);
   EXPECT_EQ(state->stats().guard_raised, 0u);
   // Two checks below target: raised by half.
-  state->ReportRecall(1, 0, 0, *guard, 100, 80);
+  state->ReportRecall(1, 0, 0, kGraph, *guard, 100, 80);
   EXPECT_EQ(guard->effort(), 0) << "one check is not enough";
-  state->ReportRecall(1, 0, 0, *guard, 100, 90);
-  if (calibrated > 0) {
-    EXPECT_EQ(guard->effort(), calibrated + calibrated / 2);
-  }
-  EXPECT_GT(guard->effort(), 0);
+  state->ReportRecall(1, 0, 0, kGraph, *guard, 100, 90);
+  EXPECT_EQ(guard->effort(), calibrated + calibrated / 2);
   EXPECT_EQ(state->stats().guard_raised, 1u);
-  EXPECT_EQ(state->Plan(1, 0, 0, 1, IndexKind::kGraph, length_), HeadPlan::kSparse);
-  // Missing on and on: raised up to the largest effort, then dense.
-  for (int i = 0; i < 40 && !guard->dense(); ++i) state->ReportRecall(1, 0, 0, *guard, 100, 0);
-  EXPECT_TRUE(guard->dense());
+  // Missing on and on: raised up to the largest beam, then the graph is replaced by the scan.
+  for (int i = 0; i < 40 && !guard->dense(); ++i) {
+    state->ReportRecall(1, 0, 0, kGraph, *guard, 100, 0);
+  }
+  ASSERT_TRUE(guard->dense());
+  state->WaitIdle();
+  EXPECT_EQ(state->stats().guard_scan, 1u);
+  EXPECT_EQ(state->Plan(1, 0, 0, 1, kGraph, length_), HeadPlan::kSparse);
+  std::shared_ptr<retrieval::RecallGuard> scan_guard;
+  {
+    RetrievalState::Lease lease = state->Acquire(1, 0, 0, kGraph);
+    ASSERT_NE(lease.index, nullptr);
+    EXPECT_EQ(lease.index->kind(), IndexKind::kQuantized);
+    EXPECT_GE(Recall(*lease.index), 0.95) << "the scan re-ranks 800 keys";
+    ASSERT_NE(lease.guard, nullptr);
+    EXPECT_NE(lease.guard, guard);
+    scan_guard = lease.guard;
+  }
+  // The scan missing too: dense from then on.
+  for (int i = 0; i < 2; ++i) state->ReportRecall(1, 0, 0, kGraph, *scan_guard, 100, 0);
+  state->WaitIdle();
   const RetrievalState::Stats st = state->stats();
-  EXPECT_GE(st.guard_raised, 1u);
+  EXPECT_EQ(st.guard_scan, 1u);
   EXPECT_EQ(st.guard_dense, 1u);
-  EXPECT_EQ(state->Plan(1, 0, 0, 1, IndexKind::kGraph, length_), HeadPlan::kDenseDiffuse);
+  EXPECT_EQ(state->Plan(1, 0, 0, 1, kGraph, length_), HeadPlan::kDenseDiffuse);
 }
 
 TEST_F(RetrievalStateTest, NoGuardWithoutACalibrationOrWhenOff) {
