@@ -1,7 +1,6 @@
 #include "attention_workers/retrieval/exact_index.h"
 
 #include <algorithm>
-
 #include <vector>
 
 namespace attic::retrieval {

@@ -70,7 +70,6 @@ class GraphIndex final : public KeyIndex {
   }
   std::optional<Calibration> calibration() const override { return calibration_; }
 
-
   IndexKind kind() const override { return IndexKind::kGraph; }
   StatusOr<std::unique_ptr<KeyIndex>> Clone() const override {
     return std::unique_ptr<KeyIndex>(new GraphIndex(*this));

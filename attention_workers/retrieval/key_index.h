@@ -70,8 +70,8 @@ struct SearchParams {
   // 0 = the index's default. Larger is slower and more accurate.
   int effort = 0;
   // > 0: only positions below it are candidates, as if the keys from it on were not indexed
-  // (a build's recall check on its held-out queries: calibration.h). The graph and quantized
-  // kinds support it; the others answer InvalidArgument.
+  // (a build's recall check on its held-out queries: calibration.h). The graph, quantized and
+  // exact kinds support it; the cluster kind answers InvalidArgument, as does a negative one.
   int64_t position_limit = 0;
 };
 

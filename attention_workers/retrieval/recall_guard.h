@@ -3,8 +3,10 @@
 // queries only; a decode stretch can attend differently (to text far back, say), so a head can
 // pass at build and serve below target. The guard takes the sampled exact checks the worker
 // makes anyway (online recall) and, once `checks` of them are in and their pooled recall is
-// below the target, raises the head's search effort by half (at most to max_effort); once at
-// max_effort, the next miss means the head is to be answered densely instead.
+// below the target, raises the head's search effort by half (at most to max_effort). Once at
+// max_effort, the next miss answers kDense: this index cannot serve the head at the target,
+// and the caller serves it another way (the worker: a graph gives way to the 4-bit scan, a
+// scan to dense attention). kDense is answered once; the guard is spent after it.
 //
 //   RecallGuard guard({.target = 0.96f, .base_effort = 480, .max_effort = 1280});
 //   ... search with guard.effort() ...
@@ -36,6 +38,7 @@ class RecallGuard {
 
   // The effort searches should use: 0 until raised (the index's own), then the raised one.
   int effort() const { return effort_.load(std::memory_order_relaxed); }
+  // Whether Report has answered kDense (the guard is spent).
   bool dense() const { return dense_.load(std::memory_order_relaxed); }
 
   // One sampled check: of the exact top `exact` keys, `hits` were retrieved.

@@ -9,20 +9,20 @@
 namespace attic::retrieval {
 namespace {
 
-std::string Describe(const Calibration& c, const char* unit) {
-  char buf[200];
-  int len = std::snprintf(buf, sizeof(buf), "%s %d, held-out recall %.3f", unit, c.effort,
-                          c.recall);
-  if (c.recall_far >= 0.0 && len > 0 && static_cast<size_t>(len) < sizeof(buf)) {
-    len += std::snprintf(buf + len, sizeof(buf) - static_cast<size_t>(len),
-                         ", far keys %.3f (%.0f %% of the top)", c.recall_far,
-                         100.0 * c.far_share);
-  }
-  if (len > 0 && static_cast<size_t>(len) < sizeof(buf)) {
-    std::snprintf(buf + len, sizeof(buf) - static_cast<size_t>(len), " %s %.3f (%d queries)",
-                  c.met ? ">=" : "<", c.target, c.queries);
-  }
+// printf into a string (the figures below are short).
+template <typename... Args>
+std::string Printf(const char* format, Args... args) {
+  char buf[96];
+  std::snprintf(buf, sizeof(buf), format, args...);
   return buf;
+}
+
+std::string Describe(const Calibration& c, const char* unit) {
+  std::string s = Printf("%s %d, held-out recall %.3f", unit, c.effort, c.recall);
+  if (c.recall_far >= 0.0) {
+    s += Printf(", far keys %.3f (%.0f %% of the top)", c.recall_far, 100.0 * c.far_share);
+  }
+  return s + Printf(" %s %.3f (%d queries)", c.met ? ">=" : "<", c.target, c.queries);
 }
 
 }  // namespace

@@ -46,6 +46,14 @@ struct RetrievalState::Head {
   int64_t stand_in_bytes GUARDED_BY(mu) = 0;
   std::atomic<int64_t> stand_in_indexed{-1};
 
+  void DropStandIn() REQUIRES(mu) {
+    if (stand_in == nullptr) return;
+    stand_in.reset();
+    index_bytes -= stand_in_bytes;
+    stand_in_bytes = 0;
+    stand_in_indexed.store(-1);
+  }
+
   Head() {
     for (auto& n : indexed) n.store(-1);
   }
@@ -240,6 +248,16 @@ void RetrievalState::ReportRecall(uint64_t seq, int layer, int head, IndexKind k
   wake_.NotifyAll();
 }
 
+std::shared_ptr<retrieval::RecallGuard> RetrievalState::MakeGuard(int base_effort,
+                                                                  int max_effort) const {
+  if (config_.recall_guard_checks <= 0) return nullptr;
+  return std::make_shared<retrieval::RecallGuard>(
+      retrieval::RecallGuardOptions{.target = config_.recall_target,
+                                    .checks = config_.recall_guard_checks,
+                                    .base_effort = base_effort,
+                                    .max_effort = max_effort});
+}
+
 Status RetrievalState::GuardScan(Sequence& seq, int layer, int head, IndexKind kind) {
   Head& h = *seq.layers[static_cast<size_t>(layer)]->heads[static_cast<size_t>(head)];
   const int k = KindIndex(kind);
@@ -270,11 +288,7 @@ Status RetrievalState::GuardScan(Sequence& seq, int layer, int head, IndexKind k
   h.index_bytes += bytes - h.index[k]->memory_bytes();
   h.index[k] = std::move(scan);
   h.indexed[k].store(size);
-  h.guard[k] = std::make_shared<retrieval::RecallGuard>(
-      retrieval::RecallGuardOptions{.target = config_.recall_target,
-                                    .checks = config_.recall_guard_checks,
-                                    .base_effort = depth,
-                                    .max_effort = depth});
+  h.guard[k] = MakeGuard(depth, depth);
   guard_scan_.fetch_add(1);
   ATTIC_LOG(kWarn, "retrieval") << "sequence " << seq.id << " layer " << layer << " head "
                                 << head << ": sampled recall below " << config_.recall_target
@@ -507,21 +521,10 @@ Status RetrievalState::Build(Sequence& seq, int layer, IndexKind kind, int only_
         served_dense_.fetch_add(1);
         head.dense.store(true);
         WriterLock lock(&head.mu);
-        if (head.stand_in != nullptr) {
-          head.index_bytes -= head.stand_in_bytes;
-          head.stand_in.reset();
-          head.stand_in_bytes = 0;
-          head.stand_in_indexed.store(-1);
-        }
+        head.DropStandIn();
         continue;
       }
-      if (config_.recall_guard_checks > 0 && serving.base_effort > 0) {
-        guard = std::make_shared<retrieval::RecallGuard>(
-            retrieval::RecallGuardOptions{.target = config_.recall_target,
-                                          .checks = config_.recall_guard_checks,
-                                          .base_effort = serving.base_effort,
-                                          .max_effort = serving.max_effort});
-      }
+      if (serving.base_effort > 0) guard = MakeGuard(serving.base_effort, serving.max_effort);
       index = std::move(serving.index);
     }
     const int64_t size = index->size();
@@ -544,12 +547,7 @@ Status RetrievalState::Build(Sequence& seq, int layer, IndexKind kind, int only_
     head.index_bytes += bytes;
     head.indexed[KindIndex(kind)].store(size);
     // The index asked for replaces the stand-in.
-    if (head.stand_in != nullptr && UsesStandIn(kind)) {
-      head.stand_in.reset();
-      head.index_bytes -= head.stand_in_bytes;
-      head.stand_in_bytes = 0;
-      head.stand_in_indexed.store(-1);
-    }
+    if (UsesStandIn(kind)) head.DropStandIn();
   }
   return OkStatus();
 }

@@ -241,6 +241,9 @@ class RetrievalState {
   Status Fold(Sequence& seq, int layer, int head, IndexKind kind, bool stand_in = false);
   // The recall guard's last resort for a head (ReportRecall).
   Status GuardScan(Sequence& seq, int layer, int head, IndexKind kind);
+  // A guard for an index served at base_effort (config's target and checks); null when the
+  // guard is off.
+  std::shared_ptr<retrieval::RecallGuard> MakeGuard(int base_effort, int max_effort) const;
   Status ReadKeys(uint64_t seq, int layer, int head, std::vector<const std::byte*>* blocks,
                   retrieval::KeyRows* rows) const;
 

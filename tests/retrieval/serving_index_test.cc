@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <numeric>
 #include <vector>
 
@@ -50,10 +51,13 @@ std::vector<int32_t> ExactTop(const KeyRows& keys, const QueryGroup& q, int64_t 
   return TopKPositions(all, k);
 }
 
-// Answers the exact top k when effort >= `good`, and nothing otherwise: its recall is known.
-class StepIndex final : public KeyIndex {
+// An index over n keys whose answer is `search` (the positions, best first): a recall the
+// test knows. Counts its searches.
+class FakeIndex final : public KeyIndex {
  public:
-  StepIndex(int64_t n, int good) : n_(n), good_(good) {}
+  using SearchFn =
+      std::function<std::vector<int32_t>(const KeyRows&, const GroupScorer&, const SearchParams&)>;
+  FakeIndex(int64_t n, SearchFn search) : n_(n), search_(std::move(search)) {}
   IndexKind kind() const override { return IndexKind::kExact; }
   int64_t size() const override { return n_; }
   int64_t memory_bytes() const override { return 0; }
@@ -61,26 +65,36 @@ class StepIndex final : public KeyIndex {
   Status Search(const KeyRows& keys, const GroupScorer& scorer, const SearchParams& params,
                 SearchResult* out) const override {
     ++searches;
-    out->positions.clear();
+    out->positions = search_(keys, scorer, params);
     out->scores.clear();
-    if (params.effort < good_) return OkStatus();
-    const int64_t end = params.position_limit > 0 ? params.position_limit : n_;
-    std::vector<float> all(static_cast<size_t>(end));
-    scorer.ScoreRange(keys, 0, end, all.data());
-    out->positions = TopKPositions(all, params.top_k);
     return OkStatus();
   }
   mutable std::atomic<int> searches{0};
 
  private:
   int64_t n_;
-  int good_;
+  SearchFn search_;
 };
+
+// The exact top k of the keys before end (the position limit, or every key); near >= 0: of
+// the last `near` of them only.
+std::vector<int32_t> TopOf(const KeyRows& keys, const GroupScorer& scorer,
+                           const SearchParams& params, int64_t near = -1) {
+  const int64_t end = params.position_limit > 0 ? params.position_limit : keys.count;
+  const int64_t begin = near < 0 ? 0 : std::max<int64_t>(0, end - near);
+  std::vector<float> all(static_cast<size_t>(end), -1e30f);
+  scorer.ScoreRange(keys, begin, end, all.data() + begin);
+  return TopKPositions(all, params.top_k);
+}
 
 TEST(CalibrateEffort, TakesTheCheapestEffortThatReachesTheTarget) {
   const TestKeys keys = MakeTestKeys(Gaussian(2000, kD, 0.0f, 1), kD, DType::kBFloat16);
   const std::vector<float> q = OodQueries(20, 2);
-  StepIndex index(keys.rows.count, 300);
+  // The exact top k at effort >= 300, nothing below.
+  const FakeIndex index(keys.rows.count, [](const KeyRows& k, const GroupScorer& sc,
+                                            const SearchParams& p) {
+    return p.effort >= 300 ? TopOf(k, sc, p) : std::vector<int32_t>{};
+  });
   const int efforts[] = {100, 200, 300, 400};
   auto c = CalibrateEffort(index, keys.rows, SampleOf(q), {.efforts = efforts, .target = 0.9f});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
@@ -110,26 +124,11 @@ TEST(CalibrateEffort, CausalWindowChecksOnlyTheKeysBeforeEachQuery) {
   // An index that ignores the position limit answers the top k over every key: against each
   // query's causal truth (keys before p + 1 - window) it scores below 1; one that honours the
   // limit scores 1.
-  class Unlimited final : public KeyIndex {
-   public:
-    explicit Unlimited(int64_t n) : n_(n) {}
-    IndexKind kind() const override { return IndexKind::kExact; }
-    int64_t size() const override { return n_; }
-    int64_t memory_bytes() const override { return 0; }
-    Status Add(const KeyRows&) override { return OkStatus(); }
-    Status Search(const KeyRows& keys, const GroupScorer& scorer, const SearchParams& params,
-                  SearchResult* out) const override {
-      std::vector<float> all(static_cast<size_t>(n_));
-      scorer.ScoreRange(keys, 0, n_, all.data());
-      out->positions = TopKPositions(all, params.top_k);
-      return OkStatus();
-    }
-
-   private:
-    int64_t n_;
-  };
   const int efforts[] = {1};
-  const Unlimited unlimited(keys.rows.count);
+  const FakeIndex unlimited(keys.rows.count, [](const KeyRows& k, const GroupScorer& sc,
+                                                const SearchParams& p) {
+    return TopOf(k, sc, {.top_k = p.top_k});  // the limit ignored
+  });
   auto optimistic = CalibrateEffort(unlimited, keys.rows, SampleOf(q, positions),
                                     {.efforts = efforts, .target = 0.99f, .top_k = 50,
                                      .causal_window = 64});
@@ -156,30 +155,13 @@ TEST(CalibrateEffort, CausalWindowChecksOnlyTheKeysBeforeEachQuery) {
 // while the far keys, which a decode step quoting earlier text needs, are never found.
 TEST(CalibrateEffort, FarKeysMustReachTheTargetToo) {
   constexpr int kNear = 1700;
-  class NearOnly final : public KeyIndex {
-   public:
-    explicit NearOnly(int64_t n) : n_(n) {}
-    IndexKind kind() const override { return IndexKind::kExact; }
-    int64_t size() const override { return n_; }
-    int64_t memory_bytes() const override { return 0; }
-    Status Add(const KeyRows&) override { return OkStatus(); }
-    Status Search(const KeyRows& keys, const GroupScorer& scorer, const SearchParams& params,
-                  SearchResult* out) const override {
-      const int64_t end = params.position_limit > 0 ? params.position_limit : n_;
-      const int64_t begin = std::max<int64_t>(0, end - kNear);
-      std::vector<float> all(static_cast<size_t>(end), -1e30f);
-      scorer.ScoreRange(keys, begin, end, all.data() + begin);
-      out->positions = TopKPositions(all, params.top_k);
-      return OkStatus();
-    }
-
-   private:
-    int64_t n_;
-  };
   const TestKeys keys = MakeTestKeys(Gaussian(2000, kD, 0.0f, 30), kD, DType::kBFloat16);
   const std::vector<float> q = OodQueries(16, 31);
   const std::vector<int32_t> positions(16, 1900);  // limit 1837: keys [0, 137) are far
-  const NearOnly index(keys.rows.count);
+  const FakeIndex index(keys.rows.count, [](const KeyRows& k, const GroupScorer& sc,
+                                            const SearchParams& p) {
+    return TopOf(k, sc, p, kNear);  // only the kNear keys before the limit
+  });
   const int efforts[] = {1};
   auto c = CalibrateEffort(index, keys.rows, SampleOf(q, positions),
                            {.efforts = efforts, .target = 0.85f, .top_k = 50,
