@@ -118,6 +118,10 @@ def main():
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
+    for need in ('refmodel.py', 'corpus.py', 'config.json', 'model.safetensors'):
+        if not os.path.isfile(os.path.join(a.model, need)):
+            raise SystemExit(f'--model {a.model}: no {need} there (the model folder holds '
+                             'refmodel.py, corpus.py, config.json, model.safetensors)')
     sys.path.insert(0, os.path.abspath(a.model))
     install_shims()
     from refmodel import load          # the model's own definition
